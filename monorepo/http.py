@@ -1,0 +1,311 @@
+"""HTTP GET for the index client: retries, the on-disk cache, offline mode and file:// URLs.
+
+Everything the index client reads goes through :meth:`HttpClient.get`, so the rules that
+make a lock run robust live in one place: transient failures (5xx, resets, read timeouts,
+truncated bodies) are retried with exponential backoff and jitter, while failures that
+another attempt cannot fix (4xx, TLS and certificate errors) fail at once; responses are kept
+in :class:`~monorepo.httpcache.HttpCache` and revalidated; ``offline=True`` answers only from
+that cache.  One :class:`httpx.Client` is shared by all threads so connections are pooled
+(and multiplexed over HTTP/2 when the ``h2`` package is present and the server offers it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from monorepo import httpcache
+from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
+from monorepo.httpcache import CacheEntry, HttpCache
+from monorepo.reporter import NullReporter, Reporter
+
+#: Seconds before the first retry; doubled for each further one (plus up to as much jitter).
+DEFAULT_BACKOFF = 0.5
+
+_RETRYABLE_STATUS = range(500, 600)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful (or tolerated not-found) answer, from the network, the cache or disk."""
+
+    url: str
+    """The final URL after redirects: what relative links resolve against."""
+    status: int
+    body: bytes
+    content_type: str
+    from_cache: bool = False
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way another attempt may fix; carries the cause for the report."""
+
+
+def _is_tls_error(error: BaseException) -> bool:
+    """Certificate and handshake failures are configuration problems: retrying only delays."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return True
+        text = str(current)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "[SSL" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _content_type_for_path(path: Path) -> str:
+    if path.suffix == ".json":
+        return "application/vnd.pypi.simple.v1+json"
+    if path.suffix in (".html", ".htm"):
+        return "text/html"
+    return "application/octet-stream"
+
+
+def _check_integrity(url: str, body: bytes, sha256: str | None, size: int | None) -> None:
+    if size is not None and len(body) != size:
+        raise HashMismatchError(
+            f"{url} has {len(body)} bytes where the index (or lock) records {size}: the file "
+            "changed upstream or the download was damaged. Retry; if it persists, the file "
+            "was replaced upstream and the lock must be refreshed with 'monorepo lock'."
+        )
+    if sha256 is not None:
+        actual = hashlib.sha256(body).hexdigest()
+        if actual != sha256.lower():
+            raise HashMismatchError(
+                f"{url} has sha256 {actual}, expected {sha256.lower()}: the file changed "
+                "upstream or the download was damaged. Retry; if it persists, the file was "
+                "replaced upstream and the lock must be refreshed with 'monorepo lock'."
+            )
+
+
+class HttpClient:
+    """Thread-safe GET with retries, caching and offline mode.
+
+    *retries* is the number of further attempts after the first.  *backoff* is the delay
+    before the first retry, so tests can make retries instantaneous.  *cache* of ``None``
+    disables caching (and makes ``offline`` able to read only ``file://`` URLs).
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: HttpCache | None = None,
+        offline: bool = False,
+        reporter: Reporter | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = DEFAULT_BACKOFF,
+        max_connections: int = 16,
+    ) -> None:
+        self.cache = cache
+        self.offline = offline
+        self.reporter: Reporter = reporter if reporter is not None else NullReporter()
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._timeout = timeout
+        self._max_connections = max_connections
+
+    def _http(self) -> httpx.Client:
+        """Created on first network use: offline and file:// runs never open a pool."""
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    http2=importlib.util.find_spec("h2") is not None,
+                    follow_redirects=True,
+                    timeout=self._timeout,
+                    limits=httpx.Limits(
+                        max_connections=self._max_connections,
+                        max_keepalive_connections=self._max_connections,
+                    ),
+                    headers={"User-Agent": "monorepo (index client)"},
+                )
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        accept: str | None = None,
+        sha256: str | None = None,
+        size: int | None = None,
+        not_found_ok: bool = False,
+    ) -> Response:
+        """The body of *url*.
+
+        With *sha256* (and/or *size*) the content is immutable: a cached copy that hashes
+        right is used without asking the server, and a download that does not raises
+        :class:`HashMismatchError` and is not cached.  With *not_found_ok* a 404/410 is
+        returned (status 404, empty body) instead of raised: for an index page it means
+        "this index does not know the project".
+        """
+        if urlsplit(url).scheme == "file":
+            response = self._get_file(url, not_found_ok=not_found_ok)
+            if response.status == 200:
+                _check_integrity(url, response.body, sha256, size)
+            return response
+
+        immutable = sha256 is not None or size is not None
+        entry = self.cache.load(url, accept) if self.cache is not None else None
+        if entry is not None and immutable:
+            try:
+                _check_integrity(url, entry.body, sha256, size)
+            except HashMismatchError:
+                entry = None
+            else:
+                return self._from_entry(entry)
+        if self.offline:
+            if entry is not None:
+                return self._from_entry(entry)
+            raise OfflineError(
+                f"{url} is not in the HTTP cache ({self._cache_location()}) and --offline "
+                "forbids downloading it. Run the same command once without --offline to "
+                "fill the cache."
+            )
+        if entry is not None and httpcache.is_fresh(entry, httpcache.now()):
+            return self._from_entry(entry)
+
+        headers: dict[str, str] = {}
+        if accept:
+            headers["Accept"] = accept
+        if entry is not None:
+            headers.update(entry.validators())
+        reply = self._request(url, headers)
+        received = httpcache.now()
+        reply_headers = {k.lower(): v for k, v in reply.headers.items()}
+
+        if reply.status_code == 304 and entry is not None:
+            refreshed = entry.refreshed(reply_headers, received)
+            if self.cache is not None and httpcache.is_storable(reply_headers):
+                self.cache.store(url, accept, refreshed)
+            return self._from_entry(refreshed)
+        if reply.status_code in (404, 410) and not_found_ok:
+            return Response(url=str(reply.url), status=404, body=b"", content_type="")
+        if reply.status_code != 200:
+            raise IndexClientError(
+                f"GET {url} answered HTTP {reply.status_code} {reply.reason_phrase}. Check "
+                "the index URL and, for 401/403, the credentials the index needs."
+            )
+        body = reply.content
+        if immutable:
+            _check_integrity(url, body, sha256, size)
+        fresh = CacheEntry(
+            url=str(reply.url),
+            status=200,
+            body=body,
+            headers={k: v for k, v in reply_headers.items() if k in httpcache.STORED_HEADERS},
+            stored_at=received,
+        )
+        if self.cache is not None and httpcache.is_storable(reply_headers):
+            self.cache.store(url, accept, fresh)
+        return Response(url=fresh.url, status=200, body=body, content_type=fresh.content_type)
+
+    def _cache_location(self) -> str:
+        return str(self.cache.root) if self.cache is not None else "no cache configured"
+
+    @staticmethod
+    def _from_entry(entry: CacheEntry) -> Response:
+        return Response(
+            url=entry.url,
+            status=entry.status,
+            body=entry.body,
+            content_type=entry.content_type,
+            from_cache=True,
+        )
+
+    @staticmethod
+    def _get_file(url: str, *, not_found_ok: bool) -> Response:
+        parts = urlsplit(url)
+        path = Path(url2pathname(parts.path))
+        try:
+            body = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+            if not_found_ok:
+                return Response(url=url, status=404, body=b"", content_type="")
+            raise IndexClientError(
+                f"{url} cannot be read: {error.strerror or error}. Check the path of the "
+                "file:// index."
+            ) from error
+        except OSError as error:
+            raise IndexClientError(f"{url} cannot be read: {error}.") from error
+        return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
+
+    def _request(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        """One logical GET: up to ``1 + retries`` attempts; non-retryable answers returned."""
+        attempts = self.retries + 1
+        last_cause = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1)
+                delay += random.uniform(0, delay)
+                self.reporter.message(
+                    "debug",
+                    f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} "
+                    f"in {delay:.2f}s",
+                )
+                time.sleep(delay)
+            try:
+                return self._attempt(url, headers)
+            except _Retryable as error:
+                last_cause = str(error)
+        raise IndexClientError(
+            f"GET {url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; last "
+            f"cause: {last_cause}. The index may be down or the network unreliable: retry "
+            "later, or use --offline if the cache already holds what is needed."
+        )
+
+    def _attempt(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        try:
+            reply = self._http().get(url, headers=headers)
+        except httpx.TransportError as error:
+            if _is_tls_error(error):
+                raise IndexClientError(
+                    f"GET {url} failed: TLS error ({error}). Not retried: check the server "
+                    "certificate, the system clock and SSL_CERT_FILE / the CA bundle."
+                ) from error
+            if isinstance(
+                error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+            ):
+                raise _Retryable(f"{type(error).__name__}: {error}") from error
+            raise IndexClientError(f"GET {url} failed: {error}") from error
+        except httpx.DecodingError as error:
+            raise _Retryable(f"undecodable body: {error}") from error
+        if reply.status_code in _RETRYABLE_STATUS:
+            raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
+        declared = reply.headers.get("content-length")
+        if declared is not None and "content-encoding" not in reply.headers:
+            try:
+                expected = int(declared)
+            except ValueError:
+                expected = -1
+            if expected >= 0 and expected != len(reply.content):
+                raise _Retryable(
+                    f"truncated body: {len(reply.content)} of {expected} bytes received"
+                )
+        return reply

@@ -1,0 +1,437 @@
+"""Core metadata of a distribution file, obtained as cheaply as the index allows.
+
+The resolver needs ``Requires-Dist`` and ``Requires-Python`` for every candidate it
+considers, and each source of them costs more than the one before (DESIGN.md section 3):
+
+1. a wheel's PEP 658 ``<url>.metadata`` file, when the page declares one (a few KB);
+2. the wheel itself, reading ``*.dist-info/METADATA`` from the zip;
+3. an sdist's ``PKG-INFO``, trusted only when Metadata-Version >= 2.2 and neither
+   ``Requires-Dist`` nor ``Requires-Python`` is ``Dynamic`` (PEP 643);
+4. the sdist's build backend, ``prepare_metadata_for_build_wheel`` through
+   ``pyproject_hooks`` in an isolated, cached build environment.
+
+Parsing is deliberately tolerant: real metadata carries odd licences, classifiers and
+URLs, and none of that matters for resolution, so an invalid field is dropped.  Only an
+unparsable ``Requires-Dist`` is an error, because resolving without it would be wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+import venv
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+from filelock import FileLock
+from packaging.metadata import Metadata, RawMetadata, parse_email
+from packaging.version import InvalidVersion, Version
+from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
+
+from monorepo import paths
+from monorepo.errors import MetadataError
+from monorepo.reporter import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from monorepo.index import DistFile
+
+#: PEP 517's fallback when an sdist has no ``[build-system]`` table.
+DEFAULT_BUILD_SYSTEM: dict[str, Any] = {
+    "requires": ["setuptools>=40.8.0"],
+    "build-backend": "setuptools.build_meta:__legacy__",
+}
+
+_TAIL_LINES = 25
+
+
+class Fetch(Protocol):
+    def __call__(self, url: str, *, sha256: str | None = None, size: int | None = None) -> bytes:
+        """The body of *url*, checked against the hash and size when given."""
+
+
+# --------------------------------------------------------------------------- pure parsing
+
+
+def _probe(raw: RawMetadata, key: str) -> bool:
+    """Whether field *key* of *raw* converts without error (checked in isolation)."""
+    trial: dict[str, Any] = {"metadata_version": "2.4", "name": "probe", "version": "0"}
+    trial[key] = raw[key]  # type: ignore[literal-required]
+    try:
+        getattr(Metadata.from_raw(trial, validate=False), key)  # type: ignore[arg-type]
+    except Exception:
+        return False
+    return True
+
+
+def parse_metadata(data: bytes | str, *, source: str) -> Metadata:
+    """Core metadata from ``METADATA``/``PKG-INFO`` text, dropping fields that do not parse.
+
+    *source* names the file for the error message.  Raises :class:`MetadataError` when
+    ``Requires-Dist`` (or the required name/version) cannot be parsed.
+    """
+    raw, _unparsed = parse_email(data)
+    cleaned: dict[str, Any] = {}
+    for key in raw:
+        if _probe(raw, key):
+            cleaned[key] = raw[key]  # type: ignore[literal-required]
+        elif key in ("requires_dist", "name", "version"):
+            bad = raw[key]  # type: ignore[literal-required]
+            raise MetadataError(
+                f"{source}: the {key.replace('_', '-').title()} field cannot be parsed "
+                f"({bad!r}). The distribution's metadata is broken; pin another version, "
+                "or fix its metadata with an overlay."
+            )
+    cleaned["metadata_version"] = raw.get("metadata_version", "2.4")
+    if not _probe(cleaned, "metadata_version"):  # type: ignore[arg-type]
+        # An unknown (future) version: the fields we read are the same in all versions.
+        cleaned["metadata_version"] = "2.4"
+    for key in ("name", "version"):
+        if key not in cleaned:
+            raise MetadataError(
+                f"{source}: the {key.title()} field is missing. The distribution's metadata "
+                "is broken; pin another version, or fix its metadata with an overlay."
+            )
+    metadata = Metadata.from_raw(cleaned, validate=False)  # type: ignore[arg-type]
+    for key in cleaned:
+        getattr(metadata, key)  # convert now: later reads cannot fail
+    return metadata
+
+
+def _version_at_least(text: str, minimum: str) -> bool:
+    try:
+        return Version(text) >= Version(minimum)
+    except InvalidVersion:
+        return False
+
+
+def metadata_from_pkg_info(text: bytes | str, *, source: str = "PKG-INFO") -> Metadata | None:
+    """Metadata from an sdist's ``PKG-INFO`` if PEP 643 lets us trust it, else None.
+
+    Before Metadata-Version 2.2 a ``PKG-INFO`` says nothing about whether a build would
+    compute different dependencies, so only 2.2+ files without dynamic ``Requires-Dist`` /
+    ``Requires-Python`` stand in for the build backend.
+    """
+    raw, _unparsed = parse_email(text)
+    if not _version_at_least(raw.get("metadata_version", "0"), "2.2"):
+        return None
+    dynamic = {field.strip().lower() for field in raw.get("dynamic", [])}
+    if dynamic & {"requires-dist", "requires-python"}:
+        return None
+    return parse_metadata(text, source=source)
+
+
+def metadata_from_wheel(data: bytes, filename: str) -> Metadata:
+    """Metadata from the ``*.dist-info/METADATA`` member of wheel bytes."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            candidates = [
+                name
+                for name in archive.namelist()
+                if name.count("/") == 1 and name.endswith(".dist-info/METADATA")
+            ]
+            if len(candidates) != 1:
+                raise MetadataError(
+                    f"{filename}: expected one top-level *.dist-info/METADATA, found "
+                    f"{len(candidates)}. The wheel is malformed; use its sdist or another "
+                    "version."
+                )
+            text = archive.read(candidates[0])
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise MetadataError(f"{filename}: not a readable wheel (zip): {error}.") from error
+    return parse_metadata(text, source=f"{filename}:{candidates[0]}")
+
+
+def _sdist_top_and_member(data: bytes, filename: str, member: str) -> tuple[str, bytes | None]:
+    """The sdist's single top-level directory, and ``<top>/<member>`` if it exists."""
+    try:
+        if filename.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = archive.namelist()
+                top = _single_top(names, filename)
+                try:
+                    return top, archive.read(f"{top}/{member}")
+                except KeyError:
+                    return top, None
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            top = _single_top(tar.getnames(), filename)
+            try:
+                handle = tar.extractfile(f"{top}/{member}")
+            except KeyError:
+                return top, None
+            return top, handle.read() if handle is not None else None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as error:
+        raise MetadataError(f"{filename}: not a readable sdist archive: {error}.") from error
+
+
+def _single_top(names: Sequence[str], filename: str) -> str:
+    tops = {PurePosixPath(name).parts[0] for name in names if PurePosixPath(name).parts}
+    if len(tops) != 1:
+        raise MetadataError(
+            f"{filename}: an sdist must hold exactly one top-level directory, found "
+            f"{len(tops)}. The archive is malformed; use another version."
+        )
+    return tops.pop()
+
+
+def sdist_pkg_info(data: bytes, filename: str) -> Metadata | None:
+    """The sdist's ``PKG-INFO`` metadata when PEP 643 makes it trustworthy, else None."""
+    top, text = _sdist_top_and_member(data, filename, "PKG-INFO")
+    if text is None:
+        return None
+    return metadata_from_pkg_info(text, source=f"{filename}:{top}/PKG-INFO")
+
+
+# --------------------------------------------------------------------------- build backend
+
+
+class _HookFailed(Exception):
+    def __init__(self, returncode: int, output: str) -> None:
+        super().__init__(f"exit status {returncode}")
+        self.returncode = returncode
+        self.output = output
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()[-_TAIL_LINES:]
+    return "\n".join(lines)
+
+
+def _quiet_runner(
+    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+) -> None:
+    """Run a hook with its output captured: the library never writes to the terminal."""
+    env = dict(os.environ)
+    if extra_environ:
+        env.update(extra_environ)
+    result = subprocess.run(
+        list(cmd),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
+
+
+def _venv_python(env_dir: Path) -> Path:
+    if sys.platform == "win32":
+        return env_dir / "Scripts" / "python.exe"
+    return env_dir / "bin" / "python"
+
+
+def build_env_python(
+    requires: Sequence[str],
+    *,
+    index_urls: Sequence[str],
+    offline: bool,
+    label: str,
+    reporter: Reporter,
+) -> Path:
+    """A Python with *requires* installed, created once per requirement set and reused.
+
+    The environment is keyed by the requirements, the indexes and the interpreter, and a
+    marker file is written only after pip succeeded, so a half-built environment (crash,
+    failed install) is rebuilt next time.  A file lock serialises concurrent builders.
+    """
+    spec = "\n".join([sys.version, *sorted(requires), "--", *index_urls])
+    key = hashlib.sha256(spec.encode()).hexdigest()[:24]
+    root = paths.cache_root() / "build-envs"
+    env_dir = root / key
+    marker = env_dir / ".monorepo-complete"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{key}.lock")):
+        if marker.exists():
+            return _venv_python(env_dir)
+        reporter.message("info", f"creating build environment for {label}: {', '.join(requires)}")
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise MetadataError(
+                f"{label}: could not create a build environment in {env_dir}: {error}."
+            ) from error
+        command = [
+            str(_venv_python(env_dir)),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+        ]
+        if offline:
+            command.append("--no-index")
+        else:
+            command += ["--index-url", index_urls[0]]
+            for extra in index_urls[1:]:
+                command += ["--extra-index-url", extra]
+        command += ["--", *requires]
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            hint = (
+                "--offline forbids downloading them and no build environment with them is "
+                "cached; run once without --offline."
+                if offline
+                else "check that the index provides them."
+            )
+            raise MetadataError(
+                f"{label}: installing the build requirements {list(requires)} failed ({hint})\n"
+                f"pip said:\n{_tail(result.stdout.decode('utf-8', 'replace'))}"
+            )
+        marker.write_text(spec)
+    return _venv_python(env_dir)
+
+
+def _safe_extract(data: bytes, filename: str, dest: Path) -> None:
+    """Unpack an sdist, refusing members that would land outside *dest*."""
+    try:
+        if filename.endswith(".zip"):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for member in archive.namelist():
+                    target = (dest / member).resolve()
+                    if not target.is_relative_to(dest.resolve()):
+                        raise MetadataError(f"{filename}: member {member!r} escapes the archive.")
+                archive.extractall(dest)
+        else:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+                tar.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
+        raise MetadataError(f"{filename}: cannot be unpacked: {error}.") from error
+
+
+def metadata_from_build_backend(
+    data: bytes,
+    filename: str,
+    *,
+    label: str,
+    index_urls: Sequence[str],
+    offline: bool,
+    reporter: Reporter | None = None,
+) -> Metadata:
+    """Metadata computed by the sdist's own build backend (PEP 517).
+
+    ``prepare_metadata_for_build_wheel`` is asked first; pyproject_hooks falls back to
+    ``build_wheel`` and reads the wheel's dist-info when a backend lacks that hook.
+    """
+    reporter = reporter if reporter is not None else NullReporter()
+    top, _pkg_info = _sdist_top_and_member(data, filename, "PKG-INFO")
+    with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as tmp:
+        work = Path(tmp)
+        _safe_extract(data, filename, work / "src")
+        source_dir = work / "src" / top
+        build_system: dict[str, Any] = dict(DEFAULT_BUILD_SYSTEM)
+        pyproject = source_dir / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                table = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+                raise MetadataError(
+                    f"{label}: {filename}:{top}/pyproject.toml is not valid TOML: {error}."
+                ) from error
+            if isinstance(table.get("build-system"), dict):
+                declared = table["build-system"]
+                build_system = {
+                    "requires": declared.get("requires", []),
+                    "build-backend": declared.get(
+                        "build-backend", DEFAULT_BUILD_SYSTEM["build-backend"]
+                    ),
+                    "backend-path": declared.get("backend-path"),
+                }
+        requires = [str(item) for item in build_system.get("requires") or []]
+        if requires:
+            python = str(
+                build_env_python(
+                    requires,
+                    index_urls=index_urls,
+                    offline=offline,
+                    label=label,
+                    reporter=reporter,
+                )
+            )
+        else:
+            python = sys.executable
+        backend = str(build_system["build-backend"])
+        hooks = BuildBackendHookCaller(
+            str(source_dir),
+            backend,
+            backend_path=build_system.get("backend-path"),
+            runner=_quiet_runner,
+            python_executable=python,
+        )
+        out = work / "metadata"
+        out.mkdir()
+        reporter.message("debug", f"{label}: asking build backend {backend} for metadata")
+        try:
+            dist_info = hooks.prepare_metadata_for_build_wheel(str(out))
+        except _HookFailed as error:
+            raise MetadataError(
+                f"{label}: the build backend {backend} failed to prepare metadata for "
+                f"{filename} ({error}). Its output ends with:\n{_tail(error.output)}\n"
+                "Fix the sdist with an overlay, or pin a version that has a wheel."
+            ) from error
+        except (BackendUnavailable, HookMissing) as error:
+            raise MetadataError(
+                f"{label}: the build backend {backend} of {filename} is unusable "
+                f"({type(error).__name__}: {error}). Check its [build-system] table."
+            ) from error
+        metadata_file = out / dist_info / "METADATA"
+        try:
+            text = metadata_file.read_bytes()
+        except OSError as error:
+            raise MetadataError(
+                f"{label}: the build backend {backend} of {filename} wrote no METADATA "
+                f"in {dist_info}."
+            ) from error
+    return parse_metadata(text, source=f"{label} ({filename}, from {backend})")
+
+
+# --------------------------------------------------------------------------- the sequence
+
+
+def dist_metadata(
+    dist: DistFile,
+    *,
+    fetch: Fetch,
+    index_urls: Sequence[str],
+    offline: bool,
+    reporter: Reporter | None = None,
+) -> Metadata:
+    """Core metadata of *dist*, from the cheapest source that is trustworthy (module doc)."""
+    reporter = reporter if reporter is not None else NullReporter()
+    label = f"{dist.name} {dist.version}"
+    if dist.kind == "wheel":
+        if dist.core_metadata is not False:
+            sha256 = dist.core_metadata if isinstance(dist.core_metadata, str) else None
+            text = fetch(dist.metadata_url, sha256=sha256)
+            return parse_metadata(text, source=f"{label} ({dist.metadata_url})")
+        return metadata_from_wheel(
+            fetch(dist.url, sha256=dist.sha256, size=dist.size), dist.filename
+        )
+    data = fetch(dist.url, sha256=dist.sha256, size=dist.size)
+    found = sdist_pkg_info(data, dist.filename)
+    if found is not None:
+        return found
+    return metadata_from_build_backend(
+        data,
+        dist.filename,
+        label=label,
+        index_urls=index_urls,
+        offline=offline,
+        reporter=reporter,
+    )
