@@ -1,0 +1,179 @@
+"""A content-addressed store of downloaded files (sdists, archives) keyed by sha256.
+
+The lock records a sha256 for every source, so the hash is the natural key: a file
+is downloaded once per machine whatever project asks for it, ``pull --offline``
+works from the store alone, and a store entry can always be checked against its
+name.  Entries are re-hashed on every use, so a disk error or a hand edit makes an
+entry disappear (and be fetched again) rather than reach a build.
+
+Layout under the root (default ``paths.cache_root() / "store"``)::
+
+    sha256/ab/abcdef0123...    the file whose sha256 is abcdef0123... (full hex name,
+                               fanned out by its first two hex digits)
+    sha256/ab/.tmp-abcdef...-* a download in progress (renamed into place when verified)
+    locks/abcdef0123....lock   the per-hash lock taken while fetching that hash
+
+Only verified bytes are ever renamed into place (``os.replace`` in the same
+directory, so the rename is atomic); a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock
+
+from monorepo.errors import HashMismatchError
+from monorepo.paths import cache_root
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _normalise(sha256: str, what: str) -> str:
+    """Lowercase hex digest, or an error: the digest becomes a file name, so it is checked."""
+    digest = sha256.lower()
+    if len(digest) != 64 or not _HEX.issuperset(digest):
+        label = what or "a source"
+        raise HashMismatchError(
+            f"{label}: {sha256!r} is not a sha256 digest (64 hexadecimal digits); correct the"
+            " hash recorded for it in pylock.toml, or run 'monorepo lock' again"
+        )
+    return digest
+
+
+class ContentStore:
+    """Verified files addressed by sha256; safe for concurrent processes."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else cache_root() / "store"
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the entry for *sha256* lives (whether or not it exists)."""
+        digest = _normalise(sha256, "")
+        return self.root / "sha256" / digest[:2] / digest
+
+    def _lock(self, digest: str) -> FileLock:
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return FileLock(locks / f"{digest}.lock")
+
+    def get(self, sha256: str, *, size: int | None = None) -> Path | None:
+        """The entry's path if present and intact, else None (a corrupt entry is deleted).
+
+        Re-hashing on every use costs one read of a file that is about to be read
+        anyway, and it is what lets the store be trusted without trusting the disk.
+        """
+        digest = _normalise(sha256, "")
+        path = self.path_for(digest)
+        if _intact(path, digest, size):
+            return path
+        if not path.exists():
+            return None
+        # Corrupt: delete under the lock so that a concurrent writer's fresh, verified
+        # entry is never the one removed.
+        with self._lock(digest):
+            if _intact(path, digest, size):
+                return path
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return None
+
+    def put_bytes(
+        self, data: bytes, *, sha256: str, size: int | None = None, what: str = ""
+    ) -> Path:
+        """Store *data* after checking it against *sha256* and *size*; bad bytes never land."""
+        digest = _normalise(sha256, what)
+        return self._store(digest, iter((data,)), size, what)
+
+    def get_or_fetch(
+        self,
+        sha256: str,
+        fetch: Callable[[], bytes | Iterator[bytes]],
+        *,
+        size: int | None = None,
+        what: str = "",
+    ) -> Path:
+        """The entry for *sha256*, calling *fetch* only if no intact entry exists.
+
+        A lock per hash makes a second process wait for the first one's download and
+        then find the entry, instead of downloading the same file again or racing it.
+        *fetch* may return the bytes or yield chunks, which are hashed while written.
+        """
+        digest = _normalise(sha256, what)
+        found = self.get(digest, size=size)
+        if found is not None:
+            return found
+        with self._lock(digest):
+            found = self.get(digest, size=size)
+            if found is not None:
+                return found
+            payload = fetch()
+            chunks = iter((payload,)) if isinstance(payload, bytes) else payload
+            return self._store(digest, chunks, size, what)
+
+    def _store(self, digest: str, chunks: Iterator[bytes], size: int | None, what: str) -> Path:
+        path = self.path_for(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{digest}-", dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                actual, written = _write_hashed(out, chunks, size, digest, what)
+                out.flush()
+                os.fsync(out.fileno())
+            if actual != digest or (size is not None and written != size):
+                raise _mismatch(what, digest, actual, size, written)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return path
+
+
+def _write_hashed(
+    out: BinaryIO, chunks: Iterator[bytes], size: int | None, digest: str, what: str
+) -> tuple[str, int]:
+    """Write and hash *chunks*, stopping as soon as more than *size* bytes arrive."""
+    hasher = hashlib.sha256()
+    written = 0
+    for chunk in chunks:
+        written += len(chunk)
+        if size is not None and written > size:
+            raise _mismatch(what, digest, None, size, written)
+        hasher.update(chunk)
+        out.write(chunk)
+    return hasher.hexdigest(), written
+
+
+def _mismatch(
+    what: str, expected: str, actual: str | None, size: int | None, written: int
+) -> HashMismatchError:
+    label = what or f"the file with sha256 {expected}"
+    if size is not None and written > size and actual is None:
+        got = f"more than the expected {size} bytes (stopped at {written})"
+    else:
+        got = f"{written} bytes with sha256 {actual}"
+    expected_text = f"sha256 {expected}" + (f" and {size} bytes" if size is not None else "")
+    return HashMismatchError(
+        f"{label}: downloaded {got}, but the lock expects {expected_text}; the file was not"
+        " stored. If the source was re-published, run 'monorepo lock' to record the new file;"
+        " otherwise the download was damaged or tampered with, so try again"
+    )
+
+
+def _intact(path: Path, digest: str, size: int | None) -> bool:
+    try:
+        with path.open("rb") as f:
+            if size is not None and os.fstat(f.fileno()).st_size != size:
+                return False
+            return hashlib.file_digest(f, "sha256").hexdigest() == digest
+    except (FileNotFoundError, IsADirectoryError):
+        return False
