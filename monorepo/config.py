@@ -341,7 +341,11 @@ def _parse_exclude_newer(ctx: _Ctx, value: object) -> datetime:
                 "'2026-11-01T00:00:00Z' or '2026-11-01'.",
             ) from exc
     else:
-        raise ctx.wrong_type(where, "an RFC 3339 date-time or a date", value)
+        raise ctx.wrong_type(
+            where,
+            "an RFC 3339 date-time such as 2026-11-01T00:00:00Z or a date such as 2026-11-01",
+            value,
+        )
     if not isinstance(parsed, datetime):
         return datetime.combine(parsed, time(0, 0), tzinfo=UTC)
     if parsed.tzinfo is None:
@@ -395,6 +399,20 @@ def normalize_index_url(value: str, *, base: Path, where: str, slash: bool = Tru
     return url
 
 
+def _suggest_source_key(key: str) -> str:
+    """Point users of other tools' spellings (uv's branch/tag, pip's subdir) at ours."""
+    aliases = {
+        "branch": "rev",
+        "tag": "rev",
+        "commit": "rev",
+        "url": "git",
+        "subdir": "subdirectory",
+    }
+    if key in aliases:
+        return f" Did you mean {aliases[key]!r}? (branch, tag and commit all go in 'rev'.)"
+    return _suggest(key, _SOURCE_KEYS)
+
+
 def _parse_git_source(ctx: _Ctx, name: str, value: object) -> GitSource:
     where = f"[tool.monorepo.sources] {name}"
     table = ctx.table(value, where)
@@ -402,7 +420,7 @@ def _parse_git_source(ctx: _Ctx, name: str, value: object) -> GitSource:
         if key not in _SOURCE_KEYS:
             raise ctx.error(
                 where,
-                f"key {key!r} is unknown.{_suggest(key, _SOURCE_KEYS)} Known keys: "
+                f"key {key!r} is unknown.{_suggest_source_key(key)} Known keys: "
                 f'{", ".join(_SOURCE_KEYS)}, e.g. {{ git = "https://git.example/x.git", '
                 'rev = "v1.2" }.',
             )
