@@ -19,8 +19,10 @@ from pathlib import Path
 import httpx
 import pygit2
 import pytest
+from packaging.dependency_groups import resolve_dependency_groups
 from packaging.requirements import Requirement
-from pyproject_hooks import BuildBackendHookCaller
+from packaging.utils import canonicalize_name
+from pyproject_hooks import BuildBackendHookCaller, default_subprocess_runner
 
 from fixtures.builder import (
     FixtureIndex,
@@ -30,6 +32,13 @@ from fixtures.builder import (
     build_wheel,
     load_releases,
     sdist_filename,
+)
+from fixtures.example import (
+    DEFAULT_DEST,
+    EXAMPLE_PROJECT,
+    build_example_index,
+    example_releases,
+    main,
 )
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer, negotiate
@@ -408,3 +417,91 @@ def test_git_package_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "one" / "_fixture_backend" / "fixture_backend.py").is_file()
     assert not (tmp_path / "one" / "PKG-INFO").exists()
     assert repo.status() == {}
+
+
+# --- the bundled example ------------------------------------------------------------
+
+
+def test_example_index_builds_idempotently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "build" / "example-index"
+    assert main([str(dest)]) == 0
+    assert capsys.readouterr().out.strip() == str(dest.resolve())
+    first = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    (dest / "files" / "stale-0.1.tar.gz").write_bytes(b"left over")
+    index = build_example_index(dest)
+    second = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert first == second
+    assert index.root == dest.resolve()
+    assert [p.name for p in dest.parent.iterdir()] == ["example-index"]  # no staging left
+    assert len(index.releases) == len(example_releases()) >= 8
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main([str(other)]) == 1
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_example_project_matches_example_index() -> None:
+    data = tomllib.loads((EXAMPLE_PROJECT / "pyproject.toml").read_text())
+    index_url = data["tool"]["monorepo"]["index-url"]
+    assert not re.match(r"^[a-z]+://", index_url)  # relative, resolved against the project
+    assert (EXAMPLE_PROJECT / index_url).resolve() == (DEFAULT_DEST / "simple").resolve()
+    releases = example_releases()
+    names = {r.project for r in releases}
+    requirements = list(data["project"]["dependencies"])
+    for reqs in data["project"]["optional-dependencies"].values():
+        requirements += reqs
+    groups = data["dependency-groups"]
+    dev = resolve_dependency_groups(groups, "dev")
+    assert set(resolve_dependency_groups(groups, "lint")) < set(dev)
+    requirements += dev
+    for release in releases:
+        requirements += release.requires_dist
+        requirements += release.build_requires
+    assert {canonicalize_name(Requirement(r).name) for r in requirements} <= names
+    built_with_helper = [r for r in releases if r.build_requires]
+    assert built_with_helper and all(r.sdist and not r.wheels for r in built_with_helper)
+    assert any(r.yanked for r in releases)
+    assert any(Requirement(r).marker for rel in releases for r in rel.requires_dist)
+    assert any(rel.all_extras for rel in releases)
+
+
+def test_example_build_requirement_is_really_needed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    releases = {(r.project, r.version): r for r in example_releases()}
+    core = releases[("pebble-core", "1.1.0")]
+    helper = releases[("pebble-buildhelper", "1.0.0")]
+    with tarfile.open(build_sdist(core, tmp_path / "dist")) as tf:
+        tf.extractall(tmp_path / "src", filter="data")
+    src = tmp_path / "src" / "pebble_core-1.1.0"
+    with zipfile.ZipFile(build_wheel(helper, "py3-none-any", tmp_path / "dist")) as zf:
+        zf.extractall(tmp_path / "site")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def runner_with(path: str) -> Callable[..., None]:
+        def run(
+            cmd: list[str], cwd: str | None = None, extra_environ: dict[str, str] | None = None
+        ) -> None:
+            env = dict(extra_environ or {}, PYTHONPATH=path)
+            default_subprocess_runner(cmd, cwd, env)
+
+        return run
+
+    bare = BuildBackendHookCaller(
+        str(src), "fixture_backend", backend_path=["_fixture_backend"], runner=runner_with("")
+    )
+    with pytest.raises(subprocess.CalledProcessError):
+        bare.build_wheel(str(out))
+    assert "No module named 'pebble_buildhelper'" in capfd.readouterr().err
+    assert list(out.iterdir()) == []
+    ready = BuildBackendHookCaller(
+        str(src),
+        "fixture_backend",
+        backend_path=["_fixture_backend"],
+        runner=runner_with(str(tmp_path / "site")),
+    )
+    assert ready.build_wheel(str(out)) == "pebble_core-1.1.0-py3-none-any.whl"
