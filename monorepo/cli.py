@@ -1,0 +1,219 @@
+"""The ``monorepo`` command: a thin layer over the library.
+
+Each subcommand parses its flags, calls one public function, and renders the
+result as text or ``--json``.  Exit codes: 0 success, 1 a check found a problem
+(``lock --check`` stale, ``verify`` failed), 2 usage or input error.  A
+:class:`~monorepo.errors.MonorepoError` is printed as its one-paragraph message,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .reporter import Level
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliReporter:
+    """Progress on a terminal (rich, on stderr), warnings always, debug with -v."""
+
+    def __init__(self, *, verbose: int, quiet: bool, stream: TextIO | None = None) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        if not quiet and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
+            self._progress.start()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def task(self, key: str, description: str, total: int | None = None) -> None:
+        if self._progress is not None:
+            self._tasks[key] = self._progress.add_task(description, total=total)
+        elif self.verbose:
+            self._print(description + "...")
+
+    def advance(self, key: str, steps: int = 1) -> None:
+        if self._progress is not None and key in self._tasks:
+            self._progress.advance(self._tasks[key], steps)
+
+    def done(self, key: str) -> None:
+        if self._progress is not None and key in self._tasks:
+            self._progress.remove_task(self._tasks.pop(key))
+
+    def message(self, level: Level, text: str) -> None:
+        if (
+            level == "warning"
+            or (level == "info" and not self.quiet)
+            or (level == "debug" and self.verbose)
+        ):
+            prefix = "warning: " if level == "warning" else ""
+            self._print(prefix + text)
+
+    def _print(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monorepo",
+        description="Lock, vendor, audit and build a whole Python dependency set from source.",
+    )
+    parser.add_argument("--version", action="version", version=f"monorepo {__version__}")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="the project directory (default: .)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="say more (repeat for debug output)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="say only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("lock", help="resolve pyproject.toml into pylock.toml")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if pylock.toml is stale instead of writing it"
+    )
+    p.add_argument(
+        "--upgrade", "-U", action="store_true", help="ignore the existing lock's versions"
+    )
+    p.add_argument(
+        "--upgrade-package",
+        "-P",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="release one package's locked version (repeatable)",
+    )
+    p.add_argument(
+        "--offline", action="store_true", help="use only the HTTP cache, never the network"
+    )
+    p.add_argument(
+        "--index-url", metavar="URL", help="the package index (overrides every configuration)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_lock)
+    return parser
+
+
+def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .locker import check, lock
+
+    if args.check:
+        result = check(args.project, index_url=args.index_url)
+        if args.json:
+            _json(
+                {"path": str(result.path), "fresh": result.fresh, "reasons": list(result.reasons)}
+            )
+        elif result.fresh:
+            reporter.message("info", f"{result.path.name} is fresh")
+        else:
+            print(f"{result.path} is stale:", file=sys.stderr)
+            for reason in result.reasons:
+                print(f"  - {reason}", file=sys.stderr)
+            print("Run `monorepo lock` to update it.", file=sys.stderr)
+        return EXIT_OK if result.fresh else EXIT_FAILED
+    locked = lock(
+        args.project,
+        upgrade=args.upgrade,
+        upgrade_packages=args.upgrade_package,
+        offline=args.offline,
+        index_url=args.index_url,
+        reporter=reporter,
+    )
+    if args.json:
+        _json(
+            {
+                "path": str(locked.path),
+                "changed": locked.changed,
+                "changes": {k: {"old": a, "new": b} for k, (a, b) in locked.changes.items()},
+                "packages": [
+                    {
+                        "name": p.name,
+                        "version": str(p.version),
+                        "marker": p.marker,
+                        "role": p.role,
+                        "dir": p.dir,
+                    }
+                    for p in locked.document.packages
+                ],
+            }
+        )
+        return EXIT_OK
+    for name, (old, new) in locked.changes.items():
+        if old is None:
+            reporter.message("info", f" + {name} {new}")
+        elif new is None:
+            reporter.message("info", f" - {name} {old}")
+        else:
+            reporter.message("info", f" ~ {name} {old} -> {new}")
+    state = "written" if locked.changed else "unchanged"
+    reporter.message(
+        "info", f"Locked {len(locked.document.packages)} packages: {locked.path} {state}"
+    )
+    return EXIT_OK
+
+
+def _json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``monorepo`` console script."""
+    from .errors import MonorepoError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    reporter = CliReporter(verbose=args.verbose, quiet=args.quiet)
+    run: Callable[[argparse.Namespace, CliReporter], int] = args.run
+    try:
+        return run(args, reporter)
+    except MonorepoError as exc:
+        reporter.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        reporter.close()
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

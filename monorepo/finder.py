@@ -1,0 +1,300 @@
+"""Candidates for one target: index releases, git sources and archive URLs.
+
+This is the resolver's view of the world (the :class:`monorepo.resolver.Finder`
+protocol).  It filters what the index offers for the *target* environment:
+files whose requires-python admits the target's Python, wheels whose tags the
+target accepts, files uploaded before exclude-newer.  A version is a candidate
+when it has an sdist or a wheel usable on the target (the same rule as uv, so
+both pick the same versions); whether the chosen version has an sdist to vendor
+is checked afterwards, where the error can say how an overlay fixes it.
+"""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from packaging.metadata import Metadata
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from . import git
+from .errors import MetadataError
+from .index import DistFile, IndexClient
+from .resolver import Candidate, Dependencies
+from .targets import Target
+
+
+@dataclass(frozen=True)
+class IndexRelease:
+    """A version on the index: the files usable for the target."""
+
+    files: tuple[DistFile, ...]
+
+    @property
+    def sdist(self) -> DistFile | None:
+        sdists = [f for f in self.files if f.kind == "sdist" and not f.yanked]
+        sdists = sdists or [f for f in self.files if f.kind == "sdist"]
+        # prefer .tar.gz over .zip: the modern standard form
+        sdists.sort(key=lambda f: (not f.filename.endswith(".tar.gz"), f.filename))
+        return sdists[0] if sdists else None
+
+
+@dataclass(frozen=True)
+class GitRelease:
+    """A git source pinned to a commit."""
+
+    url: str  # clone URL
+    requested: str | None  # branch, tag or commit as asked
+    commit: str
+    subdirectory: str | None
+    tree: Path  # exported checkout in the cache
+
+
+def target_tags(target: Target) -> frozenset[Tag]:
+    """The wheel tags a target interpreter would accept (never the host's)."""
+    parts = target.python.split(".")
+    version = (int(parts[0]), int(parts[1]))
+    machine = target.machine
+    if target.platform == "linux":
+        arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(machine.lower(), machine)
+        platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(28, 4, -1)]
+        platforms += {
+            "x86_64": ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"],
+            "i686": ["manylinux2014_i686", "manylinux2010_i686", "manylinux1_i686"],
+        }.get(arch, [f"manylinux2014_{arch}"])
+        platforms.append(f"linux_{arch}")
+    elif target.platform == "darwin":
+        arch = "arm64" if machine.lower() in ("arm64", "aarch64") else "x86_64"
+        platforms = []
+        for major in range(15, 10, -1):
+            platforms += [f"macosx_{major}_0_{arch}", f"macosx_{major}_0_universal2"]
+        if arch == "x86_64":
+            platforms += [
+                f"macosx_10_{m}_{a}"
+                for m in range(16, 8, -1)
+                for a in ("x86_64", "universal2", "intel")
+            ]
+    else:
+        platforms = {"arm64": ["win_arm64"], "x86": ["win32"]}.get(machine.lower(), ["win_amd64"])
+    tags: list[Tag] = []
+    if target.implementation == "cpython":
+        tags += cpython_tags(version, platforms=platforms)
+    tags += compatible_tags(version, f"cp{version[0]}{version[1]}", platforms=platforms)
+    return frozenset(tags)
+
+
+class IndexFinder:
+    """The :class:`~monorepo.resolver.Finder` over an index client for one target."""
+
+    def __init__(
+        self,
+        client: IndexClient,
+        target: Target,
+        *,
+        exclude_newer: datetime | None = None,
+        offline: bool = False,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.exclude_newer = exclude_newer
+        self.offline = offline
+        env = target.marker_environment()
+        self.python = Version(env["python_full_version"])
+        self._lock = threading.Lock()
+        self._candidates: dict[tuple[str, str | None], list[Candidate]] = {}
+        self._metadata: dict[Candidate, Dependencies] = {}
+
+    @cached_property
+    def tags(self) -> frozenset[Tag]:
+        return target_tags(self.target)
+
+    # -- Finder protocol --------------------------------------------------
+    def candidates(self, name: NormalizedName, url: str | None) -> Sequence[Candidate]:
+        key = (name, url)
+        with self._lock:
+            cached = self._candidates.get(key)
+        if cached is not None:
+            return cached
+        found = self._direct(name, url) if url else self._from_index(name)
+        with self._lock:
+            self._candidates[key] = found
+        return found
+
+    def dependencies(self, candidate: Candidate) -> Dependencies:
+        key = Candidate(
+            candidate.name, candidate.version, source=candidate.source, url=candidate.url
+        )
+        with self._lock:
+            cached = self._metadata.get(key)
+        if cached is not None:
+            return cached
+        source = candidate.source
+        if isinstance(source, IndexRelease):
+            meta = self.client.metadata(self._metadata_file(source))
+            deps = _dependencies(meta, f"{candidate.name} {candidate.version}")
+        elif isinstance(source, GitRelease):
+            deps = tree_dependencies(
+                source.tree, what=f"{candidate.name} @ {source.url}@{source.commit}"
+            )[1]
+        else:  # pragma: no cover - the finder only makes the two kinds above
+            raise TypeError(source)
+        with self._lock:
+            self._metadata[key] = deps
+        return deps
+
+    def prefetch(self, names: Iterable[NormalizedName]) -> None:
+        self.client.prefetch(n for n in names if not n.startswith(":"))
+
+    def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
+        files = [
+            self._metadata_file(c.source) for c in candidates if isinstance(c.source, IndexRelease)
+        ]
+        self.client.prefetch_metadata(files)
+
+    # -- helpers ----------------------------------------------------------
+    def _usable(self, f: DistFile) -> bool:
+        if f.requires_python is not None and not f.requires_python.contains(
+            self.python, prereleases=True
+        ):
+            return False
+        if self.exclude_newer is not None and (
+            f.upload_time is None or f.upload_time > self.exclude_newer
+        ):
+            return False
+        return f.kind == "sdist" or bool(f.tags & self.tags)
+
+    def _from_index(self, name: NormalizedName) -> list[Candidate]:
+        by_version: dict[Version, list[DistFile]] = {}
+        for f in self.client.project_files(name):
+            if self._usable(f):
+                by_version.setdefault(f.version, []).append(f)
+        out = []
+        for version, files in by_version.items():
+            release = IndexRelease(tuple(sorted(files, key=lambda f: f.filename)))
+            yanked = all(f.yanked is not None for f in files)
+            out.append(Candidate(name=name, version=version, source=release, yanked=yanked))
+        return out
+
+    def _metadata_file(self, release: IndexRelease) -> DistFile:
+        """Which file's metadata to read: cheapest first (PEP 658 file, then sdist)."""
+        wheels = [f for f in release.files if f.kind == "wheel"]
+        with_meta = [f for f in wheels if f.core_metadata]
+        if with_meta:
+            return with_meta[0]
+        if release.sdist is not None:
+            return release.sdist
+        return wheels[0]
+
+    def _direct(self, name: NormalizedName, url: str) -> list[Candidate]:
+        if not url.startswith("git+"):
+            raise MetadataError(
+                f"{name} @ {url}: only git+ direct references are supported as sources; "
+                "use [tool.monorepo.sources] with a git URL or an overlay `source` for archives."
+            )
+        clone_url, rev, subdirectory = git.split_git_url(url)
+        repo = git.open_mirror(
+            clone_url, offline=self.offline, need=rev if rev and len(rev) == 40 else None
+        )
+        commit = git.resolve_rev(repo, rev, url=clone_url)
+        tree = git.export_commit(clone_url, commit, offline=self.offline)
+        project_dir = tree / subdirectory if subdirectory else tree
+        found_name, deps, version = tree_metadata(project_dir, what=f"{name} @ {url}")
+        if found_name != name:
+            raise MetadataError(
+                f"{url} contains the project {found_name!r}, not {name!r}: fix the name in "
+                "[tool.monorepo.sources] or the requirement."
+            )
+        release = GitRelease(clone_url, rev, commit, subdirectory, project_dir)
+        candidate = Candidate(name=name, version=version, source=release, url=url)
+        with self._lock:
+            self._metadata[candidate] = deps
+        return [candidate]
+
+
+def _dependencies(meta: Metadata, what: str) -> Dependencies:
+    return Dependencies(
+        requires=tuple(meta.requires_dist or ()),
+        requires_python=meta.requires_python,
+    )
+
+
+def tree_metadata(project_dir: Path, *, what: str) -> tuple[NormalizedName, Dependencies, Version]:
+    """Name, dependencies and version of a source tree (a git checkout).
+
+    Static ``[project]`` metadata (PEP 621) is read directly; when any of name,
+    version or dependencies is dynamic, the build backend is asked.
+    """
+    name, deps = tree_dependencies(project_dir, what=what)
+    return name, deps, _tree_version(project_dir, what=what)
+
+
+def _read_project(project_dir: Path, what: str) -> dict[str, object]:
+    try:
+        data = tomllib.loads((project_dir / "pyproject.toml").read_text())
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise MetadataError(f"{what}: pyproject.toml is not valid TOML: {exc}") from None
+    project = data.get("project", {})
+    return project if isinstance(project, dict) else {}
+
+
+def _static(project: dict[str, object]) -> bool:
+    dynamic = project.get("dynamic", [])
+    dyn = set(dynamic) if isinstance(dynamic, list) else set()
+    return (
+        bool(project.get("name"))
+        and not dyn & {"version", "dependencies", "optional-dependencies", "requires-python"}
+        and "version" in project
+    )
+
+
+def tree_dependencies(project_dir: Path, *, what: str) -> tuple[NormalizedName, Dependencies]:
+    project = _read_project(project_dir, what)
+    if _static(project):
+        reqs: list[Requirement] = []
+        try:
+            for r in project.get("dependencies", []) or []:  # type: ignore[attr-defined]
+                reqs.append(Requirement(str(r)))
+            extras = project.get("optional-dependencies", {}) or {}
+            for extra, items in extras.items():  # type: ignore[attr-defined]
+                for r in items:
+                    req = Requirement(str(r))
+                    marker = f"extra == '{canonicalize_name(extra)}'"
+                    if req.marker is not None:
+                        marker = f"({req.marker}) and {marker}"
+                    reqs.append(Requirement(f"{str(req).split(';')[0]}; {marker}"))
+            rp = project.get("requires-python")
+            spec = SpecifierSet(str(rp)) if rp else None
+        except (InvalidRequirement, InvalidSpecifier) as exc:
+            raise MetadataError(
+                f"{what}: invalid [project] metadata in pyproject.toml: {exc}"
+            ) from None
+        return canonicalize_name(str(project["name"])), Dependencies(tuple(reqs), spec)
+    from .metadata import metadata_from_source_tree
+
+    meta = metadata_from_source_tree(project_dir, what=what)
+    return canonicalize_name(meta.name), _dependencies(meta, what)
+
+
+def _tree_version(project_dir: Path, *, what: str) -> Version:
+    project = _read_project(project_dir, what)
+    if _static(project):
+        try:
+            return Version(str(project["version"]))
+        except InvalidVersion:
+            raise MetadataError(
+                f"{what}: [project] version {project['version']!r} is not a valid version"
+            ) from None
+    from .metadata import metadata_from_source_tree
+
+    return metadata_from_source_tree(project_dir, what=what).version

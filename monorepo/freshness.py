@@ -1,0 +1,140 @@
+"""Is a lock still fresh for its project?  Semantic, like uv's ``lock --check``.
+
+A lock is *stale* when re-locking could change what it means: a dependency was
+added or removed, a requirement or constraint now excludes a locked version, or
+an input that decides resolution changed (targets, indexes, exclude-newer,
+prerelease policy, git sources, overlays).  A loosened requirement that the
+locked version still satisfies keeps the lock fresh: re-locking would prefer the
+same versions anyway.  Everything here is pure: config and lock in, reasons out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from .config import ProjectConfig
+from .lockfile import LockDocument, LockedPackage
+from .resolver import evaluate_marker
+
+#: inputs compared as a whole: any change is stale
+EXACT_INPUTS = (
+    ("targets", "the targets"),
+    ("index-urls", "the index URLs"),
+    ("exclude-newer", "exclude-newer"),
+    ("prereleases", "the prereleases policy"),
+    ("sources", "[tool.monorepo.sources]"),
+    ("build-dependencies", "build-dependencies"),
+    ("overlays", "the overlays (names, commits or content)"),
+    ("requires-python", "requires-python"),
+)
+
+
+def _key(req: Requirement) -> tuple[str, tuple[str, ...], str, str]:
+    return (
+        canonicalize_name(req.name),
+        tuple(sorted(req.extras)),
+        str(req.marker or ""),
+        req.url or "",
+    )
+
+
+def _describe_key(key: tuple[str, tuple[str, ...], str, str]) -> str:
+    name, extras, marker, url = key
+    out = name + (f"[{','.join(extras)}]" if extras else "")
+    if url:
+        out += f" @ {url}"
+    if marker:
+        out += f"; {marker}"
+    return out
+
+
+def stale_reasons(
+    config: ProjectConfig, lock: LockDocument, inputs: Mapping[str, Any]
+) -> list[str]:
+    """Why *lock* no longer fits *config* (empty when it is fresh).
+
+    *inputs* is :func:`monorepo.locker.canonical_inputs` for the current config.
+    """
+    reasons: list[str] = []
+    locked = lock.inputs
+    for key, label in EXACT_INPUTS:
+        if _norm(locked.get(key)) != _norm(inputs.get(key)):
+            reasons.append(
+                f"{label} changed ({_show(locked.get(key))} -> {_show(inputs.get(key))})"
+            )
+    scopes: list[tuple[str, Sequence[Requirement], Iterable[str]]] = [
+        ("dependencies", config.dependencies, locked.get("dependencies", []))
+    ]
+    locked_extras = locked.get("optional-dependencies", {}) or {}
+    for name in sorted(set(config.optional_dependencies) | set(locked_extras)):
+        scopes.append(
+            (
+                f"extra '{name}'",
+                config.optional_dependencies.get(name, ()),
+                locked_extras.get(name, []),
+            )
+        )
+    locked_groups = locked.get("dependency-groups", {}) or {}
+    for name in sorted(set(config.dependency_groups) | set(locked_groups)):
+        scopes.append(
+            (f"group '{name}'", config.dependency_groups.get(name, ()), locked_groups.get(name, []))
+        )
+    by_name = lock.by_name()
+    envs = {t.name: t.marker_environment() for t in config.targets}
+    for label, current, was in scopes:
+        before = {_key(Requirement(r)) for r in was}
+        now = {_key(r) for r in current}
+        for k in sorted(now - before):
+            reasons.append(f"{label}: {_describe_key(k)} was added")
+        for k in sorted(before - now):
+            reasons.append(f"{label}: {_describe_key(k)} was removed")
+        for req in current:
+            reasons += _violations(req, by_name, envs, f"{label} requires")
+    for req in config.constraints:
+        reasons += _violations(req, by_name, envs, "constraint")
+    old_overrides = {canonicalize_name(Requirement(r).name) for r in locked.get("overrides", [])}
+    new_overrides = {canonicalize_name(r.name) for r in config.overrides}
+    for name in sorted(old_overrides ^ new_overrides):
+        reasons.append(
+            f"the override on {name} was {'added' if name in new_overrides else 'removed'}"
+        )
+    for req in config.overrides:
+        reasons += _violations(req, by_name, envs, "override")
+    return reasons
+
+
+def _violations(
+    req: Requirement,
+    by_name: Mapping[NormalizedName, Sequence[LockedPackage]],
+    envs: Mapping[str, Mapping[str, str]],
+    label: str,
+) -> list[str]:
+    """Locked versions of *req*'s package that *req* (where its marker applies) excludes."""
+    if req.url:
+        return []
+    name = canonicalize_name(req.name)
+    out = []
+    for pkg in by_name.get(name, ()):
+        targets = pkg.targets or tuple(envs)
+        applies = any(evaluate_marker(req.marker, envs[t], ()) for t in targets if t in envs)
+        if applies and not req.specifier.contains(pkg.version, prereleases=True):
+            out.append(f"{label} {req}, but the lock has {name} {pkg.version}")
+    return out
+
+
+def _norm(value: Any) -> Any:
+    if value in (None, [], {}):
+        return None
+    return value
+
+
+def _show(value: Any) -> str:
+    if value in (None, [], {}):
+        return "none"
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return ", ".join(str(v.get("name", v)) for v in value)
+    return str(value)

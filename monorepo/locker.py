@@ -1,0 +1,379 @@
+"""``monorepo lock``: from a project's configuration to its pylock.toml.
+
+This module is the edge where configuration, the index client and the resolver
+meet: it resolves each target, merges the per-target results into one lock
+(one entry per package version, with a marker saying which targets and which
+extras or groups need it), and writes the file atomically.  The pure pieces it
+uses (markers, inputs, freshness) are functions here and in :mod:`freshness`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import Version
+
+from .config import ProjectConfig, load_config, resolve_index_url
+from .errors import LockFileError, MonorepoError
+from .finder import GitRelease, IndexFinder, IndexRelease
+from .lockfile import (
+    LOCK_NAME,
+    LockDocument,
+    LockedPackage,
+    SdistSource,
+    VcsSource,
+    parse,
+    render,
+    sorted_packages,
+    write_atomic,
+)
+from .reporter import NullReporter, Reporter
+from .resolver import Policy, Resolution, Scope, resolve
+from .targets import Target
+
+
+class NoSdistError(MonorepoError):
+    """A locked version has no source distribution to vendor."""
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """What :func:`lock` did."""
+
+    path: Path
+    document: LockDocument
+    changed: bool
+    #: name -> (old version or None, new version or None) for what changed
+    changes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def scopes_of(config: ProjectConfig) -> list[Scope]:
+    scopes = [Scope("project", "", config.dependencies)]
+    scopes += [
+        Scope("extra", name, reqs) for name, reqs in sorted(config.optional_dependencies.items())
+    ]
+    scopes += [
+        Scope("group", name, reqs) for name, reqs in sorted(config.dependency_groups.items())
+    ]
+    return scopes
+
+
+def target_marker(target: Target) -> str:
+    """The PEP 508 marker that singles out one target environment."""
+    env = target.marker_environment()
+    return (
+        f"python_version == '{env['python_version']}' and sys_platform == '{env['sys_platform']}'"
+        f" and platform_machine == '{env['platform_machine']}'"
+        f" and implementation_name == '{env['implementation_name']}'"
+    )
+
+
+def scope_marker(scope_ids: Iterable[str]) -> str | None:
+    """``None`` when the project itself needs the package, else the extras/groups that do."""
+    ids = set(scope_ids)
+    if ":project" in ids:
+        return None
+    parts = []
+    for sid in sorted(ids):
+        _, kind, name = sid.split(":", 2)
+        parts.append(f"'{name}' in extras" if kind == "extra" else f"'{name}' in dependency_groups")
+    return " or ".join(parts) if parts else None
+
+
+def package_marker(per_target: Mapping[str, str | None], targets: Sequence[Target]) -> str | None:
+    """Combine per-target scope markers into the package's lock marker.
+
+    *per_target* maps the names of the targets needing this entry to its scope
+    marker there.  When every target needs it in the same way, the target part
+    is left out; otherwise each target contributes ``(target and scope)``.
+    """
+    scopes = set(per_target.values())
+    if len(per_target) == len(targets) and len(scopes) == 1:
+        return next(iter(scopes))
+    parts = []
+    for t in targets:
+        if t.name not in per_target:
+            continue
+        scope = per_target[t.name]
+        tm = target_marker(t)
+        parts.append(f"({tm})" if scope is None else f"({tm} and ({scope}))")
+    return " or ".join(parts)
+
+
+def canonical_inputs(
+    config: ProjectConfig, index_urls: Sequence[str], overlays: Sequence[Mapping[str, str]] = ()
+) -> dict[str, Any]:
+    """The inputs that decide the lock, in canonical form, for staleness checks."""
+
+    def reqs(items: Iterable[Any]) -> list[str]:
+        return sorted(str(r) for r in items)
+
+    return {
+        "requires-python": str(config.requires_python) if config.requires_python else None,
+        "dependencies": reqs(config.dependencies),
+        "optional-dependencies": {
+            k: reqs(v) for k, v in sorted(config.optional_dependencies.items())
+        },
+        "dependency-groups": {k: reqs(v) for k, v in sorted(config.dependency_groups.items())},
+        "constraints": reqs(config.constraints),
+        "overrides": reqs(config.overrides),
+        "targets": [t.canonical() for t in config.targets],
+        "index-urls": list(index_urls),
+        "exclude-newer": config.exclude_newer.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if config.exclude_newer
+        else None,
+        "prereleases": config.prereleases,
+        "sources": {
+            name: {
+                k: v
+                for k, v in (("git", s.url), ("rev", s.rev), ("subdirectory", s.subdirectory))
+                if v
+            }
+            for name, s in sorted(config.sources.items())
+        },
+        "build-dependencies": config.build_dependencies,
+        "overlays": [dict(o) for o in overlays],
+    }
+
+
+def source_urls(config: ProjectConfig) -> dict[NormalizedName, str]:
+    out = {}
+    for name, s in config.sources.items():
+        url = f"git+{s.url}" + (f"@{s.rev}" if s.rev else "")
+        if s.subdirectory:
+            url += f"#subdirectory={s.subdirectory}"
+        out[name] = url
+    return out
+
+
+def read_existing(path: Path, reporter: Reporter) -> LockDocument | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return parse(text, path=path)
+    except LockFileError as exc:
+        reporter.message("warning", f"ignoring the existing lock: {exc}")
+        return None
+
+
+def merge(
+    resolutions: Mapping[str, Resolution],
+    targets: Sequence[Target],
+    *,
+    role: str = "runtime",
+) -> list[LockedPackage]:
+    """One lock entry per (package, version, source), with markers for who needs it."""
+    entries: dict[tuple[NormalizedName, Version, object], dict[str, Any]] = {}
+    for target in targets:
+        res = resolutions[target.name]
+        for name, cand in res.packages.items():
+            key = (name, cand.version, _source_key(cand.source))
+            entry = entries.setdefault(
+                key,
+                {"cand": cand, "targets": {}, "deps": set(), "rp": res.requires_python.get(name)},
+            )
+            entry["targets"][target.name] = scope_marker(res.scopes.get(name, ()))
+            for dep in res.edges.get(name, ()):
+                entry["deps"].add((dep, res.packages[dep].version))
+    versions: dict[NormalizedName, set[Version]] = {}
+    for key in entries:
+        versions.setdefault(key[0], set()).add(key[1])
+    errors = []
+    packages = []
+    for (pkg, version, _), entry in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        cand = entry["cand"]
+        source: SdistSource | VcsSource
+        index = None
+        if isinstance(cand.source, IndexRelease):
+            sdist = cand.source.sdist
+            if sdist is None or sdist.sha256 is None:
+                errors.append(f"{pkg} {version}")
+                continue
+            source = SdistSource(
+                url=sdist.url, sha256=sdist.sha256, size=sdist.size, upload_time=sdist.upload_time
+            )
+            index = sdist.index_url
+        elif isinstance(cand.source, GitRelease):
+            source = VcsSource(
+                url=cand.source.url,
+                commit=cand.source.commit,
+                requested=cand.source.requested,
+                subdirectory=cand.source.subdirectory,
+            )
+        else:  # pragma: no cover
+            raise TypeError(cand.source)
+        deps = tuple(
+            (dep, dv if len(versions.get(dep, ())) > 1 else None)
+            for dep, dv in sorted(entry["deps"], key=lambda d: (d[0], d[1]))
+        )
+        deps = tuple(dict.fromkeys(deps))
+        multi = len(versions[pkg]) > 1
+        tool = {
+            "dir": f"{pkg}-{version}" if multi else str(pkg),
+            "role": role,
+            "targets": sorted(entry["targets"]),
+        }
+        packages.append(
+            LockedPackage(
+                name=pkg,
+                version=version,
+                source=source,
+                marker=package_marker(entry["targets"], targets),
+                requires_python=str(entry["rp"]) if entry["rp"] else None,
+                index=index,
+                dependencies=deps,
+                tool=tool,
+            )
+        )
+    if errors:
+        raise NoSdistError(
+            "No source distribution for "
+            + ", ".join(errors)
+            + ": monorepo vendors and builds from source, and the index offers only wheels for "
+            + ("this version" if len(errors) == 1 else "these versions")
+            + ". Constrain to a version that has an sdist ([tool.monorepo] constraints), or add an overlay "
+            "rule with a `source` (git commit or url + sha256) for the package."
+        )
+    return packages
+
+
+def _source_key(source: object) -> object:
+    if isinstance(source, GitRelease):
+        return ("git", source.url, source.commit)
+    return "index"
+
+
+def lock(
+    project: Path | str = ".",
+    *,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+    offline: bool = False,
+    index_url: str | None = None,
+    reporter: Reporter | None = None,
+    write: bool = True,
+) -> LockResult:
+    """Resolve the project at *project* for all its targets and write pylock.toml.
+
+    Versions of an existing lock are preferred (minimal updates); *upgrade*
+    releases all of them, *upgrade_packages* only the named ones.  With
+    ``write=False`` nothing is written (``verify --resolve`` uses that).
+    On any failure the existing lock is left untouched.
+    """
+    from .index import IndexClient
+
+    reporter = reporter or NullReporter()
+    config = load_config(Path(project))
+    primary, _where = resolve_index_url(config, flag=index_url)
+    index_urls = [primary, *config.extra_index_urls]
+    path = config.root / LOCK_NAME
+    existing = read_existing(path, reporter)
+    preferred: dict[NormalizedName, Version] = {}
+    if existing is not None and not upgrade:
+        released = {canonicalize_name(n) for n in upgrade_packages}
+        for p in existing.packages:
+            if p.name not in released and p.role == "runtime":
+                preferred.setdefault(p.name, p.version)
+    resolutions: dict[str, Resolution] = {}
+    sources = source_urls(config)
+    with IndexClient(index_urls, offline=offline, reporter=reporter) as client:
+        for target in config.targets:
+            reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
+            finder = IndexFinder(
+                client, target, exclude_newer=config.exclude_newer, offline=offline
+            )
+            env = target.marker_environment()
+            policy = Policy(
+                environment=env,
+                python_version=Version(env["python_full_version"]),
+                prereleases=config.prereleases,
+                exclude_newer=config.exclude_newer,
+                constraints=config.constraints,
+                overrides=config.overrides,
+                preferred=_prefer_previous(preferred, resolutions),
+                sources=sources,
+            )
+            resolutions[target.name] = resolve(scopes_of(config), finder, policy)
+            reporter.done(f"resolve:{target.name}")
+    packages = merge(resolutions, config.targets)
+    document = LockDocument(
+        packages=sorted_packages(packages),
+        inputs=canonical_inputs(config, index_urls),
+        environments=tuple(target_marker(t) for t in config.targets),
+        requires_python=str(config.requires_python) if config.requires_python else None,
+        extras=tuple(sorted(config.optional_dependencies)),
+        dependency_groups=tuple(sorted(config.dependency_groups)),
+    )
+    text = render(document)
+    changed = write_atomic(path, text) if write else False
+    return LockResult(
+        path=path, document=document, changed=changed, changes=diff_versions(existing, document)
+    )
+
+
+def _prefer_previous(
+    preferred: Mapping[NormalizedName, Version], done: Mapping[str, Resolution]
+) -> dict[NormalizedName, Version]:
+    """Prefer the lock's versions, then what earlier targets chose (fewer divergences)."""
+    out = dict(preferred)
+    for res in done.values():
+        for name, cand in res.packages.items():
+            out.setdefault(name, cand.version)
+    return out
+
+
+def diff_versions(
+    old: LockDocument | None, new: LockDocument
+) -> dict[str, tuple[str | None, str | None]]:
+    """package -> (old versions, new versions) for every package whose versions differ."""
+
+    def versions(doc: LockDocument | None) -> dict[str, str]:
+        out: dict[str, list[str]] = {}
+        for p in doc.packages if doc else ():
+            out.setdefault(p.name, []).append(str(p.version))
+        return {k: ", ".join(sorted(v)) for k, v in out.items()}
+
+    before, after = versions(old), versions(new)
+    return {
+        name: (before.get(name), after.get(name))
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What :func:`check` found: ``fresh`` or the reasons the lock is stale."""
+
+    path: Path
+    fresh: bool
+    reasons: tuple[str, ...]
+
+
+def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckResult:
+    """Whether pylock.toml is fresh for the project, without touching the network.
+
+    The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.freshness`).
+    A missing or unreadable lock is stale, not an error.
+    """
+    from .freshness import stale_reasons
+
+    config = load_config(Path(project))
+    primary, _ = resolve_index_url(config, flag=index_url)
+    path = config.root / LOCK_NAME
+    try:
+        existing = parse(path.read_text(encoding="utf-8"), path=path)
+    except FileNotFoundError:
+        return CheckResult(path, False, (f"{path} does not exist",))
+    except LockFileError as exc:
+        return CheckResult(path, False, (str(exc),))
+    reasons = stale_reasons(
+        config, existing, canonical_inputs(config, [primary, *config.extra_index_urls])
+    )
+    return CheckResult(path, not reasons, tuple(reasons))
