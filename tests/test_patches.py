@@ -14,10 +14,10 @@ from pygit2.enums import FileMode
 from monorepo.errors import OverlayError
 from monorepo.patches import Patch, apply_patches
 
-Files = dict[str, bytes | tuple[bytes, int]]
+Files = dict[str, bytes | tuple[bytes, FileMode]]
 
-EXEC = int(FileMode.BLOB_EXECUTABLE)
-BLOB = int(FileMode.BLOB)
+EXEC = FileMode.BLOB_EXECUTABLE
+BLOB = FileMode.BLOB
 
 
 def _tree(repo: pygit2.Repository, files: Files) -> pygit2.Oid:
@@ -34,7 +34,7 @@ def make_patch(tmp_path: Path, before: Files, after: Files, name: str = "p.patch
     old = repo.get(_tree(repo, before))
     new = repo.get(_tree(repo, after))
     assert isinstance(old, pygit2.Tree) and isinstance(new, pygit2.Tree)
-    diff = repo.diff(old, new)
+    diff = old.diff_to_tree(new)
     diff.find_similar()
     text = (diff.patch or "").encode()
     return Patch(f"packages/demo/patches/{name}", hashlib.sha256(text).hexdigest(), text)
@@ -74,7 +74,9 @@ def test_modify_add_delete_chmod(tmp_path: Path) -> None:
     after["src/demo/__init__.py"] = b"VERSION = '1.0+patched'\n"
     after["src/demo/new.py"] = b"NEW = 1\n"
     del after["src/demo/legacy.py"]
-    after["configure"] = (BEFORE["configure"], EXEC)  # type: ignore[assignment]
+    configure = BEFORE["configure"]
+    assert isinstance(configure, bytes)
+    after["configure"] = (configure, EXEC)
     tree = tmp_path / "demo-1.0"
     write_tree(tree, BEFORE)
     patch = make_patch(tmp_path, BEFORE, after)
