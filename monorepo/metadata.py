@@ -324,81 +324,100 @@ def metadata_from_build_backend(
     offline: bool,
     reporter: Reporter | None = None,
 ) -> Metadata:
-    """Metadata computed by the sdist's own build backend (PEP 517).
+    """Metadata an sdist's own build backend computes, from a temporary unpacked copy."""
+    top, _pkg_info = _sdist_top_and_member(data, filename, "PKG-INFO")
+    with tempfile.TemporaryDirectory(prefix="monorepo-sdist-") as tmp:
+        _safe_extract(data, filename, Path(tmp))
+        return metadata_from_source_tree(
+            Path(tmp) / top,
+            what=f"{label} ({filename})",
+            index_urls=index_urls,
+            offline=offline,
+            reporter=reporter,
+        )
+
+
+def _build_system(source_dir: Path, what: str) -> dict[str, Any]:
+    """The ``[build-system]`` table with PEP 517's defaults filled in."""
+    pyproject = source_dir / "pyproject.toml"
+    if not pyproject.is_file():
+        return dict(DEFAULT_BUILD_SYSTEM)
+    try:
+        table = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise MetadataError(f"{what}: pyproject.toml is not valid TOML: {error}.") from error
+    declared = table.get("build-system")
+    if not isinstance(declared, dict):
+        return dict(DEFAULT_BUILD_SYSTEM)
+    requires = declared.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise MetadataError(
+            f"{what}: [build-system] requires in pyproject.toml must be a list of strings."
+        )
+    return {
+        "requires": requires,
+        "build-backend": declared.get("build-backend", DEFAULT_BUILD_SYSTEM["build-backend"]),
+        "backend-path": declared.get("backend-path"),
+    }
+
+
+def metadata_from_source_tree(
+    source_dir: Path,
+    *,
+    what: str,
+    index_urls: Sequence[str] = (),
+    offline: bool = False,
+    reporter: Reporter | None = None,
+) -> Metadata:
+    """Metadata computed by a source tree's build backend (PEP 517); *what* names it in errors.
 
     ``prepare_metadata_for_build_wheel`` is asked first; pyproject_hooks falls back to
-    ``build_wheel`` and reads the wheel's dist-info when a backend lacks that hook.
+    ``build_wheel`` and reads the wheel's dist-info when a backend lacks that hook.  With
+    non-empty ``[build-system] requires`` the hook runs in a cached isolated environment
+    filled from *index_urls* (pip's own configuration when empty); otherwise (an in-tree
+    backend) it runs with this interpreter.
     """
     reporter = reporter if reporter is not None else NullReporter()
-    top, _pkg_info = _sdist_top_and_member(data, filename, "PKG-INFO")
-    with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as tmp:
-        work = Path(tmp)
-        _safe_extract(data, filename, work / "src")
-        source_dir = work / "src" / top
-        build_system: dict[str, Any] = dict(DEFAULT_BUILD_SYSTEM)
-        pyproject = source_dir / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                table = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-                raise MetadataError(
-                    f"{label}: {filename}:{top}/pyproject.toml is not valid TOML: {error}."
-                ) from error
-            if isinstance(table.get("build-system"), dict):
-                declared = table["build-system"]
-                build_system = {
-                    "requires": declared.get("requires", []),
-                    "build-backend": declared.get(
-                        "build-backend", DEFAULT_BUILD_SYSTEM["build-backend"]
-                    ),
-                    "backend-path": declared.get("backend-path"),
-                }
-        requires = [str(item) for item in build_system.get("requires") or []]
-        if requires:
-            python = str(
-                build_env_python(
-                    requires,
-                    index_urls=index_urls,
-                    offline=offline,
-                    label=label,
-                    reporter=reporter,
-                )
+    build_system = _build_system(source_dir, what)
+    requires = [str(item) for item in build_system.get("requires") or []]
+    if requires:
+        python = str(
+            build_env_python(
+                requires, index_urls=index_urls, offline=offline, label=what, reporter=reporter
             )
-        else:
-            python = sys.executable
-        backend = str(build_system["build-backend"])
-        hooks = BuildBackendHookCaller(
-            str(source_dir),
-            backend,
-            backend_path=build_system.get("backend-path"),
-            runner=_quiet_runner,
-            python_executable=python,
         )
-        out = work / "metadata"
-        out.mkdir()
-        reporter.message("debug", f"{label}: asking build backend {backend} for metadata")
+    else:
+        python = sys.executable
+    backend = str(build_system["build-backend"])
+    hooks = BuildBackendHookCaller(
+        str(source_dir),
+        backend,
+        backend_path=build_system.get("backend-path"),
+        runner=_quiet_runner,
+        python_executable=python,
+    )
+    with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as out:
+        reporter.message("debug", f"{what}: asking build backend {backend} for metadata")
         try:
-            dist_info = hooks.prepare_metadata_for_build_wheel(str(out))
+            dist_info = hooks.prepare_metadata_for_build_wheel(out)
         except _HookFailed as error:
             raise MetadataError(
-                f"{label}: the build backend {backend} failed to prepare metadata for "
-                f"{filename} ({error}). Its output ends with:\n{_tail(error.output)}\n"
-                "Fix the sdist with an overlay, or pin a version that has a wheel."
+                f"{what}: the build backend {backend} failed to prepare metadata ({error}). "
+                f"Its output ends with:\n{_tail(error.output)}\n"
+                "Fix the source with an overlay, or pin a version that has a wheel."
             ) from error
         except (BackendUnavailable, HookMissing) as error:
             raise MetadataError(
-                f"{label}: the build backend {backend} of {filename} is unusable "
-                f"({type(error).__name__}: {error}). Check its [build-system] table."
+                f"{what}: the build backend {backend} is unusable "
+                f"({type(error).__name__}: {error}). Check the [build-system] table."
             ) from error
-        metadata_file = out / dist_info / "METADATA"
         try:
-            text = metadata_file.read_bytes()
+            text = (Path(out) / dist_info / "METADATA").read_bytes()
         except OSError as error:
             raise MetadataError(
-                f"{label}: the build backend {backend} of {filename} wrote no METADATA "
-                f"in {dist_info}."
+                f"{what}: the build backend {backend} wrote no METADATA in {dist_info}."
             ) from error
-    return parse_metadata(text, source=f"{label} ({filename}, from {backend})")
+    return parse_metadata(text, source=f"{what} (from build backend {backend})")
 
 
 # --------------------------------------------------------------------------- the sequence
