@@ -281,6 +281,14 @@ def test_earlier_overlay_wins(tmp_path: Path) -> None:
     }
 
 
+def test_empty_rule_file_switches_a_later_overlay_off(tmp_path: Path) -> None:
+    write_overlay(tmp_path / "a", "project", {"demo": "# no fixes wanted for demo\n"})
+    write_overlay(tmp_path / "b", "default", {"demo": rule_file(("", "default fix"))})
+    assert load_overlays(["a", "b"], base=tmp_path).rule_for("demo", Version("1")) is None
+    match = load_overlays(["b", "a"], base=tmp_path).rule_for("demo", Version("1"))
+    assert match is not None and match.overlay.name == "default"
+
+
 def test_duplicate_overlay_names_are_refused(tmp_path: Path) -> None:
     write_overlay(tmp_path / "a", "same", {})
     write_overlay(tmp_path / "b", "same", {})
