@@ -7,6 +7,7 @@ import email.parser
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -386,6 +387,28 @@ def test_fault_reset_truncate_corrupt(served: IndexServer) -> None:
     ]
 
 
+@pytest.mark.parametrize("formats", [("json", "html"), ("html",)])
+def test_real_installer_accepts_the_index(
+    tmp_path: Path, serve: Callable[..., IndexServer], formats: tuple[str, ...]
+) -> None:
+    # The venv's pip, as an independent client: negotiation, PEP 658, yanked, hashes.
+    server = serve(build_example_index(tmp_path / "idx"), formats=formats)
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check"]
+    cmd += ["--no-cache-dir", "--only-binary", ":all:", "--index-url", server.url]
+    cmd += ["-d", str(tmp_path / "dl"), "pebble-text[color]", "pebble-lint"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [
+        "pebble_color-0.4.0-py3-none-any.whl",
+        "pebble_core-1.0.0-py3-none-any.whl",
+        "pebble_lint-0.9.0-py3-none-any.whl",  # 0.9.1 is yanked
+        "pebble_text-2.0.0-py3-none-any.whl",
+    ]
+    assert server.requests_for(r"\.whl\.metadata$")
+    pages = server.requests_for(r"^/simple/")
+    assert pages and all(r.status == 200 for r in pages)
+
+
 def test_server_stops(make_index: Callable[..., FixtureIndex]) -> None:
     index = make_index([Release("demo", "1.0")])
     with IndexServer(index.root) as server:
@@ -505,3 +528,59 @@ def test_example_build_requirement_is_really_needed(
         runner=runner_with(str(tmp_path / "site")),
     )
     assert ready.build_wheel(str(out)) == "pebble_core-1.1.0-py3-none-any.whl"
+
+
+# --- conftest ------------------------------------------------------------------------
+
+
+def test_environment_is_isolated(tmp_path: Path) -> None:
+    cache = Path(os.environ["MONOREPO_CACHE_DIR"])
+    assert cache.is_dir() and not cache.is_relative_to(Path.home() / ".cache")
+    for name in ("MONOREPO_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"):
+        assert name not in os.environ
+    assert os.environ["PIP_CONFIG_FILE"] == os.devnull
+
+
+def test_make_project_and_make_index(
+    make_project: Callable[..., Path], make_index: Callable[..., FixtureIndex]
+) -> None:
+    project = make_project('[project]\nname = "p"\nversion = "0"\n', name="here")
+    assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["name"] == "p"
+    first, second = make_index([Release("a", "1")]), make_index([Release("b", "1")])
+    assert first.root != second.root and first.projects() == ["a"] and second.projects() == ["b"]
+
+
+@pytest.mark.parametrize(("index_set", "outcome"), [(False, "1 skipped"), (True, "1 failed")])
+def test_network_marker_needs_an_index(tmp_path: Path, index_set: bool, outcome: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "conftest.py").write_text(
+        "from tests.conftest import pytest_collection_modifyitems  # noqa: F401\n"
+    )
+    (tmp_path / "test_net.py").write_text(
+        "import pytest\n\n@pytest.mark.network\ndef test_reaches_out():\n    assert False\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "MONOREPO_TEST_INDEX_URL"}
+    environ["PYTHONPATH"] = str(root)
+    if index_set:
+        environ["MONOREPO_TEST_INDEX_URL"] = "http://127.0.0.1:9/simple/"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "network",
+            "-W",
+            "ignore::pytest.PytestUnknownMarkWarning",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert outcome in result.stdout, result.stdout + result.stderr
