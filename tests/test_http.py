@@ -1,0 +1,305 @@
+"""Retries, the HTTP cache and offline mode, against a real loopback server with real faults."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures.builder import FixtureIndex, Release
+from fixtures.server import IndexServer
+from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
+from monorepo.http import HttpClient
+from monorepo.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
+from monorepo.index import ACCEPT, IndexClient
+from monorepo.reporter import RecordingReporter
+
+MakeIndex = Callable[..., FixtureIndex]
+Serve = Callable[..., IndexServer]
+
+RELEASES = [Release("demo", "1.0"), Release("demo", "1.1"), Release("other", "2.0")]
+PAGE = r"^/simple/demo/$"
+
+
+@pytest.fixture
+def index(make_index: MakeIndex) -> FixtureIndex:
+    return make_index(RELEASES)
+
+
+def http(cache: Path | None = None, **kw: object) -> HttpClient:
+    kw.setdefault("backoff", 0.001)
+    return HttpClient(cache=HttpCache(cache) if cache else None, **kw)  # type: ignore[arg-type]
+
+
+def client(url: str, cache_dir: Path | None = None, **kw: object) -> IndexClient:
+    kw.setdefault("backoff", 0.001)
+    return IndexClient([url], cache_dir=cache_dir, **kw)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("kind", ["status", "reset", "truncate"])
+def test_transient_failure_then_success(
+    index: FixtureIndex, serve: Serve, tmp_path: Path, kind: str
+) -> None:
+    server = serve(index)
+    server.add_fault(r"/files/demo-1\.0\.tar\.gz$", kind)  # type: ignore[arg-type]
+    url = server.base_url + "/files/demo-1.0.tar.gz"
+    reporter = RecordingReporter()
+    with http(tmp_path / "c", reporter=reporter) as h:
+        body = h.get(url).body
+    assert body == (index.files_dir / "demo-1.0.tar.gz").read_bytes()
+    assert len(server.requests_for(r"/files/demo-1\.0\.tar\.gz$")) == 2
+    assert any("retry 1 of 3" in text for _, text in reporter.messages)
+
+
+def test_page_503_then_success(index: FixtureIndex, serve: Serve) -> None:
+    server = serve(index)
+    server.add_fault(PAGE, "status", status=503)
+    with client(server.url) as c:
+        assert len(c.project_files("demo")) == 4
+    statuses = [r.status for r in server.requests_for(PAGE)]
+    assert statuses == [503, 200]
+
+
+def test_404_is_not_retried(index: FixtureIndex, serve: Serve) -> None:
+    server = serve(index)
+    url = server.base_url + "/files/missing-1.0.tar.gz"
+    with http() as h, pytest.raises(IndexClientError) as caught:
+        h.get(url)
+    assert url in str(caught.value) and "404" in str(caught.value)
+    assert len(server.requests_for("missing")) == 1
+
+
+def test_other_4xx_is_not_retried(index: FixtureIndex, serve: Serve) -> None:
+    server = serve(index)
+    server.add_fault(PAGE, "status", status=403, times=5)
+    with client(server.url) as c, pytest.raises(IndexClientError, match="403"):
+        c.project_files("demo")
+    assert len(server.requests_for(PAGE)) == 1
+
+
+def test_exhausted_retries_name_url_attempts_and_cause(index: FixtureIndex, serve: Serve) -> None:
+    server = serve(index)
+    server.add_fault(PAGE, "status", status=502, times=100)
+    with client(server.url, retries=2) as c, pytest.raises(IndexClientError) as caught:
+        c.project_files("demo")
+    message = str(caught.value)
+    assert server.url + "demo/" in message
+    assert "3 attempts" in message
+    assert "502" in message
+    assert len(server.requests_for(PAGE)) == 3
+
+
+def test_read_timeout_is_retried(index: FixtureIndex, serve: Serve) -> None:
+    server = serve(index)
+    server.add_fault(PAGE, "slow", delay=2.0)
+    reporter = RecordingReporter()
+    with client(server.url, timeout=0.5, reporter=reporter) as c:
+        assert len(c.project_files("demo")) == 4
+    # The server logs the slow request only when it finishes: the reporter is the witness.
+    retries = [text for _, text in reporter.messages if "retry 1 of 3" in text]
+    assert len(retries) == 1 and "ReadTimeout" in retries[0]
+
+
+def test_tls_error_is_not_retried(index: FixtureIndex, serve: Serve) -> None:
+    # A real TLS failure: speaking https to a plain-HTTP server fails the handshake.
+    server = serve(index)
+    url = server.base_url.replace("http://", "https://") + "/simple/demo/"
+    reporter = RecordingReporter()
+    with http(reporter=reporter) as h, pytest.raises(IndexClientError) as caught:
+        h.get(url)
+    assert "TLS" in str(caught.value) and url in str(caught.value)
+    assert not any("retry" in text for _, text in reporter.messages)
+
+
+def test_file_urls_read_from_disk(index: FixtureIndex, tmp_path: Path) -> None:
+    with http() as h:
+        response = h.get(index.url_for("demo-1.0.tar.gz"))
+        assert response.body == (index.files_dir / "demo-1.0.tar.gz").read_bytes()
+        missing = (tmp_path / "nope.html").as_uri()
+        assert h.get(missing, not_found_ok=True).status == 404
+        with pytest.raises(IndexClientError, match=re.escape(missing)):
+            h.get(missing)
+
+
+# ----------------------------------------------------------------------------- caching
+
+
+def test_second_client_revalidates_with_etag(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(index)  # default Cache-Control: max-age=0, must-revalidate
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        first = c.project_files("demo")
+    with client(server.url, cache) as c:
+        second = c.project_files("demo")
+    assert first == second
+    records = server.requests_for(PAGE)
+    assert [r.status for r in records] == [200, 304]
+    assert "if-none-match" not in records[0].headers
+    assert records[1].headers["if-none-match"].startswith('"')
+
+
+def test_changed_page_is_downloaded_again(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(index)
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        assert len(c.project_files("demo")) == 4
+    index.publish(Release("demo", "2.0"))
+    with client(server.url, cache) as c:
+        assert len(c.project_files("demo")) == 6
+    assert [r.status for r in server.requests_for(PAGE)] == [200, 200]
+
+
+def test_fresh_entry_makes_no_request(index: FixtureIndex, serve: Serve, tmp_path: Path) -> None:
+    server = serve(index, cache_control="max-age=600")
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        first = c.project_files("demo")
+    with client(server.url, cache) as c:
+        assert c.project_files("demo") == first
+    assert len(server.requests_for(PAGE)) == 1
+
+
+def test_no_store_is_not_cached(index: FixtureIndex, serve: Serve, tmp_path: Path) -> None:
+    server = serve(index, cache_control="no-store")
+    cache = tmp_path / "http"
+    for _ in range(2):
+        with client(server.url, cache) as c:
+            c.project_files("demo")
+    records = server.requests_for(PAGE)
+    assert [r.status for r in records] == [200, 200]
+    assert all("if-none-match" not in r.headers for r in records)
+
+
+def test_html_and_json_are_cached_apart(index: FixtureIndex, serve: Serve, tmp_path: Path) -> None:
+    server = serve(index, cache_control="max-age=600")
+    with http(tmp_path / "http") as h:
+        as_json = h.get(server.url + "demo/", accept=ACCEPT)
+        as_html = h.get(server.url + "demo/", accept="text/html")
+    assert as_json.content_type.startswith("application/vnd.pypi.simple.v1+json")
+    assert as_html.content_type == "text/html"
+    assert len(server.requests_for(PAGE)) == 2
+
+
+def test_immutable_file_served_from_cache_without_request(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(index)
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        dist = next(f for f in c.project_files("demo") if f.filename == "demo-1.0.tar.gz")
+        data = c.fetch(dist.url, sha256=dist.sha256)
+    with client(server.url, cache) as c:
+        assert c.fetch(dist.url, sha256=dist.sha256) == data
+    assert len(server.requests_for(r"/files/demo-1\.0\.tar\.gz$")) == 1
+
+
+def test_cached_file_with_wrong_hash_is_downloaded_again(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(index)
+    cache = HttpCache(tmp_path / "http")
+    url = server.base_url + "/files/demo-1.0.tar.gz"
+    good = (index.files_dir / "demo-1.0.tar.gz").read_bytes()
+    with http(tmp_path / "http") as h:
+        h.get(url)
+        entry = cache.load(url, None)
+        assert entry is not None and entry.body == good
+        # Damage the cached copy on disk: the hash check must refuse it.
+        cache.store(url, None, CacheEntry(url, 200, b"damaged", entry.headers, entry.stored_at))
+        assert h.get(url, sha256=hashlib.sha256(good).hexdigest()).body == good
+    assert len(server.requests_for(r"/files/demo-1\.0\.tar\.gz$")) == 2
+
+
+def test_corrupt_download_raises_hash_mismatch(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(index)
+    server.add_fault(r"/files/demo-1\.1\.tar\.gz$", "corrupt")
+    entry = next(e for e in index.files_for("demo") if e.filename == "demo-1.1.tar.gz")
+    url = server.base_url + "/files/demo-1.1.tar.gz"
+    with http(tmp_path / "http") as h, pytest.raises(HashMismatchError) as caught:
+        h.get(url, sha256=entry.sha256)
+    assert url in str(caught.value) and entry.sha256 in str(caught.value)
+    assert HttpCache(tmp_path / "http").load(url, None) is None
+
+
+# ----------------------------------------------------------------------------- offline
+
+
+def test_offline_served_from_cache(index: FixtureIndex, serve: Serve, tmp_path: Path) -> None:
+    server = serve(index)
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        files = c.project_files("demo")
+        sdist = next(f for f in files if f.kind == "sdist")
+        data = c.fetch(sdist.url, sha256=sdist.sha256)
+    server.clear_requests()
+    with client(server.url, cache, offline=True) as c:
+        assert c.project_files("demo") == files  # stale (max-age=0) is fine offline
+        assert c.fetch(sdist.url, sha256=sdist.sha256) == data
+    assert server.requests == []
+
+
+def test_offline_miss_raises(index: FixtureIndex, serve: Serve, tmp_path: Path) -> None:
+    server = serve(index)
+    with (
+        client(server.url, tmp_path / "http", offline=True) as c,
+        pytest.raises(OfflineError) as caught,
+    ):
+        c.project_files("demo")
+    message = str(caught.value)
+    assert server.url + "demo/" in message
+    assert "without --offline" in message
+    assert server.requests == []
+
+
+def test_offline_reads_file_index(index: FixtureIndex, tmp_path: Path) -> None:
+    with client(index.file_url, tmp_path / "http", offline=True) as c:
+        assert len(c.project_files("demo")) == 4
+
+
+# ----------------------------------------------------------------------------- pure cache rules
+
+
+def test_cache_control_and_freshness() -> None:
+    assert parse_cache_control('max-age=60, Must-Revalidate, x="y"') == {
+        "max-age": "60",
+        "must-revalidate": None,
+        "x": "y",
+    }
+
+    def entry(cache_control: str | None, stored_at: float = 1000.0) -> CacheEntry:
+        headers = {"cache-control": cache_control} if cache_control is not None else {}
+        return CacheEntry("u", 200, b"", headers, stored_at)
+
+    assert is_fresh(entry("max-age=60"), 1059.0)
+    assert not is_fresh(entry("max-age=60"), 1060.0)
+    assert not is_fresh(entry("max-age=60, no-cache"), 1001.0)
+    assert not is_fresh(entry(None), 1000.0)
+    assert not is_fresh(entry("max-age=soon"), 1000.0)
+
+
+def test_cache_store_is_one_file_and_damage_reads_as_miss(tmp_path: Path) -> None:
+    cache = HttpCache(tmp_path)
+    cache.store("http://x/a", "json", CacheEntry("http://x/b", 200, b"\nbody\n", {"etag": '"1"'}))
+    loaded = cache.load("http://x/a", "json")
+    assert loaded is not None
+    assert (loaded.url, loaded.body, loaded.validators()) == (
+        "http://x/b",
+        b"\nbody\n",
+        {"If-None-Match": '"1"'},
+    )
+    assert cache.load("http://x/a", "html") is None
+    (stored,) = [p for p in tmp_path.rglob("*") if p.is_file()]
+    stored.write_bytes(b"not json\nbody")
+    assert cache.load("http://x/a", "json") is None
