@@ -420,26 +420,29 @@ def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provi
                 cand.name, cand.version, source=cand.source, yanked=cand.yanked, url=cand.url
             ),
         )
-    # edges by package name; extras candidates fold into their base package
+    # reachability runs over identifiers (``core[speed]`` reaches what only the
+    # extra needs); lock dependencies fold extras candidates into their base name
+    id_edges: dict[str, set[str]] = {}
     edges: dict[str, set[str]] = {}
-    for cand in mapping.values():
-        base = cand.name
+    for ident, cand in mapping.items():
         for dep in provider.get_dependencies(cand):
-            if dep.name != base:
-                edges.setdefault(base, set()).add(dep.name)
+            id_edges.setdefault(ident, set()).add(dep.identifier)
+            if dep.name != cand.name:
+                edges.setdefault(cand.name, set()).add(dep.name)
     scopes: dict[NormalizedName, set[str]] = {n: set() for n in packages}
     for scope_id in provider.scopes:
         seen: set[str] = set()
         stack = [scope_id]
         while stack:
             node = stack.pop()
-            for child in edges.get(node, ()):
+            for child in id_edges.get(node, ()):
                 if child not in seen:
                     seen.add(child)
                     stack.append(child)
-        for name in seen:
-            if name in scopes:
-                scopes[NormalizedName(name)].add(scope_id)
+        for ident in seen:
+            cand = mapping.get(ident)
+            if cand is not None and cand.name in scopes:
+                scopes[cand.name].add(scope_id)
     rp: dict[NormalizedName, SpecifierSet | None] = {}
     for cand, spec in provider.requires_python.items():
         if cand.name in packages and packages[cand.name].version == cand.version:
