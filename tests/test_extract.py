@@ -1,0 +1,316 @@
+"""The safe extractor against real hostile archives, on a real file system."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures import hostile
+from monorepo.errors import ExtractError
+from monorepo.extract import Limits, Planner, RawMember, extract_sdist
+
+
+def snapshot(root: Path) -> set[str]:
+    """Every path under *root* (not following symlinks), relative to it."""
+    found: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            found.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return found
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> tuple[Path, Path]:
+    """(archives dir, work dir): dest goes two levels inside work, so '../..' lands in work."""
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    (tmp_path / "work" / "duni").mkdir(parents=True)
+    return archives, tmp_path / "work" / "duni" / "evil"
+
+
+def refuse(
+    archive: Path, dest: Path, member: str, reason: str, limits: Limits | None = None
+) -> str:
+    """Extract, expect a refusal naming package and member, and check nothing was left."""
+    outer = dest.parent.parent.parent
+    before = snapshot(outer)
+    with pytest.raises(ExtractError) as info:
+        if limits is None:
+            extract_sdist(archive, dest, package="evil")
+        else:
+            extract_sdist(archive, dest, package="evil", limits=limits)
+    message = str(info.value)
+    assert message.startswith(f"evil: refusing {archive.name}: member '{member}' "), message
+    assert reason in message, message
+    assert not os.path.lexists(dest)
+    assert snapshot(outer) == before  # no staging dir, no escaped file, nothing new
+    assert not any(p.name.startswith(".tmp-") for p in dest.parent.iterdir())
+    return message
+
+
+def test_path_traversal(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.path_traversal(archives), dest, "evil-1.0/../../escape.txt", "'..'")
+    assert not (dest.parent / "escape.txt").exists()
+    assert not (dest.parent.parent / "escape.txt").exists()
+
+
+def test_absolute_path(layout: tuple[Path, Path], tmp_path: Path) -> None:
+    archives, dest = layout
+    target = tmp_path / "abs-target.txt"
+    refuse(hostile.absolute_path(archives, str(target)), dest, str(target), "absolute")
+    assert not target.exists()
+
+
+def test_symlink_escape(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.symlink_escape(archives), dest, "evil-1.0/link", "leaves the extracted tree")
+    assert not (dest.parent.parent / "outside").exists()
+
+
+def test_symlink_chain_escape_is_resolved_through_links(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.symlink_chain_escape(archives), dest, "evil-1.0/x", "leaves the extracted tree")
+
+
+def test_file_under_symlink(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.file_under_symlink(archives), dest, "evil-1.0/l/through.txt", "is a symlink")
+
+
+def test_hardlink_escape(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    outside = dest.parent / "outside.txt"
+    outside.write_text("secret")
+    refuse(hostile.hardlink_escape(archives), dest, "evil-1.0/h", "outside the tree")
+    refuse(
+        hostile.hardlink_escape(archives, "evil-1.0/../../outside.txt"),
+        dest,
+        "evil-1.0/h",
+        "'..' component in its hard link target",
+    )
+    assert outside.stat().st_nlink == 1
+
+
+def test_hardlink_to_missing_member(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.hardlink_missing(archives), dest, "evil-1.0/h", "not an earlier regular file")
+
+
+def test_device_and_fifo(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.device_file(archives), dest, "evil-1.0/null", "character device")
+    refuse(hostile.fifo_file(archives), dest, "evil-1.0/pipe", "fifo")
+
+
+def test_decompression_bomb_by_ratio(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    bomb = hostile.decompression_bomb(archives)
+    assert bomb.stat().st_size < 200_000
+    refuse(bomb, dest, "evil-1.0/zeros.bin", "decompression bomb")
+
+
+def test_decompression_bomb_by_total_size(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    bomb = hostile.decompression_bomb(archives, size=10 * 1024**2)
+    limits = Limits(max_total_size=1024**2, max_ratio=1e9)
+    refuse(bomb, dest, "evil-1.0/zeros.bin", "over the limit of 1048576", limits)
+
+
+def test_member_count_limit(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    good = hostile.good_sdist(archives)
+    refuse(
+        good,
+        dest,
+        "evil-1.0/setup.py".replace("evil", "good"),
+        "limit of 1 members",
+        Limits(max_members=1),
+    )
+
+
+def test_duplicate_members(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    message = refuse(hostile.duplicate_members(archives), dest, "evil-1.0/./setup.py", "duplicate")
+    assert "'evil-1.0/setup.py'" in message
+
+
+def test_no_top_dir(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.no_top_dir(archives), dest, "setup.py", "top-level")
+
+
+def test_two_top_dirs(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.two_top_dirs(archives), dest, "other-1.0", "exactly one top-level directory")
+
+
+def test_zip_traversal(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.zip_traversal(archives), dest, "evil-1.0/../../escape.txt", "'..'")
+
+
+def test_zip_symlink_escape(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.zip_symlink_escape(archives), dest, "evil-1.0/link", "leaves the extracted")
+
+
+def test_zip_real_size_is_enforced(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    lie = hostile.zip_size_lie(archives)
+    # zipfile itself stops at the declared size and then fails the CRC; the extractor's own
+    # count is the second line of defence.  Either way the member is refused, by name.
+    message = refuse(lie, dest, "evil-1.0/big.bin", "", Limits(max_ratio=1e9))
+    assert "CRC" in message or "beyond its declared 10 bytes" in message
+
+
+def test_empty_archive(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    empty = hostile.write_tar(archives / "evil-1.0.tar.gz", [])
+    with pytest.raises(ExtractError, match="no top-level directory"):
+        extract_sdist(empty, dest, package="evil")
+    assert not dest.exists()
+
+
+def test_corrupt_archive(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    broken = archives / "evil-1.0.tar.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    with pytest.raises(
+        ExtractError, match=r"evil: refusing evil-1\.0\.tar\.gz: it is not a readable"
+    ):
+        extract_sdist(broken, dest, package="evil")
+    assert snapshot(dest.parent) == set()
+
+
+def test_unsupported_suffix_and_existing_dest(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    with pytest.raises(ExtractError, match="not a supported sdist archive"):
+        extract_sdist(archives / "evil-1.0.rar", dest, package="evil")
+    dest.mkdir()
+    with pytest.raises(ExtractError, match="already exists"):
+        extract_sdist(hostile.good_sdist(archives), dest, package="good")
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".tar.xz", ".tar", ".zip"])
+def test_good_sdist_extracts_with_modes_links_and_empty_dirs(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = hostile.good_sdist(tmp_path, suffix)
+    dest = tmp_path / "duni" / "good"
+    old_umask = os.umask(0o077)  # directory modes must not depend on the umask
+    try:
+        extract_sdist(archive, dest, package="good")
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["good"]
+
+    def mode(rel: str) -> int:
+        return stat.S_IMODE((dest / rel).lstat().st_mode)
+
+    for name, (data, _) in hostile.GOOD_FILES.items():
+        assert (dest / name).read_bytes() == data
+    assert mode("setup.py") == 0o644
+    assert mode("good/__init__.py") == 0o644
+    assert mode("bin/run.sh") == 0o755
+    assert mode("bin/group-exec.sh") == 0o755
+    assert mode("bin/setuid.sh") == 0o755
+    link, target = hostile.GOOD_SYMLINK
+    assert (dest / link).is_symlink()
+    assert os.readlink(dest / link) == target
+    assert (dest / hostile.GOOD_EMPTY_DIR).is_dir()
+    assert list((dest / hostile.GOOD_EMPTY_DIR).iterdir()) == []
+    for rel in ("", "bin", "good", "data", hostile.GOOD_EMPTY_DIR):
+        assert mode(rel) == 0o755, rel
+    if suffix != ".zip":
+        copy = dest / "setup-copy.py"
+        assert copy.read_bytes() == (dest / "setup.py").read_bytes()
+        assert copy.stat().st_ino != (dest / "setup.py").stat().st_ino  # a copy, not a link
+
+
+def test_owner_is_not_taken_from_the_archive(tmp_path: Path) -> None:
+    info = tarfile.TarInfo("own-1.0/f.txt")
+    info.size, info.uid, info.gid = 1, 4242, 4242
+    archive = hostile.write_tar(tmp_path / "own-1.0.tar.gz", [(info, b"x")])
+    dest = tmp_path / "own"
+    extract_sdist(archive, dest, package="own")
+    assert (dest / "f.txt").stat().st_uid == os.getuid()
+
+
+# --- the planner alone: rules without archives -------------------------------------------
+
+
+def plan(*members: RawMember, limits: Limits | None = None, size: int = 10**6) -> Planner:
+    planner = Planner("pkg", "pkg-1.0.tar.gz", size, limits or Limits())
+    for member in members:
+        planner.add(member)
+    planner.finish()
+    return planner
+
+
+def test_planner_strips_top_and_dot_components() -> None:
+    planner = plan(
+        RawMember("./pkg-1.0/", "dir"),
+        RawMember("./pkg-1.0/a//b.txt", "file", 3),
+        RawMember("pkg-1.0/l", "symlink", link="a/b.txt"),
+    )
+    assert [m.rel for m in planner.members] == ["", "a/b.txt", "l"]
+
+
+@pytest.mark.parametrize(
+    ("members", "culprit", "reason"),
+    [
+        ([RawMember("p/a\\..\\x", "file")], "p/a\\..\\x", "backslash"),
+        ([RawMember("p/l", "symlink", link="/etc/passwd")], "p/l", "absolute path"),
+        ([RawMember("p/l", "symlink", link="")], "p/l", "empty target"),
+        (
+            [RawMember("p/a", "symlink", link="b"), RawMember("p/b", "symlink", link="a")],
+            "p/a",
+            "symlink loop",
+        ),
+        ([RawMember("p/d/l", "symlink", link="../../x")], "p/d/l", "leaves"),
+        ([RawMember("p/f", "file"), RawMember("p/f/g", "file")], "p/f/g", "is a file"),
+        ([RawMember("p", "file")], "p", "top-level entry but not a directory"),
+        ([RawMember("p/x", "other")], "p/x", "file type other"),
+    ],
+)
+def test_planner_refusals(members: list[RawMember], culprit: str, reason: str) -> None:
+    with pytest.raises(ExtractError) as info:
+        plan(*members)
+    assert str(info.value).startswith(f"pkg: refusing pkg-1.0.tar.gz: member '{culprit}' ")
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [RawMember("p/d/l", "symlink", link="../x")],  # to the root's child
+        [RawMember("p/l", "symlink", link=".")],  # to the root itself
+        [RawMember("p/d", "symlink", link="sub"), RawMember("p/x", "symlink", link="d/..")],
+        [RawMember("p/l", "symlink", link="missing/../also-missing")],
+    ],
+)
+def test_planner_accepts_links_that_stay_inside(members: list[RawMember]) -> None:
+    plan(*members)
+
+
+def test_planner_limits_apply_while_reading() -> None:
+    planner = Planner("pkg", "pkg-1.0.tar.gz", 100, Limits(max_total_size=1000))
+    planner.add(RawMember("p/a", "file", 600))
+    with pytest.raises(ExtractError, match="'p/b' brings the uncompressed size to 1200 bytes"):
+        planner.add(RawMember("p/b", "file", 600))
+
+
+def test_message_names_package_archive_member(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    builders: list[Callable[[Path], Path]] = [hostile.path_traversal, hostile.zip_traversal]
+    for build in builders:
+        archive = build(archives)
+        with pytest.raises(ExtractError) as info:
+            extract_sdist(archive, dest, package="evil")
+        assert "evil" in str(info.value) and archive.name in str(info.value)
