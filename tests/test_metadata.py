@@ -1,0 +1,319 @@
+"""Core metadata from each source in DESIGN.md order, with the build backend really run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
+from fixtures.server import IndexServer
+from monorepo.errors import HashMismatchError, MetadataError
+from monorepo.index import DistFile, IndexClient
+from monorepo.metadata import metadata_from_pkg_info, metadata_from_wheel, parse_metadata
+
+MakeIndex = Callable[..., FixtureIndex]
+Serve = Callable[..., IndexServer]
+
+BACKEND_FILE = "_fixture_backend/fixture_backend.py"
+
+# The in-tree backend, wrapped so that metadata it computes says it came from the hook.
+MARKING_BACKEND = (
+    BACKEND_SOURCE
+    + """
+
+_original_prepare = prepare_metadata_for_build_wheel
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = _original_prepare(metadata_directory, config_settings)
+    with open(os.path.join(metadata_directory, info, "METADATA"), "a") as fh:
+        fh.write("Requires-Dist: written-by-the-hook\\n")
+    return info
+"""
+)
+
+# A backend that cannot run: proves a path never called the backend.
+BROKEN_BACKEND = "raise SystemExit('the build backend must not run')\n"
+
+FAILING_BACKEND = (
+    BACKEND_SOURCE
+    + """
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    import sys
+    print("setup exploded: missing compiler flag XYZZY", file=sys.stderr)
+    raise RuntimeError("cannot prepare")
+"""
+)
+
+
+def reqs(*items: str) -> list[Requirement]:
+    return [Requirement(item) for item in items]
+
+
+def only(client: IndexClient, project: str, kind: str) -> DistFile:
+    (dist,) = [f for f in client.project_files(project) if f.kind == kind]
+    return dist
+
+
+Served = Callable[..., tuple[IndexServer, IndexClient]]
+
+
+@pytest.fixture
+def served(make_index: MakeIndex, serve: Serve) -> Iterator[Served]:
+    """``served(*releases)``: a server over a fresh index and a client configured for it."""
+    clients: list[IndexClient] = []
+
+    def factory(*releases: Release) -> tuple[IndexServer, IndexClient]:
+        server = serve(make_index(releases))
+        client = IndexClient([server.url], backoff=0.001)
+        clients.append(client)
+        return server, client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+# ----------------------------------------------------------------------------- pure parsing
+
+
+def test_pkg_info_trusted_only_from_2_2_without_dynamic_requirements() -> None:
+    base = "Name: demo\nVersion: 1.0\nRequires-Dist: dep>=1\nRequires-Python: >=3.9\n"
+    trusted = metadata_from_pkg_info("Metadata-Version: 2.2\n" + base)
+    assert trusted is not None
+    assert trusted.requires_dist == reqs("dep>=1")
+    assert trusted.requires_python == SpecifierSet(">=3.9")
+    assert metadata_from_pkg_info("Metadata-Version: 2.1\n" + base) is None
+    assert metadata_from_pkg_info("Metadata-Version: 1.0\n" + base) is None
+    assert metadata_from_pkg_info(base) is None
+    for field in ("Requires-Dist", "requires-python"):
+        text = f"Metadata-Version: 2.2\nDynamic: {field}\n" + base
+        assert metadata_from_pkg_info(text) is None
+    other_dynamic = metadata_from_pkg_info("Metadata-Version: 2.4\nDynamic: Summary\n" + base)
+    assert other_dynamic is not None and other_dynamic.requires_dist == reqs("dep>=1")
+
+
+def test_odd_fields_are_tolerated() -> None:
+    text = (
+        "Metadata-Version: 2.4\nName: demo\nVersion: 1.0\n"
+        "License-Expression: not a (valid) SPDX expression!!\n"
+        "Requires-Python: >=3.x\n"
+        "Provides-Extra: Not_Normalised\n"
+        "Project-URL: no comma here\n"
+        "Dynamic: Name\n"
+        "Requires-Dist: dep; extra == 'Not_Normalised'\n"
+    )
+    metadata = parse_metadata(text, source="demo")
+    assert metadata.name == "demo"
+    assert metadata.requires_python is None  # unparsable: dropped, not fatal
+    assert metadata.requires_dist == reqs("dep; extra == 'Not_Normalised'")
+
+
+def test_unknown_future_metadata_version_is_read() -> None:
+    metadata = metadata_from_pkg_info(
+        "Metadata-Version: 9.1\nName: demo\nVersion: 1.0\nRequires-Dist: dep\n"
+    )
+    assert metadata is not None and metadata.requires_dist == reqs("dep")
+
+
+def test_unparsable_requires_dist_is_an_error() -> None:
+    with pytest.raises(MetadataError, match=r"demo-1\.0\.whl.*Requires-Dist.*dep >= = 1"):
+        parse_metadata(
+            "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nRequires-Dist: dep >= = 1\n",
+            source="demo-1.0.whl",
+        )
+
+
+def test_malformed_wheel_is_a_metadata_error() -> None:
+    with pytest.raises(MetadataError, match=r"demo-1\.0-py3-none-any\.whl"):
+        metadata_from_wheel(b"not a zip", "demo-1.0-py3-none-any.whl")
+
+
+# ----------------------------------------------------------------------------- wheels
+
+
+def test_wheel_metadata_from_pep658_file(served: Served) -> None:
+    server, client = served(
+        Release("demo", "1.0", requires_dist=("dep>=2", "extra-dep; extra == 'x'"))
+    )
+    wheel = only(client, "demo", "wheel")
+    assert isinstance(wheel.core_metadata, str)
+    metadata = client.metadata(wheel)
+    assert metadata.requires_dist == reqs("dep>=2", "extra-dep; extra == 'x'")
+    assert metadata.provides_extra == ["x"]
+    assert client.metadata(wheel) is metadata  # memoised
+    assert len(server.requests_for(r"\.whl\.metadata$")) == 1
+    assert server.requests_for(r"\.whl$") == []
+
+
+def test_pep658_file_hash_is_checked(make_index: MakeIndex, serve: Serve) -> None:
+    index = make_index([Release("demo", "1.0", requires_dist=("dep",))])
+    index.replace_file(
+        "demo-1.0-py3-none-any.whl.metadata",
+        b"Metadata-Version: 2.2\nName: demo\nVersion: 1.0\nRequires-Dist: evil\n",
+    )
+    server = serve(index)
+    with IndexClient([server.url]) as client:
+        wheel = only(client, "demo", "wheel")
+        with pytest.raises(HashMismatchError, match=r"demo-1\.0-py3-none-any\.whl\.metadata"):
+            client.metadata(wheel)
+
+
+def test_wheel_metadata_from_download_without_pep658(served: Served) -> None:
+    server, client = served(
+        Release("demo", "1.0", requires_dist=("dep<3",), core_metadata_file=False, sdist=False)
+    )
+    wheel = only(client, "demo", "wheel")
+    assert wheel.core_metadata is False
+    assert client.metadata(wheel).requires_dist == reqs("dep<3")
+    assert len(server.requests_for(r"demo-1\.0-py3-none-any\.whl$")) == 1
+    assert server.requests_for(r"\.metadata$") == []
+
+
+def test_prefetch_metadata_shares_the_work(served: Served) -> None:
+    server, client = served(Release("demo", "1.0"), Release("demo", "1.1"))
+    wheels = [f for f in client.project_files("demo") if f.kind == "wheel"]
+    client.prefetch_metadata(wheels)
+    assert sorted(str(client.metadata(w).version) for w in wheels) == ["1.0", "1.1"]
+    assert len(server.requests_for(r"\.metadata$")) == 2
+
+
+# ----------------------------------------------------------------------------- sdists
+
+
+def test_sdist_pkg_info_used_without_running_backend(served: Served) -> None:
+    server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep==1.*",),
+            requires_python=">=3.10",
+            wheels=(),
+            files={BACKEND_FILE: BROKEN_BACKEND},
+        )
+    )
+    sdist = only(client, "demo", "sdist")
+    metadata = client.metadata(sdist)
+    assert metadata.requires_dist == reqs("dep==1.*")
+    assert metadata.requires_python == SpecifierSet(">=3.10")
+    assert len(server.requests_for(r"demo-1\.0\.tar\.gz$")) == 1
+
+
+def test_sdist_without_pkg_info_runs_the_in_tree_backend(served: Served) -> None:
+    _server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep>=1",),
+            wheels=(),
+            pkg_info=False,
+            files={BACKEND_FILE: MARKING_BACKEND},
+        )
+    )
+    metadata = client.metadata(only(client, "demo", "sdist"))
+    assert metadata.requires_dist == reqs("dep>=1", "written-by-the-hook")
+
+
+def test_dynamic_requires_dist_asks_the_backend(served: Served) -> None:
+    _server, client = served(
+        Release("demo", "1.0", requires_dist=("dep>=1", "two"), dynamic=("Requires-Dist",))
+    )
+    metadata = client.metadata(only(client, "demo", "sdist"))
+    # PKG-INFO lists no Requires-Dist at all: these can only come from the hook.
+    assert metadata.requires_dist == reqs("dep>=1", "two")
+
+
+def test_old_metadata_version_asks_the_backend(served: Served) -> None:
+    _server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep",),
+            metadata_version="2.1",
+            wheels=(),
+            files={BACKEND_FILE: MARKING_BACKEND},
+        )
+    )
+    metadata = client.metadata(only(client, "demo", "sdist"))
+    assert metadata.requires_dist == reqs("dep", "written-by-the-hook")
+
+
+def test_backend_without_prepare_hook_falls_back_to_build_wheel(served: Served) -> None:
+    backend = BACKEND_SOURCE + "\n\ndel prepare_metadata_for_build_wheel\n"
+    _server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep>=4",),
+            wheels=(),
+            pkg_info=False,
+            files={BACKEND_FILE: backend},
+        )
+    )
+    assert client.metadata(only(client, "demo", "sdist")).requires_dist == reqs("dep>=4")
+
+
+def test_backend_failure_names_package_file_and_output(served: Served) -> None:
+    _server, client = served(
+        Release("demo", "1.0", wheels=(), pkg_info=False, files={BACKEND_FILE: FAILING_BACKEND})
+    )
+    with pytest.raises(MetadataError) as caught:
+        client.metadata(only(client, "demo", "sdist"))
+    message = str(caught.value)
+    assert "demo 1.0" in message
+    assert "demo-1.0.tar.gz" in message
+    assert "XYZZY" in message  # the hook's stderr tail
+
+
+# The build-requires test creates a real virtual environment with pip (a few seconds).
+
+HELPER_BACKEND = (
+    BACKEND_SOURCE
+    + """
+
+_original_prepare = prepare_metadata_for_build_wheel
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    import helper_tool
+
+    info = _original_prepare(metadata_directory, config_settings)
+    with open(os.path.join(metadata_directory, info, "METADATA"), "a") as fh:
+        fh.write("Requires-Dist: helper-was==" + helper_tool.__version__ + "\\n")
+    return info
+"""
+)
+
+
+def test_build_requires_installed_in_isolated_env(served: Served) -> None:
+    demo = Release(
+        "demo",
+        "1.0",
+        wheels=(),
+        pkg_info=False,
+        build_requires=("helper-tool>=1",),
+        files={BACKEND_FILE: HELPER_BACKEND},
+    )
+    server, client = served(demo, Release("helper-tool", "1.3", sdist=False))
+    sdist = only(client, "demo", "sdist")
+    assert client.metadata(sdist).requires_dist == reqs("helper-was==1.3")
+    # pip in the build environment got helper-tool from the same index.
+    assert server.requests_for(r"helper_tool-1\.3-py3-none-any\.whl$")
+
+
+def test_build_requires_offline_without_cached_env_fails_clearly(
+    make_index: MakeIndex, serve: Serve
+) -> None:
+    demo = Release("demo", "1.0", wheels=(), pkg_info=False, build_requires=("helper-tool",))
+    server = serve(make_index([demo, Release("helper-tool", "1.0", sdist=False)]))
+    with IndexClient([server.url]) as online:
+        sdist = only(online, "demo", "sdist")
+        online.fetch(sdist.url, sha256=sdist.sha256)  # fill the HTTP cache, not the build env
+    with IndexClient([server.url], offline=True) as offline, pytest.raises(MetadataError) as caught:
+        offline.metadata(sdist)
+    message = str(caught.value)
+    assert "demo 1.0" in message and "helper-tool" in message and "--offline" in message
