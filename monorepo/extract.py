@@ -324,23 +324,43 @@ def extract_sdist(
     :class:`~monorepo.errors.ExtractError` naming the package, archive and member.
     """
     kind = _archive_kind(archive, package)
+    try:
+        archive_size = archive.stat().st_size
+    except OSError as e:
+        raise ExtractError(
+            f"{package}: cannot read {archive.name} ({e.strerror}); run 'monorepo pull' again"
+            " to fetch it"
+        ) from e
     if os.path.lexists(dest):
         raise ExtractError(
             f"{package}: cannot extract {archive.name} into {dest}: it already exists; remove"
             " it first (monorepo pull replaces directories itself)"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+    except OSError as e:
+        raise _cannot_write(package, archive, dest, e) from e
     try:
         if kind == "zip":
-            _extract_zip(archive, staging, package, limits)
+            _extract_zip(archive, archive_size, staging, package, limits)
         else:
-            _extract_tar(archive, staging, package, limits)
+            _extract_tar(archive, archive_size, staging, package, limits)
         _normalise_dirs(staging)
         os.rename(staging, dest)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _cannot_write(package, archive, dest, e) from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _cannot_write(package: str, archive: Path, dest: Path, error: OSError) -> ExtractError:
+    return ExtractError(
+        f"{package}: cannot extract {archive.name} into {dest}: {error}; check the free space"
+        f" and permissions of {dest.parent}"
+    )
 
 
 def _archive_kind(archive: Path, package: str) -> Literal["tar", "zip"]:
@@ -386,8 +406,10 @@ def _tar_raw(info: tarfile.TarInfo) -> RawMember:
     return RawMember(info.name, kind, info.size, info.mode, info.linkname)
 
 
-def _extract_tar(archive: Path, staging: Path, package: str, limits: Limits) -> None:
-    planner = Planner(package, archive.name, archive.stat().st_size, limits)
+def _extract_tar(
+    archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
+) -> None:
+    planner = Planner(package, archive.name, archive_size, limits)
     try:
         tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (*_READ_ERRORS, OSError) as e:
@@ -449,8 +471,9 @@ def _read_capped(stream: IO[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _extract_zip(archive: Path, staging: Path, package: str, limits: Limits) -> None:
-    archive_size = archive.stat().st_size
+def _extract_zip(
+    archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
+) -> None:
     planner = Planner(package, archive.name, archive_size, limits)
     try:
         zf = zipfile.ZipFile(archive)

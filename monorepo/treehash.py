@@ -147,7 +147,12 @@ def scan_tree(root: Path, *, exclude: Callable[[str], bool] | None = None) -> di
             if exclude is not None and exclude(rel):
                 continue
             kept += 1
-            st = child.stat(follow_symlinks=False)
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as e:
+                raise TreeHashError(
+                    f"cannot stat {child.path}: {e.strerror}; is something changing the tree?"
+                ) from e
             if stat.S_ISLNK(st.st_mode):
                 entries[rel] = Entry(rel, "symlink", False, _symlink_digest(Path(child.path)))
             elif stat.S_ISDIR(st.st_mode):

@@ -314,3 +314,10 @@ def test_message_names_package_archive_member(layout: tuple[Path, Path]) -> None
         with pytest.raises(ExtractError) as info:
             extract_sdist(archive, dest, package="evil")
         assert "evil" in str(info.value) and archive.name in str(info.value)
+
+
+def test_missing_archive(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    with pytest.raises(ExtractError, match=r"evil: cannot read evil-1\.0\.tar\.gz"):
+        extract_sdist(archives / "evil-1.0.tar.gz", dest, package="evil")
+    assert snapshot(dest.parent) == set()
