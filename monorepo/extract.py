@@ -125,9 +125,16 @@ class Planner:
     _total: int = field(default=0, init=False)
 
     def refuse(self, member: str, reason: str) -> ExtractError:
-        """The one message shape every refusal uses: package, archive, member, reason."""
+        """The one message shape every refusal uses: package, archive, member, reason.
+
+        The closing advice is the same for every rule because the remedy is: this file
+        must not be unpacked, so another version or an overlay's replacement source is
+        needed.
+        """
         return ExtractError(
-            f"{self.package}: refusing {self.archive_name}: member '{member}' {reason}"
+            f"{self.package}: refusing {self.archive_name}: member '{member}' {reason}."
+            " Nothing was extracted; lock another version, or give the package a"
+            " replacement source in an overlay"
         )
 
     def _components(self, member: str, name: str, what: str) -> list[str]:
