@@ -128,7 +128,7 @@ def test_member_count_limit(layout: tuple[Path, Path]) -> None:
     refuse(
         good,
         dest,
-        "evil-1.0/setup.py".replace("evil", "good"),
+        "good-1.0/setup.py",
         "limit of 1 members",
         Limits(max_members=1),
     )
