@@ -53,12 +53,24 @@ class VcsSource:
 
 
 @dataclass(frozen=True)
+class ArchiveSource:
+    """A source archive named by URL and hash (an overlay's replacement source)."""
+
+    url: str
+    sha256: str
+    size: int | None = None
+
+
+Source = SdistSource | VcsSource | ArchiveSource
+
+
+@dataclass(frozen=True)
 class LockedPackage:
     """One entry of ``[[packages]]``."""
 
     name: NormalizedName
     version: Version
-    source: SdistSource | VcsSource
+    source: Source
     marker: str | None = None
     requires_python: str | None = None
     index: str | None = None
@@ -77,6 +89,12 @@ class LockedPackage:
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(self.tool.get("targets", ()))
+
+    @property
+    def tree_hash(self) -> str | None:
+        """The tree hash of the vendored directory after patching (build-dependencies on)."""
+        value = self.tool.get("tree-hash")
+        return str(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,12 @@ def _package_dict(p: LockedPackage) -> dict[str, Any]:
             sdist["size"] = p.source.size
         sdist["hashes"] = {"sha256": p.source.sha256}
         d["sdist"] = sdist
+    elif isinstance(p.source, ArchiveSource):
+        archive: dict[str, Any] = {"url": p.source.url}
+        if p.source.size is not None:
+            archive["size"] = p.source.size
+        archive["hashes"] = {"sha256": p.source.sha256}
+        d["archive"] = archive
     else:
         vcs: dict[str, Any] = {"type": "git", "url": p.source.url}
         if p.source.requested:
@@ -278,7 +302,7 @@ def parse(text: str, *, path: Path) -> LockDocument:
 
 
 def _parse_package(p: Mapping[str, Any]) -> LockedPackage:
-    source: SdistSource | VcsSource
+    source: Source
     if "sdist" in p:
         s = p["sdist"]
         source = SdistSource(
@@ -295,8 +319,11 @@ def _parse_package(p: Mapping[str, Any]) -> LockedPackage:
             requested=v.get("requested-revision"),
             subdirectory=v.get("subdirectory"),
         )
+    elif "archive" in p:
+        a = p["archive"]
+        source = ArchiveSource(url=a["url"], sha256=a["hashes"]["sha256"], size=a.get("size"))
     else:
-        raise KeyError("sdist or vcs")
+        raise KeyError("sdist, vcs or archive")
     return LockedPackage(
         name=canonicalize_name(p["name"]),
         version=Version(p["version"]),
