@@ -440,9 +440,9 @@ def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provi
                     seen.add(child)
                     stack.append(child)
         for ident in seen:
-            cand = mapping.get(ident)
-            if cand is not None and cand.name in scopes:
-                scopes[cand.name].add(scope_id)
+            reached = mapping.get(ident)
+            if reached is not None and reached.name in scopes:
+                scopes[reached.name].add(scope_id)
     rp: dict[NormalizedName, SpecifierSet | None] = {}
     for cand, spec in provider.requires_python.items():
         if cand.name in packages and packages[cand.name].version == cand.version:
