@@ -29,6 +29,7 @@ from packaging.version import InvalidVersion, Version
 from . import git
 from .errors import MetadataError
 from .index import DistFile, IndexClient
+from .overlays import OverlaySet
 from .resolver import Candidate, Dependencies
 from .targets import Target
 
@@ -102,8 +103,10 @@ class IndexFinder:
         *,
         exclude_newer: datetime | None = None,
         offline: bool = False,
+        overlays: OverlaySet | None = None,
     ) -> None:
         self.client = client
+        self.overlays = overlays or OverlaySet()
         self.target = target
         self.exclude_newer = exclude_newer
         self.offline = offline
@@ -147,9 +150,22 @@ class IndexFinder:
             )[1]
         else:  # pragma: no cover - the finder only makes the two kinds above
             raise TypeError(source)
+        deps = self._apply_overlay(candidate, deps)
         with self._lock:
             self._metadata[key] = deps
         return deps
+
+    def _apply_overlay(self, candidate: Candidate, deps: Dependencies) -> Dependencies:
+        """An overlay's dependency fix always wins over the package's metadata."""
+        matched = self.overlays.rule_for(candidate.name, candidate.version)
+        if matched is None:
+            return deps
+        rule = matched.rule
+        if not rule.add_dependencies and not rule.remove_dependencies:
+            return deps
+        removed = set(rule.remove_dependencies)
+        kept = tuple(r for r in deps.requires if canonicalize_name(r.name) not in removed)
+        return Dependencies(kept + tuple(rule.add_dependencies), deps.requires_python)
 
     def prefetch(self, names: Iterable[NormalizedName]) -> None:
         self.client.prefetch(n for n in names if not n.startswith(":"))
@@ -216,7 +232,7 @@ class IndexFinder:
         release = GitRelease(clone_url, rev, commit, subdirectory, project_dir)
         candidate = Candidate(name=name, version=version, source=release, url=url)
         with self._lock:
-            self._metadata[candidate] = deps
+            self._metadata[candidate] = self._apply_overlay(candidate, deps)
         return [candidate]
 
 

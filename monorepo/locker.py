@@ -22,15 +22,18 @@ from .errors import LockFileError, MonorepoError
 from .finder import GitRelease, IndexFinder, IndexRelease
 from .lockfile import (
     LOCK_NAME,
+    ArchiveSource,
     LockDocument,
     LockedPackage,
     SdistSource,
+    Source,
     VcsSource,
     parse,
     render,
     sorted_packages,
     write_atomic,
 )
+from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, load_project_overlays
 from .reporter import NullReporter, Reporter
 from .resolver import Policy, Resolution, Scope, resolve
 from .targets import Target
@@ -162,10 +165,49 @@ def read_existing(path: Path, reporter: Reporter) -> LockDocument | None:
         return None
 
 
+def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
+    """What the lock records of the overlay rule applied to a package."""
+    if matched is None:
+        return {}
+    rule, overlay = matched.rule, matched.overlay
+    tool: dict[str, Any] = {
+        "overlay": {
+            "name": overlay.name,
+            "commit": overlay.commit or overlay.fingerprint,
+            "rule": rule.index,
+            "versions": str(rule.versions),
+            "reason": rule.reason,
+        }
+    }
+    if rule.patches:
+        tool["patches"] = [{"path": p.path, "sha256": p.sha256} for p in rule.patches]
+    if rule.c_extension is not None:
+        tool["c-extension"] = rule.c_extension
+    if rule.cross_compile is not None:
+        tool["cross-compile"] = rule.cross_compile
+    if rule.system_libraries:
+        tool["system-libraries"] = {k: list(v) for k, v in sorted(rule.system_libraries.items())}
+    if rule.build_env:
+        tool["build-env"] = dict(sorted(rule.build_env.items()))
+    return tool
+
+
+def replaced_source(matched: MatchedRule | None) -> VcsSource | ArchiveSource | None:
+    """An overlay's replacement source, which is then what gets vendored and locked."""
+    if matched is None or matched.rule.source is None:
+        return None
+    src = matched.rule.source
+    if isinstance(src, GitReplacement):
+        return VcsSource(url=src.git, commit=src.commit, requested=None)
+    assert isinstance(src, UrlReplacement)
+    return ArchiveSource(url=src.url, sha256=src.sha256)
+
+
 def merge(
     resolutions: Mapping[str, Resolution],
     targets: Sequence[Target],
     *,
+    overlays: OverlaySet | None = None,
     role: str = "runtime",
 ) -> list[LockedPackage]:
     """One lock entry per (package, version, source), with markers for who needs it."""
@@ -188,9 +230,13 @@ def merge(
     packages = []
     for (pkg, version, _), entry in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         cand = entry["cand"]
-        source: SdistSource | VcsSource
+        source: Source
         index = None
-        if isinstance(cand.source, IndexRelease):
+        matched = overlays.rule_for(pkg, version) if overlays else None
+        replacement = replaced_source(matched)
+        if replacement is not None:
+            source = replacement
+        elif isinstance(cand.source, IndexRelease):
             sdist = cand.source.sdist
             if sdist is None or sdist.sha256 is None:
                 errors.append(f"{pkg} {version}")
@@ -218,6 +264,7 @@ def merge(
             "dir": f"{pkg}-{version}" if multi else str(pkg),
             "role": role,
             "targets": sorted(entry["targets"]),
+            **overlay_tool(matched),
         }
         packages.append(
             LockedPackage(
@@ -280,13 +327,18 @@ def lock(
         for p in existing.packages:
             if p.name not in released and p.role == "runtime":
                 preferred.setdefault(p.name, p.version)
+    overlays = _overlays_for(config, existing, upgrade=upgrade, offline=offline)
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)
     with IndexClient(index_urls, offline=offline, reporter=reporter) as client:
         for target in config.targets:
             reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
             finder = IndexFinder(
-                client, target, exclude_newer=config.exclude_newer, offline=offline
+                client,
+                target,
+                exclude_newer=config.exclude_newer,
+                offline=offline,
+                overlays=overlays,
             )
             env = target.marker_environment()
             policy = Policy(
@@ -301,10 +353,10 @@ def lock(
             )
             resolutions[target.name] = resolve(scopes_of(config), finder, policy)
             reporter.done(f"resolve:{target.name}")
-    packages = merge(resolutions, config.targets)
+    packages = merge(resolutions, config.targets, overlays=overlays)
     document = LockDocument(
         packages=sorted_packages(packages),
-        inputs=canonical_inputs(config, index_urls),
+        inputs=canonical_inputs(config, index_urls, overlays.canonical()),
         environments=tuple(target_marker(t) for t in config.targets),
         requires_python=str(config.requires_python) if config.requires_python else None,
         extras=tuple(sorted(config.optional_dependencies)),
@@ -315,6 +367,18 @@ def lock(
     return LockResult(
         path=path, document=document, changed=changed, changes=diff_versions(existing, document)
     )
+
+
+def _overlays_for(
+    config: ProjectConfig, existing: LockDocument | None, *, upgrade: bool, offline: bool = False
+) -> OverlaySet:
+    """The project's overlays, git ones at the commits the lock pinned (unless upgrading)."""
+    pinned: dict[str, str] = {}
+    if existing is not None and not upgrade:
+        for o in existing.inputs.get("overlays", []):
+            if str(o.get("spec", "")).startswith("git+"):
+                pinned[o["spec"]] = o["fingerprint"]
+    return load_project_overlays(config.overlays, base=config.root, offline=offline, pinned=pinned)
 
 
 def _prefer_previous(
@@ -373,7 +437,7 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
         return CheckResult(path, False, (f"{path} does not exist",))
     except LockFileError as exc:
         return CheckResult(path, False, (str(exc),))
-    reasons = stale_reasons(
-        config, existing, canonical_inputs(config, [primary, *config.extra_index_urls])
-    )
+    overlays = _overlays_for(config, existing, upgrade=False)
+    inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
+    reasons = stale_reasons(config, existing, inputs)
     return CheckResult(path, not reasons, tuple(reasons))

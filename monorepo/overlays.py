@@ -728,3 +728,32 @@ def _write_tree(
                 f"Overlay {spec} contains {rel}, a symlink or submodule. Overlays hold only "
                 "regular files; replace it with the file it points to."
             )
+
+
+DEFAULT_SPEC = "monorepo-default"
+
+
+def load_project_overlays(
+    specs: Sequence[str],
+    *,
+    base: Path,
+    offline: bool = False,
+    pinned: Mapping[str, str] | None = None,
+    include_default: bool = True,
+) -> OverlaySet:
+    """The overlays of a project: its own, in order, then the default one shipped with us.
+
+    The default overlay comes last so that any project overlay can override (or,
+    with an empty rule file, switch off) its fixes.  Its spec is the fixed string
+    ``monorepo-default`` rather than a path, so a lock does not record where
+    monorepo happens to be installed; its fingerprint still follows its content.
+    """
+    overlays = list(load_overlays(specs, base=base, offline=offline, pinned=pinned).overlays)
+    root = default_overlay_dir()
+    if include_default and (root / _OVERLAY_FILE).is_file() and DEFAULT_SPEC not in specs:
+        overlays.append(
+            read_overlay(
+                root, spec=DEFAULT_SPEC, commit=None, fingerprint=directory_fingerprint(root)
+            )
+        )
+    return OverlaySet(overlays)
