@@ -17,6 +17,7 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -225,6 +226,101 @@ class HttpClient:
         if self.cache is not None and httpcache.is_storable(reply_headers):
             self.cache.store(url, accept, fresh)
         return Response(url=fresh.url, status=200, body=body, content_type=fresh.content_type)
+
+    def stream(self, url: str, *, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+        """The body of *url* as chunks, for large immutable files the caller stores itself.
+
+        Used for sdists and archives, which go to the content-addressed store (verified
+        there by sha256), so the HTTP cache is bypassed rather than filled twice.  The
+        retry policy is :meth:`get`'s; a retry after some chunks were already yielded
+        resumes instead of restarting: it asks for the rest with a ``Range`` request
+        and, when the server ignores it (200 instead of 206), skips the bytes already
+        delivered, so the caller sees one continuous body.  ``file://`` URLs are read
+        from disk in chunks.  Offline, only ``file://`` works.
+        """
+        if urlsplit(url).scheme == "file":
+            path = Path(url2pathname(urlsplit(url).path))
+            try:
+                with path.open("rb") as f:
+                    while chunk := f.read(chunk_size):
+                        yield chunk
+            except OSError as error:
+                raise IndexClientError(
+                    f"{url} cannot be read: {error.strerror or error}. Check that the file exists."
+                ) from error
+            return
+        if self.offline:
+            raise OfflineError(
+                f"{url} is not available offline: --offline forbids downloading it. Run the "
+                "same command once without --offline to fill the cache."
+            )
+        delivered = 0
+        attempts = self.retries + 1
+        last_cause = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1)
+                delay += random.uniform(0, delay)
+                self.reporter.message(
+                    "debug",
+                    f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} "
+                    f"in {delay:.2f}s",
+                )
+                time.sleep(delay)
+            headers = {"Range": f"bytes={delivered}-"} if delivered else {}
+            try:
+                with self._http().stream("GET", url, headers=headers) as reply:
+                    if reply.status_code in _RETRYABLE_STATUS:
+                        raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
+                    if reply.status_code == 206 and delivered:
+                        skip = 0
+                    elif reply.status_code == 200:
+                        skip = delivered
+                    else:
+                        raise IndexClientError(
+                            f"GET {url} answered HTTP {reply.status_code} "
+                            f"{reply.reason_phrase}. Check the URL in pylock.toml and, for "
+                            "401/403, the credentials the index needs."
+                        )
+                    total: int | None = None
+                    declared = reply.headers.get("content-length")
+                    if declared is not None and "content-encoding" not in reply.headers:
+                        try:
+                            total = int(declared) + (delivered - skip)
+                        except ValueError:
+                            total = None
+                    for chunk in reply.iter_bytes(chunk_size):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            chunk, skip = chunk[dropped:], skip - dropped
+                            if not chunk:
+                                continue
+                        delivered += len(chunk)
+                        yield chunk
+                    if skip or (total is not None and delivered != total):
+                        raise _Retryable(f"truncated body: {delivered} of {total} bytes received")
+                    return
+            except _Retryable as error:
+                last_cause = str(error)
+            except httpx.TransportError as error:
+                if _is_tls_error(error):
+                    raise IndexClientError(
+                        f"GET {url} failed: TLS error ({error}). Not retried: check the "
+                        "server certificate, the system clock and SSL_CERT_FILE / the CA "
+                        "bundle."
+                    ) from error
+                if not isinstance(
+                    error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+                ):
+                    raise IndexClientError(f"GET {url} failed: {error}") from error
+                last_cause = f"{type(error).__name__}: {error}"
+            except httpx.DecodingError as error:
+                last_cause = f"undecodable body: {error}"
+        raise IndexClientError(
+            f"GET {url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; last "
+            f"cause: {last_cause}. The server may be down or the network unreliable: retry "
+            "later, or use --offline if the cache already holds what is needed."
+        )
 
     def _cache_location(self) -> str:
         return str(self.cache.root) if self.cache is not None else "no cache configured"
