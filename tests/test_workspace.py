@@ -1,0 +1,170 @@
+"""workspace.toml: build order over hand-made locks, field sources, detection, rendering."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from monorepo.errors import PullError
+from monorepo.lockfile import LockDocument, LockedPackage, SdistSource
+from monorepo.workspace import build_order, detect_c_extension, render, workspace_data
+
+
+def pkg(
+    name: str,
+    version: str = "1.0",
+    *,
+    deps: tuple[str, ...] = (),
+    build: tuple[str, ...] | None = (),
+    role: str = "runtime",
+    **tool: Any,
+) -> LockedPackage:
+    data: dict[str, Any] = {"dir": canonicalize_name(name), "role": role, **tool}
+    if build is not None:
+        data["build-backend"] = tool.get("backend", "backend.api")
+        data["build-requires"] = list(build)
+    data.pop("backend", None)
+    return LockedPackage(
+        name=canonicalize_name(name),
+        version=Version(version),
+        source=SdistSource(f"https://files.invalid/{name}-{version}.tar.gz", "0" * 64, 1, None),
+        dependencies=tuple((canonicalize_name(d), None) for d in deps),
+        tool=data,
+    )
+
+
+def lock_of(*packages: LockedPackage) -> LockDocument:
+    return LockDocument(packages=packages, inputs={})
+
+
+def order(lock: LockDocument) -> list[str]:
+    return list(workspace_data(lock, {})["build-order"])
+
+
+def test_backend_needing_another_backend_comes_after_its_runtime_closure() -> None:
+    # hatchling builds with flit-core; hatchling itself needs packaging + pathspec at run
+    # time, and packaging builds with flit-core.  app builds with hatchling.
+    lock = lock_of(
+        pkg("app", build=("hatchling>=1",)),
+        pkg("hatchling", deps=("packaging", "pathspec"), build=("flit-core>=3",), role="build"),
+        pkg("packaging", build=("flit-core",), role="build"),
+        pkg("pathspec", build=("flit-core",), role="build"),
+        pkg("flit-core", build=(), role="build", **{"backend-path": ["."]}),
+    )
+    result = order(lock)
+    pos = {d: i for i, d in enumerate(result)}
+    assert sorted(result) == ["app", "flit-core", "hatchling", "packaging", "pathspec"]
+    assert pos["flit-core"] < pos["hatchling"] < pos["app"]
+    assert pos["packaging"] < pos["app"] and pos["pathspec"] < pos["app"]
+    # ties are broken by name: everything after flit-core that only needs flit-core
+    assert result == ["flit-core", "hatchling", "packaging", "pathspec", "app"]
+
+
+def test_ties_broken_by_name_when_nothing_depends() -> None:
+    assert order(lock_of(pkg("zeta"), pkg("alpha"), pkg("mid"))) == ["alpha", "mid", "zeta"]
+
+
+def test_cycle_among_build_requirements_is_named() -> None:
+    lock = lock_of(
+        pkg("a", build=("b",)),
+        pkg("b", deps=("c",), build=()),
+        pkg("c", build=("a",)),
+    )
+    with pytest.raises(PullError, match=r"cycle.*: a -> c -> a \(") as info:
+        order(lock)
+    assert "overlay" in str(info.value)
+
+
+def test_flit_core_building_itself_is_not_a_cycle_but_others_are() -> None:
+    assert order(lock_of(pkg("flit-core", build=("flit-core",)))) == ["flit-core"]
+    with pytest.raises(PullError, match=r"selfish -> selfish"):
+        order(lock_of(pkg("selfish", build=("selfish",))))
+
+
+def test_unlocked_build_requirements_are_ignored() -> None:
+    assert order(lock_of(pkg("app", build=("setuptools>=61",)))) == ["app"]
+
+
+def test_requirement_picks_the_locked_version_it_allows() -> None:
+    old = pkg("tool", "1.0", build=("app",))
+    new = pkg("tool", "2.0")
+    old = LockedPackage(old.name, old.version, old.source, tool={**old.tool, "dir": "tool-1.0"})
+    new = LockedPackage(new.name, new.version, new.source, tool={**new.tool, "dir": "tool-2.0"})
+    app = pkg("app", build=("tool>=2",))
+    assert build_order(lock_of(old, new, app), {"app": ["tool>=2"], "tool-1.0": ["app"]}) == [
+        "tool-2.0",
+        "app",
+        "tool-1.0",
+    ]
+
+
+def test_fields_from_the_tree_when_the_lock_has_none(tmp_path: Path) -> None:
+    tree = tmp_path / "legacy"
+    (tree / "src").mkdir(parents=True)
+    (tree / "setup.py").write_text(
+        "from setuptools import setup, Extension\nsetup(ext_modules=[Extension('x', ['x.c'])])\n"
+    )
+    modern = tmp_path / "modern"
+    modern.mkdir()
+    (modern / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.4"]\nbuild-backend = "flit_core.buildapi"\n'
+        'backend-path = ["."]\n'
+    )
+    lock = lock_of(pkg("legacy", build=None), pkg("modern", build=None))
+    data = workspace_data(lock, {"legacy": tree, "modern": modern})
+    legacy, mod = data["packages"]["legacy"], data["packages"]["modern"]
+    assert legacy["build-backend"] == "setuptools.build_meta:__legacy__"
+    assert legacy["build-requires"] == ["setuptools>=40.8.0"]
+    assert legacy["c-extension"] is True and legacy["c-extension-source"] == "detected"
+    assert mod["build-backend"] == "flit_core.buildapi"
+    assert mod["build-requires"] == ["flit_core>=3.4"]
+    assert mod["backend-path"] == ["."]
+    assert mod["c-extension"] is False
+
+
+def test_overlay_fields_win_and_are_carried(tmp_path: Path) -> None:
+    tree = tmp_path / "native"
+    tree.mkdir()
+    (tree / "speedup.c").write_text("int x;\n")
+    lock = lock_of(
+        pkg(
+            "native",
+            **{
+                "c-extension": False,
+                "cross-compile": True,
+                "system-libraries": {"debian": ["libssl-dev"]},
+                "build-env": {"CFLAGS": "-O2"},
+            },
+        )
+    )
+    entry = workspace_data(lock, {"native": tree})["packages"]["native"]
+    assert entry["c-extension"] is False and entry["c-extension-source"] == "overlay"
+    assert entry["cross-compile"] is True
+    assert entry["system-libraries"] == {"debian": ["libssl-dev"]}
+    assert entry["build-env"] == {"CFLAGS": "-O2"}
+
+
+@pytest.mark.parametrize("name", ["a.c", "b.cpp", "c.cc", "d.pyx", "lib.rs"])
+def test_detect_c_extension_by_source_suffix(tmp_path: Path, name: str) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    assert not detect_c_extension(tmp_path)
+    (tmp_path / "pkg" / "sub" / name).write_text("")
+    assert detect_c_extension(tmp_path)
+
+
+def test_render_is_deterministic_and_parses_back(tmp_path: Path) -> None:
+    lock = lock_of(pkg("b", build=("a",)), pkg("a", **{"build-env": {"Z": "1", "A": "2"}}))
+    text = render(workspace_data(lock, {}))
+    assert text == render(workspace_data(lock_of(*reversed(lock.packages)), {}))
+    data = tomllib.loads(text)
+    assert data["format"] == 1
+    assert data["build-order"] == ["a", "b"]
+    assert list(data["packages"]) == ["a", "b"]
+    assert data["packages"]["b"]["build-requires"] == ["a"]
+    assert text.startswith("# Generated by `monorepo pull`")
+    assert "Do not edit by hand" in text
