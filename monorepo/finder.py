@@ -142,7 +142,7 @@ class IndexFinder:
             return cached
         source = candidate.source
         if isinstance(source, IndexRelease):
-            meta = self.client.metadata(self._metadata_file(source))
+            meta = self.client.release_metadata(self._metadata_files(candidate), self.tags)
             deps = _dependencies(meta, f"{candidate.name} {candidate.version}")
         elif isinstance(source, GitRelease):
             deps = tree_dependencies(
@@ -171,10 +171,10 @@ class IndexFinder:
         self.client.prefetch(n for n in names if not n.startswith(":"))
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
-        files = [
-            self._metadata_file(c.source) for c in candidates if isinstance(c.source, IndexRelease)
+        releases = [
+            self._metadata_files(c) for c in candidates if isinstance(c.source, IndexRelease)
         ]
-        self.client.prefetch_metadata(files)
+        self.client.prefetch_metadata(releases, self.tags)
 
     # -- helpers ----------------------------------------------------------
     def _usable(self, f: DistFile) -> bool:
@@ -200,15 +200,23 @@ class IndexFinder:
             out.append(Candidate(name=name, version=version, source=release, yanked=yanked))
         return out
 
-    def _metadata_file(self, release: IndexRelease) -> DistFile:
-        """Which file's metadata to read: cheapest first (PEP 658 file, then sdist)."""
-        wheels = [f for f in release.files if f.kind == "wheel"]
-        with_meta = [f for f in wheels if f.core_metadata]
-        if with_meta:
-            return with_meta[0]
-        if release.sdist is not None:
-            return release.sdist
-        return wheels[0]
+    def _metadata_files(self, candidate: Candidate) -> tuple[DistFile, ...]:
+        """The files whose metadata may stand for *candidate*'s: every file of its version.
+
+        Not only the target's: Requires-Dist uses markers, so a wheel for another platform
+        (read with byte ranges) beats running the sdist's build backend.  Files uploaded
+        after exclude-newer stay out, so the answer does not change with later uploads.
+        """
+        assert isinstance(candidate.source, IndexRelease)
+        files = {f.url: f for f in candidate.source.files}
+        for f in self.client.project_files(candidate.name):
+            if f.version == candidate.version and f.url not in files:
+                if self.exclude_newer is not None and (
+                    f.upload_time is None or f.upload_time > self.exclude_newer
+                ):
+                    continue
+                files[f.url] = f
+        return tuple(sorted(files.values(), key=lambda f: f.filename))
 
     def _direct(self, name: NormalizedName, url: str) -> list[Candidate]:
         if not url.startswith("git+"):

@@ -7,6 +7,8 @@ another attempt cannot fix (4xx, TLS and certificate errors) fail at once; respo
 in :class:`~monorepo.httpcache.HttpCache` and revalidated; ``offline=True`` answers only from
 that cache.  One :class:`httpx.Client` is shared by all threads so connections are pooled
 (and multiplexed over HTTP/2 when the ``h2`` package is present and the server offers it).
+:meth:`HttpClient.get_range` and :meth:`HttpClient.get_suffix` read part of a file (HTTP
+``Range``) under the same retry rules; partial answers are never cached.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import random
+import re
 import ssl
 import threading
 import time
@@ -46,6 +49,26 @@ class Response:
     body: bytes
     content_type: str
     from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class RangeResponse:
+    """Part of a file: ``body`` holds the file's bytes from offset ``start``."""
+
+    url: str
+    body: bytes
+    start: int
+    total: int | None
+    """The whole file's size, when the server said (``Content-Range: bytes a-b/total``)."""
+    partial: bool
+    """False when the server ignored ``Range`` and sent the whole file (HTTP 200)."""
+
+
+class RangeNotSupported(IndexClientError):
+    """The server refuses byte ranges for this URL (HTTP 416 or 501, or a multipart answer)."""
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
 class _Retryable(Exception):
@@ -227,6 +250,84 @@ class HttpClient:
             self.cache.store(url, accept, fresh)
         return Response(url=fresh.url, status=200, body=body, content_type=fresh.content_type)
 
+    def get_range(self, url: str, start: int, end: int) -> RangeResponse:
+        """Bytes *start* to *end* (inclusive, as HTTP counts) of *url*.
+
+        A server that ignores ``Range`` answers with the whole file (``partial`` False); one
+        that refuses it raises :class:`RangeNotSupported`.  Ranges are never cached, so
+        ``offline`` raises :class:`OfflineError`.  ``file://`` URLs are read with a seek.
+        """
+        if start < 0 or end < start:
+            raise ValueError(f"bad byte range {start}-{end}")
+        return self._get_range(url, start, end)
+
+    def get_suffix(self, url: str, length: int) -> RangeResponse:
+        """The last *length* bytes of *url* (all of it when shorter); see :meth:`get_range`."""
+        if length <= 0:
+            raise ValueError(f"bad suffix length {length}")
+        return self._get_range(url, -length, None)
+
+    def _get_range(self, url: str, start: int, end: int | None) -> RangeResponse:
+        """*start* < 0 asks for the last ``-start`` bytes (a suffix range)."""
+        if urlsplit(url).scheme == "file":
+            return self._file_range(url, start, end)
+        spec = f"bytes={start}" if start < 0 else f"bytes={start}-{end}"
+        if self.offline:
+            raise OfflineError(
+                f"{url}: --offline forbids reading part of a file from the network (byte "
+                "ranges are not cached). Run the same command once without --offline."
+            )
+        headers = {"Range": spec, "Accept-Encoding": "identity"}
+        reply = self._request(url, headers, final_status=frozenset({501}))
+        what = f"GET {url} (Range {spec})"
+        if reply.status_code in (416, 501):
+            raise RangeNotSupported(
+                f"{what} answered HTTP {reply.status_code} {reply.reason_phrase}."
+            )
+        if reply.status_code == 200:
+            body = reply.content
+            return RangeResponse(str(reply.url), body, 0, len(body), partial=False)
+        if reply.status_code != 206:
+            raise IndexClientError(
+                f"{what} answered HTTP {reply.status_code} {reply.reason_phrase}. Check the "
+                "index URL and, for 401/403, the credentials the index needs."
+            )
+        match = _CONTENT_RANGE.match(reply.headers.get("content-range", ""))
+        if match is None or reply.headers.get("content-type", "").lower().startswith("multipart/"):
+            raise RangeNotSupported(f"{what} answered 206 without a single Content-Range.")
+        first, last = int(match.group(1)), int(match.group(2))
+        total = None if match.group(3) == "*" else int(match.group(3))
+        body = reply.content
+        # A suffix longer than the file is the whole file (RFC 9110 14.1.2).
+        suffix_first = first if total is None else max(0, total + start)
+        expected = start if start >= 0 else suffix_first
+        if (
+            len(body) != last - first + 1
+            or first != expected
+            or (total is not None and last >= total)
+        ):
+            raise IndexClientError(
+                f"{what} answered bytes {first}-{last}/{match.group(3)} with {len(body)} "
+                "bytes: not the range asked for. The server or a proxy mishandles ranges."
+            )
+        return RangeResponse(str(reply.url), body, first, total, partial=True)
+
+    @staticmethod
+    def _file_range(url: str, start: int, end: int | None) -> RangeResponse:
+        path = Path(url2pathname(urlsplit(url).path))
+        try:
+            with path.open("rb") as handle:
+                total = handle.seek(0, 2)
+                first = max(0, total + start) if start < 0 else start
+                stop = total if end is None else min(end + 1, total)
+                if first >= total > 0:
+                    raise RangeNotSupported(f"{url}: bytes {start}-{end} lie beyond its end.")
+                handle.seek(first)
+                body = handle.read(max(0, stop - first))
+        except OSError as error:
+            raise IndexClientError(f"{url} cannot be read: {error}.") from error
+        return RangeResponse(url, body, first, total, partial=True)
+
     def stream(self, url: str, *, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """The body of *url* as chunks, for large immutable files the caller stores itself.
 
@@ -352,8 +453,13 @@ class HttpClient:
             raise IndexClientError(f"{url} cannot be read: {error}.") from error
         return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
 
-    def _request(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """One logical GET: up to ``1 + retries`` attempts; non-retryable answers returned."""
+    def _request(
+        self, url: str, headers: dict[str, str], *, final_status: frozenset[int] = frozenset()
+    ) -> httpx.Response:
+        """One logical GET: up to ``1 + retries`` attempts; non-retryable answers returned.
+
+        A 5xx in *final_status* is an answer, not a transient failure (501 to a Range).
+        """
         attempts = self.retries + 1
         last_cause = ""
         for attempt in range(attempts):
@@ -367,7 +473,7 @@ class HttpClient:
                 )
                 time.sleep(delay)
             try:
-                return self._attempt(url, headers)
+                return self._attempt(url, headers, final_status)
             except _Retryable as error:
                 last_cause = str(error)
         raise IndexClientError(
@@ -376,7 +482,9 @@ class HttpClient:
             "later, or use --offline if the cache already holds what is needed."
         )
 
-    def _attempt(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _attempt(
+        self, url: str, headers: dict[str, str], final_status: frozenset[int] = frozenset()
+    ) -> httpx.Response:
         try:
             reply = self._http().get(url, headers=headers)
         except httpx.TransportError as error:
@@ -392,7 +500,7 @@ class HttpClient:
             raise IndexClientError(f"GET {url} failed: {error}") from error
         except httpx.DecodingError as error:
             raise _Retryable(f"undecodable body: {error}") from error
-        if reply.status_code in _RETRYABLE_STATUS:
+        if reply.status_code in _RETRYABLE_STATUS and reply.status_code not in final_status:
             raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
         declared = reply.headers.get("content-length")
         if declared is not None and "content-encoding" not in reply.headers:

@@ -370,6 +370,7 @@ class IndexClient:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = DEFAULT_BACKOFF,
+        metadata_cache_dir: Path | None = None,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -388,6 +389,7 @@ class IndexClient:
             backoff=backoff,
             max_connections=max_workers,
         )
+        self.metadata_cache = _metadata.MetadataCache(metadata_cache_dir)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
         self._projects = _Memo()
         self._metadata = _Memo()
@@ -468,20 +470,35 @@ class IndexClient:
         return self.http.get(url, sha256=sha256, size=size).body
 
     def metadata(self, dist: DistFile) -> Metadata:
-        """Core metadata of *dist* for resolution (see :mod:`monorepo.metadata`); memoised."""
-        return self._metadata.get(
-            dist.url,
-            lambda: _metadata.dist_metadata(
-                dist,
-                fetch=self.fetch,
-                index_urls=self.index_urls,
-                offline=self.offline,
-                reporter=self.reporter,
-            ),
+        """Core metadata of the one file *dist* (see :meth:`release_metadata`); memoised."""
+        return self.release_metadata((dist,), dist.tags)
+
+    def release_metadata(self, files: Sequence[DistFile], tags: frozenset[Tag]) -> Metadata:
+        """Core metadata of one version from any of its *files*; memoised.
+
+        *tags* are the target's wheel tags: a wheel it would install is the preferred
+        source.  See :func:`monorepo.metadata.release_metadata` for the order of sources.
+        """
+        key = (tuple(sorted(f.url for f in files)), tags)
+        return self._metadata.get(key, lambda: self._release_metadata(files, tags))
+
+    def _release_metadata(self, files: Sequence[DistFile], tags: frozenset[Tag]) -> Metadata:
+        return _metadata.release_metadata(
+            files,
+            target_tags=tags,
+            fetch=self.fetch,
+            ranges=self.http,
+            cache=self.metadata_cache,
+            index_urls=self.index_urls,
+            offline=self.offline,
+            reporter=self.reporter,
         )
 
-    def prefetch_metadata(self, dists: Iterable[DistFile]) -> None:
-        """Start obtaining these files' metadata in the background; returns at once."""
-        for dist in dists:
-            if not self._metadata.known(dist.url):
-                self._submit(self.metadata, dist)
+    def prefetch_metadata(
+        self, releases: Iterable[Sequence[DistFile]], tags: frozenset[Tag]
+    ) -> None:
+        """Start :meth:`release_metadata` for these versions in the background; returns at once."""
+        for files in releases:
+            files = tuple(files)
+            if files and not self._metadata.known((tuple(sorted(f.url for f in files)), tags)):
+                self._submit(lambda fs: self.release_metadata(fs, tags), files)

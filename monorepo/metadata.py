@@ -1,14 +1,23 @@
 """Core metadata of a distribution file, obtained as cheaply as the index allows.
 
 The resolver needs ``Requires-Dist`` and ``Requires-Python`` for every candidate it
-considers, and each source of them costs more than the one before (DESIGN.md section 3):
+considers.  :func:`release_metadata` looks at all the files of one version and takes the
+first source that is trustworthy, cheapest first (DESIGN.md section 3):
 
 1. a wheel's PEP 658 ``<url>.metadata`` file, when the page declares one (a few KB);
-2. the wheel itself, reading ``*.dist-info/METADATA`` from the zip;
+2. the persistent :class:`MetadataCache`: what an earlier run learned about any of the
+   files, keyed by the file's sha256 (files are immutable, so the answer is too);
 3. an sdist's ``PKG-INFO``, trusted only when Metadata-Version >= 2.2 and neither
    ``Requires-Dist`` nor ``Requires-Python`` is ``Dynamic`` (PEP 643);
-4. the sdist's build backend, ``prepare_metadata_for_build_wheel`` through
+4. a wheel's ``*.dist-info/METADATA`` read with HTTP byte ranges
+   (:mod:`monorepo.lazywheel`): a target-compatible wheel, else the smallest wheel, since
+   ``Requires-Dist`` uses markers and every wheel of a version carries the same list;
+5. the sdist's build backend, ``prepare_metadata_for_build_wheel`` through
    ``pyproject_hooks`` in an isolated, cached build environment.
+
+Whatever 3-5 produce is stored in the cache, so a second run (and ``--offline``) asks
+nothing.  Every subprocess (pip, the hooks) has its output captured: it reaches the user
+only inside the error message of a failure.
 
 Parsing is deliberately tolerant: real metadata carries odd licences, classifiers and
 URLs, and none of that matters for resolution, so an invalid field is dropped.  Only an
@@ -17,9 +26,11 @@ unparsable ``Requires-Dist`` is an error, because resolving without it would be 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -33,11 +44,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from filelock import FileLock
 from packaging.metadata import Metadata, RawMetadata, parse_email
+from packaging.tags import Tag
 from packaging.version import InvalidVersion, Version
 from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
-from monorepo import paths
-from monorepo.errors import MetadataError
+from monorepo import lazywheel, paths
+from monorepo.errors import MetadataError, OfflineError
 from monorepo.reporter import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -130,23 +142,8 @@ def metadata_from_pkg_info(text: bytes | str, *, source: str = "PKG-INFO") -> Me
 
 def metadata_from_wheel(data: bytes, filename: str) -> Metadata:
     """Metadata from the ``*.dist-info/METADATA`` member of wheel bytes."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            candidates = [
-                name
-                for name in archive.namelist()
-                if name.count("/") == 1 and name.endswith(".dist-info/METADATA")
-            ]
-            if len(candidates) != 1:
-                raise MetadataError(
-                    f"{filename}: expected one top-level *.dist-info/METADATA, found "
-                    f"{len(candidates)}. The wheel is malformed; use its sdist or another "
-                    "version."
-                )
-            text = archive.read(candidates[0])
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise MetadataError(f"{filename}: not a readable wheel (zip): {error}.") from error
-    return parse_metadata(text, source=f"{filename}:{candidates[0]}")
+    text = lazywheel.metadata_from_zip(data, filename)
+    return parse_metadata(text, source=f"{filename} (METADATA)")
 
 
 def _sdist_top_and_member(data: bytes, filename: str, member: str) -> tuple[str, bytes | None]:
@@ -325,15 +322,27 @@ def metadata_from_build_backend(
     reporter: Reporter | None = None,
 ) -> Metadata:
     """Metadata an sdist's own build backend computes, from a temporary unpacked copy."""
+    what = f"{label} ({filename})"
+    text = _build_backend_text(
+        data, filename, what=what, index_urls=index_urls, offline=offline, reporter=reporter
+    )
+    return parse_metadata(text, source=f"{what} (from its build backend)")
+
+
+def _build_backend_text(
+    data: bytes,
+    filename: str,
+    *,
+    what: str,
+    index_urls: Sequence[str],
+    offline: bool,
+    reporter: Reporter | None,
+) -> bytes:
     top, _pkg_info = _sdist_top_and_member(data, filename, "PKG-INFO")
     with tempfile.TemporaryDirectory(prefix="monorepo-sdist-") as tmp:
         _safe_extract(data, filename, Path(tmp))
-        return metadata_from_source_tree(
-            Path(tmp) / top,
-            what=f"{label} ({filename})",
-            index_urls=index_urls,
-            offline=offline,
-            reporter=reporter,
+        return _source_tree_text(
+            Path(tmp) / top, what=what, index_urls=index_urls, offline=offline, reporter=reporter
         )
 
 
@@ -377,6 +386,22 @@ def metadata_from_source_tree(
     filled from *index_urls* (pip's own configuration when empty); otherwise (an in-tree
     backend) it runs with this interpreter.
     """
+    text = _source_tree_text(
+        source_dir, what=what, index_urls=index_urls, offline=offline, reporter=reporter
+    )
+    backend = _build_system(source_dir, what)["build-backend"]
+    return parse_metadata(text, source=f"{what} (from build backend {backend})")
+
+
+def _source_tree_text(
+    source_dir: Path,
+    *,
+    what: str,
+    index_urls: Sequence[str],
+    offline: bool,
+    reporter: Reporter | None,
+) -> bytes:
+    """The ``METADATA`` bytes a source tree's build backend writes."""
     reporter = reporter if reporter is not None else NullReporter()
     build_system = _build_system(source_dir, what)
     requires = [str(item) for item in build_system.get("requires") or []]
@@ -412,15 +437,191 @@ def metadata_from_source_tree(
                 f"({type(error).__name__}: {error}). Check the [build-system] table."
             ) from error
         try:
-            text = (Path(out) / dist_info / "METADATA").read_bytes()
+            return (Path(out) / dist_info / "METADATA").read_bytes()
         except OSError as error:
             raise MetadataError(
                 f"{what}: the build backend {backend} wrote no METADATA in {dist_info}."
             ) from error
-    return parse_metadata(text, source=f"{what} (from build backend {backend})")
+
+
+# --------------------------------------------------------------------------- the cache
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class MetadataCache:
+    """Core metadata by the sha256 of the distribution file it describes.
+
+    A file with a given hash never changes, so neither does its metadata: entries never
+    expire.  Each is the raw ``METADATA``/``PKG-INFO`` text in ``<root>/<sha256>``, written
+    through a temporary file and ``os.replace`` so readers never see a partial entry.  A
+    file without a (well-formed) sha256 is never cached; write failures are ignored, since
+    the cache only saves work the sources can repeat.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else paths.cache_root() / "metadata"
+
+    def _path(self, sha256: str | None) -> Path | None:
+        if sha256 is None or not _SHA256.match(sha256.lower()):
+            return None
+        return self.root / sha256.lower()
+
+    def load(self, sha256: str | None) -> bytes | None:
+        path = self._path(sha256)
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    def store(self, sha256: str | None, text: bytes) -> None:
+        path = self._path(sha256)
+        if path is None:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(text)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            return
 
 
 # --------------------------------------------------------------------------- the sequence
+
+
+def _preferred_wheels(files: Sequence[DistFile], target_tags: frozenset[Tag]) -> list[DistFile]:
+    """Wheels in the order to read them: target-compatible first, then the smallest."""
+    wheels = [f for f in files if f.kind == "wheel"]
+    return sorted(
+        wheels,
+        key=lambda f: (
+            not (f.tags & target_tags),
+            f.yanked is not None,
+            f.size if f.size is not None else float("inf"),
+            f.filename,
+        ),
+    )
+
+
+def _preferred_sdist(files: Sequence[DistFile]) -> DistFile | None:
+    sdists = sorted(
+        (f for f in files if f.kind == "sdist"),
+        key=lambda f: (f.yanked is not None, not f.filename.endswith(".tar.gz"), f.filename),
+    )
+    return sdists[0] if sdists else None
+
+
+def release_metadata(
+    files: Sequence[DistFile],
+    *,
+    target_tags: frozenset[Tag] = frozenset(),
+    fetch: Fetch,
+    ranges: lazywheel.RangeClient | None = None,
+    cache: MetadataCache | None = None,
+    index_urls: Sequence[str] = (),
+    offline: bool = False,
+    reporter: Reporter | None = None,
+) -> Metadata:
+    """Core metadata of one version, given all its *files*, from the cheapest good source.
+
+    The order is the module's: PEP 658 file, *cache*, trusted ``PKG-INFO``, a wheel read
+    with byte ranges through *ranges* (a whole download through *fetch* when None or
+    refused), and only then the sdist's build backend.  *target_tags* says which wheels
+    the target installs: their metadata is preferred.
+    """
+    reporter = reporter if reporter is not None else NullReporter()
+    if not files:
+        raise MetadataError("no distribution files to read metadata from.")
+    label = f"{files[0].name} {files[0].version}"
+    wheels = _preferred_wheels(files, target_tags)
+
+    def cached(dist: DistFile) -> Metadata | None:
+        text = cache.load(dist.sha256) if cache is not None else None
+        if text is None:
+            return None
+        try:
+            return parse_metadata(text, source=f"{label} (cached metadata of {dist.filename})")
+        except MetadataError:
+            return None
+
+    def keep(dist: DistFile, text: bytes, source: str) -> Metadata:
+        metadata = parse_metadata(text, source=f"{label} ({source})")
+        if cache is not None:
+            cache.store(dist.sha256, text)
+        return metadata
+
+    # 1. PEP 658
+    for wheel in wheels:
+        if wheel.core_metadata is not False:
+            found = cached(wheel)
+            if found is not None:
+                return found
+            sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
+            return keep(wheel, fetch(wheel.metadata_url, sha256=sha256), wheel.metadata_url)
+    # 2. what an earlier run learned
+    for dist in files:
+        found = cached(dist)
+        if found is not None:
+            reporter.message("debug", f"{label}: metadata from the cache ({dist.filename})")
+            return found
+    # 3. PKG-INFO (PEP 643)
+    sdist = _preferred_sdist(files)
+    sdist_data: bytes | None = None
+    if sdist is not None:
+        sdist_data = fetch(sdist.url, sha256=sdist.sha256, size=sdist.size)
+        top, text = _sdist_top_and_member(sdist_data, sdist.filename, "PKG-INFO")
+        if text is not None:
+            source = f"{sdist.filename}:{top}/PKG-INFO"
+            if metadata_from_pkg_info(text, source=source) is not None:
+                return keep(sdist, text, source)
+    # 4. a wheel's METADATA, read lazily
+    if wheels:
+        wheel = wheels[0]
+
+        def download() -> bytes:
+            return fetch(wheel.url, sha256=wheel.sha256, size=wheel.size)
+
+        try:
+            if ranges is None:
+                text = lazywheel.metadata_from_zip(download(), wheel.filename)
+            else:
+                text = lazywheel.wheel_metadata(
+                    wheel.url,
+                    wheel.filename,
+                    client=ranges,
+                    download=download,
+                    sha256=wheel.sha256,
+                    size=wheel.size,
+                )
+        except OfflineError:
+            if sdist is None:
+                raise
+            # Offline the build backend may still work from cached files.
+        else:
+            reporter.message("debug", f"{label}: metadata from {wheel.filename} (byte ranges)")
+            return keep(wheel, text, f"{wheel.filename} METADATA")
+    # 5. the build backend
+    if sdist is None or sdist_data is None:  # pragma: no cover - wheels or an sdist exist
+        raise MetadataError(f"{label}: neither a wheel nor an sdist to read metadata from.")
+    what = f"{label} ({sdist.filename})"
+    text = _build_backend_text(
+        sdist_data,
+        sdist.filename,
+        what=what,
+        index_urls=index_urls,
+        offline=offline,
+        reporter=reporter,
+    )
+    return keep(sdist, text, f"{sdist.filename}, from its build backend")
 
 
 def dist_metadata(
@@ -430,26 +631,16 @@ def dist_metadata(
     index_urls: Sequence[str],
     offline: bool,
     reporter: Reporter | None = None,
+    ranges: lazywheel.RangeClient | None = None,
+    cache: MetadataCache | None = None,
 ) -> Metadata:
-    """Core metadata of *dist*, from the cheapest source that is trustworthy (module doc)."""
-    reporter = reporter if reporter is not None else NullReporter()
-    label = f"{dist.name} {dist.version}"
-    if dist.kind == "wheel":
-        if dist.core_metadata is not False:
-            sha256 = dist.core_metadata if isinstance(dist.core_metadata, str) else None
-            text = fetch(dist.metadata_url, sha256=sha256)
-            return parse_metadata(text, source=f"{label} ({dist.metadata_url})")
-        return metadata_from_wheel(
-            fetch(dist.url, sha256=dist.sha256, size=dist.size), dist.filename
-        )
-    data = fetch(dist.url, sha256=dist.sha256, size=dist.size)
-    found = sdist_pkg_info(data, dist.filename)
-    if found is not None:
-        return found
-    return metadata_from_build_backend(
-        data,
-        dist.filename,
-        label=label,
+    """Core metadata of the one file *dist*: :func:`release_metadata` over just that file."""
+    return release_metadata(
+        (dist,),
+        target_tags=dist.tags,
+        fetch=fetch,
+        ranges=ranges,
+        cache=cache,
         index_urls=index_urls,
         offline=offline,
         reporter=reporter,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -177,9 +178,15 @@ def test_wheel_metadata_from_download_without_pep658(served: Served) -> None:
 def test_prefetch_metadata_shares_the_work(served: Served) -> None:
     server, client = served(Release("demo", "1.0"), Release("demo", "1.1"))
     wheels = [f for f in client.project_files("demo") if f.kind == "wheel"]
-    client.prefetch_metadata(wheels)
-    assert sorted(str(client.metadata(w).version) for w in wheels) == ["1.0", "1.1"]
-    assert len(server.requests_for(r"\.metadata$")) == 2
+    tags = frozenset().union(*(w.tags for w in wheels))
+    client.prefetch_metadata([[w] for w in wheels], tags)
+    deadline = time.monotonic() + 10
+    while len(server.requests_for(r"\.metadata$")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.requests_for(r"\.metadata$")) == 2  # fetched in the background
+    versions = sorted(str(client.release_metadata([w], tags).version) for w in wheels)
+    assert versions == ["1.0", "1.1"]
+    assert len(server.requests_for(r"\.metadata$")) == 2  # and not again
 
 
 # ----------------------------------------------------------------------------- sdists
