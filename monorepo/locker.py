@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
 from .finder import GitRelease, IndexFinder, IndexRelease
 from .lockfile import (
+    BUILD_GROUP,
     LOCK_NAME,
     ArchiveSource,
     LockDocument,
@@ -37,6 +39,9 @@ from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, l
 from .reporter import NullReporter, Reporter
 from .resolver import Policy, Resolution, Scope, resolve
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .index import IndexClient
 
 
 class NoSdistError(MonorepoError):
@@ -260,12 +265,10 @@ def merge(
         )
         deps = tuple(dict.fromkeys(deps))
         multi = len(versions[pkg]) > 1
-        tool = {
-            "dir": f"{pkg}-{version}" if multi else str(pkg),
-            "role": role,
-            "targets": sorted(entry["targets"]),
-            **overlay_tool(matched),
-        }
+        tool: dict[str, Any] = {"dir": f"{pkg}-{version}" if multi else str(pkg), "role": role}
+        if role == "runtime":
+            tool["targets"] = sorted(entry["targets"])
+        tool.update(overlay_tool(matched))
         packages.append(
             LockedPackage(
                 name=pkg,
@@ -322,11 +325,14 @@ def lock(
     path = config.root / LOCK_NAME
     existing = read_existing(path, reporter)
     preferred: dict[NormalizedName, Version] = {}
+    preferred_build: dict[NormalizedName, Version] = {}
     if existing is not None and not upgrade:
         released = {canonicalize_name(n) for n in upgrade_packages}
         for p in existing.packages:
-            if p.name not in released and p.role == "runtime":
-                preferred.setdefault(p.name, p.version)
+            if p.name not in released:
+                (preferred if p.role == "runtime" else preferred_build).setdefault(
+                    p.name, p.version
+                )
     overlays = _overlays_for(config, existing, upgrade=upgrade, offline=offline)
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)
@@ -353,19 +359,74 @@ def lock(
             )
             resolutions[target.name] = resolve(scopes_of(config), finder, policy)
             reporter.done(f"resolve:{target.name}")
-    packages = merge(resolutions, config.targets, overlays=overlays)
+        packages = merge(resolutions, config.targets, overlays=overlays)
+        if config.build_dependencies:
+            packages = _with_build_dependencies(
+                packages, config, client, overlays, preferred_build, sources, offline, reporter
+            )
     document = LockDocument(
         packages=sorted_packages(packages),
         inputs=canonical_inputs(config, index_urls, overlays.canonical()),
         environments=tuple(target_marker(t) for t in config.targets),
         requires_python=str(config.requires_python) if config.requires_python else None,
         extras=tuple(sorted(config.optional_dependencies)),
-        dependency_groups=tuple(sorted(config.dependency_groups)),
+        dependency_groups=tuple(
+            sorted(
+                {*config.dependency_groups, *(BUILD_GROUP for p in packages if p.role == "build")}
+            )
+        ),
     )
     text = render(document)
     changed = write_atomic(path, text) if write else False
     return LockResult(
         path=path, document=document, changed=changed, changes=diff_versions(existing, document)
+    )
+
+
+def _with_build_dependencies(
+    packages: list[LockedPackage],
+    config: ProjectConfig,
+    client: IndexClient,
+    overlays: OverlaySet,
+    preferred_build: Mapping[NormalizedName, Version],
+    sources: Mapping[NormalizedName, str],
+    offline: bool,
+    reporter: Reporter,
+) -> list[LockedPackage]:
+    """The sources pass: annotate every package and lock the build closure for the build host."""
+    host = build_host()
+    env = host.marker_environment()
+    finder = IndexFinder(
+        client, host, exclude_newer=config.exclude_newer, offline=offline, overlays=overlays
+    )
+
+    def resolve_build(scope: Scope, runtime: Mapping[NormalizedName, Version]) -> Resolution:
+        policy = Policy(
+            environment=env,
+            python_version=Version(env["python_full_version"]),
+            prereleases=config.prereleases,
+            exclude_newer=config.exclude_newer,
+            constraints=config.constraints,
+            overrides=config.overrides,
+            preferred={**preferred_build, **runtime},
+            sources=sources,
+        )
+        reporter.task("resolve:build", "Resolving build dependencies")
+        try:
+            return resolve([scope], finder, policy)
+        finally:
+            reporter.done("resolve:build")
+
+    def merge_build(resolution: Resolution) -> list[LockedPackage]:
+        return merge({host.name: resolution}, [host], overlays=overlays, role="build")
+
+    return close_over_build_dependencies(
+        packages,
+        resolve_build=resolve_build,
+        merge_build=merge_build,
+        overlays=overlays,
+        offline=offline,
+        reporter=reporter,
     )
 
 

@@ -120,14 +120,16 @@ def _explain_failure(repo: pygit2.Repository, diff: pygit2.Diff, patch: Patch, p
     each file's delta and then each of its hunks is re-checked on its own; this
     is diagnosis only, the application itself is always libgit2's.
     """
-    for file_patch in diff:
-        if file_patch is None:  # pragma: no cover - binary deltas without a patch
-            continue
-        data = file_patch.data
+    # split the user's own text, not libgit2's re-serialisation of it: that one
+    # gains an ``index`` line which libgit2 itself refuses to parse back
+    for data in _file_sections(patch.text):
         single = _parse(data, patch, package)
         if repo.applies(single, ApplyLocation.WORKDIR):
             continue
-        delta = file_patch.delta
+        first = single[0]
+        if first is None:  # pragma: no cover - a binary delta without text
+            continue
+        delta = first.delta
         name = delta.new_file.path if delta.status_char() == "A" else delta.old_file.path
         detail = _libgit2_message(repo, single)
         hunk_text = ""
@@ -159,6 +161,16 @@ def _libgit2_message(repo: pygit2.Repository, diff: pygit2.Diff) -> str:
     except (pygit2.GitError, OSError) as exc:
         return _reason(exc)
     return "rejected by libgit2"
+
+
+def _file_sections(text: bytes) -> list[bytes]:
+    """The per-file sections of a patch (each starting at its ``diff --git`` line)."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(b"diff --git ")]
+    if not starts:
+        return [text]
+    bounds = [*starts, len(lines)]
+    return [b"".join(lines[a:b]) for a, b in pairwise(bounds)]
 
 
 def _hunks(file_patch: bytes) -> list[tuple[str, bytes]]:

@@ -1,0 +1,151 @@
+"""The sources pass of ``lock``: lock everything needed to *build* the set, too.
+
+With ``build-dependencies = true`` every locked source is fetched, patched by its
+overlay rule in a scratch copy, and its ``[build-system]`` read; the union of all
+build requirements is resolved for the build host, and the packages that brings
+in are themselves fetched and read, until the closure is complete.  The result:
+``duni/`` alone can build the whole set offline (DESIGN.md sections 4 and 8).
+
+Build-only packages are marked so a PEP 751 installer skips them by default: the
+``build`` dependency group and the marker ``'build' in dependency_groups``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName
+from packaging.version import Version
+
+from .buildsystem import read_build_system
+from .lockfile import BUILD_GROUP, LockedPackage
+from .overlays import OverlaySet
+from .reporter import NullReporter, Reporter
+from .resolver import Resolution, Scope
+from .targets import Target
+
+#: resolves one scope for the build host; supplied by the locker (index, policy)
+ResolveBuild = Callable[[Scope, Mapping[NormalizedName, Version]], Resolution]
+#: merges a build resolution into lock entries; supplied by the locker
+MergeBuild = Callable[[Resolution], list[LockedPackage]]
+
+MAX_ROUNDS = 20
+
+
+def annotate(
+    packages: Sequence[LockedPackage],
+    *,
+    overlays: OverlaySet,
+    offline: bool,
+    reporter: Reporter,
+    jobs: int = 8,
+) -> list[LockedPackage]:
+    """Add tree-hash and build-system fields to every package that lacks them."""
+    from .cache import ContentStore
+    from .sources import materialize
+
+    store = ContentStore()
+    todo = [p for p in packages if "tree-hash" not in p.tool]
+    if todo:
+        reporter.task("sources", "Fetching and patching sources", total=len(todo))
+
+    def one(pkg: LockedPackage) -> LockedPackage:
+        matched = overlays.rule_for(pkg.name, pkg.version)
+        rule = matched.rule if matched is not None else None
+        what = f"{pkg.name} {pkg.version}"
+        with tempfile.TemporaryDirectory(prefix="monorepo-src-") as tmp:
+            tree = Path(tmp) / "tree"
+            tree_hash = materialize(
+                pkg, tree, patches=rule.patches if rule else (), store=store, offline=offline
+            )
+            build = read_build_system(
+                tree, what=what, override=rule.build_requires if rule else None
+            )
+        reporter.advance("sources")
+        tool = dict(pkg.tool)
+        tool["tree-hash"] = tree_hash
+        tool.update(build.to_tool())
+        return dataclasses.replace(pkg, tool=tool)
+
+    done: dict[int, LockedPackage] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for i, result in zip(
+            [i for i, p in enumerate(packages) if "tree-hash" not in p.tool],
+            pool.map(one, todo),
+            strict=True,
+        ):
+            done[i] = result
+    if todo:
+        reporter.done("sources")
+    return [done.get(i, p) for i, p in enumerate(packages)]
+
+
+def build_requirements(packages: Iterable[LockedPackage]) -> tuple[Requirement, ...]:
+    """The union of the build requirements the packages record, deduplicated, sorted."""
+    seen: dict[str, Requirement] = {}
+    for pkg in packages:
+        for text in pkg.tool.get("build-requires", ()):
+            seen.setdefault(str(Requirement(text)), Requirement(text))
+    return tuple(seen[k] for k in sorted(seen))
+
+
+def close_over_build_dependencies(
+    runtime: Sequence[LockedPackage],
+    *,
+    resolve_build: ResolveBuild,
+    merge_build: MergeBuild,
+    overlays: OverlaySet,
+    offline: bool,
+    reporter: Reporter | None = None,
+) -> list[LockedPackage]:
+    """Runtime packages (annotated) plus every build-only package, annotated too."""
+    reporter = reporter or NullReporter()
+    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter)
+    preferred = {p.name: p.version for p in runtime}
+    build: list[LockedPackage] = []
+    known: dict[tuple[str, Version], LockedPackage] = {}
+    for _ in range(MAX_ROUNDS):
+        requirements = build_requirements([*runtime, *build])
+        if not requirements:
+            return list(runtime)
+        resolution = resolve_build(Scope("group", BUILD_GROUP, requirements), preferred)
+        runtime_keys = {(p.name, p.version) for p in runtime}
+        fresh = [p for p in merge_build(resolution) if (p.name, p.version) not in runtime_keys]
+        new = [known.get((p.name, p.version), p) for p in fresh]
+        new = annotate(new, overlays=overlays, offline=offline, reporter=reporter)
+        for p in new:
+            known[(p.name, p.version)] = p
+        if {(p.name, p.version) for p in new} == {(p.name, p.version) for p in build}:
+            return finish([*runtime, *new])
+        build = new
+    raise RuntimeError("build dependency closure did not converge")  # pragma: no cover
+
+
+def finish(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
+    """Give every entry a unique duni/ directory: ``name`` or, when ambiguous, ``name-version``."""
+    counts: dict[str, int] = {}
+    for p in packages:
+        counts[p.name] = counts.get(p.name, 0) + 1
+    out = []
+    for p in packages:
+        want = f"{p.name}-{p.version}" if counts[p.name] > 1 else str(p.name)
+        if p.tool.get("dir") != want:
+            tool: dict[str, Any] = dict(p.tool)
+            tool["dir"] = want
+            p = dataclasses.replace(p, tool=tool)
+        out.append(p)
+    return out
+
+
+def build_host() -> Target:
+    """The machine that will run the builds: this one (its interpreter's environment)."""
+    from .targets import host_target
+
+    host = host_target()
+    return dataclasses.replace(host, name="build")
