@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from .locker import CheckResult, LockResult, check, lock
     from .lockfile import LockDocument, LockedPackage
     from .lockfile import read as read_lock
+    from .puller import PullResult, pull
     from .reporter import NullReporter, Reporter
 
 _EXPORTS = {
     "lock": "locker",
     "check": "locker",
     "LockResult": "locker",
+    "pull": "puller",
+    "PullResult": "puller",
     "CheckResult": "locker",
     "load_config": "config",
     "ProjectConfig": "config",
@@ -62,12 +65,14 @@ __all__ = [
     "NullReporter",
     "OfflineError",
     "ProjectConfig",
+    "PullResult",
     "Reporter",
     "ResolutionError",
     "__version__",
     "check",
     "load_config",
     "lock",
+    "pull",
     "read_lock",
 ]
 

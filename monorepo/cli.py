@@ -127,6 +127,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=_cmd_lock)
+
+    p = sub.add_parser("pull", help="vendor every locked source into duni/")
+    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="pull only these locked packages")
+    p.add_argument(
+        "--offline", action="store_true", help="use only the download cache, never the network"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="overwrite local edits to directories in duni/"
+    )
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages processed at once")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_pull)
     return parser
 
 
@@ -184,6 +196,32 @@ def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
     state = "written" if locked.changed else "unchanged"
     reporter.message(
         "info", f"Locked {len(locked.document.packages)} packages: {locked.path} {state}"
+    )
+    return EXIT_OK
+
+
+def _cmd_pull(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .puller import pull
+
+    result = pull(
+        args.project,
+        packages=args.packages,
+        offline=args.offline,
+        force=args.force,
+        jobs=args.jobs,
+        reporter=reporter,
+    )
+    if args.json:
+        _json(result.to_dict())
+        return EXIT_OK
+    for name in result.updated:
+        reporter.message("info", f" ~ {name}")
+    for name in result.removed:
+        reporter.message("info", f" - {name}")
+    reporter.message(
+        "info",
+        f"{result.duni}: {len(result.updated)} updated, {len(result.unchanged)} unchanged,"
+        f" {len(result.removed)} removed",
     )
     return EXIT_OK
 

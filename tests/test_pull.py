@@ -801,3 +801,28 @@ def test_every_state_a_kill_between_two_renames_leaves_is_recovered(
     assert (state_dir / "lib.manifest").read_text() == new_manifest
     assert not (state_dir / "lib.pending").exists()
     assert pull(proj).unchanged == ["lib"]
+
+
+def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from monorepo.cli import main
+
+    proj, _, _ = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    assert main(["--project", str(proj), "pull", "--json", "--jobs", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == {
+        "duni": str(proj / "duni"),
+        "updated": ["app", "lib"],
+        "unchanged": [],
+        "removed": [],
+        "warnings": [],
+    }
+    assert main(["--project", str(proj), "pull"]) == 0
+    assert "0 updated, 2 unchanged, 0 removed" in capsys.readouterr().err
+    (proj / "duni" / "app" / "app" / "__init__.py").write_text("x = 1\n")
+    assert main(["--project", str(proj), "pull"]) == 2
+    err = capsys.readouterr().err
+    assert "error: duni/ has changes" in err and "modified app/__init__.py" in err
+    assert main(["--project", str(proj), "pull", "--force", "app"]) == 0
+    assert " ~ app" in capsys.readouterr().err
+    assert monorepo.pull is pull and monorepo.PullResult is PullResult
