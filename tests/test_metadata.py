@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name
 
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, MetadataError
+from monorepo.finder import IndexFinder, IndexRelease
 from monorepo.index import DistFile, IndexClient
 from monorepo.metadata import metadata_from_pkg_info, metadata_from_wheel, parse_metadata
+from monorepo.targets import Target
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -324,3 +329,128 @@ def test_build_requires_offline_without_cached_env_fails_clearly(
         offline.metadata(sdist)
     message = str(caught.value)
     assert "demo 1.0" in message and "helper-tool" in message and "--offline" in message
+
+
+def test_hook_output_never_reaches_the_terminal(
+    served: Served, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _server, client = served(
+        Release("demo", "1.0", wheels=(), pkg_info=False, files={BACKEND_FILE: FAILING_BACKEND})
+    )
+    capfd.readouterr()
+    with pytest.raises(MetadataError, match="XYZZY"):
+        client.metadata(only(client, "demo", "sdist"))
+    out, err = capfd.readouterr()  # file descriptors 1 and 2, subprocesses included
+    assert "XYZZY" not in out + err
+    assert out == "" and err == ""
+
+
+# ----------------------------------------------------------------------------- the order
+
+
+def all_tags(client: IndexClient, project: str) -> frozenset[Tag]:
+    return frozenset().union(*(f.tags for f in client.project_files(project)))
+
+
+def test_pep658_file_comes_first(served: Served) -> None:
+    server, client = served(
+        Release("demo", "1.0", requires_dist=("dep",), files={BACKEND_FILE: BROKEN_BACKEND})
+    )
+    files = client.project_files("demo")
+    assert client.release_metadata(files, all_tags(client, "demo")).requires_dist == reqs("dep")
+    assert [r.path for r in server.requests_for("^/files/")] == [
+        "/files/demo-1.0-py3-none-any.whl.metadata"
+    ]
+
+
+def test_trusted_pkg_info_comes_before_the_wheel(served: Served) -> None:
+    server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep",),
+            core_metadata_file=False,
+            files={BACKEND_FILE: BROKEN_BACKEND},
+        )
+    )
+    files = client.project_files("demo")
+    assert client.release_metadata(files, all_tags(client, "demo")).requires_dist == reqs("dep")
+    assert [r.path for r in server.requests_for("^/files/")] == ["/files/demo-1.0.tar.gz"]
+
+
+def test_old_pkg_info_and_no_pep658_reads_the_wheel_never_the_hook(served: Served) -> None:
+    server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep>=2",),
+            metadata_version="2.1",
+            core_metadata_file=False,
+            files={BACKEND_FILE: BROKEN_BACKEND},
+        )
+    )
+    files = client.project_files("demo")
+    metadata = client.release_metadata(files, all_tags(client, "demo"))
+    assert metadata.requires_dist == reqs("dep>=2")
+    wheel_requests = server.requests_for(r"\.whl$")
+    assert wheel_requests and all(r.status == 206 for r in wheel_requests)
+
+
+def test_finder_reads_a_wheel_the_target_cannot_install(served: Served) -> None:
+    # Only a Windows wheel and an sdist whose PKG-INFO is too old: a Linux target still
+    # gets the dependencies from the wheel (markers make them the same), not the hook.
+    server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep>=2", "winonly; sys_platform == 'win32'"),
+            metadata_version="2.1",
+            core_metadata_file=False,
+            wheels=("cp311-cp311-win_amd64",),
+            files={BACKEND_FILE: BROKEN_BACKEND},
+        )
+    )
+    linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
+    finder = IndexFinder(client, linux)
+    (candidate,) = finder.candidates(canonicalize_name("demo"), None)
+    assert isinstance(candidate.source, IndexRelease)
+    assert [f.kind for f in candidate.source.files] == ["sdist"]  # the wheel is not usable
+    finder.prefetch_dependencies([candidate])
+    deps = finder.dependencies(candidate)
+    assert list(deps.requires) == reqs("dep>=2", "winonly; sys_platform == 'win32'")
+    assert server.requests_for(r"win_amd64\.whl$")
+
+
+HOOK_COUNTING_BACKEND = (
+    BACKEND_SOURCE
+    + """
+
+_original_prepare = prepare_metadata_for_build_wheel
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    with open(os.environ["HOOK_RUNS_LOG"], "a") as fh:
+        fh.write("ran\\n")
+    return _original_prepare(metadata_directory, config_settings)
+"""
+)
+
+
+def test_hook_metadata_is_cached_across_clients(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "hook-runs.log"
+    monkeypatch.setenv("HOOK_RUNS_LOG", str(log))
+    demo = Release(
+        "demo",
+        "1.0",
+        requires_dist=("dep>=3",),
+        wheels=(),
+        metadata_version="2.1",
+        files={BACKEND_FILE: HOOK_COUNTING_BACKEND},
+    )
+    server = serve(make_index([demo]))
+    for _ in range(2):
+        with IndexClient([server.url]) as client:
+            assert client.metadata(only(client, "demo", "sdist")).requires_dist == reqs("dep>=3")
+    assert log.read_text() == "ran\n"
