@@ -9,8 +9,10 @@ uses (markers, inputs, freshness) are functions here and in :mod:`freshness`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -308,18 +310,23 @@ def lock(
     index_url: str | None = None,
     reporter: Reporter | None = None,
     write: bool = True,
+    exclude_newer: datetime | None = None,
 ) -> LockResult:
     """Resolve the project at *project* for all its targets and write pylock.toml.
 
     Versions of an existing lock are preferred (minimal updates); *upgrade*
     releases all of them, *upgrade_packages* only the named ones.  With
     ``write=False`` nothing is written (``verify --resolve`` uses that).
+    *exclude_newer* replaces the configured cut-off for this run (``verify
+    --resolve`` pins a lock without one to its newest upload time).
     On any failure the existing lock is left untouched.
     """
     from .index import IndexClient
 
     reporter = reporter or NullReporter()
     config = load_config(Path(project))
+    if exclude_newer is not None:
+        config = dataclasses.replace(config, exclude_newer=exclude_newer)
     primary, _where = resolve_index_url(config, flag=index_url)
     index_urls = [primary, *config.extra_index_urls]
     path = config.root / LOCK_NAME
