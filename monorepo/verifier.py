@@ -39,7 +39,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from monorepo.http import HttpClient
     from monorepo.index import IndexClient
 
-__all__ = ["CHECKS", "SCHEMA", "CheckResult", "Item", "VerifyReport", "verify"]
+__all__ = ["CHECKS", "SCHEMA", "CheckResult", "Item", "VerifyReport", "text_lines", "verify"]
 
 SCHEMA = 1
 """Version of the ``--json`` document; bumped on any incompatible change."""
@@ -965,8 +965,21 @@ def verify(
     return VerifyReport(config.root, [results[n] for n in names])
 
 
-def iter_failures(report: VerifyReport) -> Iterable[tuple[str, Item]]:
-    """(check name, item) for every failed item, in report order (the CLI's text output)."""
+def text_lines(report: VerifyReport) -> list[str]:
+    """The readable summary ``monorepo verify`` prints: a line per check, per failure, per warning.
+
+    Failures read ``FAIL <check>: <subject>: <message>`` and warnings ``warning <check>: ...``,
+    so ``grep ^FAIL`` lists exactly what failed, each line naming the package or file.
+    """
+    out: list[str] = []
     for check in report.checks:
-        for item in check.items:
-            yield check.name, item
+        state = "skipped" if check.skipped else "passed" if check.passed else "FAILED"
+        out.append(f"{check.name}: {state}" + (f" ({check.summary})" if check.summary else ""))
+        out += [f"FAIL {check.name}: {item}" for item in check.items if not check.skipped]
+        out += [f"warning {check.name}: {item}" for item in check.warnings]
+    problems = sum(len(c.items) for c in report.checks if not c.skipped)
+    if report.passed:
+        out.append("verify: all checks passed")
+    else:
+        out.append(f"verify: FAILED ({problems} problem{'s' if problems != 1 else ''})")
+    return out
