@@ -25,11 +25,13 @@ if TYPE_CHECKING:
         OfflineError,
         ResolutionError,
     )
+    from .graph import list_packages, why
     from .locker import CheckResult, LockResult, check, lock
     from .lockfile import LockDocument, LockedPackage
     from .lockfile import read as read_lock
     from .puller import PullResult, pull
     from .reporter import NullReporter, Reporter
+    from .verifier import VerifyReport, verify
 
 _EXPORTS = {
     "lock": "locker",
@@ -51,6 +53,10 @@ _EXPORTS = {
     "OfflineError": "errors",
     "ResolutionError": "errors",
     "LockFileError": "errors",
+    "verify": "verifier",
+    "VerifyReport": "verifier",
+    "list_packages": "graph",
+    "why": "graph",
 }
 
 __all__ = [
@@ -68,12 +74,16 @@ __all__ = [
     "PullResult",
     "Reporter",
     "ResolutionError",
+    "VerifyReport",
     "__version__",
     "check",
+    "list_packages",
     "load_config",
     "lock",
     "pull",
     "read_lock",
+    "verify",
+    "why",
 ]
 
 

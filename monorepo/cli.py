@@ -139,6 +139,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages processed at once")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=_cmd_pull)
+
+    p = sub.add_parser("verify", help="audit pylock.toml and duni/ (and, optionally, the sources)")
+    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="check only these packages")
+    p.add_argument(
+        "--remote", action="store_true", help="download every source again and check its hash"
+    )
+    p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
+    p.add_argument("--index-url", metavar="URL", help="the package index (for --resolve)")
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages checked at once")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_verify)
+
+    p = sub.add_parser("list", help="the locked packages")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_list)
+
+    p = sub.add_parser("why", help="the dependency paths from the project to a package")
+    p.add_argument("package", metavar="PACKAGE")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_why)
     return parser
 
 
@@ -223,6 +243,53 @@ def _cmd_pull(args: argparse.Namespace, reporter: CliReporter) -> int:
         f"{result.duni}: {len(result.updated)} updated, {len(result.unchanged)} unchanged,"
         f" {len(result.removed)} removed",
     )
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .verifier import text_lines, verify
+
+    report = verify(
+        args.project,
+        packages=args.packages,
+        remote=args.remote,
+        resolve=args.resolve,
+        index_url=args.index_url,
+        jobs=args.jobs,
+        reporter=reporter,
+    )
+    if args.json:
+        _json(report.to_dict())
+    else:
+        for line in text_lines(report):
+            print(line)
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _cmd_list(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .graph import list_packages
+
+    rows = list_packages(args.project)
+    if args.json:
+        _json([row.to_dict() for row in rows])
+        return EXIT_OK
+    for row in rows:
+        overlay = f"  overlay {row.overlay}" if row.overlay else ""
+        print(f"{row.name} {row.version}  {row.role}  duni/{row.dir}{overlay}  {row.source}")
+    return EXIT_OK
+
+
+def _cmd_why(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .graph import why
+
+    paths = why(args.project, args.package)
+    if args.json:
+        _json([path.to_dict() for path in paths])
+        return EXIT_OK
+    if not paths:
+        print(f"{args.package} is locked, but no dependency of the project leads to it")
+    for path in paths:
+        print(path)
     return EXIT_OK
 
 
