@@ -103,3 +103,35 @@ def test_list_shows_version_role_source_overlay_and_dir(locked: Path) -> None:
     assert rows["app"].overlay is None
     assert rows["backend-a"].marker == "'build' in dependency_groups"
     assert json.loads(json.dumps(rows["app"].to_dict()))["source"] == rows["app"].source
+
+
+def test_cli_list_and_why(locked: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monorepo.cli import main
+
+    assert main(["--project", str(locked), "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6
+    assert any(line.startswith("other 1.0  runtime  duni/other  overlay fixes") for line in out)
+    assert main(["--project", str(locked), "list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in data] == [
+        "app",
+        "backend-a",
+        "backend-b",
+        "lib",
+        "other",
+        "support",
+    ]
+    assert main(["--project", str(locked), "why", "support"]) == 0
+    assert capsys.readouterr().out == (
+        "project -> app 1.0 (build) -> backend-a 1.0 -> support 1.0\n"
+    )
+    assert main(["--project", str(locked), "why", "--json", "lib"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["text"] for p in data] == [
+        "project (group dev) -> lib 1.0",
+        "project -> app 1.0 -> lib 1.0",
+    ]
+    assert main(["--project", str(locked), "why", "nope"]) == 2
+    assert "nope is not in pylock.toml" in capsys.readouterr().err
+    assert monorepo.why is why and monorepo.list_packages is list_packages

@@ -22,6 +22,7 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo import lockfile
+from monorepo.cli import main
 from monorepo.errors import LockFileError
 from monorepo.lockfile import LockedPackage, SdistSource
 from monorepo.puller import pull
@@ -450,3 +451,32 @@ def test_report_to_dict_is_the_documented_json_schema(pulled: Any) -> None:
         "message": "1.0: modified: duni/lib/lib/__init__.py",
         "paths": ["duni/lib/lib/__init__.py"],
     }
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def test_cli_text_json_and_exit_codes(pulled: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    p = pulled()
+    assert main(["--project", str(p.root), "verify"]) == 0
+    out = capsys.readouterr().out
+    assert "lock: passed" in out and "tree: passed" in out
+    edit_byte(p)
+    append_file(p)
+    assert main(["--project", str(p.root), "verify"]) == 1
+    out = capsys.readouterr().out
+    failures = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 2
+    assert any("duni/lib/lib/__init__.py" in line for line in failures)
+    assert any("duni/app/app/new.py" in line for line in failures)
+    assert main(["--project", str(p.root), "verify", "--json", "--remote"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == SCHEMA and data["passed"] is False
+    assert [c["name"] for c in data["checks"]] == ["lock", "tree", "remote"]
+    tree = data["checks"][1]
+    assert set(tree) == {"name", "passed", "skipped", "summary", "items", "warnings"}
+    assert set(tree["items"][0]) == {"subject", "code", "message", "paths"}
+    assert main(["--project", str(p.root), "verify", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["--project", str(p.root / "missing"), "verify"]) == 2
+    assert monorepo.verify is verify and monorepo.VerifyReport is VerifyReport
