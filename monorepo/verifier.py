@@ -417,7 +417,7 @@ def _check_tree(
         for item in outcome.items:
             result.fail(item)
         result.warnings += outcome.warnings
-    result.summary = f"{len(selected)} package trees"
+    result.summary = f"{len(selected)} package tree{'' if len(selected) == 1 else 's'}"
     if not everything:
         return
     locked = {p.dir for p in lock.packages}
