@@ -711,7 +711,10 @@ def _check_remote(ctx: _Ctx, result: CheckResult, selected: Sequence[LockedPacka
         for item in items:
             result.fail(item)
         result.warnings += warnings
-    result.summary = f"{len(archives)} downloads, {len(gits)} git commits"
+    result.summary = (
+        f"{len(archives)} download{'' if len(archives) == 1 else 's'},"
+        f" {len(gits)} git commit{'' if len(gits) == 1 else 's'}"
+    )
 
 
 def _remote_archive(

@@ -20,11 +20,12 @@ import pytest
 
 import monorepo
 from fixtures.builder import FixtureIndex, Release
+from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
 from monorepo import lockfile
 from monorepo.cli import main
 from monorepo.errors import LockFileError
-from monorepo.lockfile import LockedPackage, SdistSource
+from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
 from monorepo.puller import pull
 from monorepo.verifier import SCHEMA, Item, VerifyReport, verify
 
@@ -91,14 +92,16 @@ def pulled(
     serve: Callable[..., IndexServer],
     tmp_path: Path,
 ) -> Callable[..., Pulled]:
-    """``pulled(extra_toml="", releases=None)``: a locked and pulled project."""
+    """``pulled(extra_toml="", releases=None, deps=("app",))``: a locked and pulled project."""
 
-    def factory(extra: str = "", releases: list[Release] | None = None) -> Pulled:
+    def factory(
+        extra: str = "", releases: list[Release] | None = None, deps: tuple[str, ...] = ("app",)
+    ) -> Pulled:
         index = make_index(releases or [APP, LIB, OTHER])
         server = serve(index)
         root = tmp_path / "proj"
         root.mkdir()
-        write_project(root, server, ["app"], extra)
+        write_project(root, server, list(deps), extra)
         write_overlay(root)
         monorepo.lock(root)
         pull(root)
@@ -401,6 +404,29 @@ def test_remote_compares_the_index_hash_and_warns_about_yanked(pulled: Any) -> N
     p.index.publish(dataclasses.replace(LIB, files={"lib/extra.py": "x = 2\n"}))
     codes = sorted(i.code for i in verify(p.root, remote=True).check("remote").items)
     assert codes == ["hash-mismatch", "index-hash"]
+
+
+def test_remote_clones_a_git_source_afresh_and_needs_the_locked_commit(
+    pulled: Any, tmp_path: Path
+) -> None:
+    repo = tmp_path / "gitlib"
+    make_git_package(repo, Release("gitlib", "1.0", requires_dist=("lib",)), tag="v1.0")
+    sources = f'[tool.monorepo.sources]\ngitlib = {{ git = "{repo}", rev = "v1.0" }}\n'
+    p = pulled(sources, deps=("gitlib",))
+    report = verify(p.root, remote=True)
+    assert report.passed, report.to_dict()
+    assert report.check("remote").summary == "1 download, 1 git commit"
+
+    def gone(x: LockedPackage) -> LockedPackage:
+        assert isinstance(x.source, VcsSource)
+        return dataclasses.replace(x, source=dataclasses.replace(x.source, commit="0" * 40))
+
+    rewrite_lock(p.root, only("gitlib", gone))
+    report = verify(p.root, remote=True)
+    (item,) = report.check("remote").items
+    assert (item.subject, item.code) == ("gitlib", "hash-mismatch")
+    assert "0" * 40 in item.message
+    assert [i.code for i in report.check("tree").items] == ["source-changed"]
 
 
 # ---------------------------------------------------------------------------- resolve
