@@ -50,3 +50,7 @@ class OverlayError(MonorepoError):
 
 class PullError(MonorepoError):
     """duni/ could not be brought in line with the lock (e.g. local edits)."""
+
+
+class BuildError(MonorepoError):
+    """duni/ cannot be built: bad input, missing system libraries, no build environment."""
