@@ -228,7 +228,6 @@ class BuildEnv:
             interpreter=str(self.python),
             script_kind="posix",
             bytecode_optimization_levels=(),
-            overwrite_existing=True,
         )
         try:
             with WheelFile.open(wheel) as source:
