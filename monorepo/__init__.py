@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .builder import BuildResult, build
     from .config import ProjectConfig, load_config
     from .errors import (
         ConfigError,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from .verifier import VerifyReport, verify
 
 _EXPORTS = {
+    "build": "builder",
+    "BuildResult": "builder",
     "lock": "locker",
     "check": "locker",
     "LockResult": "locker",
@@ -60,6 +63,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BuildResult",
     "CheckResult",
     "ConfigError",
     "IndexClientError",
@@ -76,6 +80,7 @@ __all__ = [
     "ResolutionError",
     "VerifyReport",
     "__version__",
+    "build",
     "check",
     "list_packages",
     "load_config",

@@ -159,6 +159,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("package", metavar="PACKAGE")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=_cmd_why)
+
+    p = sub.add_parser("build", help="build duni/ into wheels, offline")
+    p.add_argument(
+        "packages", nargs="*", metavar="PACKAGE", help="build only these (and what they need)"
+    )
+    p.add_argument("--target", metavar="NAME", help="a target of [tool.monorepo] targets")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="wheel directory (default duni-build/<target>/wheels)",
+    )
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages built at once")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(run=_cmd_build)
     return parser
 
 
@@ -291,6 +306,35 @@ def _cmd_why(args: argparse.Namespace, reporter: CliReporter) -> int:
     for path in paths:
         print(path)
     return EXIT_OK
+
+
+def _cmd_build(args: argparse.Namespace, reporter: CliReporter) -> int:
+    from .builder import build
+
+    result = build(
+        args.project,
+        target=args.target,
+        out=args.out,
+        jobs=args.jobs,
+        packages=args.packages,
+        reporter=reporter,
+    )
+    if args.json:
+        _json(result.to_dict())
+        return EXIT_OK if result.ok else EXIT_FAILED
+    reporter.close()
+    for failed in result.failed:
+        print(f"FAILED {failed.label}: {failed.reason}", file=sys.stderr)
+        if failed.log is not None:
+            print(f"  log: {failed.log}", file=sys.stderr)
+        for line in failed.tail:
+            print(f"  | {line}", file=sys.stderr)
+    reporter.message(
+        "info",
+        f"{result.wheels}: {len(result.built)} built, {len(result.skipped)} up to date,"
+        f" {len(result.failed)} failed",
+    )
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _json(data: Any) -> None:
