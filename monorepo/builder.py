@@ -702,7 +702,7 @@ class _Builder:
         self.results[node] = self.result(node, reason=reason, log=log, tail=_tail(log))
         label = self.results[node].label
         where = f" (log: {log})" if log is not None else ""
-        self.reporter.message("warning", f"{label}: {reason}{where}")
+        self.reporter.message("info", f"failed {label}: {reason}{where}")
 
     def done(self, node: Node, status: str, wheel: Path, seconds: float) -> None:
         index, d = node

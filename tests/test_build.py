@@ -9,6 +9,7 @@ on purpose).  They are locked and pulled like any project, then built by
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo import builder as builder_mod
 from monorepo.builder import BuildResult, build, check_system_libraries, network_isolation
+from monorepo.cli import main
 from monorepo.elfcheck import (
     EM_AARCH64,
     EM_X86_64,
@@ -505,6 +507,10 @@ def test_failure_keeps_other_results_and_a_readable_log(project: Callable[..., P
     assert "broken 1.0, which failed" in failed["user"].reason
     # the scratch copy of the failed build stays for inspection
     assert (proj / "duni-build" / "native" / "src" / "broken" / "pyproject.toml").is_file()
+    # CLI: exit 1, the summary names the failure and the log's last lines
+    code, _out, err = run_cli(proj, [])
+    assert code == 1
+    assert "FAILED broken 1.0" in err and "BOOM" in err and "2 up to date, 2 failed" in err
 
 
 @pytest.fixture
@@ -593,6 +599,30 @@ def test_build_without_pull_says_what_to_do(make_project: Callable[..., Path]) -
     )
     with pytest.raises(BuildError, match="monorepo pull"):
         build(proj)
+    code, _out, err = run_cli(proj, [])
+    assert code == 2 and "monorepo pull" in err
+
+
+def run_cli(proj: Path, args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = main(["--project", str(proj), "build", *args])
+    finally:
+        sys.stdout, sys.stderr = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_json_summary(project: Callable[..., Path]) -> None:
+    proj = project([LIB], ["lib"])
+    code, out, _err = run_cli(proj, ["--json", "--jobs", "1"])
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] is True and data["target"] == "native"
+    assert [p["dir"] for p in data["built"]] == ["lib"]
+    code, out, _err = run_cli(proj, ["--json"])
+    assert code == 0 and [p["dir"] for p in json.loads(out)["skipped"]] == ["lib"]
 
 
 # ---------------------------------------------------------------------- ELF checks
