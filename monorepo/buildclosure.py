@@ -24,6 +24,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from .buildsystem import read_build_system
+from .errors import ResolutionError
 from .lockfile import BUILD_GROUP, LockedPackage
 from .overlays import OverlaySet
 from .reporter import NullReporter, Reporter
@@ -104,27 +105,58 @@ def close_over_build_dependencies(
     offline: bool,
     reporter: Reporter | None = None,
 ) -> list[LockedPackage]:
-    """Runtime packages (annotated) plus every build-only package, annotated too."""
+    """Runtime packages (annotated) plus every build-only package, annotated too.
+
+    Each package's build requirements are resolved on their own, as its build
+    environment is its own (PEP 517 isolation): two sdists may need incompatible
+    setuptools, which one joint resolution could not express.  Versions chosen
+    earlier are preferred, so the set stays small; identical requirement sets
+    resolve once.  Every package records its ``build-closure`` (the exact
+    ``name==version`` set its build environment needs).
+    """
     reporter = reporter or NullReporter()
-    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter)
-    preferred = {p.name: p.version for p in runtime}
-    build: list[LockedPackage] = []
-    known: dict[tuple[str, Version], LockedPackage] = {}
+    level = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter)
+    done: list[LockedPackage] = []
+    known: dict[tuple[str, Version], LockedPackage] = {(p.name, p.version): p for p in level}
+    preferred: dict[NormalizedName, Version] = {p.name: p.version for p in level}
+    cache: dict[tuple[str, ...], tuple[list[LockedPackage], list[str]]] = {}
     for _ in range(MAX_ROUNDS):
-        requirements = build_requirements([*runtime, *build])
-        if not requirements:
-            return list(runtime)
-        resolution = resolve_build(Scope("group", BUILD_GROUP, requirements), preferred)
-        runtime_keys = {(p.name, p.version) for p in runtime}
-        fresh = [p for p in merge_build(resolution) if (p.name, p.version) not in runtime_keys]
-        new = [known.get((p.name, p.version), p) for p in fresh]
-        new = annotate(new, overlays=overlays, offline=offline, reporter=reporter)
-        for p in new:
-            known[(p.name, p.version)] = p
-        if {(p.name, p.version) for p in new} == {(p.name, p.version) for p in build}:
-            return finish([*runtime, *new])
-        build = new
-    raise RuntimeError("build dependency closure did not converge")  # pragma: no cover
+        if not level:
+            return finish(done)
+        discovered: dict[tuple[str, Version], LockedPackage] = {}
+        for pkg in sorted(level, key=lambda p: (p.name, p.version)):
+            requirements = build_requirements([pkg])
+            key = tuple(str(r) for r in requirements)
+            if key not in cache:
+                if not requirements:
+                    cache[key] = ([], [])
+                else:
+                    try:
+                        resolution = resolve_build(
+                            Scope("group", BUILD_GROUP, requirements), preferred
+                        )
+                    except ResolutionError as exc:
+                        raise ResolutionError(
+                            f"While resolving the build requirements of {pkg.name} {pkg.version} "
+                            f"({', '.join(key)}): {exc} An overlay rule's `build-requires` can replace them."
+                        ) from None
+                    entries = merge_build(resolution)
+                    cache[key] = (entries, sorted(f"{e.name}=={e.version}" for e in entries))
+                    for e in entries:
+                        preferred.setdefault(e.name, e.version)
+            entries, closure = cache[key]
+            tool = dict(pkg.tool)
+            tool["build-closure"] = closure
+            done.append(dataclasses.replace(pkg, tool=tool))
+            for e in entries:
+                k = (e.name, e.version)
+                if k not in known and k not in discovered:
+                    discovered[k] = e
+        level = annotate(
+            list(discovered.values()), overlays=overlays, offline=offline, reporter=reporter
+        )
+        known.update({(p.name, p.version): p for p in level})
+    raise ResolutionError("The build-dependency closure did not converge; report this as a bug.")
 
 
 def finish(packages: Sequence[LockedPackage]) -> list[LockedPackage]:

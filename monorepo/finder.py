@@ -115,6 +115,7 @@ class IndexFinder:
         self._lock = threading.Lock()
         self._candidates: dict[tuple[str, str | None], list[Candidate]] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
+        self._by_version: dict[NormalizedName, dict[Version, list[DistFile]]] = {}
 
     @cached_property
     def tags(self) -> frozenset[Tag]:
@@ -188,11 +189,25 @@ class IndexFinder:
             return False
         return f.kind == "sdist" or bool(f.tags & self.tags)
 
+    def _all_by_version(self, name: NormalizedName) -> dict[Version, list[DistFile]]:
+        """Every file of the project grouped by version, computed once per project."""
+        with self._lock:
+            cached = self._by_version.get(name)
+        if cached is not None:
+            return cached
+        grouped: dict[Version, list[DistFile]] = {}
+        for f in self.client.project_files(name):
+            grouped.setdefault(f.version, []).append(f)
+        with self._lock:
+            self._by_version[name] = grouped
+        return grouped
+
     def _from_index(self, name: NormalizedName) -> list[Candidate]:
         by_version: dict[Version, list[DistFile]] = {}
-        for f in self.client.project_files(name):
-            if self._usable(f):
-                by_version.setdefault(f.version, []).append(f)
+        for version, all_files in self._all_by_version(name).items():
+            usable = [f for f in all_files if self._usable(f)]
+            if usable:
+                by_version[version] = usable
         out = []
         for version, files in by_version.items():
             release = IndexRelease(tuple(sorted(files, key=lambda f: f.filename)))
@@ -209,8 +224,8 @@ class IndexFinder:
         """
         assert isinstance(candidate.source, IndexRelease)
         files = {f.url: f for f in candidate.source.files}
-        for f in self.client.project_files(candidate.name):
-            if f.version == candidate.version and f.url not in files:
+        for f in self._all_by_version(candidate.name).get(candidate.version, ()):
+            if f.url not in files:
                 if self.exclude_newer is not None and (
                     f.upload_time is None or f.upload_time > self.exclude_newer
                 ):
