@@ -58,14 +58,18 @@ needed: rebuilding a backend rebuilds what it built.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -89,6 +93,7 @@ from monorepo.config import ProjectConfig, load_config
 from monorepo.elfcheck import MACHINES, check_wheel
 from monorepo.errors import BuildError
 from monorepo.reporter import NullReporter, Reporter
+from monorepo.sysroot import SysrootError, SysrootInfo, read_sysroot
 from monorepo.targets import Target, host_target
 from monorepo.treehash import tree_hash
 from monorepo.workspace import SELF_BUILDING
@@ -340,10 +345,6 @@ class _Graph:
 # ----------------------------------------------------------------------- targets
 
 
-def _host_machine() -> str:
-    return host_target().machine
-
-
 def is_native(target: Target) -> bool:
     """Whether this machine's interpreter can build for *target* without cross-compiling."""
     host = host_target()
@@ -372,6 +373,70 @@ def choose_target(config: ProjectConfig, name: str | None) -> Target:
     if native:
         return native[0]
     raise BuildError(f"{config.pyproject} has several targets ({names}); choose one with --target")
+
+
+def _host_variant_target(config: ProjectConfig) -> Target:
+    """The target whose builds fill a cross build's venv: a native one of the project's
+    (so its ``duni-build/<name>`` is shared with native builds), else this machine."""
+    host = host_target()
+    for t in config.targets:
+        if is_native(t) and t.python_version == host.python_version:
+            return t
+    return host
+
+
+def _sysroot(target: Target) -> SysrootInfo:
+    """The target's sysroot, as ``python -m monorepo.sysroot`` describes it."""
+    if target.sysroot is None:
+        raise BuildError(
+            f"target {target.name} ({target.platform} {target.machine}) is not this machine"
+            f" ({host_target().platform} {host_target().machine}), so it is cross-compiled, and"
+            " that needs a sysroot: make one with `python -m monorepo.sysroot sysroots/"
+            f'{target.machine}` and add sysroot = "sysroots/{target.machine}", cc and runner to'
+            " the target (docs/cross.md)"
+        )
+    try:
+        info = read_sysroot(Path(target.sysroot))
+    except SysrootError as error:
+        raise BuildError(f"target {target.name}: {error}") from error
+    if info.python != target.python_version:
+        raise BuildError(
+            f"target {target.name} is Python {target.python_version} but its sysroot"
+            f" {info.root} holds Python {info.python}; make a sysroot for the right suite"
+        )
+    if MACHINES.get(info.machine) != MACHINES.get(target.machine):
+        raise BuildError(
+            f"target {target.name} is {target.machine} but its sysroot {info.root} is for"
+            f" {info.machine}"
+        )
+    compiler = shlex.split(target.cc)[0] if target.cc else f"{info.triplet}-gcc"
+    if shutil.which(compiler) is None:
+        raise BuildError(
+            f"target {target.name}: the cross compiler {compiler} is not installed (Debian:"
+            f" apt-get install -y gcc-{info.triplet}); set cc in the target to use another"
+        )
+    return info
+
+
+def _check_sysroot_libraries(
+    info: SysrootInfo, wanted: Mapping[str, Mapping[str, Sequence[str]]]
+) -> None:
+    """The overlay's Debian ``system-libraries`` of cross-built packages must be in the sysroot."""
+    missing: dict[str, list[str]] = {}
+    for label, libs in sorted(wanted.items()):
+        for lib in libs.get("debian", ()):
+            name = lib.split(":", 1)[0]
+            if name not in info.packages:
+                missing.setdefault(name, []).append(label)
+    if missing:
+        names = sorted(missing)
+        listed = ", ".join(f"{n} (for {', '.join(missing[n])})" for n in names)
+        extra = " ".join(f"--package {n}" for n in names)
+        raise BuildError(
+            f"the sysroot {info.root} lacks system packages the build needs: {listed}. Add"
+            f" them with:\n  python -m monorepo.sysroot {info.root} --arch {info.arch}"
+            f" --suite {info.suite} {extra} --refresh"
+        )
 
 
 # -------------------------------------------------------------- system libraries
@@ -504,6 +569,7 @@ class _Variant:
     root: Path
     wheels: Path
     cross: bool
+    sysroot: SysrootInfo | None = None
 
     @property
     def logs(self) -> Path:
@@ -563,6 +629,27 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_NOT_IMPORTED = frozenset({"test", "tests", "testing", "docs", "doc", "examples", "benchmarks"})
+
+
+def _top_level_modules(names: Iterable[str]) -> list[str]:
+    """Importable top-level names of a wheel (packages, modules, extension modules)."""
+    found: set[str] = set()
+    for name in names:
+        first, sep, rest = name.partition("/")
+        if first.endswith((".dist-info", ".data")):
+            continue
+        if sep and rest == "__init__.py":
+            found.add(first)
+        elif not sep and first.endswith(".py"):
+            found.add(first[:-3])
+        elif not sep and first.endswith(".so"):
+            found.add(first.split(".", 1)[0])
+    return sorted(
+        m for m in found if m.isidentifier() and m not in _NOT_IMPORTED and m != "__init__"
+    )
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
@@ -693,7 +780,7 @@ class _Builder:
             dir=pkg.dir,
             name=str(pkg.name),
             version=str(pkg.version),
-            host=self.variants[node[0]].cross,
+            host=len(self.variants) > 1 and node[0] == 0,
             **kw,
         )
 
@@ -852,6 +939,74 @@ class _Builder:
         self._write_state(index)
         self.done(node, "built", outcome.wheel, outcome.seconds)
 
+    # ------------------------------------------------------------ smoke test
+
+    def smoke_test(self, index: int) -> None:
+        """Import every top-level module of each wheel built for the target, on the target.
+
+        All the target's wheels (built or up to date) are unpacked into one directory so
+        that runtime dependencies import too; the target's interpreter from the sysroot
+        runs under the target's ``runner`` (qemu).  A package that does not import fails.
+        """
+        variant = self.variants[index]
+        sysroot = variant.sysroot
+        runner = variant.target.runner
+        if sysroot is None or runner is None:
+            return
+        nodes = [n for n in self.status if n[0] == index]
+        ready = [n for n in nodes if self.status[n] in ("built", "skipped")]
+        todo = [n for n in nodes if self.status[n] == "built"]
+        if not todo:
+            return
+        prefix = shlex.split(runner.format(sysroot=str(sysroot.root)))
+        with tempfile.TemporaryDirectory(prefix="smoke-", dir=variant.root) as tmp:
+            site = Path(tmp)
+            modules: dict[Node, list[str]] = {}
+            for node in ready:
+                with zipfile.ZipFile(self.wheels[node]) as zf:
+                    zf.extractall(site)
+                    if node in todo:
+                        modules[node] = _top_level_modules(zf.namelist())
+            for node in todo:
+                if not modules[node]:
+                    continue
+                code = f"import sys; sys.path.insert(0, {str(site)!r}); " + "; ".join(
+                    f"import {m}" for m in modules[node]
+                )
+                log = variant.logs / f"{node[1]}.log"
+                cmd = [*prefix, str(sysroot.interpreter_path), "-I", "-c", code]
+                with log.open("a", encoding="utf-8") as fh:
+                    fh.write(f"\n# ---- import on the target: {shlex.join(cmd)} ----\n")
+                    fh.flush()
+                    try:
+                        proc = subprocess.run(
+                            [*self.isolation, *cmd],
+                            stdin=subprocess.DEVNULL,
+                            stdout=fh,
+                            stderr=subprocess.STDOUT,
+                            timeout=600,
+                            check=False,
+                        )
+                        code_ = proc.returncode
+                    except (OSError, subprocess.TimeoutExpired) as error:
+                        fh.write(f"{error}\n")
+                        code_ = -1
+                if code_ != 0:
+                    wheel = self.wheels[node]
+                    self.states[index].pop(node[1], None)
+                    self._write_state(index)
+                    wheel.unlink(missing_ok=True)
+                    self.fail(
+                        node,
+                        f"{', '.join(modules[node])} does not import on the target"
+                        f" (under {prefix[0]}); see the end of the log",
+                        log,
+                    )
+                else:
+                    self.reporter.message(
+                        "debug", f"imports on {variant.target.name}: {', '.join(modules[node])}"
+                    )
+
     # ------------------------------------------------------------- one build
 
     def hook_environ(self, node: Node, netlog: Path) -> dict[str, str]:
@@ -861,6 +1016,9 @@ class _Builder:
         env[OFFLINE_ENV] = str(netlog)
         env["GIT_CEILING_DIRECTORIES"] = str(self.variants[index].src)
         env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
+        sysroot = self.variants[index].sysroot
+        if sysroot is not None:
+            env.update(sysroot.cross_env(self.variants[index].target.cc))
         env.update(pkg.build_env)
         return env
 
@@ -913,6 +1071,13 @@ class _Builder:
                 return None
             return lines[0] if lines else None
 
+        if variant.cross and pkg.cross_compile is False:
+            return _Failed(
+                f"an overlay rule says {pkg.label} does not cross-compile"
+                f" (cross-compile = false); build it on a {variant.target.machine} machine or"
+                " fix it in the overlay",
+                None,
+            )
         hook = "get_requires_for_build_wheel"
         try:
             _copy_tree(self.config.duni / d, src)
@@ -986,7 +1151,9 @@ class _Builder:
 # --------------------------------------------------------------------- entry point
 
 
-def _select(pkgs: Mapping[str, _Pkg], names: Sequence[str], target: Target) -> list[str]:
+def _select(
+    pkgs: Mapping[str, _Pkg], names: Sequence[str], target: Target, *, cross: bool = False
+) -> list[str]:
     if names:
         chosen: list[str] = []
         unknown: list[str] = []
@@ -1000,7 +1167,11 @@ def _select(pkgs: Mapping[str, _Pkg], names: Sequence[str], target: Target) -> l
                 f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages"
             )
         return chosen
-    return [d for d, p in pkgs.items() if not p.targets or target.name in p.targets]
+    return [
+        d
+        for d, p in pkgs.items()
+        if (not p.targets or target.name in p.targets) and not (cross and p.role == "build")
+    ]
 
 
 def build(
@@ -1029,24 +1200,38 @@ def build(
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise BuildError(f"--jobs must be at least 1, not {workers}")
-    if not is_native(chosen):
-        raise BuildError(
-            f"target {chosen.name} ({chosen.platform} {chosen.machine}) is not this machine"
-            f" ({host_target().platform} {_host_machine()}); cross builds need cc and sysroot"
-        )
     host_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if chosen.python_version != host_version:
         raise BuildError(
             f"target {chosen.name} is Python {chosen.python_version} but monorepo runs on"
             f" Python {host_version}; run monorepo build with a Python {chosen.python_version}"
+            " (build backends run on the build machine's interpreter, also for cross builds)"
         )
+    cross = not is_native(chosen)
+    sysroot = _sysroot(chosen) if cross else None
     order, pkgs = _load_workspace(config)
     root = config.root / BUILD_DIR / chosen.name
     wheels = Path(out).resolve() if out is not None else root / "wheels"
-    variant = _Variant(target=chosen, root=root, wheels=wheels, cross=False)
-    selected = _select(pkgs, packages, chosen)
-    root.mkdir(parents=True, exist_ok=True)
-    result = BuildResult(target=chosen.name, wheels=wheels, logs=variant.logs)
+    target_variant = _Variant(
+        target=chosen,
+        root=root,
+        wheels=wheels,
+        cross=cross,
+        sysroot=sysroot,
+    )
+    if cross:
+        host = _host_variant_target(config)
+        host_root = config.root / BUILD_DIR / host.name
+        variants = [
+            _Variant(target=host, root=host_root, wheels=host_root / "wheels", cross=False),
+            target_variant,
+        ]
+    else:
+        variants = [target_variant]
+    selected = _select(pkgs, packages, chosen, cross=cross)
+    for v in variants:
+        v.root.mkdir(parents=True, exist_ok=True)
+    result = BuildResult(target=chosen.name, wheels=wheels, logs=target_variant.logs)
     if isolate is False:
         isolation: list[str] = []
     else:
@@ -1060,30 +1245,39 @@ def build(
             reporter.message(
                 "debug", "no network namespace available; relying on a dead proxy and audit hook"
             )
-    with filelock.FileLock(root / "lock"):
-        env = BuildEnv(root / "env")
+    with contextlib.ExitStack() as stack:
+        for v in variants[::-1]:  # the target's lock first, then the build machine's
+            stack.enter_context(filelock.FileLock(v.root / "lock"))
+        env = BuildEnv(variants[0].root / "env")
         builder = _Builder(
             config,
             pkgs,
             order,
-            [variant],
+            variants,
             env,
             jobs=workers,
             reporter=reporter,
             isolation=isolation,
         )
-        requested = [(0, d) for d in selected]
+        index = len(variants) - 1
+        requested = [(index, d) for d in selected]
         closure: set[str] = set()
         for d in selected:
-            closure.add(d)
             closure |= builder.static_needs(d)[0]
+        native = closure if cross else closure | set(selected)
         check_system_libraries(
-            {pkgs[d].label: pkgs[d].system_libraries for d in sorted(closure)},
+            {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
             reporter=reporter,
         )
+        if target_variant.sysroot is not None:
+            _check_sysroot_libraries(
+                target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
+            )
         if env.ensure():
             reporter.message("debug", f"created the build environment {env.root}")
         builder.run(requested)
+        if cross and chosen.runner:
+            builder.smoke_test(index)
     for node in sorted(builder.results, key=builder.order):
         res = builder.results[node]
         status = builder.status[node]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -692,3 +693,242 @@ def test_build_result_json_roundtrip(tmp_path: Path) -> None:
     assert json.loads(json.dumps(result.to_dict()))["ok"] is True
     assert builder_mod.BUILD_DIR == "duni-build"
     assert os.fspath(result.wheels) == str(tmp_path)
+
+
+# ------------------------------------------------------------ real index (network)
+
+STEXT = Release(
+    "monorepo-fixture-stext",
+    "1.0",
+    build_backend="setuptools.build_meta",
+    build_requires=("setuptools>=61",),
+    files={
+        "setup.py": (
+            "from setuptools import Extension, setup\n\nsetup(ext_modules=[Extension("
+            "'monorepo_fixture_stext._speed', ['monorepo_fixture_stext/_speed.c'])])\n"
+        ),
+        "monorepo_fixture_stext/_speed.c": C_SOURCE.replace("HEADER", "<Python.h>"),
+    },
+)
+FLIT = Release(
+    "monorepo-fixture-flit",
+    "1.0",
+    build_backend="flit_core.buildapi",
+    build_requires=("flit_core>=3.4,<5",),
+)
+HATCH = Release(
+    "monorepo-fixture-hatch", "1.0", build_backend="hatchling.build", build_requires=("hatchling",)
+)
+SMALL = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "small"
+
+
+@pytest.mark.network
+def test_small_set_and_real_backends_build_offline_and_install(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    tmp_path: Path,
+) -> None:
+    """The issue's goal: requests, pyyaml, markupsafe and their whole build closure
+    (flit-core, setuptools, hatchling, Cython ...) built from duni/ alone, plus fixture
+    packages using setuptools (with a C extension), flit_core and hatchling."""
+    if not (SMALL / "pyproject.toml").is_file():
+        pytest.skip(f"{SMALL} is not present")
+    index = os.environ["MONOREPO_TEST_INDEX_URL"]
+    fixtures = serve(make_index([STEXT, FLIT, HATCH]))
+    proj = tmp_path / "small"
+    proj.mkdir()
+    text = (SMALL / "pyproject.toml").read_text()
+    text = text.replace(
+        '"markupsafe>=2"',
+        '"markupsafe>=2", "monorepo-fixture-stext", "monorepo-fixture-flit", "monorepo-fixture-hatch"',
+    )
+    assert "monorepo-fixture-stext" in text
+    (proj / "pyproject.toml").write_text(
+        text + f'\n[tool.monorepo]\ntargets = [{TARGET}]\nextra-index-urls = ["{fixtures.url}"]\n'
+        'overlays = ["fixes"]\n'
+    )
+    write_overlay(
+        proj / "fixes",
+        {
+            "monorepo-fixture-stext": (
+                '[[rule]]\nversions = ""\nreason = "test: must compile"\nc-extension = true\n'
+            )
+        },
+    )
+    monorepo.lock(proj, index_url=index)
+    monorepo.pull(proj)
+    fixtures.stop()
+    result = build(proj, isolate=None)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    built = {p.dir for p in result.built}
+    for needed in ("flit-core", "setuptools", "hatchling", "pyyaml", "markupsafe", "requests"):
+        assert needed in built
+    wheels = {p.dir: p.wheel for p in result.built}
+    for binary in ("pyyaml", "markupsafe", "monorepo-fixture-stext"):
+        wheel = wheels[binary]
+        assert wheel is not None and wheel.name.endswith(f"linux_{HOST.machine}.whl"), wheel
+    assert build(proj).built == []
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(result.wheels),
+            "requests",
+            "pyyaml",
+            "markupsafe",
+            "monorepo-fixture-stext",
+            "monorepo-fixture-flit",
+            "monorepo-fixture-hatch",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import yaml, markupsafe._speedups, requests, monorepo_fixture_flit,"
+            " monorepo_fixture_hatch; from yaml import CSafeLoader;"
+            " import monorepo_fixture_stext._speed as s; print(s.answer())",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "42"
+
+
+# ------------------------------------------------------------------- cross builds
+
+SYSROOT = os.environ.get("MONOREPO_TEST_SYSROOT", "")
+needs_cross = pytest.mark.skipif(
+    not (
+        SYSROOT
+        and Path(SYSROOT, "monorepo-sysroot.toml").is_file()
+        and shutil.which("qemu-aarch64")
+        and shutil.which("aarch64-linux-gnu-gcc")
+        and HOST.machine == "x86_64"
+    ),
+    reason="needs qemu-aarch64, aarch64-linux-gnu-gcc and MONOREPO_TEST_SYSROOT (see .ci/run)",
+)
+AARCH64 = (
+    '{ name = "arm", python = "3.11", platform = "linux", machine = "aarch64",'
+    f' cc = "aarch64-linux-gnu-gcc", sysroot = "{SYSROOT}", runner = "qemu-aarch64 -L {{sysroot}}" }}'
+)
+
+
+@pytest.fixture
+def cross_project(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    make_project: Callable[..., Path],
+    tmp_path: Path,
+) -> Callable[..., Path]:
+    def factory(
+        releases: list[Release], deps: list[str], overlay: dict[str, str] | None = None
+    ) -> Path:
+        server = serve(make_index(releases))
+        deps_toml = ", ".join(f'"{d}"' for d in deps)
+        extra = ""
+        if overlay is not None:
+            write_overlay(tmp_path / "proj" / "fixes", overlay)
+            extra = 'overlays = ["fixes"]\n'
+        proj = make_project(
+            f'[project]\nname = "p"\nversion = "0"\ndependencies = [{deps_toml}]\n'
+            f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}, {AARCH64}]\n{extra}'
+        )
+        monorepo.lock(proj)
+        monorepo.pull(proj)
+        server.stop()
+        return proj
+
+    return factory
+
+
+@needs_cross
+def test_cross_build_for_aarch64_runs_under_qemu(
+    cross_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    proj = cross_project([cext("fastthing"), TINYBACKEND, HELPER, APP, LIB], ["fastthing", "app"])
+    result = build(proj, target="arm")
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    assert result.wheels == proj / "duni-build" / "arm" / "wheels"
+    target_built = {p.dir: p for p in result.built if not p.host}
+    host_built = {p.dir for p in result.built if p.host}
+    assert sorted(target_built) == ["app", "fastthing", "lib"]  # helper is build-only
+    # the backend package was built for the build machine, into the native target's tree
+    assert not list(result.wheels.glob("tinybackend-*"))
+    assert list((proj / "duni-build" / "native" / "wheels").glob("tinybackend-*.whl"))
+    assert host_built == {"helper", "tinybackend"}
+    wheel = target_built["fastthing"].wheel
+    assert wheel is not None and wheel.name == "fastthing-1.0-cp311-cp311-linux_aarch64.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        (so,) = [n for n in zf.namelist() if n.endswith(".so")]
+        assert so == "fastthing/_speed.cpython-311-aarch64-linux-gnu.so"
+        header = read_elf_header(zf.read(so)[:64])
+    assert header is not None and header.machine == EM_AARCH64
+    log = target_built["fastthing"].log
+    assert log is not None and "# ---- import on the target" in log.read_text()
+    # and it really runs there
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    out = subprocess.run(
+        [
+            "qemu-aarch64",
+            "-L",
+            SYSROOT,
+            str(Path(SYSROOT) / "usr/bin/python3.11"),
+            "-c",
+            f"import sys; sys.path.insert(0, {str(unpacked)!r}); import fastthing._speed as s;"
+            " print(s.answer())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
+    assert build(proj, target="arm").built == []
+
+
+@needs_cross
+def test_cross_build_catches_a_host_binary(cross_project: Callable[..., Path]) -> None:
+    rule = '[[rule]]\nversions = ""\nreason = "test: ignores the cross compiler"\nbuild-env = { CC = "cc" }\n'
+    proj = cross_project(
+        [cext("wrongarch"), LIB], ["wrongarch", "lib"], overlay={"wrongarch": rule}
+    )
+    result = build(proj, target="arm")
+    assert names(result.built) == ["lib"]
+    (failed,) = result.failed
+    assert "ELF file for x86_64, not for the target aarch64" in failed.reason
+    assert not list(result.wheels.glob("wrongarch-*"))
+
+
+@needs_cross
+def test_cross_compile_false_is_refused(cross_project: Callable[..., Path]) -> None:
+    rule = '[[rule]]\nversions = ""\nreason = "test"\ncross-compile = false\n'
+    proj = cross_project([cext("nocross"), LIB], ["nocross", "lib"], overlay={"nocross": rule})
+    result = build(proj, target="arm")
+    (failed,) = result.failed
+    assert "does not cross-compile" in failed.reason
+    assert build(proj, target="native").ok
+
+
+def test_cross_target_without_sysroot_says_how_to_make_one(
+    make_project: Callable[..., Path],
+) -> None:
+    other = "aarch64" if HOST.machine != "aarch64" else "x86_64"
+    proj = make_project(
+        '[project]\nname = "p"\nversion = "0"\n[tool.monorepo]\ntargets = [{ name = "t",'
+        f' python = "{HOST.python}", platform = "linux", machine = "{other}" }}]\n'
+    )
+    (proj / "duni").mkdir()
+    (proj / "duni" / "workspace.toml").write_text("format = 1\nbuild-order = []\n[packages]\n")
+    (proj / "pylock.toml").write_text("")
+    with pytest.raises(BuildError, match=r"python -m monorepo.sysroot"):
+        build(proj)
