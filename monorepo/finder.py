@@ -116,6 +116,8 @@ class IndexFinder:
         self._candidates: dict[tuple[str, str | None], list[Candidate]] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
         self._by_version: dict[NormalizedName, dict[Version, list[DistFile]]] = {}
+        self._python_cache: dict[int, bool] = {}
+        self._python_keep: list[SpecifierSet] = []
 
     @cached_property
     def tags(self) -> frozenset[Tag]:
@@ -178,10 +180,18 @@ class IndexFinder:
         self.client.prefetch_metadata(releases, self.tags)
 
     # -- helpers ----------------------------------------------------------
+    def _python_ok(self, spec: SpecifierSet) -> bool:
+        """requires-python check, memoised: a project's files share a handful of specifiers."""
+        key = id(spec)  # index.py shares one object per distinct specifier string
+        ok = self._python_cache.get(key)
+        if ok is None:
+            ok = spec.contains(self.python, prereleases=True)
+            self._python_cache[key] = ok
+            self._python_keep.append(spec)  # keep the id valid for this finder's life
+        return ok
+
     def _usable(self, f: DistFile) -> bool:
-        if f.requires_python is not None and not f.requires_python.contains(
-            self.python, prereleases=True
-        ):
+        if f.requires_python is not None and not self._python_ok(f.requires_python):
             return False
         if self.exclude_newer is not None and (
             f.upload_time is None or f.upload_time > self.exclude_newer

@@ -14,6 +14,7 @@ pool so that prefetching a whole frontier of names costs one round trip, not one
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -106,6 +107,13 @@ def _parse_filename(
 def _parse_requires_python(value: object) -> SpecifierSet | None:
     if not isinstance(value, str) or not value.strip():
         return None
+    return _specifier_set(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _specifier_set(value: str) -> SpecifierSet | None:
+    """Parsed once per distinct string: a project's files repeat a few specifiers
+    thousands of times, and sharing the object lets callers memoise by identity."""
     try:
         return SpecifierSet(value)
     except InvalidSpecifier:
