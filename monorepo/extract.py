@@ -27,6 +27,7 @@ that patching one path can never edit another.  Empty directories are kept.
 
 from __future__ import annotations
 
+import functools
 import lzma
 import os
 import shutil
@@ -35,7 +36,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -95,7 +96,7 @@ class PlannedMember:
     original: str
     rel: str
     """Path below the stripped top-level directory; "" for the top directory itself."""
-    kind: Literal["file", "dir", "symlink", "hardlink"]
+    kind: Literal["file", "dir", "symlink", "hardlink", "duplicate"]
     size: int
     executable: bool
     link: str
@@ -194,6 +195,18 @@ class Planner:
                     " holds exactly one top-level directory",
                 )
             return self._record(PlannedMember(name, "", "dir", 0, False, ""), skip=True)
+        earlier = self._by_rel.get(rel)
+        if (
+            earlier is not None
+            and earlier.kind == "file"
+            and raw.kind == "file"
+            and earlier.size == raw.size
+        ):
+            # Real sdists (pyarrow's LICENSE.txt) repeat a file verbatim.  Tolerated only
+            # if the bytes are identical, which the extractor checks: never "last wins".
+            return self._record(
+                PlannedMember(name, rel, "duplicate", raw.size, False, rel), skip=True
+            )
         if rel in self._by_rel:
             raise self.refuse(
                 name,
@@ -435,6 +448,9 @@ def _extract_tar(
         for planned, info in zip(plan, infos, strict=True):
             if not planned.rel:
                 continue
+            if planned.kind == "duplicate":
+                _check_duplicate(planner, planned, staging, functools.partial(_tar_bytes, tf, info))
+                continue
             if planned.kind == "hardlink":
                 # A copy of the target's data: same offset in the archive, new name.
                 source = files[planned.link]
@@ -447,6 +463,25 @@ def _extract_tar(
                 tf.extract(member, staging, filter="data")
             except (*_READ_ERRORS, OSError) as e:
                 raise planner.refuse(planned.original, f"could not be extracted: {e}") from e
+
+
+def _tar_bytes(tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    stream = tf.extractfile(info)
+    return stream.read() if stream is not None else b""
+
+
+def _check_duplicate(
+    planner: Planner, planned: PlannedMember, staging: Path, read: Callable[[], bytes]
+) -> None:
+    """A repeated member must be byte-identical to the one already extracted."""
+    try:
+        same = read() == (staging / planned.rel).read_bytes()
+    except (*_READ_ERRORS, OSError) as e:
+        raise planner.refuse(planned.original, f"could not be read: {e}") from e
+    if not same:
+        raise planner.refuse(
+            planned.original, "is a duplicate of an earlier member with different content"
+        )
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> tuple[RawKind, int]:
@@ -500,6 +535,9 @@ def _extract_zip(
         planner.finish()
         written_total = 0
         for planned, info in zip(plan, infos, strict=True):
+            if planned.kind == "duplicate":
+                _check_duplicate(planner, planned, staging, functools.partial(zf.read, info))
+                continue
             if planned.kind != "file" or not planned.rel:
                 if planned.kind == "dir" and planned.rel:
                     (staging / planned.rel).mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,17 @@ def test_duplicate_members(layout: tuple[Path, Path]) -> None:
     assert "'evil-1.0/setup.py'" in message
 
 
+def test_duplicate_with_same_size_but_other_bytes_is_refused(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    refuse(hostile.duplicate_same_size(archives), dest, "evil-1.0/setup.py", "different content")
+
+
+def test_identical_duplicate_is_accepted(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    extract_sdist(hostile.duplicate_identical(archives), dest, package="good")
+    assert (dest / "LICENSE.txt").read_bytes() == b"license text\n"
+
+
 def test_no_top_dir(layout: tuple[Path, Path]) -> None:
     archives, dest = layout
     refuse(hostile.no_top_dir(archives), dest, "setup.py", "top-level")
