@@ -144,11 +144,17 @@ def workspace_data(lock: LockDocument, trees: Mapping[str, Path]) -> dict[str, A
                 entry[key] = pkg.tool[key]
         packages[pkg.dir] = entry
         requires[pkg.dir] = reqs
-    return {
+    cycles: list[list[str]] = []
+    data: dict[str, Any] = {
         "format": FORMAT,
-        "build-order": build_order(lock, requires, in_tree=in_tree),
-        "packages": packages,
+        "build-order": build_order(lock, requires, in_tree=in_tree, cycles=cycles),
     }
+    if cycles:
+        # recorded, not raised: vendoring must not fail over it; `monorepo build` refuses
+        # the packages on a cycle and names it
+        data["build-cycles"] = cycles
+    data["packages"] = packages
+    return data
 
 
 def _matches(
@@ -181,13 +187,16 @@ def build_order(
     build_requires: Mapping[str, Sequence[str]],
     *,
     in_tree: Collection[str] = (),
+    cycles: list[list[str]] | None = None,
 ) -> list[str]:
     """Every locked dir, each after everything its build needs (see the module docstring).
 
     *build_requires* maps a dir to its build requirement strings (a dir not in it
     needs nothing); *in_tree* names dirs whose backend builds itself (``backend-path``).
     Requirements naming no locked package are ignored (with ``build-dependencies =
-    false`` the lock holds no build packages).  Raises :class:`PullError` on a cycle.
+    false`` the lock holds no build packages).  Raises :class:`PullError` on a cycle,
+    unless *cycles* is given: then the cycle is appended to it and the packages left
+    on it follow in name order.
     """
     by_name = lock.by_name()
     by_dir = {p.dir: p for p in lock.packages}
@@ -230,6 +239,9 @@ def build_order(
         del remaining[d]
     if remaining:
         cycle = _find_cycle({d: n & remaining.keys() for d, n in remaining.items()})
+        if cycles is not None:
+            cycles.append(cycle)
+            return order + sorted(remaining, key=key)
         raise PullError(
             "the build requirements form a cycle, so no order builds them from source: "
             + " -> ".join(cycle)

@@ -43,7 +43,19 @@ def lock_of(*packages: LockedPackage) -> LockDocument:
 
 
 def order(lock: LockDocument) -> list[str]:
-    return list(workspace_data(lock, {})["build-order"])
+    """The build order, raising like the strict ``build_order`` when there is a cycle."""
+    requires = {p.dir: list(p.tool.get("build-requires", ())) for p in lock.packages}
+    strict = build_order(lock, requires, in_tree=())
+    data = workspace_data(lock, {})
+    assert data["build-order"] == strict and "build-cycles" not in data
+    return strict
+
+
+def test_workspace_records_a_cycle_instead_of_failing() -> None:
+    lock = lock_of(pkg("a", build=("b",)), pkg("b", deps=("c",), build=()), pkg("c", build=("a",)))
+    data = workspace_data(lock, {})
+    assert data["build-cycles"] == [["a", "c", "a"]]
+    assert sorted(data["build-order"]) == ["a", "b", "c"]
 
 
 def test_backend_needing_another_backend_comes_after_its_runtime_closure() -> None:
