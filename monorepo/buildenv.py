@@ -31,7 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,14 @@ class BuildEnv:
         state["packages"] = packages
         self._write_state(state)
         return True
+
+    def sync(self, wheels: Sequence[Path]) -> None:
+        """Make the venv hold exactly *wheels*: others are uninstalled, missing ones installed."""
+        wanted = {canonicalize_name(parse_wheel_filename(w.name)[0]): w for w in wheels}
+        for name in sorted(set(self.installed()) - wanted.keys()):
+            self.uninstall(name)
+        for name in sorted(wanted):
+            self.install(wanted[name])
 
     def uninstall(self, name: str) -> None:
         """Remove every file the installed distribution *name* recorded (if installed)."""

@@ -294,9 +294,9 @@ class _Graph:
         candidates = self.by_name.get(canonicalize_name(req.name), [])
         chosen = [p for p in candidates if req.specifier.contains(p.version, prereleases=True)]
         if chosen:
-            return chosen, None
+            return [max(chosen, key=lambda p: p.version)], None
         if candidates and not strict:
-            return candidates, None
+            return [max(candidates, key=lambda p: p.version)], None
         if candidates:
             versions = ", ".join(str(p.version) for p in candidates)
             return [], (
@@ -312,18 +312,20 @@ class _Graph:
         )
 
     def closure(self, start: Iterable[_Pkg]) -> set[str]:
-        seen: set[str] = set()
-        stack = list(start)
-        while stack:
-            p = stack.pop()
-            if p.dir in seen:
+        """*start* and its runtime dependencies, one version per name (the first reached:
+        a build requirement's own choice wins over a version some dependency pins)."""
+        chosen: dict[NormalizedName, _Pkg] = {}
+        queue = list(start)
+        while queue:
+            p = queue.pop(0)
+            if p.name in chosen:
                 continue
-            seen.add(p.dir)
+            chosen[p.name] = p
             for name, version in p.dependencies:
-                for dep in self.by_name.get(name, []):
-                    if version is None or dep.version == version:
-                        stack.append(dep)
-        return seen
+                deps = [d for d in self.by_name.get(name, []) if version in (None, d.version)]
+                if deps:
+                    queue.append(max(deps, key=lambda d: d.version))
+        return {p.dir for p in chosen.values()}
 
     def needs(
         self, pkg: _Pkg, requirements: Iterable[str], *, strict: bool
@@ -652,6 +654,24 @@ def _top_level_modules(names: Iterable[str]) -> list[str]:
     )
 
 
+def _log_backend_warnings(output: Path, log: Any) -> None:
+    """Move the warnings a hook relays (``pyproject-hooks`` would re-issue them in this
+    process, where they would be printed) from its output file into the log."""
+    try:
+        data = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    relayed = data.pop("warnings", None) if isinstance(data, dict) else None
+    if not relayed:
+        return
+    for w in relayed:
+        if isinstance(w, dict):
+            log.write(
+                f"{w.get('filename')}:{w.get('lineno')}: {w.get('category')}: {w.get('message')}\n"
+            )
+    output.write_text(json.dumps(data), encoding="utf-8")
+
+
 def _copy_tree(source: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
@@ -666,7 +686,6 @@ class _Builder:
         pkgs: Mapping[str, _Pkg],
         order: Sequence[str],
         variants: Sequence[_Variant],
-        env: BuildEnv,
         *,
         jobs: int,
         reporter: Reporter,
@@ -677,7 +696,6 @@ class _Builder:
         self.rank = {d: i for i, d in enumerate(order)}
         self.graph = _Graph(pkgs)
         self.variants = variants
-        self.env = env
         self.jobs = jobs
         self.reporter = reporter
         self.isolation = list(isolation)
@@ -688,8 +706,6 @@ class _Builder:
         self.status: dict[Node, str] = {}
         self.keys: dict[Node, str] = {}
         self.wheels: dict[Node, Path] = {}
-        self.installed: set[str] = set()
-        self.env_needed: set[str] = set()
         self.pending: set[Node] = set()
         self.results: dict[Node, PackageResult] = {}
         self.warnings: list[str] = []
@@ -733,9 +749,7 @@ class _Builder:
             if n in self.status or n in self.pending:
                 continue
             self.pending.add(n)
-            needs = self.needs(n)
-            self.env_needed |= needs
-            stack += [(0, d) for d in needs]
+            stack += [(0, d) for d in self.needs(n)]
 
     def tree_key(self, d: str) -> str:
         if d not in self.tree_hashes:
@@ -803,21 +817,14 @@ class _Builder:
             self.reporter.message(
                 "info", f"built {self.results[node].label} ({seconds:.1f}s): {wheel.name}"
             )
-        self.install_needed()
 
-    def install_needed(self) -> None:
-        """Install into the venv every finished host build some build needs."""
-        for d in sorted(self.env_needed - self.installed):
-            node = (0, d)
-            if self.status.get(node) not in ("built", "skipped"):
-                continue
-            try:
-                if self.env.install(self.wheels[node]):
-                    self.reporter.message("debug", f"installed {self.wheels[node].name}")
-                self.installed.add(d)
-            except BuildError as error:
-                self.status[node] = "failed"
-                self.results[node] = self.result(node, reason=str(error))
+    def available(self) -> dict[str, Path]:
+        """Build-machine wheels ready to go into a build's venv, by dir."""
+        return {
+            d: self.wheels[(i, d)]
+            for (i, d), status in self.status.items()
+            if i == 0 and status in ("built", "skipped")
+        }
 
     def up_to_date(self, node: Node, key: str) -> Path | None:
         index, d = node
@@ -853,7 +860,8 @@ class _Builder:
                     node, key = running.pop(future)
                     self.finish(node, key, future)
         for node in sorted(self.pending, key=self.order):
-            waiting = sorted(n for n in self.needs(node) if n not in self.installed)
+            ready = self.available()
+            waiting = sorted(n for n in self.needs(node) if n not in ready)
             self.fail(
                 node,
                 "not built: its build requirements wait on each other"
@@ -873,6 +881,7 @@ class _Builder:
         progressed = True
         while progressed:
             progressed = False
+            ready = self.available()
             for node in sorted(self.pending, key=self.order):
                 needs = self.needs(node)
                 problems = self.static_needs(node[1])[1]
@@ -888,7 +897,7 @@ class _Builder:
                     self.reporter.advance("build")
                     progressed = True
                     continue
-                if not needs <= self.installed:
+                if not needs <= ready.keys():
                     continue
                 self.pending.discard(node)
                 progressed = True
@@ -901,8 +910,7 @@ class _Builder:
                     self.reporter.advance("build")
                     continue
                 self.status[node] = "running"
-                available = frozenset(self.installed)
-                future = pool.submit(self.build_one, node, available)
+                future = pool.submit(self.build_one, node, set(needs), dict(ready))
                 running[future] = (node, key)
 
     def finish(self, node: Node, key: str, future: Future[_Outcome]) -> None:
@@ -915,8 +923,6 @@ class _Builder:
             del self.status[node]
             self.dynamic[node] = outcome.dynamic
             self.enqueue(node)
-            self.env_needed |= outcome.dynamic
-            self.install_needed()
             return
         self.reporter.advance("build")
         if isinstance(outcome, _Failed):
@@ -1009,10 +1015,10 @@ class _Builder:
 
     # ------------------------------------------------------------- one build
 
-    def hook_environ(self, node: Node, netlog: Path) -> dict[str, str]:
+    def hook_environ(self, node: Node, venv: BuildEnv, netlog: Path) -> dict[str, str]:
         index, d = node
         pkg = self.pkgs[d]
-        env = _offline_environ(self.env.environ(os.environ))
+        env = _offline_environ(venv.environ(os.environ))
         env[OFFLINE_ENV] = str(netlog)
         env["GIT_CEILING_DIRECTORIES"] = str(self.variants[index].src)
         env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
@@ -1022,7 +1028,7 @@ class _Builder:
         env.update(pkg.build_env)
         return env
 
-    def build_one(self, node: Node, available: frozenset[str]) -> _Outcome:
+    def build_one(self, node: Node, needs: set[str], available: Mapping[str, Path]) -> _Outcome:
         index, d = node
         pkg = self.pkgs[d]
         variant = self.variants[index]
@@ -1033,7 +1039,8 @@ class _Builder:
         netlog.unlink(missing_ok=True)
         src = variant.src / d
         started = time.monotonic()
-        environ = self.hook_environ(node, netlog)
+        venv = BuildEnv(variant.root / "envs" / d)
+        environ = self.hook_environ(node, venv, netlog)
         with log.open("w", encoding="utf-8") as fh:
             fh.write(
                 f"# monorepo build of {pkg.label} for {variant.target.name}\n"
@@ -1054,15 +1061,19 @@ class _Builder:
             with log.open("a", encoding="utf-8") as fh:
                 fh.write(f"\n# ---- {hook} ----\n")
                 fh.flush()
-                subprocess.run(
-                    [*self.isolation, *cmd],
-                    cwd=cwd,
-                    env=full,
-                    stdin=subprocess.DEVNULL,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    check=True,
-                )
+                try:
+                    subprocess.run(
+                        [*self.isolation, *cmd],
+                        cwd=cwd,
+                        env=full,
+                        stdin=subprocess.DEVNULL,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        check=True,
+                    )
+                finally:
+                    if len(cmd) > 3:
+                        _log_backend_warnings(Path(cmd[3]) / "output.json", fh)
 
         def network_attempt() -> str | None:
             try:
@@ -1081,12 +1092,14 @@ class _Builder:
         hook = "get_requires_for_build_wheel"
         try:
             _copy_tree(self.config.duni / d, src)
+            venv.ensure()
+            venv.sync([available[n] for n in sorted(needs)])
             caller = BuildBackendHookCaller(
                 str(src),
                 pkg.backend,
                 backend_path=list(pkg.backend_path) or None,
                 runner=runner,
-                python_executable=str(self.env.python),
+                python_executable=str(venv.python),
             )
             extra = caller.get_requires_for_build_wheel({})
             dynamic, problems = self.graph.needs(pkg, extra, strict=True)
@@ -1097,8 +1110,10 @@ class _Builder:
                     ),
                     log,
                 )
-            if not dynamic <= available:
+            if not dynamic <= available.keys():
                 return _NeedMore(dynamic)
+            if dynamic - needs:
+                venv.sync([available[n] for n in sorted(needs | dynamic)])
             hook = "build_wheel"
             out = variant.tmp / d
             if out.exists():
@@ -1248,13 +1263,11 @@ def build(
     with contextlib.ExitStack() as stack:
         for v in variants[::-1]:  # the target's lock first, then the build machine's
             stack.enter_context(filelock.FileLock(v.root / "lock"))
-        env = BuildEnv(variants[0].root / "env")
         builder = _Builder(
             config,
             pkgs,
             order,
             variants,
-            env,
             jobs=workers,
             reporter=reporter,
             isolation=isolation,
@@ -1273,8 +1286,6 @@ def build(
             _check_sysroot_libraries(
                 target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
             )
-        if env.ensure():
-            reporter.message("debug", f"created the build environment {env.root}")
         builder.run(requested)
         if cross and chosen.runner:
             builder.smoke_test(index)

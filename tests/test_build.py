@@ -185,6 +185,22 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 )
 
 
+WARNING_BACKEND = (
+    BACKEND_SOURCE
+    + r"""
+
+_plain_build_wheel = build_wheel
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    import warnings
+
+    warnings.warn("fixture backend warning 7f3a: deprecated config")
+    return _plain_build_wheel(wheel_directory, config_settings, metadata_directory)
+"""
+)
+
+
 def cext(name: str, header: str = "<Python.h>", **kw: Any) -> Release:
     pkg = name.replace("-", "_")
     return Release(
@@ -306,12 +322,13 @@ def test_backend_packages_build_in_order_offline(
     app_wheel = wheels["app"]
     assert app_wheel is not None and app_wheel.name == "app-2.0-py3-none-any.whl"
     assert "app/__init__.py" in wheel_members(app_wheel)
-    # the backend package went into the build venv, and its runtime dependency with it
-    env = proj / "duni-build" / "native" / "env"
+    # app's build venv got the backend package and its runtime dependency, nothing else
+    env = proj / "duni-build" / "native" / "envs" / "app"
     site = next(env.glob("lib/python*/site-packages"))
     assert (site / "tinybackend" / "__init__.py").is_file()
     assert (site / "helper" / "__init__.py").is_file()
-    assert not (site / "app").exists()
+    assert not (site / "lib").exists() and not (site / "app").exists()
+    assert not list(site.glob("pip*"))
     # the order respects what each build needs
     built_order = [p.dir for p in sorted(result.built, key=lambda p: p.log.stat().st_mtime_ns)]  # type: ignore[union-attr]
     assert built_order.index("tinybackend") < built_order.index("app")
@@ -567,6 +584,19 @@ def test_network_attempt_fails_the_build_fast(
     else:
         # the audit hook stops every Python attempt; only the shell's can get through
         assert len(accepted) <= 1
+
+
+def test_backend_warnings_go_to_the_log_not_to_the_terminal(
+    project: Callable[..., Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    proj = project([with_backend("warny", WARNING_BACKEND)], ["warny"])
+    capfd.readouterr()
+    result = build(proj)
+    assert result.ok
+    captured = capfd.readouterr()
+    assert "7f3a" not in captured.out + captured.err
+    (built,) = result.built
+    assert built.log is not None and "fixture backend warning 7f3a" in built.log.read_text()
 
 
 def test_independent_packages_build_in_parallel(
