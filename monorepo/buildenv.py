@@ -1,15 +1,16 @@
-"""The build environment: a venv holding the build-only packages, built from duni/.
+"""A build environment: a venv holding the wheels one build needs, all built from duni/.
 
 ``monorepo build`` never downloads a wheel, and no pip is involved: the venv is made
 with ``python -m venv --without-pip`` from the host interpreter, and every wheel
 that goes into it was built by us from ``duni/`` and is installed by the
 ``installer`` library running in *our* process (the venv itself starts empty).
 
-The venv is persistent (``duni-build/<target>/env``) so an incremental build does
-not reinstall everything: ``monorepo-installed.json`` beside it records which wheel
-(by sha256) each distribution was installed from, and installing a different wheel
-of the same distribution first removes the old one's files (from its ``RECORD``).
-A venv made by another interpreter is recreated.
+The venv is persistent (``duni-build/<target>/envs/<dir>``) so a rebuild does not
+reinstall everything: ``monorepo-installed.json`` in it records which wheel (by
+sha256) each distribution was installed from; :meth:`BuildEnv.sync` removes what
+is no longer wanted, and installing a different wheel of the same distribution
+first removes the old one's files (from its ``RECORD``).  A venv made by another
+interpreter is recreated.
 
 Offline guard
 -------------

@@ -7,7 +7,7 @@ from outside ``duni/``: no index, no cached wheel, no pip.
 
 Layout, per target (``duni-build/<target>/``)::
 
-    env/          the build environment: a venv with the build-only packages
+    envs/<dir>/   the package's build environment: a venv with what its build needs
     wheels/       the wheels (the default ``--out``)
     logs/<dir>.log   everything the backend printed, one file per package
     src/<dir>/    scratch copy of duni/<dir> a build runs in (kept when it fails)
@@ -15,13 +15,22 @@ Layout, per target (``duni-build/<target>/``)::
 
 Bootstrap
 ---------
-The venv starts empty (:mod:`monorepo.buildenv`).  A package is *ready* when
-everything its build needs is installed there: each build requirement matched to
-a locked package, plus that package's runtime dependencies, recursively.  A
-backend that builds itself (``backend-path``: flit-core, setuptools, hatchling,
-poetry-core ...) needs nothing from the venv but its own declared requirements,
-so those go first, then whatever they unlock.  A wheel that some build needs is
-installed into the venv as soon as it is built (by the ``installer`` library).
+Every build gets its own venv (:mod:`monorepo.buildenv`) holding exactly the wheels
+its build needs: each build requirement matched to a locked package (the newest
+version it allows), plus that package's runtime dependencies, recursively.  A
+package is *ready* when all of those are built.  A backend that builds itself
+(``backend-path``: flit-core, setuptools, hatchling, poetry-core ...) needs only
+its own declared requirements, so those go first, then whatever they unlock.
+Separate venvs let two builds use two versions of one backend, and a build never
+sees a venv change under it.
+
+Cross builds
+------------
+For a target that is not this machine, what the builds need is built natively
+first (in the project's native target's ``duni-build`` directory, shared with
+native builds), then the target's runtime packages with the sysroot's cross
+environment (:meth:`monorepo.sysroot.SysrootInfo.cross_env`), checked for the
+target, and imported on the target under its ``runner``.
 
 PEP 517 hooks run through ``pyproject-hooks`` in a subprocess of the venv's
 Python, in the scratch copy.  ``get_requires_for_build_wheel`` may ask for more

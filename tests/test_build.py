@@ -790,10 +790,10 @@ def test_small_set_and_real_backends_build_offline_and_install(
     fixtures.stop()
     result = build(proj, isolate=None)
     assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
-    built = {p.dir for p in result.built}
+    built = {p.name for p in result.built}
     for needed in ("flit-core", "setuptools", "hatchling", "pyyaml", "markupsafe", "requests"):
         assert needed in built
-    wheels = {p.dir: p.wheel for p in result.built}
+    wheels = {p.name: p.wheel for p in result.built}
     for binary in ("pyyaml", "markupsafe", "monorepo-fixture-stext"):
         wheel = wheels[binary]
         assert wheel is not None and wheel.name.endswith(f"linux_{HOST.machine}.whl"), wheel
@@ -962,3 +962,43 @@ def test_cross_target_without_sysroot_says_how_to_make_one(
     (proj / "pylock.toml").write_text("")
     with pytest.raises(BuildError, match=r"python -m monorepo.sysroot"):
         build(proj)
+
+
+def test_build_env_sync_installs_replaces_and_removes(tmp_path: Path) -> None:
+    from fixtures.builder import build_wheel
+    from monorepo.buildenv import BuildEnv
+
+    one = build_wheel(
+        Release("helper", "1.0", files={"helper/old.py": "X = 1\n"}), "py3-none-any", tmp_path / "w"
+    )
+    two = build_wheel(Release("helper", "2.0"), "py3-none-any", tmp_path / "w")
+    lib = build_wheel(LIB, "py3-none-any", tmp_path / "w")
+    env = BuildEnv(tmp_path / "env")
+    assert env.ensure() is True
+    assert env.ensure() is False
+    site = Path(env.scheme()["purelib"])
+    env.sync([one, lib])
+    assert (site / "helper" / "old.py").is_file() and (site / "lib" / "__init__.py").is_file()
+    assert sorted(env.installed()) == ["helper", "lib"]
+    env.sync([two])
+    assert not (site / "helper" / "old.py").exists() and not (site / "lib").exists()
+    assert [p.name for p in site.glob("helper-*.dist-info")] == ["helper-2.0.dist-info"]
+    out = subprocess.run(
+        [str(env.python), "-c", "import helper; print(helper.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "2.0"
+    env.sync([])
+    assert env.installed() == {} and not (site / "helper").exists()
+    # the offline guard is in place in every venv
+    proc = subprocess.run(
+        [str(env.python), "-c", "import socket; socket.getaddrinfo('localhost', 80)"],
+        env={**os.environ, "MONOREPO_BUILD_OFFLINE": str(tmp_path / "net.log")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0 and "network access is disabled" in proc.stderr
+    assert "socket.getaddrinfo" in (tmp_path / "net.log").read_text()
