@@ -29,10 +29,11 @@ def test_every_default_rule_has_a_reason(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "version", "env"),
+    ("name", "version", "env", "c_extension"),
     [
-        ("pyyaml", "6.0.3", {"PYYAML_FORCE_LIBYAML": "1"}),
-        ("markupsafe", "3.0.3", {"CIBUILDWHEEL": "1"}),
+        ("pyyaml", "6.0.3", {"PYYAML_FORCE_LIBYAML": "1"}, True),
+        ("markupsafe", "3.0.3", {"CIBUILDWHEEL": "1"}, True),
+        ("cython", "3.1.2", {"NO_CYTHON_COMPILE": "true"}, False),
     ],
 )
 def test_default_rules_reach_the_lock(
@@ -42,6 +43,7 @@ def test_default_rules_reach_the_lock(
     name: str,
     version: str,
     env: dict[str, str],
+    c_extension: bool,
 ) -> None:
     # without the rule, the build would not be told to fail when the C extension
     # cannot be compiled: these lock fields are what `monorepo build` enforces
@@ -54,7 +56,7 @@ def test_default_rules_reach_the_lock(
     data = tomllib.loads((proj / "pylock.toml").read_text())
     tool = data["packages"][0]["tool"]["monorepo"]
     assert tool["overlay"]["name"] == "monorepo-default"
-    assert tool["c-extension"] is True
+    assert tool["c-extension"] is c_extension
     assert tool["build-env"] == env
     assert any(
         o["name"] == "monorepo-default" for o in data["tool"]["monorepo"]["inputs"]["overlays"]
