@@ -17,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from monorepo import paths
+from monorepo.atomic import write_bytes
 
 #: Response headers kept with an entry: what freshness, revalidation and parsing need.
 STORED_HEADERS = ("etag", "last-modified", "cache-control", "date", "content-type")
@@ -153,19 +152,8 @@ class HttpCache:
             "stored_at": entry.stored_at,
         }
         data = json.dumps(meta, sort_keys=True).encode() + b"\n" + entry.body
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            return
+        with contextlib.suppress(OSError):
+            write_bytes(path, data, prefix=".tmp-")
 
     def remove(self, url: str, accept: str | None) -> None:
         with contextlib.suppress(OSError):

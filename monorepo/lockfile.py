@@ -9,8 +9,6 @@ the standard by the same code pip and other installers use.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from packaging.pylock import Pylock, PylockValidationError
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .atomic import write_text_if_changed
 from .errors import LockFileError
 
 LOCK_NAME = "pylock.toml"
@@ -353,23 +352,7 @@ def write_atomic(path: Path, text: str) -> bool:
     Returns False (and touches nothing) when the file already holds *text*, so
     an unchanged lock keeps its mtime and a failed run never leaves half a file.
     """
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+    return write_text_if_changed(path, text, prefix=f".{path.name}.", suffix=".tmp", fsync=True)
 
 
 def sorted_packages(packages: Sequence[LockedPackage]) -> tuple[LockedPackage, ...]:

@@ -49,6 +49,7 @@ from packaging.version import InvalidVersion, Version
 from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
 from monorepo import lazywheel, paths
+from monorepo.atomic import write_bytes
 from monorepo.errors import MetadataError, OfflineError
 from monorepo.reporter import NullReporter, Reporter
 
@@ -480,19 +481,8 @@ class MetadataCache:
         path = self._path(sha256)
         if path is None:
             return
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(text)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            return
+        with contextlib.suppress(OSError):
+            write_bytes(path, text, prefix=".tmp-")
 
 
 # --------------------------------------------------------------------------- the sequence

@@ -52,7 +52,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -63,6 +62,7 @@ import filelock
 from packaging.utils import canonicalize_name
 
 from monorepo import lockfile
+from monorepo.atomic import write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
@@ -151,21 +151,7 @@ class _Outcome:
 
 def _write_atomic(path: Path, text: str) -> bool:
     """Write *text* through a ``.tmp-`` file and a rename; False when already equal."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=f"{STAGING_PREFIX}{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+    return write_text_if_changed(path, text, prefix=f"{STAGING_PREFIX}{path.name}-")
 
 
 def _remove(path: Path) -> None:

@@ -38,7 +38,6 @@ import argparse
 import ast
 import bz2
 import concurrent.futures
-import contextlib
 import gzip
 import hashlib
 import importlib
@@ -58,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from monorepo.atomic import write_bytes
 from monorepo.errors import HashMismatchError, IndexClientError, MonorepoError
 from monorepo.extract import RawMember
 from monorepo.reporter import NullReporter, Reporter
@@ -1034,16 +1034,7 @@ def _verify(data: bytes, sha256: str, size: int | None, what: str) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_bytes(path, data)
 
 
 class _Fetcher:
