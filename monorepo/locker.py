@@ -353,17 +353,7 @@ def lock(
                 offline=offline,
                 overlays=overlays,
             )
-            env = target.marker_environment()
-            policy = Policy(
-                environment=env,
-                python_version=Version(env["python_full_version"]),
-                prereleases=config.prereleases,
-                exclude_newer=config.exclude_newer,
-                constraints=config.constraints,
-                overrides=config.overrides,
-                preferred=_prefer_previous(preferred, resolutions),
-                sources=sources,
-            )
+            policy = _policy(config, target, _prefer_previous(preferred, resolutions), sources)
             resolutions[target.name] = resolve(scopes_of(config), finder, policy)
             reporter.done(f"resolve:{target.name}")
         packages = merge(resolutions, config.targets, overlays=overlays)
@@ -402,22 +392,12 @@ def _with_build_dependencies(
 ) -> list[LockedPackage]:
     """The sources pass: annotate every package and lock the build closure for the build host."""
     host = build_host()
-    env = host.marker_environment()
     finder = IndexFinder(
         client, host, exclude_newer=config.exclude_newer, offline=offline, overlays=overlays
     )
 
     def resolve_build(scope: Scope, runtime: Mapping[NormalizedName, Version]) -> Resolution:
-        policy = Policy(
-            environment=env,
-            python_version=Version(env["python_full_version"]),
-            prereleases=config.prereleases,
-            exclude_newer=config.exclude_newer,
-            constraints=config.constraints,
-            overrides=config.overrides,
-            preferred={**preferred_build, **runtime},
-            sources=sources,
-        )
+        policy = _policy(config, host, {**preferred_build, **runtime}, sources)
         reporter.task("resolve:build", "Resolving build dependencies")
         try:
             return resolve([scope], finder, policy)
@@ -434,6 +414,26 @@ def _with_build_dependencies(
         overlays=overlays,
         offline=offline,
         reporter=reporter,
+    )
+
+
+def _policy(
+    config: ProjectConfig,
+    target: Target,
+    preferred: Mapping[NormalizedName, Version],
+    sources: Mapping[NormalizedName, str],
+) -> Policy:
+    """The resolution knobs for one environment: the project's, evaluated for *target*."""
+    env = target.marker_environment()
+    return Policy(
+        environment=env,
+        python_version=Version(env["python_full_version"]),
+        prereleases=config.prereleases,
+        exclude_newer=config.exclude_newer,
+        constraints=config.constraints,
+        overrides=config.overrides,
+        preferred=dict(preferred),
+        sources=sources,
     )
 
 
