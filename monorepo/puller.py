@@ -62,7 +62,7 @@ import filelock
 from packaging.utils import canonicalize_name
 
 from monorepo import lockfile
-from monorepo.atomic import write_text_if_changed
+from monorepo.atomic import write_bytes, write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
@@ -74,8 +74,10 @@ from monorepo.reporter import NullReporter, Reporter
 from monorepo.sources import STAGING_PREFIX, Fetch, materialize_entries
 from monorepo.treehash import (
     Entry,
+    Stamp,
     TreeHashError,
     diff_entries,
+    file_stamp,
     hash_entries,
     manifest,
     parse_manifest,
@@ -152,6 +154,25 @@ class _Outcome:
 def _write_atomic(path: Path, text: str) -> bool:
     """Write *text* through a ``.tmp-`` file and a rename; False when already equal."""
     return write_text_if_changed(path, text, prefix=f"{STAGING_PREFIX}{path.name}-")
+
+
+def _read_stamps(path: Path) -> dict[str, tuple[Stamp, str]]:
+    """The stat cache of one directory; empty when missing or damaged (then files are read)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {rel: ((v[0], v[1], v[2], v[3]), str(v[4])) for rel, v in raw.items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
+
+
+def _write_stamps(path: Path, stamps: Mapping[str, tuple[Stamp, str]]) -> None:
+    data = {rel: [*stamp, digest] for rel, (stamp, digest) in sorted(stamps.items())}
+    with contextlib.suppress(OSError):
+        write_bytes(
+            path,
+            json.dumps(data, separators=(",", ":")).encode(),
+            prefix=f"{STAGING_PREFIX}{path.name}-",
+        )
 
 
 def _remove(path: Path) -> None:
@@ -379,15 +400,36 @@ class _Puller:
         return self.duni / d, self.state / f"{d}.manifest", self.state / f"{d}.pending"
 
     def _scan(self, target: Path) -> tuple[bool, dict[str, Entry] | None]:
-        """(exists, entries); entries None when the path is not a hashable directory."""
+        """(exists, entries); entries None when the path is not a hashable directory.
+
+        A stat cache (``duni/.monorepo/<dir>.stat``) spares re-reading files whose size,
+        mtime, inode and ctime are unchanged, so a no-op pull reads no file content.
+        """
         if not os.path.lexists(target):
             return False, None
         if target.is_symlink() or not target.is_dir():
             return True, None
+        stamps = _read_stamps(self._stamp_path(target.name))
+        before = dict(stamps)
         try:
-            return True, scan_tree(target)
+            entries = scan_tree(target, stamps=stamps)
         except TreeHashError:
             return True, None
+        if stamps != before:
+            _write_stamps(self._stamp_path(target.name), stamps)
+        return True, entries
+
+    def _stamp_path(self, d: str) -> Path:
+        return self.state / f"{d}.stat"
+
+    def _seed_stamps(self, target: Path, entries: Mapping[str, Entry]) -> None:
+        """Record stamps of a tree pull just wrote, from digests it already knows."""
+        stamps: dict[str, tuple[Stamp, str]] = {}
+        for rel, entry in entries.items():
+            if entry.kind == "file":
+                with contextlib.suppress(OSError):
+                    stamps[rel] = (file_stamp(os.lstat(target / rel)), entry.digest)
+        _write_stamps(self._stamp_path(target.name), stamps)
 
     def sync(self, pkg: LockedPackage) -> _Outcome:
         d = pkg.dir
@@ -459,6 +501,7 @@ class _Puller:
                 os.rename(target, aside)
             os.rename(staging, target)
             os.replace(pending_path, manifest_path)
+            self._seed_stamps(target, entries)
             if exists:
                 _remove(aside)
             return _Outcome("updated")
@@ -504,6 +547,7 @@ class _Puller:
             os.rename(entry, aside)
             manifest_path.unlink(missing_ok=True)
             pending_path.unlink(missing_ok=True)
+            self._stamp_path(name).unlink(missing_ok=True)
             _remove(aside)
             result.removed.append(name)
         # Records of directories that are gone and no longer locked.
@@ -511,7 +555,7 @@ class _Puller:
             stem, dot, suffix = record.name.rpartition(".")
             if (
                 dot
-                and suffix in ("manifest", "pending")
+                and suffix in ("manifest", "pending", "stat")
                 and stem not in locked
                 and not os.path.lexists(self.duni / stem)
             ):

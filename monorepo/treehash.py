@@ -117,12 +117,31 @@ def _symlink_digest(path: Path) -> str:
     return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def scan_tree(root: Path, *, exclude: Callable[[str], bool] | None = None) -> dict[str, Entry]:
+#: what identifies an unchanged file without reading it: size, mtime, inode, ctime (ns)
+Stamp = tuple[int, int, int, int]
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    """The stat fields a content change cannot leave all equal (ctime moves on any write,
+    even one that restores the mtime), as git's index uses them."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def scan_tree(
+    root: Path,
+    *,
+    exclude: Callable[[str], bool] | None = None,
+    stamps: dict[str, tuple[Stamp, str]] | None = None,
+) -> dict[str, Entry]:
     """Entries of the tree under *root*, keyed by relative POSIX path.
 
     Symlinks are recorded, never followed, so a link pointing outside the tree cannot
     pull foreign content into the hash.  Files are hashed in a thread pool because
     hashlib releases the GIL: ``verify`` over a large duni/ runs at disk speed.
+
+    *stamps* (a stat cache, rel -> (stamp, digest)) lets a caller that saw this tree
+    before skip re-reading files whose stamp is unchanged; it is updated in place to
+    describe the tree as scanned.  ``verify`` never passes one: an audit reads everything.
     """
     if not root.is_dir():
         raise TreeHashError(
@@ -130,6 +149,7 @@ def scan_tree(root: Path, *, exclude: Callable[[str], bool] | None = None) -> di
         )
     entries: dict[str, Entry] = {}
     files: list[tuple[str, bool]] = []
+    fresh_stamps: dict[str, Stamp] = {}
     stack: list[str] = [""]
     while stack:
         rel_dir = stack.pop()
@@ -158,7 +178,14 @@ def scan_tree(root: Path, *, exclude: Callable[[str], bool] | None = None) -> di
             elif stat.S_ISDIR(st.st_mode):
                 stack.append(rel)
             elif stat.S_ISREG(st.st_mode):
-                files.append((rel, bool(st.st_mode & 0o111)))
+                known = stamps.get(rel) if stamps is not None else None
+                stamp = file_stamp(st)
+                if known is not None and known[0] == stamp:
+                    entries[rel] = Entry(rel, "file", bool(st.st_mode & 0o111), known[1])
+                else:
+                    files.append((rel, bool(st.st_mode & 0o111)))
+                    if stamps is not None:
+                        fresh_stamps[rel] = stamp
             else:
                 raise TreeHashError(
                     f"cannot hash {child.path}: it is a {_describe(st.st_mode)}, which a vendored"
@@ -168,6 +195,11 @@ def scan_tree(root: Path, *, exclude: Callable[[str], bool] | None = None) -> di
             entries[rel_dir] = Entry(rel_dir, "dir", False, "")
     for rel, digest, executable in _hash_files(root, files):
         entries[rel] = Entry(rel, "file", executable, digest)
+    if stamps is not None:
+        for rel in [r for r in stamps if r not in entries or entries[r].kind != "file"]:
+            del stamps[rel]
+        for rel, stamp in fresh_stamps.items():
+            stamps[rel] = (stamp, entries[rel].digest)
     return entries
 
 

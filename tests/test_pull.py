@@ -706,9 +706,9 @@ def kill_then_finish(proj: Path, delay: float, releases: dict[str, Release]) -> 
     timed_pull(proj)
     assert_tree_matches_lock(proj, releases)
     state = proj / "duni" / ".monorepo"
-    assert sorted(p.name for p in state.iterdir() if p.name != "lock") == sorted(
-        f"{name}.manifest" for name in package_dirs(proj / "duni")
-    )
+    assert sorted(
+        p.name for p in state.iterdir() if p.name != "lock" and p.suffix != ".stat"
+    ) == sorted(f"{name}.manifest" for name in package_dirs(proj / "duni"))
 
 
 FRACTIONS = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
@@ -826,3 +826,35 @@ def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixt
     assert main(["--project", str(proj), "pull", "--force", "app"]) == 0
     assert " ~ app" in capsys.readouterr().err
     assert monorepo.pull is pull and monorepo.PullResult is PullResult
+
+
+def test_noop_pull_reads_no_file_content_but_still_sees_edits(
+    make_index: Any, serve: Any, make_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat cache: an unchanged tree is not re-read; a same-size edit still is."""
+    import monorepo.treehash as treehash
+
+    server = serve(make_index([Release("lib", "1.0", files={"lib/data.txt": "aaaa\n"})]))
+    proj = make_project(
+        f'[project]\nname = "p"\nversion = "0"\ndependencies = ["lib"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\n'
+        'targets = [{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }]\n'
+    )
+    monorepo.lock(proj)
+    monorepo.pull(proj)
+    reads: list[Path] = []
+    real = treehash._hash_file
+
+    def counting(path: Path) -> str:
+        reads.append(path)
+        return real(path)
+
+    # a spy, not a mock: every file is still hashed for real, the test only counts reads
+    monkeypatch.setattr(treehash, "_hash_file", counting)
+    assert monorepo.pull(proj).unchanged == ["lib"]
+    assert reads == []
+    data = proj / "duni" / "lib" / "lib" / "data.txt"
+    data.write_text("bbbb\n")  # same size; mtime and ctime move
+    with pytest.raises(PullError, match=r"data\.txt"):
+        monorepo.pull(proj)
+    assert any(p.name == "data.txt" for p in reads)
