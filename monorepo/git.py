@@ -41,10 +41,10 @@ def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> 
     path = _mirror_dir(url)
     if path.exists():
         repo = pygit2.Repository(str(path))
-        if need is not None and _has_commit(repo, need):
+        if need is not None and has_commit(repo, need):
             return repo
         if offline:
-            if need is None or _has_commit(repo, need):
+            if need is None or has_commit(repo, need):
                 return repo
             raise GitError(
                 f"{url}: commit {need} is not in the cache and --offline was given; run once without --offline."
@@ -76,11 +76,30 @@ def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> 
     return pygit2.Repository(str(path))
 
 
-def _has_commit(repo: pygit2.Repository, commit: str) -> bool:
+def mirror_exists(url: str) -> bool:
+    """Whether *url* was ever fetched into the cache (what ``--offline`` can use)."""
+    return (_mirror_dir(url) / "HEAD").is_file()
+
+
+def has_commit(repo: pygit2.Repository, commit: str) -> bool:
     try:
         return isinstance(repo[commit], pygit2.Commit)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, pygit2.GitError):
         return False
+
+
+def tree_links(repo: pygit2.Repository, commit: str) -> str | None:
+    """The first symlink or submodule in *commit*'s tree, for callers that refuse them."""
+    stack: list[tuple[pygit2.Tree, str]] = [(repo[commit].peel(pygit2.Tree), "")]
+    while stack:
+        tree, prefix = stack.pop()
+        for entry in tree:
+            rel = prefix + (entry.name or "")
+            if entry.filemode == pygit2.enums.FileMode.TREE:
+                stack.append((repo[entry.id].peel(pygit2.Tree), rel + "/"))
+            elif entry.filemode in (pygit2.enums.FileMode.LINK, pygit2.enums.FileMode.COMMIT):
+                return rel
+    return None
 
 
 def resolve_rev(repo: pygit2.Repository, rev: str | None, *, url: str) -> str:
@@ -91,20 +110,26 @@ def resolve_rev(repo: pygit2.Repository, rev: str | None, *, url: str) -> str:
     for name in candidates:
         try:
             obj = repo.revparse_single(name)
-        except (KeyError, ValueError, pygit2.GitError):
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             continue
         commit = obj.peel(pygit2.Commit)
         return str(commit.id)
     raise GitError(f"{url}: revision {rev or 'HEAD'!r} not found (no such branch, tag or commit).")
 
 
-def export_commit(url: str, commit: str, *, offline: bool = False) -> Path:
-    """The tree of *commit* as a plain directory in the cache (no ``.git``)."""
-    dest = cache_root() / "git" / "checkouts" / commit
+def export_commit(
+    url: str, commit: str, *, offline: bool = False, dest: Path | None = None
+) -> Path:
+    """The tree of *commit* as a plain directory (no ``.git``), written once.
+
+    *dest* defaults to a shared place in the cache keyed by the commit id; an export is
+    immutable, so an existing one is returned without touching the repository.
+    """
+    dest = dest or cache_root() / "git" / "checkouts" / commit
     if dest.exists():
         return dest
     repo = open_mirror(url, offline=offline, need=commit)
-    if not _has_commit(repo, commit):
+    if not has_commit(repo, commit):
         raise GitError(f"{url}: commit {commit} does not exist in the repository.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))

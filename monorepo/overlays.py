@@ -24,21 +24,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pygit2
-from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from monorepo import git
 from monorepo.errors import OverlayError
 from monorepo.patches import Patch
 from monorepo.paths import cache_root
@@ -604,6 +601,8 @@ def _split_git_spec(spec: str, base: Path) -> tuple[str, str]:
 def _load_git_overlay(
     spec: str, *, base: Path, offline: bool, pinned_commit: str | None
 ) -> Overlay:
+    """A git overlay through :mod:`monorepo.git` (the mirror git sources use too),
+    exported per commit under ``<cache>/overlays/<sha256 of the URL>/<commit>``."""
     url, rev = _split_git_spec(spec, base)
     if pinned_commit is not None and not _HEX40.fullmatch(pinned_commit.lower()):
         raise OverlayError(
@@ -611,123 +610,47 @@ def _load_git_overlay(
             "Run `monorepo lock` again to re-pin it."
         )
     home = cache_root() / "overlays" / hashlib.sha256(url.encode()).hexdigest()
-    home.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(home / ".lock")):
-        if pinned_commit is not None and (home / pinned_commit.lower()).is_dir():
-            commit = pinned_commit.lower()
-        else:
-            repo = _clone(home / "repo.git", url, spec, offline=offline)
-            if pinned_commit is not None:
-                commit = pinned_commit.lower()
-                if not _has_commit(repo, commit):
-                    if offline:
-                        raise OverlayError(
-                            f"Overlay {spec}: the locked commit {commit} is not in the cached "
-                            "clone and --offline forbids fetching. Run once without --offline."
-                        )
-                    _fetch(repo, spec)
-                    if not _has_commit(repo, commit):
-                        raise OverlayError(
-                            f"Overlay {spec}: the locked commit {commit} is not in {url} any "
-                            "more (history rewritten?). Run `monorepo lock --upgrade` to re-pin "
-                            "the overlay."
-                        )
-            else:
-                if not offline:
-                    _fetch(repo, spec)
-                commit = _resolve(repo, rev, spec)
-            _export(repo, commit, home / commit, spec)
-    return read_overlay(home / commit, spec=spec, commit=commit, fingerprint=commit)
-
-
-def _clone(gitdir: Path, url: str, spec: str, *, offline: bool) -> pygit2.Repository:
-    """The cached bare clone; a new one is created (empty, fetched by the caller)."""
-    if (gitdir / "HEAD").is_file():
-        return pygit2.Repository(str(gitdir))
-    if offline:
-        raise OverlayError(
-            f"Overlay {spec} has never been fetched and --offline forbids fetching it. "
-            "Run the command once without --offline."
-        )
-    repo = pygit2.init_repository(str(gitdir), bare=True)
-    remote = repo.remotes.create("origin", url, "+refs/heads/*:refs/remotes/origin/*")
-    repo.remotes.add_fetch(remote.name or "origin", "+refs/tags/*:refs/tags/*")
-    return repo
-
-
-def _fetch(repo: pygit2.Repository, spec: str) -> None:
-    try:
-        repo.remotes["origin"].fetch()
-    except (pygit2.GitError, OSError) as exc:
-        raise OverlayError(
-            f"Overlay {spec} could not be fetched: {exc}. Check the URL and your network, or "
-            "use --offline with a lock that pins it."
-        ) from exc
-
-
-def _has_commit(repo: pygit2.Repository, commit: str) -> bool:
-    try:
-        obj = repo.get(commit)
-    except (ValueError, pygit2.GitError):
-        return False
-    return isinstance(obj, pygit2.Commit)
-
-
-def _resolve(repo: pygit2.Repository, rev: str, spec: str) -> str:
-    """A branch, tag or commit id of the remote, as a commit id."""
-    candidates = [f"refs/remotes/origin/{rev}", f"refs/tags/{rev}"]
-    if _HEX40.fullmatch(rev.lower()):
-        candidates.insert(0, rev.lower())
-    for candidate in candidates:
-        try:
-            obj = repo.revparse_single(candidate)
-            commit = obj.peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-            continue
-        return str(commit.id)
-    raise OverlayError(
-        f"Overlay {spec}: revision {rev!r} is neither a branch, a tag nor a commit of the "
-        "repository. Use an existing branch or tag name, or a full 40-hex commit id."
-    )
-
-
-def _export(repo: pygit2.Repository, commit: str, target: Path, spec: str) -> None:
-    """Write the commit's tree to *target* once; an existing export is immutable."""
-    if target.is_dir():
-        return
-    obj = repo.get(commit)
-    assert isinstance(obj, pygit2.Commit)
-    staging = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=target.parent))
-    try:
-        _write_tree(repo, obj.tree, staging, "", spec)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
-def _write_tree(
-    repo: pygit2.Repository, tree: pygit2.Tree, dest: Path, prefix: str, spec: str
-) -> None:
-    dest.mkdir(exist_ok=True)
-    for entry in tree:
-        name = entry.name or ""
-        rel = prefix + name
-        obj = repo.get(entry.id)
-        if isinstance(obj, pygit2.Tree):
-            _write_tree(repo, obj, dest / name, rel + "/", spec)
-        elif isinstance(obj, pygit2.Blob) and entry.filemode in (
-            pygit2.enums.FileMode.BLOB,
-            pygit2.enums.FileMode.BLOB_EXECUTABLE,
-        ):
-            path = dest / name
-            path.write_bytes(obj.data)
-            path.chmod(0o755 if entry.filemode == pygit2.enums.FileMode.BLOB_EXECUTABLE else 0o644)
-        else:
+    commit = pinned_commit.lower() if pinned_commit is not None else None
+    if commit is None or not (home / commit).is_dir():
+        if offline and not git.mirror_exists(url):
             raise OverlayError(
-                f"Overlay {spec} contains {rel}, a symlink or submodule. Overlays hold only "
+                f"Overlay {spec} has never been fetched and --offline forbids fetching it. "
+                "Run the command once without --offline."
+            )
+        try:
+            repo = git.open_mirror(url, offline=offline, need=None if offline else commit)
+        except git.GitError as exc:
+            raise OverlayError(
+                f"Overlay {spec} could not be fetched: {exc} Check the URL and your network, "
+                "or use --offline with a lock that pins it."
+            ) from None
+        if commit is None:
+            try:
+                commit = git.resolve_rev(repo, rev, url=url)
+            except git.GitError:
+                raise OverlayError(
+                    f"Overlay {spec}: revision {rev!r} is neither a branch, a tag nor a commit of "
+                    "the repository. Use an existing branch or tag name, or a full 40-hex commit id."
+                ) from None
+        elif not git.has_commit(repo, commit):
+            if offline:
+                raise OverlayError(
+                    f"Overlay {spec}: the locked commit {commit} is not in the cached clone and "
+                    "--offline forbids fetching. Run once without --offline."
+                )
+            raise OverlayError(
+                f"Overlay {spec}: the locked commit {commit} is not in {url} any more (history "
+                "rewritten?). Run `monorepo lock --upgrade` to re-pin the overlay."
+            )
+        link = git.tree_links(repo, commit)
+        if link is not None:
+            raise OverlayError(
+                f"Overlay {spec} contains {link}, a symlink or submodule. Overlays hold only "
                 "regular files; replace it with the file it points to."
             )
+        home.mkdir(parents=True, exist_ok=True)
+    root = git.export_commit(url, commit, offline=offline, dest=home / commit)
+    return read_overlay(root, spec=spec, commit=commit, fingerprint=commit)
 
 
 DEFAULT_SPEC = "monorepo-default"

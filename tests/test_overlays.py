@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import textwrap
 from pathlib import Path
 
@@ -444,3 +445,13 @@ def test_git_overlay_error_messages_name_spec_and_file(
     message = str(info.value)
     assert "packages/demo/overlay.toml in overlay git+upstream@main" in message
     assert commit[:12] in message and "reason" in message
+
+
+def test_git_overlay_with_a_symlink_is_refused(
+    tmp_path: Path, upstream: tuple[pygit2.Repository, Path]
+) -> None:
+    repo, path = upstream
+    os.symlink("overlay.toml", path / "packages/demo/link.toml")
+    commit_all(repo, "with a link")
+    with pytest.raises(OverlayError, match=r"packages/demo/link\.toml, a symlink"):
+        load_overlay("git+upstream@main", base=tmp_path)
