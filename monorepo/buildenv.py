@@ -94,12 +94,10 @@ if _LOG:
 '''
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file (a wheel), read in large blocks by hashlib itself."""
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class BuildEnv:
@@ -218,7 +216,7 @@ class BuildEnv:
         Returns False when this very wheel is already installed.
         """
         name = canonicalize_name(parse_wheel_filename(wheel.name)[0])
-        digest = _sha256(wheel)
+        digest = file_sha256(wheel)
         state = self._read_state()
         packages: dict[str, str] = dict(state.get("packages", {}))
         if packages.get(name) == digest:

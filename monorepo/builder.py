@@ -97,7 +97,7 @@ from pyproject_hooks import (
 )
 
 from monorepo import lockfile
-from monorepo.buildenv import OFFLINE_ENV, BuildEnv
+from monorepo.buildenv import OFFLINE_ENV, BuildEnv, file_sha256
 from monorepo.config import ProjectConfig, load_config
 from monorepo.elfcheck import MACHINES, check_wheel
 from monorepo.errors import BuildError
@@ -634,14 +634,6 @@ def _tail(path: Path | None) -> tuple[str, ...]:
     return tuple(lines[-_TAIL_LINES:])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 _NOT_IMPORTED = frozenset({"test", "tests", "testing", "docs", "doc", "examples", "benchmarks"})
 
 
@@ -841,7 +833,7 @@ class _Builder:
         if not isinstance(recorded, dict) or recorded.get("key") != key:
             return None
         wheel = self.variants[index].wheels / str(recorded.get("wheel", ""))
-        if not wheel.is_file() or _sha256(wheel) != recorded.get("sha256"):
+        if not wheel.is_file() or file_sha256(wheel) != recorded.get("sha256"):
             return None
         return wheel
 
@@ -948,7 +940,7 @@ class _Builder:
         state[d] = {
             "key": key,
             "wheel": outcome.wheel.name,
-            "sha256": _sha256(outcome.wheel),
+            "sha256": file_sha256(outcome.wheel),
             "dynamic": sorted(outcome.dynamic),
         }
         self._write_state(index)

@@ -31,7 +31,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo.errors import ConfigError
-from monorepo.targets import Target, host_target, parse_target
+from monorepo.targets import Target, describe_value, host_target, parse_target
 
 __all__ = [
     "KNOWN_KEYS",
@@ -116,23 +116,6 @@ class ProjectConfig:
 # small helpers for messages and types
 
 
-def _describe(value: object) -> str:
-    """Name a TOML value's type the way a user reading the file would."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, datetime | date | time):
-        return f"date/time {value.isoformat()}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    return f"{type(value).__name__} {value!r}"
-
-
 class _Ctx:
     """Carries the file name into every message so that none can forget it."""
 
@@ -144,7 +127,7 @@ class _Ctx:
         return ConfigError(f"{self.pyproject}: {where} {text}")
 
     def wrong_type(self, where: str, expected: str, value: object) -> ConfigError:
-        return self.error(where, f"must be {expected}, got {_describe(value)}.")
+        return self.error(where, f"must be {expected}, got {describe_value(value)}.")
 
     def table(self, value: object, where: str) -> Mapping[str, object]:
         if not isinstance(value, Mapping):

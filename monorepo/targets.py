@@ -16,6 +16,7 @@ import string
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, time
 
 from monorepo.errors import ConfigError
 
@@ -148,13 +149,16 @@ def host_target() -> Target:
     )
 
 
-def _type_name(value: object) -> str:
+def describe_value(value: object) -> str:
+    """Name a TOML value's type the way a user reading the file would (for messages)."""
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, int | float):
         return f"number {value!r}"
+    if isinstance(value, datetime | date | time):
+        return f"date/time {value.isoformat()}"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, Mapping):
@@ -181,7 +185,9 @@ def parse_target(value: object, *, where: str) -> Target:
     """
     example = '{ name = "linux-x86_64", python = "3.11", platform = "linux", machine = "x86_64" }'
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a table such as {example}, got {_type_name(value)}.")
+        raise ConfigError(
+            f"{where}: expected a table such as {example}, got {describe_value(value)}."
+        )
     unknown = sorted(str(k) for k in value if k not in _KEYS)
     if unknown:
         key = unknown[0]
@@ -203,7 +209,7 @@ def parse_target(value: object, *, where: str) -> Target:
             continue
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError(
-                f"{where}: key {key!r} must be a non-empty string, got {_type_name(raw)}."
+                f"{where}: key {key!r} must be a non-empty string, got {describe_value(raw)}."
             )
         fields[key] = raw.strip()
 
