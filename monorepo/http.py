@@ -360,14 +360,7 @@ class HttpClient:
         last_cause = ""
         for attempt in range(attempts):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
-                delay += random.uniform(0, delay)
-                self.reporter.message(
-                    "debug",
-                    f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} "
-                    f"in {delay:.2f}s",
-                )
-                time.sleep(delay)
+                self._wait_before_retry(url, attempt, last_cause)
             headers = {"Range": f"bytes={delivered}-"} if delivered else {}
             try:
                 with self._http().stream("GET", url, headers=headers) as reply:
@@ -453,6 +446,16 @@ class HttpClient:
             raise IndexClientError(f"{url} cannot be read: {error}.") from error
         return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
 
+    def _wait_before_retry(self, url: str, attempt: int, last_cause: str) -> None:
+        """Exponential backoff with jitter, so retrying clients do not arrive in step."""
+        delay = self.backoff * 2 ** (attempt - 1)
+        delay += random.uniform(0, delay)
+        self.reporter.message(
+            "debug",
+            f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} in {delay:.2f}s",
+        )
+        time.sleep(delay)
+
     def _request(
         self, url: str, headers: dict[str, str], *, final_status: frozenset[int] = frozenset()
     ) -> httpx.Response:
@@ -464,14 +467,7 @@ class HttpClient:
         last_cause = ""
         for attempt in range(attempts):
             if attempt:
-                delay = self.backoff * 2 ** (attempt - 1)
-                delay += random.uniform(0, delay)
-                self.reporter.message(
-                    "debug",
-                    f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} "
-                    f"in {delay:.2f}s",
-                )
-                time.sleep(delay)
+                self._wait_before_retry(url, attempt, last_cause)
             try:
                 return self._attempt(url, headers, final_status)
             except _Retryable as error:
