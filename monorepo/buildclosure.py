@@ -49,12 +49,16 @@ def annotate(
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them."""
     from .cache import ContentStore
+    from .http import HttpClient
     from .sources import materialize
 
     store = ContentStore()
     todo = [p for p in packages if "tree-hash" not in p.tool]
-    if todo:
-        reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    if not todo:
+        return list(packages)
+    # one client for all downloads of this pass: pooled connections, not one per package
+    http = HttpClient(offline=offline, reporter=reporter)
+    reporter.task("sources", "Fetching and patching sources", total=len(todo))
 
     def one(pkg: LockedPackage) -> LockedPackage:
         matched = overlays.rule_for(pkg.name, pkg.version)
@@ -63,7 +67,12 @@ def annotate(
         with tempfile.TemporaryDirectory(prefix="monorepo-src-") as tmp:
             tree = Path(tmp) / "tree"
             tree_hash = materialize(
-                pkg, tree, patches=rule.patches if rule else (), store=store, offline=offline
+                pkg,
+                tree,
+                patches=rule.patches if rule else (),
+                store=store,
+                fetch=http.stream,
+                offline=offline,
             )
             build = read_build_system(
                 tree, what=what, override=rule.build_requires if rule else None
@@ -75,15 +84,14 @@ def annotate(
         return dataclasses.replace(pkg, tool=tool)
 
     done: dict[int, LockedPackage] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with http, ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, result in zip(
             [i for i, p in enumerate(packages) if "tree-hash" not in p.tool],
             pool.map(one, todo),
             strict=True,
         ):
             done[i] = result
-    if todo:
-        reporter.done("sources")
+    reporter.done("sources")
     return [done.get(i, p) for i, p in enumerate(packages)]
 
 
