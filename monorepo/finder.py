@@ -34,9 +34,13 @@ from .resolver import Candidate, Dependencies
 from .targets import Target
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class IndexRelease:
-    """A version on the index: the files usable for the target."""
+    """A version on the index: the files usable for the target.
+
+    Compared by identity: the finder makes one per version and target, and hashing every
+    file's fields each time a candidate is a dict key was a measurable share of a lock.
+    """
 
     files: tuple[DistFile, ...]
 
@@ -113,9 +117,9 @@ class IndexFinder:
         env = target.marker_environment()
         self.python = Version(env["python_full_version"])
         self._lock = threading.Lock()
-        self._candidates: dict[tuple[str, str | None], list[Candidate]] = {}
+        self._direct_found: dict[tuple[str, str], Candidate] = {}
+        self._releases: dict[tuple[str, Version], Candidate | None] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
-        self._by_version: dict[NormalizedName, dict[Version, list[DistFile]]] = {}
         self._python_cache: dict[int, bool] = {}
         self._python_keep: list[SpecifierSet] = []
 
@@ -124,16 +128,29 @@ class IndexFinder:
         return target_tags(self.target)
 
     # -- Finder protocol --------------------------------------------------
-    def candidates(self, name: NormalizedName, url: str | None) -> Sequence[Candidate]:
-        key = (name, url)
+    def versions(self, name: NormalizedName, url: str | None) -> Sequence[Version]:
+        if url:
+            return (self._direct(name, url).version,)
+        return self.client.project(name).versions()
+
+    def candidate(
+        self, name: NormalizedName, version: Version, url: str | None
+    ) -> Candidate | None:
+        if url:
+            found = self._direct(name, url)
+            return found if found.version == version else None
+        key = (name, version)
         with self._lock:
-            cached = self._candidates.get(key)
-        if cached is not None:
-            return cached
-        found = self._direct(name, url) if url else self._from_index(name)
+            if key in self._releases:
+                return self._releases[key]
+        usable = [f for f in self.client.project(name).files(version) if self._usable(f)]
+        candidate = None
+        if usable:
+            release = IndexRelease(tuple(sorted(usable, key=lambda f: f.filename)))
+            yanked = all(f.yanked is not None for f in usable)
+            candidate = Candidate(name=name, version=version, source=release, yanked=yanked)
         with self._lock:
-            self._candidates[key] = found
-        return found
+            return self._releases.setdefault(key, candidate)
 
     def dependencies(self, candidate: Candidate) -> Dependencies:
         key = Candidate(
@@ -199,32 +216,6 @@ class IndexFinder:
             return False
         return f.kind == "sdist" or bool(f.tags & self.tags)
 
-    def _all_by_version(self, name: NormalizedName) -> dict[Version, list[DistFile]]:
-        """Every file of the project grouped by version, computed once per project."""
-        with self._lock:
-            cached = self._by_version.get(name)
-        if cached is not None:
-            return cached
-        grouped: dict[Version, list[DistFile]] = {}
-        for f in self.client.project_files(name):
-            grouped.setdefault(f.version, []).append(f)
-        with self._lock:
-            self._by_version[name] = grouped
-        return grouped
-
-    def _from_index(self, name: NormalizedName) -> list[Candidate]:
-        by_version: dict[Version, list[DistFile]] = {}
-        for version, all_files in self._all_by_version(name).items():
-            usable = [f for f in all_files if self._usable(f)]
-            if usable:
-                by_version[version] = usable
-        out = []
-        for version, files in by_version.items():
-            release = IndexRelease(tuple(sorted(files, key=lambda f: f.filename)))
-            yanked = all(f.yanked is not None for f in files)
-            out.append(Candidate(name=name, version=version, source=release, yanked=yanked))
-        return out
-
     def _metadata_files(self, candidate: Candidate) -> tuple[DistFile, ...]:
         """The files whose metadata may stand for *candidate*'s: every file of its version.
 
@@ -234,7 +225,7 @@ class IndexFinder:
         """
         assert isinstance(candidate.source, IndexRelease)
         files = {f.url: f for f in candidate.source.files}
-        for f in self._all_by_version(candidate.name).get(candidate.version, ()):
+        for f in self.client.project(candidate.name).files(candidate.version):
             if f.url not in files:
                 if self.exclude_newer is not None and (
                     f.upload_time is None or f.upload_time > self.exclude_newer
@@ -243,7 +234,17 @@ class IndexFinder:
                 files[f.url] = f
         return tuple(sorted(files.values(), key=lambda f: f.filename))
 
-    def _direct(self, name: NormalizedName, url: str) -> list[Candidate]:
+    def _direct(self, name: NormalizedName, url: str) -> Candidate:
+        """The one candidate a direct reference names (cloned and read once per URL)."""
+        with self._lock:
+            found = self._direct_found.get((name, url))
+        if found is None:
+            found = self._read_direct(name, url)
+            with self._lock:
+                found = self._direct_found.setdefault((name, url), found)
+        return found
+
+    def _read_direct(self, name: NormalizedName, url: str) -> Candidate:
         if not url.startswith("git+"):
             raise MetadataError(
                 f"{name} @ {url}: only git+ direct references are supported as sources; "
@@ -266,7 +267,7 @@ class IndexFinder:
         candidate = Candidate(name=name, version=version, source=release, url=url)
         with self._lock:
             self._metadata[candidate] = self._apply_overlay(candidate, deps)
-        return [candidate]
+        return candidate
 
 
 def _dependencies(meta: Metadata, what: str) -> Dependencies:

@@ -1,49 +1,43 @@
 """The package index client: what files a project has, and their core metadata.
 
-Two halves.  The pure half turns a simple-repository page into :class:`DistFile` records:
-:func:`parse_json_page` for PEP 691 JSON (with PEP 700 ``size``/``upload-time``) and
-:func:`parse_html_page` for PEP 503 HTML (with the PEP 592/658/714 ``data-`` attributes).
-Both keep every fact the resolver and the lock need (hash, yanked, ``requires-python``,
-whether a PEP 658 metadata file exists) and drop files that are not sdists or wheels.
-
-The I/O half, :class:`IndexClient`, asks the indexes for pages (negotiating JSON, accepting
-HTML), memoises results so the resolver can ask freely, and fetches concurrently in a thread
-pool so that prefetching a whole frontier of names costs one round trip, not one per name.
+:class:`IndexClient` asks the indexes for project pages (negotiating PEP 691 JSON, accepting
+PEP 503 HTML), memoises results so the resolver can ask freely, and fetches concurrently in
+a thread pool so that prefetching a whole frontier of names costs one round trip, not one per
+name.  Parsing lives in :mod:`monorepo.pages` (a page becomes a lazily parsed
+:class:`~monorepo.pages.ProjectReleases`), and an unchanged page body is not parsed again:
+:mod:`monorepo.pagecache` keeps the parsed form by the body's digest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from packaging.metadata import Metadata
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo import metadata as _metadata
 from monorepo.errors import IndexClientError
 from monorepo.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.httpcache import HttpCache
+from monorepo.pagecache import PageCache, body_digest
+from monorepo.pages import (
+    DistFile,
+    Groups,
+    ProjectReleases,
+    dist_files,
+    html_page_records,
+    json_page_records,
+)
 from monorepo.reporter import NullReporter, Reporter
+
+__all__ = ["ACCEPT", "DistFile", "IndexClient", "parse_html_page", "parse_json_page"]
 
 #: What we ask an index for: JSON preferred, HTML accepted (PEP 691 content negotiation).
 ACCEPT = (
@@ -51,266 +45,16 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.01"
 )
-_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-
-
-@dataclass(frozen=True)
-class DistFile:
-    """One distribution file of a project as an index lists it."""
-
-    filename: str
-    url: str
-    """Absolute, without the ``#sha256=`` fragment (the hash is in :attr:`sha256`)."""
-    index_url: str
-    """The simple index base (with trailing slash) the file was found on."""
-    name: NormalizedName
-    version: Version
-    kind: Literal["sdist", "wheel"]
-    tags: frozenset[Tag]
-    """Wheels only; empty for sdists."""
-    sha256: str | None
-    requires_python: SpecifierSet | None
-    """``None`` when absent or unparsable: an unreadable constraint does not hide a file."""
-    yanked: str | None
-    """``None`` when not yanked; otherwise the reason, ``""`` when none was given (PEP 592)."""
-    size: int | None
-    upload_time: datetime | None
-    """Timezone-aware UTC (PEP 700)."""
-    core_metadata: str | bool
-    """PEP 658/714: the sha256 of ``<url>.metadata``, True if present without a hash."""
-
-    @property
-    def metadata_url(self) -> str:
-        """Where PEP 658 puts this file's core metadata."""
-        return self.url + ".metadata"
-
-
-# --------------------------------------------------------------------------- pure parsing
-
-
-def _parse_filename(
-    filename: str,
-) -> tuple[NormalizedName, Version, Literal["sdist", "wheel"], frozenset[Tag]] | None:
-    """Name, version, kind and tags from a file name; None for anything else (eggs, .exe)."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _build, tags = parse_wheel_filename(filename)
-            return name, version, "wheel", tags
-        if filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-            return name, version, "sdist", frozenset()
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion, ValueError):
-        return None
-    return None
-
-
-def _parse_requires_python(value: object) -> SpecifierSet | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return _specifier_set(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _specifier_set(value: str) -> SpecifierSet | None:
-    """Parsed once per distinct string: a project's files repeat a few specifiers
-    thousands of times, and sharing the object lets callers memoise by identity."""
-    try:
-        return SpecifierSet(value)
-    except InvalidSpecifier:
-        return None
-
-
-def _parse_upload_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _hash_fragment(url: str) -> tuple[str, str | None]:
-    """Split ``url#sha256=...`` into the bare URL and the sha256 (other hashes ignored)."""
-    bare, fragment = urldefrag(url)
-    for part in fragment.split("&"):
-        algorithm, sep, digest = part.partition("=")
-        if sep and algorithm.lower() == "sha256" and digest:
-            return bare, digest.lower()
-    return bare, None
-
-
-def _make(
-    filename: str,
-    url: str,
-    index_url: str,
-    *,
-    sha256: str | None,
-    requires_python: SpecifierSet | None,
-    yanked: str | None,
-    size: int | None,
-    upload_time: datetime | None,
-    core_metadata: str | bool,
-) -> DistFile | None:
-    parsed = _parse_filename(filename)
-    if parsed is None:
-        return None
-    name, version, kind, tags = parsed
-    return DistFile(
-        filename=filename,
-        url=url,
-        index_url=index_url,
-        name=name,
-        version=version,
-        kind=kind,
-        tags=tags,
-        sha256=sha256,
-        requires_python=requires_python,
-        yanked=yanked,
-        size=size,
-        upload_time=upload_time,
-        core_metadata=core_metadata,
-    )
-
-
-def _json_core_metadata(entry: Mapping[str, Any]) -> str | bool:
-    # PEP 714 renamed the key; old servers only send the PEP 658 spelling.
-    value = entry.get("core-metadata", entry.get("dist-info-metadata", False))
-    if isinstance(value, Mapping):
-        digest = value.get("sha256")
-        return digest.lower() if isinstance(digest, str) and digest else True
-    return value is True
 
 
 def parse_json_page(data: bytes, page_url: str, index_url: str) -> list[DistFile]:
-    """The files of a PEP 691 project page (PEP 700 fields included when present)."""
-    try:
-        page = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise IndexClientError(
-            f"{page_url} is not valid JSON ({error}); the index sent a broken PEP 691 page."
-        ) from error
-    if not isinstance(page, dict) or not isinstance(page.get("files"), list):
-        raise IndexClientError(
-            f"{page_url} is not a PEP 691 project page (no 'files' list); check the index URL."
-        )
-    api_version = str(page.get("meta", {}).get("api-version", "1.0"))
-    if api_version.split(".")[0] != "1":
-        raise IndexClientError(
-            f"{page_url} uses simple API version {api_version}; only major version 1 is "
-            "understood. Upgrade monorepo or point it at another index."
-        )
-    files: list[DistFile] = []
-    for entry in page["files"]:
-        if not isinstance(entry, dict):
-            continue
-        filename, href = entry.get("filename"), entry.get("url")
-        if not isinstance(filename, str) or not isinstance(href, str):
-            continue
-        url, fragment_hash = _hash_fragment(urljoin(page_url, href))
-        hashes = entry.get("hashes")
-        sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
-        yanked_value = entry.get("yanked", False)
-        yanked = yanked_value if isinstance(yanked_value, str) else None
-        if yanked_value is True:
-            yanked = ""
-        size = entry.get("size")
-        dist = _make(
-            filename,
-            url,
-            index_url,
-            sha256=sha256.lower() if isinstance(sha256, str) and sha256 else fragment_hash,
-            requires_python=_parse_requires_python(entry.get("requires-python")),
-            yanked=yanked,
-            size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-            upload_time=_parse_upload_time(entry.get("upload-time")),
-            core_metadata=_json_core_metadata(entry),
-        )
-        if dist is not None:
-            files.append(dist)
-    return files
-
-
-class _AnchorCollector(HTMLParser):
-    """Collects ``<a>`` elements (attributes and text) and an optional ``<base href>``."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.base: str | None = None
-        self._current: dict[str, str | None] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._close_anchor()
-            self._current = dict(attrs)
-            self._text = []
-        elif tag == "base" and self.base is None:
-            self.base = dict(attrs).get("href")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._close_anchor()
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._text.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._close_anchor()
-
-    def _close_anchor(self) -> None:
-        if self._current is not None:
-            self.anchors.append((self._current, "".join(self._text).strip()))
-            self._current = None
-
-
-def _html_core_metadata(attrs: Mapping[str, str | None]) -> str | bool:
-    for key in ("data-core-metadata", "data-dist-info-metadata"):
-        if key in attrs:
-            value = (attrs[key] or "").strip()
-            algorithm, sep, digest = value.partition("=")
-            if sep and algorithm.lower() == "sha256" and digest:
-                return digest.lower()
-            return value.lower() != "false"
-    return False
+    """Every file of a PEP 691 project page (PEP 700 fields included when present)."""
+    return dist_files(json_page_records(data, page_url)[0], index_url)
 
 
 def parse_html_page(data: bytes, page_url: str, index_url: str) -> list[DistFile]:
-    """The files of a PEP 503 project page, with PEP 592/658/714 ``data-`` attributes."""
-    collector = _AnchorCollector()
-    collector.feed(data.decode("utf-8", errors="replace"))
-    collector.close()
-    base = urljoin(page_url, collector.base) if collector.base else page_url
-    files: list[DistFile] = []
-    for attrs, text in collector.anchors:
-        href = attrs.get("href")
-        if not href:
-            continue
-        url, sha256 = _hash_fragment(urljoin(base, href))
-        # PEP 503: the link text is the file name; fall back to the URL's last segment.
-        candidates = [text, unquote(urlsplit(url).path.rsplit("/", 1)[-1])]
-        yanked = (attrs["data-yanked"] or "") if "data-yanked" in attrs else None
-        for filename in candidates:
-            dist = _make(
-                filename,
-                url,
-                index_url,
-                sha256=sha256,
-                requires_python=_parse_requires_python(attrs.get("data-requires-python")),
-                yanked=yanked,
-                size=None,
-                upload_time=None,
-                core_metadata=_html_core_metadata(attrs),
-            )
-            if dist is not None:
-                files.append(dist)
-                break
-    return files
+    """Every file of a PEP 503 project page, with PEP 592/658/714 ``data-`` attributes."""
+    return dist_files(html_page_records(data, page_url)[0], index_url)
 
 
 # --------------------------------------------------------------------------- the client
@@ -379,6 +123,7 @@ class IndexClient:
         retries: int = 3,
         backoff: float = DEFAULT_BACKOFF,
         metadata_cache_dir: Path | None = None,
+        page_cache_dir: Path | None = None,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -398,6 +143,7 @@ class IndexClient:
             max_connections=max_workers,
         )
         self.metadata_cache = _metadata.MetadataCache(metadata_cache_dir)
+        self.page_cache = PageCache(page_cache_dir)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
         self._projects = _Memo()
         self._metadata = _Memo()
@@ -414,17 +160,22 @@ class IndexClient:
 
     # -- project pages
 
-    def project_files(self, name: str) -> tuple[DistFile, ...]:
-        """Every file of project *name* from the first index that knows it; () if none does."""
+    def project(self, name: str) -> ProjectReleases:
+        """Project *name*'s files from the first index that knows it (none if no index does)."""
         key = canonicalize_name(name)
         return self._projects.get(key, lambda: self._fetch_project(key))
+
+    def project_files(self, name: str) -> tuple[DistFile, ...]:
+        """Every file of project *name* (parses the whole page; the resolver uses
+        :meth:`project`, which parses only the versions it looks at)."""
+        return self.project(name).all_files()
 
     def prefetch(self, names: Iterable[str]) -> None:
         """Start fetching these projects' pages in the background; returns at once."""
         for name in names:
             key = canonicalize_name(name)
             if not self._projects.known(key):
-                self._submit(self.project_files, key)
+                self._submit(self.project, key)
 
     def _submit(self, function: Callable[[K], object], argument: K) -> None:
         def run() -> None:
@@ -435,19 +186,18 @@ class IndexClient:
         with contextlib.suppress(RuntimeError):  # the pool is shut down: nothing to do
             self._pool.submit(run)
 
-    def _fetch_project(self, name: NormalizedName) -> tuple[DistFile, ...]:
+    def _fetch_project(self, name: NormalizedName) -> ProjectReleases:
         for index_url in self.index_urls:
-            files = self._fetch_page(index_url, name)
-            if files is not None:
-                kept = tuple(dist for dist in files if dist.name == name)
-                if len(kept) != len(files):
+            page = self._fetch_page(index_url, name)
+            if page is not None:
+                groups, foreign = page
+                if foreign:
                     self.reporter.message(
                         "debug",
-                        f"{index_url}{name}/ lists {len(files) - len(kept)} file(s) of "
-                        "another project; ignored",
+                        f"{index_url}{name}/ lists {foreign} file(s) of another project; ignored",
                     )
-                return kept
-        return ()
+                return ProjectReleases(name, index_url, groups)
+        return ProjectReleases(name, self.index_urls[0], {})
 
     def _page_candidates(self, index_url: str, name: str) -> Iterator[tuple[str, str | None]]:
         if urlsplit(index_url).scheme == "file":
@@ -457,18 +207,23 @@ class IndexClient:
         else:
             yield f"{index_url}{name}/", ACCEPT
 
-    def _fetch_page(self, index_url: str, name: str) -> list[DistFile] | None:
-        """The files on *index_url*'s page for *name*; None when the index lacks the project."""
+    def _fetch_page(self, index_url: str, name: NormalizedName) -> tuple[Groups, int] | None:
+        """*name*'s files on *index_url*'s page; None when the index lacks the project."""
         for page_url, accept in self._page_candidates(index_url, name):
             response = self.http.get(page_url, accept=accept, not_found_ok=True)
             if response.status == 404:
                 continue
             content_type = response.content_type.split(";")[0].strip().lower()
-            if content_type == _JSON_TYPE or content_type.endswith("+json"):
-                return parse_json_page(response.body, response.url, index_url)
-            if content_type == "application/json":
-                return parse_json_page(response.body, response.url, index_url)
-            return parse_html_page(response.body, response.url, index_url)
+            is_json = content_type.endswith("+json") or content_type == "application/json"
+            cache_url = f"{response.url}\n{'json' if is_json else 'html'}"
+            digest = body_digest(response.body)
+            cached = self.page_cache.load(cache_url, name, digest)
+            if cached is not None:
+                return cached
+            parse = json_page_records if is_json else html_page_records
+            groups, foreign = parse(response.body, response.url, name)
+            self.page_cache.store(cache_url, name, digest, groups, foreign)
+            return groups, foreign
         return None
 
     # -- files and metadata

@@ -106,11 +106,20 @@ class Dependencies:
 class Finder(Protocol):
     """Where candidates come from (the index client, git sources, an archive URL)."""
 
-    def candidates(self, name: NormalizedName, url: str | None) -> Sequence[Candidate]:
-        """Every known version of *name* for this target, any order.
+    def versions(self, name: NormalizedName, url: str | None) -> Sequence[Version]:
+        """Every version of *name* that may be a candidate, any order; cheap (no per-file work).
 
-        With *url*, the one candidate that a direct reference names.
-        Filtering by requires-python, exclude-newer and platform happens here.
+        With *url*, the one version that a direct reference names.
+        """
+        ...
+
+    def candidate(
+        self, name: NormalizedName, version: Version, url: str | None
+    ) -> Candidate | None:
+        """*version* of *name* as a candidate for this target, None when it is unusable.
+
+        Filtering by requires-python, exclude-newer and platform happens here, and only
+        for the versions the resolver actually reaches (it asks newest first).
         """
         ...
 
@@ -275,7 +284,14 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         identifier: str,
         requirements: Mapping[str, Iterator[Req]],
         incompatibilities: Mapping[str, Iterator[Candidate]],
-    ) -> list[Candidate]:
+    ) -> Callable[[], Iterator[Candidate]] | list[Candidate]:
+        """The usable candidates, best first, produced lazily.
+
+        Only the versions the specifiers admit are considered, and each one's files are
+        looked at (platform tags, requires-python, yanked) only when resolvelib iterates
+        that far: usually the first candidate is taken, so a project with thousands of
+        files costs a handful of file checks, not thousands.
+        """
         if identifier.startswith(VIRTUAL_PREFIX):
             return [Candidate(name=NormalizedName(identifier), version=Version("0"))]
         reqs = list(requirements[identifier])
@@ -286,7 +302,6 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         if len(urls) > 1:
             return []  # two different direct references cannot both hold
         url = next(iter(urls), None) or self.policy.sources.get(name)
-        found = self.finder.candidates(name, url)
         specifier = SpecifierSet()
         for r in reqs:
             specifier &= r.specifier
@@ -298,54 +313,57 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
             for s in r.specifier
             if s.operator in ("==", "===")
         }
-        matches = [
-            c
-            for c in found
-            if c.version not in bad
-            and (url is not None or not c.yanked or c.version in pinned_versions)
-            and specifier.contains(c.version, prereleases=True)
-            and (constraint is None or constraint.contains(c.version, prereleases=True))
+        versions = [
+            v
+            for v in self.finder.versions(name, url)
+            if v not in bad
+            and specifier.contains(v, prereleases=True)
+            and (constraint is None or constraint.contains(v, prereleases=True))
         ]
-        matches = self._apply_prerelease_policy(matches, specifier, constraint)
         preferred = self.policy.preferred.get(name)
-        matches.sort(key=lambda c: (c.version == preferred, c.version), reverse=True)
-        result = [
-            Candidate(
-                name=c.name,
-                version=c.version,
-                extras=extras,
-                source=c.source,
-                yanked=c.yanked,
-                url=c.url,
-            )
-            for c in matches
-        ]
-        if result:
-            # the best candidate's metadata is almost certainly needed next
-            self.finder.prefetch_dependencies(result[:1])
-        return result
-
-    def _apply_prerelease_policy(
-        self, matches: list[Candidate], specifier: SpecifierSet, constraint: SpecifierSet | None
-    ) -> list[Candidate]:
+        versions.sort(key=lambda v: (v == preferred, v), reverse=True)
         policy = self.policy.prereleases
-        if policy == "allow":
-            return matches
-        finals = [c for c in matches if not c.version.is_prerelease or c.url]
-        if policy == "disallow":
-            return finals
-        # if-necessary: prereleases only when no final release fits, or when a
-        # specifier names a prerelease explicitly (PEP 440's rule)
-        explicit = any(
-            Version(s.version.rstrip(".*")).is_prerelease for s in specifier if s.version
+        prereleases_first_class = (
+            url is not None
+            or policy == "allow"
+            or (policy == "if-necessary" and _names_prerelease(specifier, constraint))
         )
-        if constraint is not None:
-            explicit = explicit or any(
-                Version(s.version.rstrip(".*")).is_prerelease for s in constraint
+
+        def usable(version: Version) -> Candidate | None:
+            found = self.finder.candidate(name, version, url)
+            if found is None or (found.yanked and url is None and version not in pinned_versions):
+                return None
+            return Candidate(
+                name=found.name,
+                version=found.version,
+                extras=extras,
+                source=found.source,
+                yanked=found.yanked,
+                url=found.url,
             )
-        if explicit or not finals:
-            return matches
-        return finals
+
+        def matches() -> Iterator[Candidate]:
+            held_back: list[Version] = []
+            any_final = False
+            for version in versions:
+                if version.is_prerelease and not prereleases_first_class:
+                    held_back.append(version)
+                    continue
+                found = usable(version)
+                if found is not None:
+                    if not any_final:
+                        # the best candidate's metadata is almost certainly needed next
+                        self.finder.prefetch_dependencies([found])
+                    any_final = True
+                    yield found
+            # if-necessary: prereleases only when no final release fits (PEP 440's rule)
+            if not any_final and policy == "if-necessary":
+                for version in held_back:
+                    found = usable(version)
+                    if found is not None:
+                        yield found
+
+        return matches
 
     def is_satisfied_by(self, requirement: Req, candidate: Candidate) -> bool:
         if candidate.name.startswith(VIRTUAL_PREFIX):
@@ -379,6 +397,12 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         self._deps_cache[candidate] = deps
         self.finder.prefetch({d.name for d in deps})
         return deps
+
+
+def _names_prerelease(specifier: SpecifierSet, constraint: SpecifierSet | None) -> bool:
+    """Whether a specifier names a prerelease explicitly (then prereleases are fair game)."""
+    specs = list(specifier) + (list(constraint) if constraint is not None else [])
+    return any(Version(s.version.rstrip(".*")).is_prerelease for s in specs if s.version)
 
 
 def resolve(
@@ -483,7 +507,11 @@ def explain_conflict(
             asks.append(f"{who} requires {req}")
         asks = sorted(set(asks))
         available = (
-            sorted({c.version for c in finder.candidates(NormalizedName(name), None)})
+            sorted(
+                v
+                for v in finder.versions(NormalizedName(name), None)
+                if finder.candidate(NormalizedName(name), v, None) is not None
+            )
             if not any(r.url for r, _ in items)
             else []
         )

@@ -412,8 +412,9 @@ def test_finder_reads_a_wheel_the_target_cannot_install(served: Served) -> None:
     )
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
     finder = IndexFinder(client, linux)
-    (candidate,) = finder.candidates(canonicalize_name("demo"), None)
-    assert isinstance(candidate.source, IndexRelease)
+    (version,) = finder.versions(canonicalize_name("demo"), None)
+    candidate = finder.candidate(canonicalize_name("demo"), version, None)
+    assert candidate is not None and isinstance(candidate.source, IndexRelease)
     assert [f.kind for f in candidate.source.files] == ["sdist"]  # the wheel is not usable
     finder.prefetch_dependencies([candidate])
     deps = finder.dependencies(candidate)

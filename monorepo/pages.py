@@ -1,0 +1,442 @@
+"""A project's page on a simple index: its files, grouped by version, parsed lazily.
+
+A lock run reads every page of the closure, and popular projects list thousands of files
+(most for versions and platforms the resolver never looks at).  Turning each into a
+:class:`DistFile` up front (a :class:`~packaging.version.Version`, a set of
+:class:`~packaging.tags.Tag`, a parsed ``requires-python`` and upload time per file) was the
+largest cost of a warm lock.  So the page is read in two steps:
+
+1. :func:`json_page_records` / :func:`html_page_records` keep each file as a plain tuple
+   (:data:`RawFile`), grouped under the version spelled in its file name.  Grouping needs
+   only a string split, and the groups are plain data, so they can be cached on disk
+   (:mod:`monorepo.pagecache`) and reloaded without parsing the page again.
+2. :class:`ProjectReleases` parses each distinct version string once, and turns a group
+   into :class:`DistFile` records (with ``packaging``'s file-name parsers, which stay the
+   authority on what a valid file name is) only when the resolver asks for that version.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import marshal
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from monorepo.errors import IndexClientError
+
+#: One file as a page lists it: (filename, absolute URL without fragment, sha256,
+#: requires-python text, yanked reason or None, size, upload-time text, core-metadata).
+RawFile = tuple[str, str, str | None, str | None, str | None, int | None, str | None, str | bool]
+
+#: A page's files of one project: version string (as spelled in file names) -> the
+#: marshalled list of its :data:`RawFile` tuples.  Plain data: cacheable with marshal.
+Groups = dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class DistFile:
+    """One distribution file of a project as an index lists it."""
+
+    filename: str
+    url: str
+    """Absolute, without the ``#sha256=`` fragment (the hash is in :attr:`sha256`)."""
+    index_url: str
+    """The simple index base (with trailing slash) the file was found on."""
+    name: NormalizedName
+    version: Version
+    kind: Literal["sdist", "wheel"]
+    tags: frozenset[Tag]
+    """Wheels only; empty for sdists."""
+    sha256: str | None
+    requires_python: SpecifierSet | None
+    """``None`` when absent or unparsable: an unreadable constraint does not hide a file."""
+    yanked: str | None
+    """``None`` when not yanked; otherwise the reason, ``""`` when none was given (PEP 592)."""
+    size: int | None
+    upload_time: datetime | None
+    """Timezone-aware UTC (PEP 700)."""
+    core_metadata: str | bool
+    """PEP 658/714: the sha256 of ``<url>.metadata``, True if present without a hash."""
+
+    @property
+    def metadata_url(self) -> str:
+        """Where PEP 658 puts this file's core metadata."""
+        return self.url + ".metadata"
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def _name_and_version(filename: str) -> tuple[str, str] | None:
+    """The project name and version *as spelled* in a wheel or sdist file name.
+
+    Only a grouping key: :func:`parse_filename` (packaging's parsers) decides validity
+    when the group is used, so a name this split accepts wrongly is still dropped there.
+    """
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        if len(parts) not in (5, 6):
+            return None
+        return parts[0], parts[1]
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            name, sep, version = filename[: -len(suffix)].rpartition("-")
+            return (name, version) if sep and name and version else None
+    return None
+
+
+def parse_filename(
+    filename: str,
+) -> tuple[NormalizedName, Version, Literal["sdist", "wheel"], frozenset[Tag]] | None:
+    """Name, version, kind and tags from a file name; None for anything else (eggs, .exe)."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, tags = parse_wheel_filename(filename)
+            return name, version, "wheel", tags
+        if filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            return name, version, "sdist", frozenset()
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion, ValueError):
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def specifier_set(value: str) -> SpecifierSet | None:
+    """Parsed once per distinct string: a project's files repeat a few specifiers
+    thousands of times, and sharing the object lets callers memoise by identity."""
+    try:
+        return SpecifierSet(value)
+    except InvalidSpecifier:
+        return None
+
+
+def _parse_requires_python(value: str | None) -> SpecifierSet | None:
+    if not value or not value.strip():
+        return None
+    return specifier_set(value)
+
+
+def _parse_upload_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _split_fragment(url: str) -> tuple[str, str | None]:
+    """Split ``url#sha256=...`` into the bare URL and the sha256 (other hashes ignored)."""
+    bare, sep, fragment = url.partition("#")
+    if not sep:
+        return url, None
+    for part in fragment.split("&"):
+        algorithm, eq, digest = part.partition("=")
+        if eq and algorithm.lower() == "sha256" and digest:
+            return bare, digest.lower()
+    return bare, None
+
+
+class _Joiner:
+    """``urljoin`` against one page, skipping the work for the usual absolute links."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __call__(self, href: str) -> str:
+        if href.startswith(("https://", "http://")):
+            return href
+        from urllib.parse import urljoin
+
+        return urljoin(self.base, href)
+
+
+# --------------------------------------------------------------------------- page parsing
+
+
+class _Grouper:
+    """Collects a page's files of one project under the version their names spell."""
+
+    def __init__(self, project: NormalizedName | None) -> None:
+        self.project = project
+        self.groups: dict[str, list[RawFile]] = {}
+        self.foreign = 0
+
+    def add(self, record: RawFile) -> bool:
+        parts = _name_and_version(record[0])
+        if parts is None:
+            return False
+        name, version = parts
+        if self.project is not None and canonicalize_name(name) != self.project:
+            self.foreign += 1
+            return True
+        self.groups.setdefault(version, []).append(record)
+        return True
+
+    def result(self) -> Groups:
+        return {version: marshal.dumps(files) for version, files in self.groups.items()}
+
+
+def _json_core_metadata(entry: Mapping[str, Any]) -> str | bool:
+    # PEP 714 renamed the key; old servers only send the PEP 658 spelling.
+    value = entry.get("core-metadata", entry.get("dist-info-metadata", False))
+    if isinstance(value, Mapping):
+        digest = value.get("sha256")
+        return digest.lower() if isinstance(digest, str) and digest else True
+    return value is True
+
+
+def json_page_records(
+    data: bytes, page_url: str, project: NormalizedName | None = None
+) -> tuple[Groups, int]:
+    """A PEP 691 page's files (PEP 700 fields included), grouped by version string.
+
+    With *project*, files of another project are left out; their count is returned.
+    """
+    try:
+        page = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise IndexClientError(
+            f"{page_url} is not valid JSON ({error}); the index sent a broken PEP 691 page."
+        ) from error
+    if not isinstance(page, dict) or not isinstance(page.get("files"), list):
+        raise IndexClientError(
+            f"{page_url} is not a PEP 691 project page (no 'files' list); check the index URL."
+        )
+    meta = page.get("meta")
+    api_version = str(meta.get("api-version", "1.0") if isinstance(meta, dict) else "1.0")
+    if api_version.split(".")[0] != "1":
+        raise IndexClientError(
+            f"{page_url} uses simple API version {api_version}; only major version 1 is "
+            "understood. Upgrade monorepo or point it at another index."
+        )
+    join = _Joiner(page_url)
+    grouper = _Grouper(project)
+    for entry in page["files"]:
+        if not isinstance(entry, dict):
+            continue
+        filename, href = entry.get("filename"), entry.get("url")
+        if not isinstance(filename, str) or not isinstance(href, str):
+            continue
+        url, fragment_hash = _split_fragment(join(href))
+        hashes = entry.get("hashes")
+        sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
+        yanked_value = entry.get("yanked", False)
+        yanked = yanked_value if isinstance(yanked_value, str) else None
+        if yanked_value is True:
+            yanked = ""
+        size = entry.get("size")
+        requires_python = entry.get("requires-python")
+        upload_time = entry.get("upload-time")
+        grouper.add(
+            (
+                filename,
+                url,
+                sha256.lower() if isinstance(sha256, str) and sha256 else fragment_hash,
+                requires_python if isinstance(requires_python, str) else None,
+                yanked,
+                size if isinstance(size, int) and not isinstance(size, bool) else None,
+                upload_time if isinstance(upload_time, str) else None,
+                _json_core_metadata(entry),
+            )
+        )
+    return grouper.result(), grouper.foreign
+
+
+class _AnchorCollector(HTMLParser):
+    """Collects ``<a>`` elements (attributes and text) and an optional ``<base href>``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self.base: str | None = None
+        self._current: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._close_anchor()
+            self._current = dict(attrs)
+            self._text = []
+        elif tag == "base" and self.base is None:
+            self.base = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._close_anchor()
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._text.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._close_anchor()
+
+    def _close_anchor(self) -> None:
+        if self._current is not None:
+            self.anchors.append((self._current, "".join(self._text).strip()))
+            self._current = None
+
+
+def _html_core_metadata(attrs: Mapping[str, str | None]) -> str | bool:
+    for key in ("data-core-metadata", "data-dist-info-metadata"):
+        if key in attrs:
+            value = (attrs[key] or "").strip()
+            algorithm, sep, digest = value.partition("=")
+            if sep and algorithm.lower() == "sha256" and digest:
+                return digest.lower()
+            return value.lower() != "false"
+    return False
+
+
+def html_page_records(
+    data: bytes, page_url: str, project: NormalizedName | None = None
+) -> tuple[Groups, int]:
+    """A PEP 503 page's files (PEP 592/658/714 ``data-`` attributes), grouped by version."""
+    from urllib.parse import unquote, urljoin, urlsplit
+
+    collector = _AnchorCollector()
+    collector.feed(data.decode("utf-8", errors="replace"))
+    collector.close()
+    join = _Joiner(urljoin(page_url, collector.base) if collector.base else page_url)
+    grouper = _Grouper(project)
+    for attrs, text in collector.anchors:
+        href = attrs.get("href")
+        if not href:
+            continue
+        url, sha256 = _split_fragment(join(href))
+        # PEP 503: the link text is the file name; fall back to the URL's last segment.
+        names = [text, unquote(urlsplit(url).path.rsplit("/", 1)[-1])]
+        yanked = (attrs["data-yanked"] or "") if "data-yanked" in attrs else None
+        for filename in names:
+            if parse_filename(filename) is None:
+                continue
+            record: RawFile = (
+                filename,
+                url,
+                sha256,
+                attrs.get("data-requires-python"),
+                yanked,
+                None,
+                None,
+                _html_core_metadata(attrs),
+            )
+            if grouper.add(record):
+                break
+    return grouper.result(), grouper.foreign
+
+
+# --------------------------------------------------------------------------- releases
+
+
+def _dist_file(record: RawFile, index_url: str) -> DistFile | None:
+    filename, url, sha256, requires_python, yanked, size, upload_time, core_metadata = record
+    parsed = parse_filename(filename)
+    if parsed is None:
+        return None
+    name, version, kind, tags = parsed
+    return DistFile(
+        filename=filename,
+        url=url,
+        index_url=index_url,
+        name=name,
+        version=version,
+        kind=kind,
+        tags=tags,
+        sha256=sha256,
+        requires_python=_parse_requires_python(requires_python),
+        yanked=yanked,
+        size=size,
+        upload_time=_parse_upload_time(upload_time),
+        core_metadata=core_metadata,
+    )
+
+
+class ProjectReleases:
+    """The files of one project on one index, by version; each version parsed on first use.
+
+    Thread-safe: concurrent first uses of a version may both build it, with equal results.
+    """
+
+    def __init__(self, name: NormalizedName, index_url: str, groups: Groups) -> None:
+        self.name = name
+        self.index_url = index_url
+        self._groups = groups
+        spelled: dict[Version, list[str]] = {}
+        for text in groups:
+            version = _version(text)
+            if version is not None:
+                spelled.setdefault(version, []).append(text)
+        # "1.0" and "1.0.0" are one version: both spellings' files belong to it.
+        self._spelled = spelled
+        self._files: dict[Version, tuple[DistFile, ...]] = {}
+        self._lock = threading.Lock()
+
+    def versions(self) -> tuple[Version, ...]:
+        """Every version with at least one sdist or wheel listed, in page order."""
+        return tuple(self._spelled)
+
+    def files(self, version: Version) -> tuple[DistFile, ...]:
+        """The files of *version* (page order); () for a version the page does not list."""
+        cached = self._files.get(version)
+        if cached is not None:
+            return cached
+        built: list[DistFile] = []
+        for text in self._spelled.get(version, ()):
+            for record in marshal.loads(self._groups[text]):
+                dist = _dist_file(record, self.index_url)
+                if dist is not None and dist.name == self.name and dist.version == version:
+                    built.append(dist)
+        files = tuple(built)
+        with self._lock:
+            self._files[version] = files
+        return files
+
+    def all_files(self) -> tuple[DistFile, ...]:
+        """Every file, version by version (parses the whole page: for audits, not locks)."""
+        return tuple(f for version in self._spelled for f in self.files(version))
+
+    def __iter__(self) -> Iterator[DistFile]:
+        return iter(self.all_files())
+
+
+def dist_files(groups: Groups, index_url: str) -> list[DistFile]:
+    """Every valid file of *groups*, in page order within each version (any project)."""
+    out: list[DistFile] = []
+    for blob in groups.values():
+        for record in marshal.loads(blob):
+            dist = _dist_file(record, index_url)
+            if dist is not None:
+                out.append(dist)
+    return out
+
