@@ -40,17 +40,21 @@ can store a :func:`manifest` beside duni/ to diagnose local edits later.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from monorepo.errors import MonorepoError
 
 Kind = Literal["file", "symlink", "dir"]
+_P = TypeVar("_P", str, Path)
 
 MANIFEST_HEADER = "# monorepo tree manifest 1"
 """First line of a manifest; the number is the format of the tree hash definition."""
@@ -58,6 +62,12 @@ MANIFEST_HEADER = "# monorepo tree manifest 1"
 _KINDS: dict[str, Kind] = {"file": "file", "symlink": "symlink", "dir": "dir"}
 _PARALLEL_THRESHOLD = 16
 """Below this many files a thread pool costs more than it saves."""
+_READ_SIZE = 1 << 20
+"""Bytes per read: large enough that hashlib releases the GIL for nearly every byte hashed."""
+_BATCH = 32
+"""Files a hashing thread takes at a time: one handover per batch, not one future per file."""
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class TreeHashError(MonorepoError):
@@ -87,29 +97,45 @@ def _path_key(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
-def _record(entry: Entry) -> bytes:
-    return (
-        f"{entry.kind} {entry.mode} {entry.digest} ".encode("ascii") + _path_key(entry.path) + b"\0"
-    )
-
-
 def hash_entries(entries: Mapping[str, Entry]) -> str:
     """The tree hash of a set of entries: the definition itself, with no I/O.
 
     Keys are ignored in favour of ``Entry.path`` so that a caller cannot make the
     hash disagree with the entries it describes.
     """
-    digest = hashlib.sha256()
-    for entry in sorted(entries.values(), key=lambda e: _path_key(e.path)):
-        digest.update(_record(entry))
-    return "sha256:" + digest.hexdigest()
+    keyed = [(_path_key(e.path), e) for e in entries.values()]
+    keyed.sort(key=itemgetter(0))  # stable, like sorting the entries by _path_key
+    return (
+        "sha256:"
+        + hashlib.sha256(
+            b"".join(
+                f"{e.kind} {e.mode} {e.digest} ".encode("ascii") + key + b"\0" for key, e in keyed
+            )
+        ).hexdigest()
+    )
+
+
+def _digest(path: str | Path) -> str:
+    """sha256 of a file, opened without following a symlink that replaced it meanwhile.
+
+    Plain ``os.read`` calls of a large buffer: no file object per file (most vendored
+    files are a few kB, so per-file overhead matters as much as hashing speed).
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        chunk = os.read(fd, _READ_SIZE)
+        digest = hashlib.sha256(chunk)
+        while chunk:
+            chunk = os.read(fd, _READ_SIZE)
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def _hash_file(path: Path) -> str:
-    """sha256 of a file, opened without following a symlink that replaced it meanwhile."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """sha256 of the file at *path* (what :func:`scan_tree` calls for each file it reads)."""
+    return _digest(path)
 
 
 def _symlink_digest(path: Path) -> str:
@@ -143,6 +169,95 @@ def scan_tree(
     before skip re-reading files whose stamp is unchanged; it is updated in place to
     describe the tree as scanned.  ``verify`` never passes one: an audit reads everything.
     """
+    entries, files, fresh_stamps = _walk(root, exclude, stamps)
+    digests = _hash_many([root / rel for rel, _ in files], _hash_file, _default_workers())
+    for (rel, executable), digest in zip(files, digests, strict=True):
+        if isinstance(digest, OSError):
+            raise _read_error(root / rel, digest) from digest
+        entries[rel] = Entry(rel, "file", executable, digest)
+    if stamps is not None:
+        for rel in [r for r in stamps if r not in entries or entries[r].kind != "file"]:
+            del stamps[rel]
+        for rel, stamp in fresh_stamps.items():
+            stamps[rel] = (stamp, entries[rel].digest)
+    return entries
+
+
+def scan_trees(
+    roots: Sequence[Path],
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Entry] | TreeHashError]:
+    """:func:`scan_tree` of each of *roots*, every file of every tree hashed by one pool.
+
+    One flat pool of *jobs* threads (default: twice the CPUs, at most 8) serves many
+    small trees and one large tree alike, where a pool per tree would start and stop
+    threads per tree, and trees hashed in parallel each with its own pool would run far
+    more threads than there are cores.  A tree that cannot be hashed gets the
+    :class:`TreeHashError` in place of its entries; the other trees are still scanned.
+    *progress(i)*, when given, is called (from any thread) once tree *i* is complete.
+    """
+    results: list[dict[str, Entry] | TreeHashError] = []
+    trees: list[list[tuple[str, bool]]] = []
+    paths: list[str] = []
+    owners: list[int] = []
+    for index, root in enumerate(roots):
+        try:
+            entries, files, _ = _walk(root, None, None)
+        except TreeHashError as error:
+            entries, files = {}, []
+            results.append(error)
+        else:
+            results.append(entries)
+        trees.append(files)
+        base = os.fspath(root)
+        paths += [f"{base}/{rel}" for rel, _ in files]
+        owners += [index] * len(files)
+    remaining = [len(files) for files in trees]
+    lock = threading.Lock()
+
+    def finished(start: int, end: int) -> None:
+        assert progress is not None
+        with lock:
+            for k in range(start, end):
+                owner = owners[k]
+                remaining[owner] -= 1
+                if remaining[owner] == 0:
+                    progress(owner)
+
+    if progress is not None:
+        for index, count in enumerate(remaining):
+            if count == 0:
+                progress(index)
+    workers = jobs if jobs is not None else _default_workers()
+    digests = _hash_many(paths, _digest, workers, finished if progress is not None else None)
+    k = 0
+    for index, files in enumerate(trees):
+        entries_or_error = results[index]
+        for rel, executable in files:
+            digest = digests[k]
+            k += 1
+            if isinstance(entries_or_error, TreeHashError):
+                continue
+            if isinstance(digest, OSError):
+                entries_or_error = _read_error(roots[index] / rel, digest)
+                results[index] = entries_or_error
+                continue
+            entries_or_error[rel] = Entry(rel, "file", executable, digest)
+    return results
+
+
+def _walk(
+    root: Path,
+    exclude: Callable[[str], bool] | None,
+    stamps: Mapping[str, tuple[Stamp, str]] | None,
+) -> tuple[dict[str, Entry], list[tuple[str, bool]], dict[str, Stamp]]:
+    """Every entry of *root* but the files to read, which come back as (rel, executable).
+
+    Files whose stat stamp matches *stamps* get their digest from there; the stamps of
+    the files to read are returned for the caller to record.
+    """
     if not root.is_dir():
         raise TreeHashError(
             f"cannot hash tree {root}: it is not a directory; run 'monorepo pull' to create it"
@@ -150,10 +265,11 @@ def scan_tree(
     entries: dict[str, Entry] = {}
     files: list[tuple[str, bool]] = []
     fresh_stamps: dict[str, Stamp] = {}
+    base = os.fspath(root)
     stack: list[str] = [""]
     while stack:
         rel_dir = stack.pop()
-        directory = root / rel_dir if rel_dir else root
+        directory = f"{base}/{rel_dir}" if rel_dir else base
         kept = 0
         try:
             with os.scandir(directory) as it:
@@ -168,56 +284,99 @@ def scan_tree(
                 continue
             kept += 1
             try:
+                # the directory listing's file type saves a stat per directory
+                if child.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                    continue
                 st = child.stat(follow_symlinks=False)
             except OSError as e:
                 raise TreeHashError(
                     f"cannot stat {child.path}: {e.strerror}; is something changing the tree?"
                 ) from e
-            if stat.S_ISLNK(st.st_mode):
-                entries[rel] = Entry(rel, "symlink", False, _symlink_digest(Path(child.path)))
-            elif stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                executable = bool(mode & 0o111)
                 known = stamps.get(rel) if stamps is not None else None
-                stamp = file_stamp(st)
-                if known is not None and known[0] == stamp:
-                    entries[rel] = Entry(rel, "file", bool(st.st_mode & 0o111), known[1])
-                else:
-                    files.append((rel, bool(st.st_mode & 0o111)))
+                if known is None:
+                    files.append((rel, executable))
                     if stamps is not None:
-                        fresh_stamps[rel] = stamp
+                        fresh_stamps[rel] = file_stamp(st)
+                    continue
+                stamp = file_stamp(st)
+                if known[0] == stamp:
+                    entries[rel] = Entry(rel, "file", executable, known[1])
+                else:
+                    files.append((rel, executable))
+                    fresh_stamps[rel] = stamp
+            elif stat.S_ISLNK(mode):
+                entries[rel] = Entry(rel, "symlink", False, _symlink_digest(Path(child.path)))
+            elif stat.S_ISDIR(mode):
+                stack.append(rel)  # replaced by a directory since it was listed
             else:
                 raise TreeHashError(
-                    f"cannot hash {child.path}: it is a {_describe(st.st_mode)}, which a vendored"
+                    f"cannot hash {child.path}: it is a {_describe(mode)}, which a vendored"
                     " source tree must not contain; remove it"
                 )
         if kept == 0 and rel_dir:
             entries[rel_dir] = Entry(rel_dir, "dir", False, "")
-    for rel, digest, executable in _hash_files(root, files):
-        entries[rel] = Entry(rel, "file", executable, digest)
-    if stamps is not None:
-        for rel in [r for r in stamps if r not in entries or entries[r].kind != "file"]:
-            del stamps[rel]
-        for rel, stamp in fresh_stamps.items():
-            stamps[rel] = (stamp, entries[rel].digest)
-    return entries
+    return entries, files, fresh_stamps
 
 
-def _hash_files(root: Path, files: list[tuple[str, bool]]) -> Iterable[tuple[str, str, bool]]:
-    def one(item: tuple[str, bool]) -> tuple[str, str, bool]:
-        rel, executable = item
+def _read_error(path: Path, error: OSError) -> TreeHashError:
+    return TreeHashError(f"cannot read {path}: {error.strerror}; check that it is a readable file")
+
+
+def _default_workers() -> int:
+    return min(8, (os.cpu_count() or 1) * 2)
+
+
+def _hash_many(
+    paths: Sequence[_P],
+    hash_one: Callable[[_P], str],
+    workers: int,
+    finished: Callable[[int, int], None] | None = None,
+) -> list[str | OSError]:
+    """``hash_one(path)`` of every path, in order; an OSError takes the place of its digest.
+
+    The calling thread and *workers* - 1 others take batches of paths from a shared
+    counter.  No future per file: for the many small files of a source tree, handing
+    work to a pool per file costs more than hashing it.  *finished(start, end)* is
+    called, from the thread that did it, after each batch of indexes.
+    """
+    results: list[str | OSError] = [""] * len(paths)
+    failures: list[BaseException] = []
+    total = len(paths)
+    batches = itertools.count(0, _BATCH)
+
+    def work() -> None:
         try:
-            return rel, _hash_file(root / rel), executable
-        except OSError as e:
-            raise TreeHashError(
-                f"cannot read {root / rel}: {e.strerror}; check that it is a readable file"
-            ) from e
+            while not failures:
+                start = next(batches)  # atomic: itertools.count holds the GIL
+                if start >= total:
+                    return
+                end = min(start + _BATCH, total)
+                for k in range(start, end):
+                    try:
+                        results[k] = hash_one(paths[k])
+                    except OSError as error:
+                        results[k] = error
+                if finished is not None:
+                    finished(start, end)
+        except BaseException as error:  # re-raised by the calling thread
+            failures.append(error)
 
-    if len(files) < _PARALLEL_THRESHOLD:
-        return [one(item) for item in files]
-    workers = min(32, (os.cpu_count() or 1) * 4)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, files))
+    count = 1 if total < _PARALLEL_THRESHOLD else max(1, min(workers, total // _BATCH + 1))
+    threads = [
+        threading.Thread(target=work, name=f"treehash-{n}", daemon=True) for n in range(count - 1)
+    ]
+    for thread in threads:
+        thread.start()
+    work()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return results
 
 
 def _describe(mode: int) -> str:
@@ -318,6 +477,8 @@ def _escape_path(path: str) -> str:
 
 
 def _unescape_path(text: str, lineno: int) -> str:
+    if "\\" not in text:
+        return text  # nearly every path: nothing escaped
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -358,7 +519,7 @@ def _manifest_error(lineno: int, reason: str) -> TreeHashError:
 
 
 def _is_sha256(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    return _HEX64.fullmatch(text) is not None
 
 
 def manifest(entries: Mapping[str, Entry]) -> str:
