@@ -60,7 +60,14 @@ from monorepo.lockfile import (
     VcsSource,
 )
 from monorepo.reporter import NullReporter, Reporter
-from monorepo.treehash import Entry, TreeHashError, diff_entries, hash_entries, scan_tree
+from monorepo.treehash import (
+    Entry,
+    TreeHashError,
+    diff_entries,
+    hash_entries,
+    parse_manifest,
+    scan_trees,
+)
 
 if TYPE_CHECKING:
     from monorepo.http import HttpClient
@@ -404,15 +411,22 @@ def _check_tree(
         )
         return
     ctx.reporter.task("verify:tree", f"Hashing {len(selected)} trees", len(selected))
-
-    def one(pkg: LockedPackage) -> _TreeOutcome:
-        try:
-            return _check_package_tree(ctx, pkg)
-        finally:
-            ctx.reporter.advance("verify:tree")
-
-    outcomes = _parallel(ctx.jobs, one, selected)
+    # One pool hashes every file of every tree (treehash.scan_trees): a pool per package
+    # inside a pool of packages would run many more threads than there are cores.
+    targets = [ctx.duni / pkg.dir for pkg in selected]
+    present = [i for i, t in enumerate(targets) if t.is_dir() and not t.is_symlink()]
+    for _ in range(len(selected) - len(present)):
+        ctx.reporter.advance("verify:tree")
+    scanned = scan_trees(
+        [targets[i] for i in present],
+        jobs=ctx.jobs,
+        progress=lambda _: ctx.reporter.advance("verify:tree"),
+    )
+    actual: dict[int, Mapping[str, Entry] | TreeHashError] = dict(
+        zip(present, scanned, strict=True)
+    )
     ctx.reporter.done("verify:tree")
+    outcomes = [_check_package_tree(ctx, pkg, actual.get(i)) for i, pkg in enumerate(selected)]
     for outcome in outcomes:
         for item in outcome.items:
             result.fail(item)
@@ -438,9 +452,12 @@ def _check_tree(
     _check_generated(ctx, result)
 
 
-def _check_package_tree(ctx: _Ctx, pkg: LockedPackage) -> _TreeOutcome:
+def _check_package_tree(
+    ctx: _Ctx, pkg: LockedPackage, scanned: Mapping[str, Entry] | TreeHashError | None
+) -> _TreeOutcome:
+    """The tree check of one package, given its scanned entries (None: not a directory)."""
     from monorepo.patches import Patch
-    from monorepo.puller import _input_key, _read_record
+    from monorepo.puller import _input_key
 
     target = ctx.duni / pkg.dir
     shown = ctx.dir_rel(pkg)
@@ -456,16 +473,15 @@ def _check_package_tree(ctx: _Ctx, pkg: LockedPackage) -> _TreeOutcome:
                 ),
             )
         )
-    if target.is_symlink() or not target.is_dir():
+    if scanned is None:
         return _TreeOutcome(
             (Item(subject, "missing", f"{pkg.version}: {shown} is not a directory", (shown,)),)
         )
-    try:
-        actual = scan_tree(target)
-    except TreeHashError as error:
-        return _TreeOutcome((Item(subject, "unreadable", f"{pkg.version}: {error}", (shown,)),))
+    if isinstance(scanned, TreeHashError):
+        return _TreeOutcome((Item(subject, "unreadable", f"{pkg.version}: {scanned}", (shown,)),))
+    actual = scanned
     actual_hash = hash_entries(actual)
-    record = _read_record(ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest")
+    record = _read_manifest(ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest")
     patches = [
         Patch(path=str(p.get("path")), sha256=str(p.get("sha256", "")).lower(), text=b"")
         for p in pkg.tool.get("patches", ())
@@ -490,7 +506,7 @@ def _check_package_tree(ctx: _Ctx, pkg: LockedPackage) -> _TreeOutcome:
     if want is None:
         # No tree hash in the lock: trust the manifest pull wrote for this very entry.
         if record is not None and record.key == key:
-            expected = record.entries
+            expected, want = record.entries, record.hash
         else:
             expected, why_not = _rebuild(ctx, pkg)
         if expected is None:
@@ -502,7 +518,8 @@ def _check_package_tree(ctx: _Ctx, pkg: LockedPackage) -> _TreeOutcome:
                 (shown,),
             )
             return _TreeOutcome(tuple(items), (warning,))
-        want = hash_entries(expected)
+        if want is None:
+            want = hash_entries(expected)
     if actual_hash == want:
         return _TreeOutcome(tuple(items))
     if expected is None and record is not None and record.hash == want:
@@ -560,6 +577,36 @@ def _check_package_tree(ctx: _Ctx, pkg: LockedPackage) -> _TreeOutcome:
             )
         )
     return _TreeOutcome(tuple(items))
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    """The manifest pull wrote beside duni/ for a tree: its entries, hash and lock entry key."""
+
+    entries: Mapping[str, Entry]
+    hash: str
+    key: str | None
+
+
+def _read_manifest(path: Path) -> _Manifest | None:
+    """The manifest at *path* as pull reads it, or None when absent or damaged.
+
+    The same reading as pull's (``puller._read_record``), keeping the hash that
+    :func:`parse_manifest` has checked the entries against rather than hashing them again.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        entries = parse_manifest(text)
+    except (OSError, UnicodeDecodeError, TreeHashError):
+        return None
+    key: str | None = None
+    recorded: str | None = None
+    for line in text.splitlines():
+        if line.startswith("# input "):
+            key = line.removeprefix("# input ")
+        elif line.startswith("# tree-hash "):
+            recorded = line.removeprefix("# tree-hash ")
+    return _Manifest(entries, recorded if recorded is not None else hash_entries(entries), key)
 
 
 def _rebuild(ctx: _Ctx, pkg: LockedPackage) -> tuple[Mapping[str, Entry] | None, str]:
