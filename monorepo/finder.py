@@ -97,6 +97,10 @@ def target_tags(target: Target) -> frozenset[Tag]:
     return frozenset(tags)
 
 
+#: How many projects the read-ahead crawl may visit (a bound on wasted fetches).
+_CRAWL_LIMIT = 1000
+
+
 class IndexFinder:
     """The :class:`~monorepo.resolver.Finder` over an index client for one target."""
 
@@ -120,6 +124,7 @@ class IndexFinder:
         self._direct_found: dict[tuple[str, str], Candidate] = {}
         self._releases: dict[tuple[str, Version], Candidate | None] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
+        self._crawled: set[str] = set()
         self._python_cache: dict[int, bool] = {}
         self._python_keep: list[SpecifierSet] = []
 
@@ -188,7 +193,41 @@ class IndexFinder:
         return Dependencies(kept + tuple(rule.add_dependencies), deps.requires_python)
 
     def prefetch(self, names: Iterable[NormalizedName]) -> None:
-        self.client.prefetch(n for n in names if not n.startswith(":"))
+        """Fetch these pages in the background, and crawl ahead from each (see :meth:`_crawl`)."""
+        for name in names:
+            if name.startswith(":"):
+                continue
+            with self._lock:
+                if name in self._crawled or len(self._crawled) >= _CRAWL_LIMIT:
+                    continue
+                self._crawled.add(name)
+            self.client.background(self._crawl, name)
+
+    def _crawl(self, name: NormalizedName) -> None:
+        """Guess the version the resolver will take and start fetching its dependencies.
+
+        The resolver pins one package at a time and only then asks for its dependencies'
+        pages, so a deep graph costs one round trip per level.  Following the newest usable
+        final release of each page ahead of it (its metadata, then its dependencies' pages)
+        turns that into a wave of parallel fetches.  Only caches are warmed: what the
+        resolver decides does not depend on how far the crawl got.
+        """
+        page = self.client.project(name)
+        for version in sorted(page.versions(), reverse=True):
+            if version.is_prerelease:
+                continue
+            candidate = self.candidate(name, version, None)
+            if candidate is not None:
+                break
+        else:
+            return
+        deps = self.dependencies(candidate)
+        env = dict(self.target.marker_environment(), extra="")
+        self.prefetch(
+            canonicalize_name(r.name)
+            for r in deps.requires
+            if not r.url and (r.marker is None or r.marker.evaluate(env))
+        )
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
         releases = [

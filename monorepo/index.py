@@ -175,9 +175,11 @@ class IndexClient:
         for name in names:
             key = canonicalize_name(name)
             if not self._projects.known(key):
-                self._submit(self.project, key)
+                self.background(self.project, key)
 
-    def _submit(self, function: Callable[[K], object], argument: K) -> None:
+    def background(self, function: Callable[[K], object], argument: K) -> None:
+        """Run ``function(argument)`` in the client's pool; its errors are dropped (hints only)."""
+
         def run() -> None:
             # Errors stay memoised in the shared future and reach the caller who asks.
             with contextlib.suppress(Exception):
@@ -264,4 +266,4 @@ class IndexClient:
         for files in releases:
             files = tuple(files)
             if files and not self._metadata.known((tuple(sorted(f.url for f in files)), tags)):
-                self._submit(lambda fs: self.release_metadata(fs, tags), files)
+                self.background(lambda fs: self.release_metadata(fs, tags), files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from packaging.version import Version
 
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
+from monorepo.finder import IndexFinder
 from monorepo.index import IndexClient
 from monorepo.pages import ProjectReleases, json_page_records
+from monorepo.targets import Target
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -100,3 +103,29 @@ def test_a_damaged_cache_entry_is_a_miss(
         entry.write_bytes(entry.read_bytes()[:40])
     with IndexClient([server.url], page_cache_dir=pages) as client:
         assert sorted(client.project("demo").versions()) == [Version("1.0"), Version("2.0")]
+
+
+def test_the_finder_crawls_ahead_of_the_resolver(make_index: MakeIndex, serve: Serve) -> None:
+    # app -> lib -> base, and a Windows-only dependency the Linux target never needs.
+    server = serve(
+        make_index(
+            [
+                Release("app", "1.0", requires_dist=("lib", "winonly; sys_platform == 'win32'")),
+                Release("lib", "1.0", requires_dist=("base>=2",)),
+                Release("lib", "2.0", requires_dist=("base>=3",)),
+                Release("base", "3.0"),
+                Release("winonly", "1.0"),
+            ]
+        )
+    )
+    linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
+    client = IndexClient([server.url], backoff=0.001)
+    finder = IndexFinder(client, linux)
+    finder.prefetch([canonicalize_name("app")])
+    # Nobody asks for lib or base: the crawl follows app 1.0 and lib 2.0 (the newest).
+    deadline = time.monotonic() + 30
+    while not server.requests_for(r"^/simple/base/$") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.close()
+    assert server.requests_for(r"^/simple/base/$")
+    assert not server.requests_for(r"^/simple/winonly/$")
