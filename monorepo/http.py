@@ -72,7 +72,21 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 
 
 class _Retryable(Exception):
-    """An attempt failed in a way another attempt may fix; carries the cause for the report."""
+    """An attempt failed in a way another attempt may fix; carries the cause for the report.
+
+    *dropped* marks a connection the server closed under us: usually a pooled keep-alive
+    connection that went stale, which a new connection fixes at once (urllib3 retries
+    those without waiting too), so the first retry does not back off.
+    """
+
+    def __init__(self, cause: str, *, dropped: bool = False) -> None:
+        super().__init__(cause)
+        self.dropped = dropped
+
+
+def _dropped(error: httpx.TransportError) -> bool:
+    """The connection was closed or reset mid-request (not refused, not timed out)."""
+    return isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
 
 
 def _is_tls_error(error: BaseException) -> bool:
@@ -358,9 +372,11 @@ class HttpClient:
         delivered = 0
         attempts = self.retries + 1
         last_cause = ""
+        dropped = False
         for attempt in range(attempts):
             if attempt:
-                self._wait_before_retry(url, attempt, last_cause)
+                self._wait_before_retry(url, attempt, last_cause, dropped=dropped)
+            dropped = False
             headers = {"Range": f"bytes={delivered}-"} if delivered else {}
             try:
                 with self._http().stream("GET", url, headers=headers) as reply:
@@ -385,8 +401,8 @@ class HttpClient:
                             total = None
                     for chunk in reply.iter_bytes(chunk_size):
                         if skip:
-                            dropped = min(skip, len(chunk))
-                            chunk, skip = chunk[dropped:], skip - dropped
+                            unwanted = min(skip, len(chunk))
+                            chunk, skip = chunk[unwanted:], skip - unwanted
                             if not chunk:
                                 continue
                         delivered += len(chunk)
@@ -408,6 +424,7 @@ class HttpClient:
                 ):
                     raise IndexClientError(f"GET {url} failed: {error}") from error
                 last_cause = f"{type(error).__name__}: {error}"
+                dropped = _dropped(error)
             except httpx.DecodingError as error:
                 last_cause = f"undecodable body: {error}"
         raise IndexClientError(
@@ -446,8 +463,20 @@ class HttpClient:
             raise IndexClientError(f"{url} cannot be read: {error}.") from error
         return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
 
-    def _wait_before_retry(self, url: str, attempt: int, last_cause: str) -> None:
-        """Exponential backoff with jitter, so retrying clients do not arrive in step."""
+    def _wait_before_retry(
+        self, url: str, attempt: int, last_cause: str, *, dropped: bool = False
+    ) -> None:
+        """Exponential backoff with jitter, so retrying clients do not arrive in step.
+
+        A dropped connection is retried at once the first time (see :class:`_Retryable`).
+        """
+        if dropped and attempt == 1:
+            self.reporter.message(
+                "debug",
+                f"GET {url} failed ({last_cause}); retry 1 of {self.retries} at once on a "
+                "new connection",
+            )
+            return
         delay = self.backoff * 2 ** (attempt - 1)
         delay += random.uniform(0, delay)
         self.reporter.message(
@@ -465,13 +494,15 @@ class HttpClient:
         """
         attempts = self.retries + 1
         last_cause = ""
+        dropped = False
         for attempt in range(attempts):
             if attempt:
-                self._wait_before_retry(url, attempt, last_cause)
+                self._wait_before_retry(url, attempt, last_cause, dropped=dropped)
             try:
                 return self._attempt(url, headers, final_status)
             except _Retryable as error:
                 last_cause = str(error)
+                dropped = error.dropped
         raise IndexClientError(
             f"GET {url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; last "
             f"cause: {last_cause}. The index may be down or the network unreliable: retry "
@@ -492,7 +523,9 @@ class HttpClient:
             if isinstance(
                 error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
             ):
-                raise _Retryable(f"{type(error).__name__}: {error}") from error
+                raise _Retryable(
+                    f"{type(error).__name__}: {error}", dropped=_dropped(error)
+                ) from error
             raise IndexClientError(f"GET {url} failed: {error}") from error
         except httpx.DecodingError as error:
             raise _Retryable(f"undecodable body: {error}") from error

@@ -303,3 +303,15 @@ def test_cache_store_is_one_file_and_damage_reads_as_miss(tmp_path: Path) -> Non
     (stored,) = [p for p in tmp_path.rglob("*") if p.is_file()]
     stored.write_bytes(b"not json\nbody")
     assert cache.load("http://x/a", "json") is None
+
+
+def test_a_dropped_connection_is_retried_at_once(index: FixtureIndex, serve: Serve) -> None:
+    # A server closing a (pooled) connection mid-request: the first retry needs a new
+    # connection, not a backoff; with a 60 s backoff this would otherwise wait a minute.
+    server = serve(index)
+    server.add_fault(PAGE, "reset")
+    reporter = RecordingReporter()
+    with client(server.url, backoff=60.0, reporter=reporter) as c:
+        assert len(c.project_files("demo")) == 4
+    assert [r.status for r in server.requests_for(PAGE)] == [None, 200]
+    assert any("retry 1 of 3 at once" in text for _, text in reporter.messages)
