@@ -124,7 +124,7 @@ class IndexFinder:
         self._direct_found: dict[tuple[str, str], Candidate] = {}
         self._releases: dict[tuple[str, Version], Candidate | None] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
-        self._crawled: set[str] = set()
+        self._crawled: set[tuple[NormalizedName, frozenset[str]]] = set()
         self._python_cache: dict[int, bool] = {}
         self._python_keep: list[SpecifierSet] = []
 
@@ -192,26 +192,29 @@ class IndexFinder:
         kept = tuple(r for r in deps.requires if canonicalize_name(r.name) not in removed)
         return Dependencies(kept + tuple(rule.add_dependencies), deps.requires_python)
 
-    def prefetch(self, names: Iterable[NormalizedName]) -> None:
+    def prefetch(self, wanted: Iterable[tuple[NormalizedName, frozenset[str]]]) -> None:
         """Fetch these pages in the background, and crawl ahead from each (see :meth:`_crawl`)."""
-        for name in names:
+        for name, extras in wanted:
             if name.startswith(":"):
                 continue
+            key = (name, extras)
             with self._lock:
-                if name in self._crawled or len(self._crawled) >= _CRAWL_LIMIT:
+                if key in self._crawled or len(self._crawled) >= _CRAWL_LIMIT:
                     continue
-                self._crawled.add(name)
-            self.client.background(self._crawl, name)
+                self._crawled.add(key)
+            self.client.background(self._crawl, key)
 
-    def _crawl(self, name: NormalizedName) -> None:
+    def _crawl(self, wanted: tuple[NormalizedName, frozenset[str]]) -> None:
         """Guess the version the resolver will take and start fetching its dependencies.
 
         The resolver pins one package at a time and only then asks for its dependencies'
         pages, so a deep graph costs one round trip per level.  Following the newest usable
-        final release of each page ahead of it (its metadata, then its dependencies' pages)
-        turns that into a wave of parallel fetches.  Only caches are warmed: what the
-        resolver decides does not depend on how far the crawl got.
+        final release of each page ahead of it (its metadata, then the pages of the
+        dependencies it has on this target with the extras asked for) turns that into a
+        wave of parallel fetches.  Only caches are warmed: what the resolver decides does
+        not depend on how far the crawl got.
         """
+        name, extras = wanted
         page = self.client.project(name)
         for version in sorted(page.versions(), reverse=True):
             if version.is_prerelease:
@@ -222,11 +225,12 @@ class IndexFinder:
         else:
             return
         deps = self.dependencies(candidate)
-        env = dict(self.target.marker_environment(), extra="")
+        base = self.target.marker_environment()
+        envs = [dict(base, extra=extra) for extra in ("", *extras)]
         self.prefetch(
-            canonicalize_name(r.name)
+            (canonicalize_name(r.name), frozenset(canonicalize_name(e) for e in r.extras))
             for r in deps.requires
-            if not r.url and (r.marker is None or r.marker.evaluate(env))
+            if not r.url and (r.marker is None or any(r.marker.evaluate(e) for e in envs))
         )
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:

@@ -127,8 +127,8 @@ class Finder(Protocol):
         """The candidate's core metadata (``Requires-Dist``, ``Requires-Python``)."""
         ...
 
-    def prefetch(self, names: Iterable[NormalizedName]) -> None:
-        """Hint: these projects will probably be asked for soon."""
+    def prefetch(self, wanted: Iterable[tuple[NormalizedName, frozenset[str]]]) -> None:
+        """Hint: these projects (with these extras) will probably be asked for soon."""
         ...
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
@@ -395,7 +395,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                     )
                 )
         self._deps_cache[candidate] = deps
-        self.finder.prefetch({d.name for d in deps})
+        self.finder.prefetch({(d.name, d.extras) for d in deps})
         return deps
 
 
@@ -420,7 +420,13 @@ def resolve(
     """
     provider = _Provider(finder, policy, scopes)
     resolver: Resolver[Req, Candidate, str] = Resolver(provider, reporter or BaseReporter())
-    finder.prefetch({canonicalize_name(r.name) for s in scopes for r in s.requirements})
+    finder.prefetch(
+        {
+            (canonicalize_name(r.name), frozenset(canonicalize_name(e) for e in r.extras))
+            for s in scopes
+            for r in s.requirements
+        }
+    )
     try:
         result = resolver.resolve(provider.root_requirements(), max_rounds=max_rounds)
     except ResolutionImpossible as exc:

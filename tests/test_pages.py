@@ -121,7 +121,7 @@ def test_the_finder_crawls_ahead_of_the_resolver(make_index: MakeIndex, serve: S
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
     client = IndexClient([server.url], backoff=0.001)
     finder = IndexFinder(client, linux)
-    finder.prefetch([canonicalize_name("app")])
+    finder.prefetch([(canonicalize_name("app"), frozenset())])
     # Nobody asks for lib or base: the crawl follows app 1.0 and lib 2.0 (the newest).
     deadline = time.monotonic() + 30
     while not server.requests_for(r"^/simple/base/$") and time.monotonic() < deadline:
