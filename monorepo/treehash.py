@@ -103,16 +103,21 @@ def hash_entries(entries: Mapping[str, Entry]) -> str:
     Keys are ignored in favour of ``Entry.path`` so that a caller cannot make the
     hash disagree with the entries it describes.
     """
+    return _hash_keyed(_keyed(entries))
+
+
+def _keyed(entries: Mapping[str, Entry]) -> list[tuple[bytes, Entry]]:
+    """(path bytes, entry) in tree-hash order: a stable sort, as by :func:`_path_key`."""
     keyed = [(_path_key(e.path), e) for e in entries.values()]
-    keyed.sort(key=itemgetter(0))  # stable, like sorting the entries by _path_key
-    return (
-        "sha256:"
-        + hashlib.sha256(
-            b"".join(
-                f"{e.kind} {e.mode} {e.digest} ".encode("ascii") + key + b"\0" for key, e in keyed
-            )
-        ).hexdigest()
+    keyed.sort(key=itemgetter(0))
+    return keyed
+
+
+def _hash_keyed(keyed: Iterable[tuple[bytes, Entry]]) -> str:
+    records = b"".join(
+        f"{e.kind} {e.mode} {e.digest} ".encode("ascii") + key + b"\0" for key, e in keyed
     )
+    return "sha256:" + hashlib.sha256(records).hexdigest()
 
 
 def _digest(path: str | Path) -> str:
@@ -461,6 +466,8 @@ def diff_entries(expected: Mapping[str, Entry], actual: Mapping[str, Entry]) -> 
 
 
 def _escape_path(path: str) -> str:
+    if path.isascii() and "\\" not in path and "\n" not in path and "\r" not in path:
+        return path  # nearly every path: nothing to escape
     out: list[str] = []
     for ch in path:
         if ch == "\\":
@@ -530,11 +537,16 @@ def manifest(entries: Mapping[str, Entry]) -> str:
     escape backslash, newline, carriage return and undecodable bytes (``\\xNN``) so the
     file stays one entry per line and valid UTF-8.
     """
-    lines = [MANIFEST_HEADER, f"# tree-hash {hash_entries(entries)}"]
-    for entry in sorted(entries.values(), key=lambda e: _path_key(e.path)):
-        digest = entry.digest or "-"
-        lines.append(f"{entry.kind} {entry.mode} {digest} {_escape_path(entry.path)}")
-    return "\n".join(lines) + "\n"
+    return _manifest_and_hash(entries)[0]
+
+
+def _manifest_and_hash(entries: Mapping[str, Entry]) -> tuple[str, str]:
+    """(:func:`manifest`, :func:`hash_entries`) of *entries*, sorting them once."""
+    keyed = _keyed(entries)
+    tree = _hash_keyed(keyed)
+    lines = [MANIFEST_HEADER, f"# tree-hash {tree}"]
+    lines += [f"{e.kind} {e.mode} {e.digest or '-'} {_escape_path(e.path)}" for _, e in keyed]
+    return "\n".join(lines) + "\n", tree
 
 
 def parse_manifest(text: str) -> dict[str, Entry]:

@@ -63,6 +63,7 @@ from monorepo.reporter import NullReporter, Reporter
 from monorepo.treehash import (
     Entry,
     TreeHashError,
+    _manifest_and_hash,
     diff_entries,
     hash_entries,
     parse_manifest,
@@ -84,6 +85,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TREE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _STATE_DIR = ".monorepo"
+_INPUT_LINE = re.compile(r"# input ([0-9a-f]{64})\n")
 _GENERATED = ("README.md", "workspace.toml")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -480,8 +482,10 @@ def _check_package_tree(
     if isinstance(scanned, TreeHashError):
         return _TreeOutcome((Item(subject, "unreadable", f"{pkg.version}: {scanned}", (shown,)),))
     actual = scanned
-    actual_hash = hash_entries(actual)
-    record = _read_manifest(ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest")
+    actual_text, actual_hash = _manifest_and_hash(actual)
+    record = _read_manifest(
+        ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest", (actual, actual_text, actual_hash)
+    )
     patches = [
         Patch(path=str(p.get("path")), sha256=str(p.get("sha256", "")).lower(), text=b"")
         for p in pkg.tool.get("patches", ())
@@ -588,16 +592,29 @@ class _Manifest:
     key: str | None
 
 
-def _read_manifest(path: Path) -> _Manifest | None:
+def _read_manifest(path: Path, scanned: tuple[Mapping[str, Entry], str, str]) -> _Manifest | None:
     """The manifest at *path* as pull reads it, or None when absent or damaged.
 
     The same reading as pull's (``puller._read_record``), keeping the hash that
-    :func:`parse_manifest` has checked the entries against rather than hashing them again.
+    :func:`parse_manifest` checked the entries against rather than hashing them again.
+    *scanned* is the tree on disk: its entries, their :func:`manifest` text and tree
+    hash.  When pull's manifest is that text followed by its ``# input`` line, parsing
+    it could only give those entries back, so the parse (costly for a large tree) is
+    skipped.
     """
     try:
         text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    actual, actual_text, actual_hash = scanned
+    if text.startswith(actual_text):
+        rest = text[len(actual_text) :]
+        found = _INPUT_LINE.fullmatch(rest)
+        if found is not None or not rest:
+            return _Manifest(actual, actual_hash, found[1] if found is not None else None)
+    try:
         entries = parse_manifest(text)
-    except (OSError, UnicodeDecodeError, TreeHashError):
+    except TreeHashError:
         return None
     key: str | None = None
     recorded: str | None = None

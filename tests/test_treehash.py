@@ -17,6 +17,7 @@ from monorepo.treehash import (
     manifest,
     parse_manifest,
     scan_tree,
+    scan_trees,
     tree_hash,
 )
 
@@ -218,3 +219,78 @@ def test_manifest_detects_damage(tmp_path: Path) -> None:
         parse_manifest("file 644 abc x\n")
     with pytest.raises(TreeHashError, match="line 3: unknown kind"):
         parse_manifest(text.replace("dir 040000", "fifo 040000"))
+
+
+def test_large_files_are_read_in_several_chunks(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    root.mkdir()
+    data = bytes(range(256)) * 9000  # about 2.2 MB: more than one read
+    (root / "big.bin").write_bytes(data)
+    (root / "empty.bin").write_bytes(b"")
+    entries = scan_tree(root)
+    assert entries["big.bin"].digest == sha(data)
+    assert entries["empty.bin"].digest == sha(b"")
+
+
+def test_scan_trees_is_scan_tree_of_each_root_with_errors_in_place(tmp_path: Path) -> None:
+    one = make_tree(tmp_path / "one")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(150):  # enough files for the pool to use several threads
+        (many / f"f{i:03}").write_bytes(str(i).encode() * 500)
+    broken = make_tree(tmp_path / "broken")
+    os.mkfifo(broken / "pipe")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    roots = [one, broken, many, tmp_path / "nope", empty]
+    done: list[int] = []
+    results = scan_trees(roots, jobs=3, progress=done.append)
+    assert results[0] == scan_tree(one)
+    assert results[2] == scan_tree(many) and len(results[2]) == 150
+    assert results[4] == {}
+    assert isinstance(results[1], TreeHashError) and "fifo" in str(results[1])
+    assert isinstance(results[3], TreeHashError) and "not a directory" in str(results[3])
+    assert sorted(done) == [0, 1, 2, 3, 4]  # once per tree, whatever its outcome
+
+
+def test_scan_trees_names_an_unreadable_file_and_keeps_the_other_trees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monorepo.treehash as treehash
+
+    good, bad = make_tree(tmp_path / "good"), make_tree(tmp_path / "bad")
+    real = treehash._digest
+
+    def digest(path: str | Path) -> str:
+        if str(path).endswith("bad/pkg/sub/data.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(treehash, "_digest", digest)
+    results = scan_trees([good, bad], jobs=1)
+    assert results[0] == scan_tree(good)
+    assert isinstance(results[1], TreeHashError)
+    assert "cannot read" in str(results[1]) and "data.txt" in str(results[1])
+
+
+def test_a_failure_in_a_hashing_thread_is_raised_not_lost(tmp_path: Path) -> None:
+    import monorepo.treehash as treehash
+
+    def broken(path: str) -> str:
+        raise ValueError(f"bug hashing {path}")
+
+    paths = [str(tmp_path / f"f{i}") for i in range(100)]
+    with pytest.raises(ValueError, match="bug hashing"):
+        treehash._hash_many(paths, broken, 4)
+
+
+def test_manifest_and_hash_sort_once_and_agree(tmp_path: Path) -> None:
+    import monorepo.treehash as treehash
+
+    root = make_tree(tmp_path / "t")
+    (root / "odd name\nwith newline\\and backslash").write_text("odd")
+    (root / "caf\u00e9.txt").write_text("non-ASCII but nothing to escape")
+    entries = scan_tree(root)
+    assert treehash._manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
+    assert "caf\u00e9.txt" in manifest(entries)
+    assert parse_manifest(manifest(entries)) == entries

@@ -309,6 +309,64 @@ def test_without_manifest_or_cache_the_tree_check_still_fails_by_hash(
     assert "cannot be named" in item.message and "cache" in item.message
 
 
+def test_a_manifest_is_read_whether_or_not_it_is_exactly_what_pull_wrote(pulled: Any) -> None:
+    """Without tree hashes in the lock, pull's manifest is the reference: verify trusts it
+    when its entries hash to its recorded hash, however it is laid out, and not otherwise."""
+    p = pulled("build-dependencies = false\n")
+    path = p.duni / ".monorepo" / "lib.manifest"
+    text = path.read_text()
+    header, rest = text.split("\n", 1)
+    path.write_text(f"{header}\n# a comment pull did not write\n{rest}")
+    assert verify(p.root).passed
+    edit_byte(p)
+    items = verify(p.root).check("tree").items
+    assert [(i.code, i.paths) for i in items] == [("modified", ("duni/lib/lib/__init__.py",))]
+    # a damaged manifest proves nothing: the files are named from the cached source instead
+    line = next(line for line in text.splitlines() if line.endswith(" lib/__init__.py"))
+    path.write_text(text.replace(line, line.replace("file 644", "file 755")))
+    items = verify(p.root).check("tree").items
+    assert [(i.code, i.paths) for i in items] == [("modified", ("duni/lib/lib/__init__.py",))]
+
+
+def test_a_clean_tree_is_checked_without_parsing_its_manifest(
+    pulled: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pull's manifest of an unchanged tree is exactly the scanned tree's: no parse needed."""
+    import monorepo.verifier as verifier
+
+    p = pulled("build-dependencies = false\n")
+    parsed: list[str] = []
+    real = verifier.parse_manifest
+
+    def counting(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(verifier, "parse_manifest", counting)
+    assert verify(p.root).passed
+    assert parsed == []
+    edit_byte(p)
+    assert [i.code for i in verify(p.root).check("tree").items] == ["modified"]
+    assert len(parsed) == 1  # the edited tree's manifest is parsed to name the file
+
+
+def test_tree_progress_advances_once_per_package(pulled: Any) -> None:
+    from monorepo.reporter import NullReporter
+
+    class Counting(NullReporter):
+        def __init__(self) -> None:
+            self.steps: dict[str, int] = {}
+
+        def advance(self, key: str, steps: int = 1) -> None:
+            self.steps[key] = self.steps.get(key, 0) + steps
+
+    p = pulled()
+    shutil.rmtree(p.duni / "lib")
+    reporter = Counting()
+    verify(p.root, reporter=reporter)
+    assert reporter.steps == {"verify:tree": 2}
+
+
 def test_a_missing_package_dir_and_a_missing_duni(pulled: Any) -> None:
     p = pulled()
     shutil.rmtree(p.duni / "lib")
