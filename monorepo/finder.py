@@ -26,7 +26,6 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import git
 from .errors import MetadataError
 from .index import DistFile, IndexClient
 from .overlays import OverlaySet
@@ -288,6 +287,8 @@ class IndexFinder:
         return found
 
     def _read_direct(self, name: NormalizedName, url: str) -> Candidate:
+        from . import git  # libgit2 is loaded only by runs that need it
+
         if not url.startswith("git+"):
             raise MetadataError(
                 f"{name} @ {url}: only git+ direct references are supported as sources; "

@@ -35,7 +35,6 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from monorepo import git
 from monorepo.errors import OverlayError
 from monorepo.patches import Patch
 from monorepo.paths import cache_root
@@ -603,6 +602,8 @@ def _load_git_overlay(
 ) -> Overlay:
     """A git overlay through :mod:`monorepo.git` (the mirror git sources use too),
     exported per commit under ``<cache>/overlays/<sha256 of the URL>/<commit>``."""
+    from monorepo import git  # libgit2 is loaded only by runs that need it
+
     url, rev = _split_git_spec(spec, base)
     if pinned_commit is not None and not _HEX40.fullmatch(pinned_commit.lower()):
         raise OverlayError(

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-
-import pygit2
-from pygit2.enums import ApplyLocation
+from typing import TYPE_CHECKING
 
 from monorepo.errors import OverlayError
+
+if TYPE_CHECKING:  # imported where patches are applied: reading an overlay
+    import pygit2  # (every lock does) should not pay for loading libgit2
 
 __all__ = ["Patch", "apply_patches"]
 
@@ -67,6 +68,8 @@ def apply_patches(tree: Path, patches: Sequence[Patch], *, package: str) -> None
             f"Cannot patch {package}: the source tree {tree} is not a directory. "
             "Extract the sdist before applying overlay patches."
         )
+    import pygit2
+
     with tempfile.TemporaryDirectory(prefix="monorepo-patch-") as gitdir:
         repo = pygit2.init_repository(gitdir, bare=True)
         info = Path(gitdir) / "info"
@@ -81,6 +84,9 @@ def apply_patches(tree: Path, patches: Sequence[Patch], *, package: str) -> None
 
 def _apply_one(repo: pygit2.Repository, patch: Patch, package: str) -> None:
     """Check then apply one patch, explaining a failure down to the hunk."""
+    import pygit2
+    from pygit2.enums import ApplyLocation
+
     diff = _parse(patch.text, patch, package)
     if repo.applies(diff, ApplyLocation.WORKDIR):
         try:
@@ -97,6 +103,8 @@ def _apply_one(repo: pygit2.Repository, patch: Patch, package: str) -> None:
 
 def _parse(text: bytes, patch: Patch, package: str) -> pygit2.Diff:
     """Parse *text* as a git diff, turning libgit2's complaint into a user message."""
+    import pygit2
+
     try:
         diff = pygit2.Diff.parse_diff(text)
     except (pygit2.GitError, KeyError, ValueError) as exc:
@@ -120,6 +128,9 @@ def _explain_failure(repo: pygit2.Repository, diff: pygit2.Diff, patch: Patch, p
     each file's delta and then each of its hunks is re-checked on its own; this
     is diagnosis only, the application itself is always libgit2's.
     """
+    import pygit2
+    from pygit2.enums import ApplyLocation
+
     # split the user's own text, not libgit2's re-serialisation of it: that one
     # gains an ``index`` line which libgit2 itself refuses to parse back
     for data in _file_sections(patch.text):
@@ -156,6 +167,9 @@ def _explain_failure(repo: pygit2.Repository, diff: pygit2.Diff, patch: Patch, p
 
 def _libgit2_message(repo: pygit2.Repository, diff: pygit2.Diff) -> str:
     """libgit2's own reason for refusing *diff*, for the error message."""
+    import pygit2
+    from pygit2.enums import ApplyLocation
+
     try:
         repo.applies(diff, ApplyLocation.WORKDIR, raise_error=True)
     except (pygit2.GitError, OSError) as exc:
