@@ -51,6 +51,8 @@ class Response:
     body: bytes
     content_type: str
     from_cache: bool = False
+    sha256: str = ""
+    """Of :attr:`body`, when already computed (by the cache); empty otherwise."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,12 @@ class HttpClient:
             return response
 
         immutable = sha256 is not None or size is not None
-        entry = self.cache.load(url, accept) if self.cache is not None else None
+        cache = self.cache
+        if cache is not None and (immutable or self.offline):
+            entry = cache.load(url, accept)
+        else:
+            # Revalidation needs only the stored headers; the body is read if used.
+            entry = cache.peek(url, accept) if cache is not None else None
         if entry is not None and immutable:
             try:
                 _check_integrity(url, entry.body, sha256, size)
@@ -228,8 +235,11 @@ class HttpClient:
                 "forbids downloading it. Run the same command once without --offline to "
                 "fill the cache."
             )
-        if entry is not None and httpcache.is_fresh(entry, httpcache.now()):
-            return self._from_entry(entry)
+        if cache is not None and entry is not None and httpcache.is_fresh(entry, httpcache.now()):
+            full = cache.load(url, accept)
+            if full is not None:
+                return self._from_entry(full)
+            entry = None
 
         headers: dict[str, str] = {}
         if accept:
@@ -240,11 +250,17 @@ class HttpClient:
         received = httpcache.now()
         reply_headers = {k.lower(): v for k, v in reply.headers.items()}
 
-        if reply.status_code == 304 and entry is not None:
-            refreshed = entry.refreshed(reply_headers, received)
-            if self.cache is not None and httpcache.is_storable(reply_headers):
-                self.cache.store(url, accept, refreshed)
-            return self._from_entry(refreshed)
+        if reply.status_code == 304 and entry is not None and cache is not None:
+            full = cache.load(url, accept)
+            if full is not None:
+                refreshed = full.refreshed(reply_headers, received)
+                if httpcache.is_storable(reply_headers):
+                    cache.store(url, accept, refreshed)
+                return self._from_entry(refreshed)
+            # the entry vanished under us: ask again, unconditionally
+            reply = self._request(url, {"Accept": accept} if accept else {})
+            received = httpcache.now()
+            reply_headers = {k.lower(): v for k, v in reply.headers.items()}
         if reply.status_code in (404, 410) and not_found_ok:
             return Response(url=str(reply.url), status=404, body=b"", content_type="")
         if reply.status_code != 200:
@@ -261,10 +277,21 @@ class HttpClient:
             body=body,
             headers={k: v for k, v in reply_headers.items() if k in httpcache.STORED_HEADERS},
             stored_at=received,
+            sha256=hashlib.sha256(body).hexdigest(),
         )
-        if self.cache is not None and httpcache.is_storable(reply_headers):
-            self.cache.store(url, accept, fresh)
-        return Response(url=fresh.url, status=200, body=body, content_type=fresh.content_type)
+        if (
+            cache is not None
+            and httpcache.is_storable(reply_headers)
+            and not httpcache.already_kept(entry, fresh)
+        ):
+            cache.store(url, accept, fresh)
+        return Response(
+            url=fresh.url,
+            status=200,
+            body=body,
+            content_type=fresh.content_type,
+            sha256=fresh.sha256,
+        )
 
     def get_range(self, url: str, start: int, end: int) -> RangeResponse:
         """Bytes *start* to *end* (inclusive, as HTTP counts) of *url*.
@@ -446,6 +473,7 @@ class HttpClient:
             body=entry.body,
             content_type=entry.content_type,
             from_cache=True,
+            sha256=entry.sha256,
         )
 
     @staticmethod

@@ -6,7 +6,10 @@ keeping the validators (``ETag``, ``Last-Modified``) lets a stale page be revali
 cheap ``304`` instead of being downloaded again.
 
 Each entry is one file: a single line of JSON (status, final URL, selected headers, the time
-it was stored) followed by the body.  One file per entry means one ``os.replace`` makes the
+it was stored, the body's sha256) followed by the body.  :meth:`HttpCache.peek` reads only
+that line: enough to revalidate, and to see that a page downloaded again is the page already
+kept, which is then not written again (most indexes send no validators, so every run
+downloads every page; rewriting megabytes of unchanged pages was a measurable part of a lock).  One file per entry means one ``os.replace`` makes the
 store atomic, so a crash or a concurrent writer never leaves a body paired with another
 response's headers.  Freshness is decided by :func:`is_fresh`, a pure function of the stored
 headers and the clock.
@@ -28,7 +31,7 @@ from monorepo.atomic import write_bytes
 #: Response headers kept with an entry: what freshness, revalidation and parsing need.
 STORED_HEADERS = ("etag", "last-modified", "cache-control", "date", "content-type")
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class CacheEntry:
     """Lower-case header names from :data:`STORED_HEADERS`."""
     stored_at: float = 0.0
     """Seconds since the epoch when the response (or its last ``304``) arrived."""
+    sha256: str = ""
+    """Of :attr:`body`; filled in when stored or loaded."""
 
     @property
     def content_type(self) -> str:
@@ -104,6 +109,20 @@ def cache_key(url: str, accept: str | None) -> str:
     return hashlib.sha256(f"{url}\n{accept or ''}".encode()).hexdigest()
 
 
+def already_kept(kept: CacheEntry | None, new: CacheEntry) -> bool:
+    """Whether storing *new* would change nothing that matters: same final URL, same body,
+    same headers (``Date`` aside), and no ``max-age`` whose clock a store would restart."""
+    if kept is None or kept.url != new.url or kept.sha256 != new.sha256:
+        return False
+    if "max-age" in parse_cache_control(new.headers.get("cache-control", "")):
+        return False
+
+    def selected(headers: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in headers.items() if k in STORED_HEADERS and k != "date"}
+
+    return selected(kept.headers) == selected(new.headers)
+
+
 class HttpCache:
     """Entries under ``<root>/<key[:2]>/<key>``; safe for concurrent threads and processes.
 
@@ -118,6 +137,15 @@ class HttpCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def peek(self, url: str, accept: str | None) -> CacheEntry | None:
+        """The entry without its body (``body`` is empty): reads one line, not megabytes."""
+        try:
+            with self._path(cache_key(url, accept)).open("rb") as file:
+                header = file.readline()
+        except OSError:
+            return None
+        return self._entry(header, b"")
+
     def load(self, url: str, accept: str | None) -> CacheEntry | None:
         path = self._path(cache_key(url, accept))
         try:
@@ -127,6 +155,10 @@ class HttpCache:
         header, sep, body = raw.partition(b"\n")
         if not sep:
             return None
+        return self._entry(header, body)
+
+    @staticmethod
+    def _entry(header: bytes, body: bytes) -> CacheEntry | None:
         try:
             meta: dict[str, Any] = json.loads(header)
             if meta.get("format") != _FORMAT:
@@ -137,6 +169,7 @@ class HttpCache:
                 body=body,
                 headers={str(k): str(v) for k, v in dict(meta["headers"]).items()},
                 stored_at=float(meta["stored_at"]),
+                sha256=str(meta["sha256"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -150,6 +183,7 @@ class HttpCache:
             "status": entry.status,
             "headers": {k: v for k, v in entry.headers.items() if k in STORED_HEADERS},
             "stored_at": entry.stored_at,
+            "sha256": entry.sha256 or hashlib.sha256(entry.body).hexdigest(),
         }
         data = json.dumps(meta, sort_keys=True).encode() + b"\n" + entry.body
         with contextlib.suppress(OSError):

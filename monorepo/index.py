@@ -218,7 +218,7 @@ class IndexClient:
             content_type = response.content_type.split(";")[0].strip().lower()
             is_json = content_type.endswith("+json") or content_type == "application/json"
             cache_url = f"{response.url}\n{'json' if is_json else 'html'}"
-            digest = body_digest(response.body)
+            digest = response.sha256 or body_digest(response.body)
             cached = self.page_cache.load(cache_url, name, digest)
             if cached is not None:
                 return cached

@@ -315,3 +315,26 @@ def test_a_dropped_connection_is_retried_at_once(index: FixtureIndex, serve: Ser
         assert len(c.project_files("demo")) == 4
     assert [r.status for r in server.requests_for(PAGE)] == [None, 200]
     assert any("retry 1 of 3 at once" in text for _, text in reporter.messages)
+
+
+def test_an_unchanged_page_without_validators_is_not_written_again(
+    index: FixtureIndex, serve: Serve, tmp_path: Path
+) -> None:
+    # Most indexes send neither ETag nor max-age: every run downloads the page again, and
+    # the cache must not rewrite megabytes that did not change, yet keep a changed page.
+    server = serve(index, cache_control=None, etags=False)
+    cache = tmp_path / "http"
+    with client(server.url, cache) as c:
+        assert len(c.project_files("demo")) == 4
+    (entry,) = [p for p in cache.rglob("*") if p.is_file()]
+    stamp = entry.stat().st_mtime_ns
+    with client(server.url, cache) as c:
+        assert len(c.project_files("demo")) == 4
+    assert entry.stat().st_mtime_ns == stamp
+    assert [r.status for r in server.requests_for(PAGE)] == [200, 200]
+
+    index.publish(Release("demo", "2.0"))
+    with client(server.url, cache) as c:
+        assert len(c.project_files("demo")) == 6
+    with client(server.url, cache, offline=True) as c:
+        assert len(c.project_files("demo")) == 6
