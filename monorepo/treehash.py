@@ -55,6 +55,7 @@ from monorepo.errors import MonorepoError
 
 Kind = Literal["file", "symlink", "dir"]
 _P = TypeVar("_P", str, Path)
+_D = TypeVar("_D")
 
 MANIFEST_HEADER = "# monorepo tree manifest 1"
 """First line of a manifest; the number is the format of the tree hash definition."""
@@ -121,21 +122,33 @@ def _hash_keyed(keyed: Iterable[tuple[bytes, Entry]]) -> str:
 
 
 def _digest(path: str | Path) -> str:
-    """sha256 of a file, opened without following a symlink that replaced it meanwhile.
-
-    Plain ``os.read`` calls of a large buffer: no file object per file (most vendored
-    files are a few kB, so per-file overhead matters as much as hashing speed).
-    """
+    """sha256 of a file, opened without following a symlink that replaced it meanwhile."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        chunk = os.read(fd, _READ_SIZE)
-        digest = hashlib.sha256(chunk)
-        while chunk:
-            chunk = os.read(fd, _READ_SIZE)
-            digest.update(chunk)
-        return digest.hexdigest()
+        return _read_digest(fd)
     finally:
         os.close(fd)
+
+
+def _digest_and_mode(path: str) -> tuple[str, bool]:
+    """sha256 and executable bit of a file, the bit from the very file that was read."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        executable = bool(os.fstat(fd).st_mode & 0o111)
+        return _read_digest(fd), executable
+    finally:
+        os.close(fd)
+
+
+def _read_digest(fd: int) -> str:
+    """Plain ``os.read`` calls of a large buffer: no file object per file (most vendored
+    files are a few kB, so per-file overhead matters as much as hashing speed)."""
+    chunk = os.read(fd, _READ_SIZE)
+    digest = hashlib.sha256(chunk)
+    while chunk:
+        chunk = os.read(fd, _READ_SIZE)
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _hash_file(path: Path) -> str:
@@ -209,7 +222,8 @@ def scan_trees(
     owners: list[int] = []
     for index, root in enumerate(roots):
         try:
-            entries, files, _ = _walk(root, None, None)
+            # no stat per file while listing: a hashing thread fstat()s the open file
+            entries, files, _ = _walk(root, None, None, stat_files=False)
         except TreeHashError as error:
             entries, files = {}, []
             results.append(error)
@@ -236,20 +250,22 @@ def scan_trees(
             if count == 0:
                 progress(index)
     workers = jobs if jobs is not None else _default_workers()
-    digests = _hash_many(paths, _digest, workers, finished if progress is not None else None)
+    digests = _hash_many(
+        paths, _digest_and_mode, workers, finished if progress is not None else None
+    )
     k = 0
     for index, files in enumerate(trees):
         entries_or_error = results[index]
-        for rel, executable in files:
-            digest = digests[k]
+        for rel, _ in files:
+            done = digests[k]
             k += 1
             if isinstance(entries_or_error, TreeHashError):
                 continue
-            if isinstance(digest, OSError):
-                entries_or_error = _read_error(roots[index] / rel, digest)
+            if isinstance(done, OSError):
+                entries_or_error = _read_error(roots[index] / rel, done)
                 results[index] = entries_or_error
                 continue
-            entries_or_error[rel] = Entry(rel, "file", executable, digest)
+            entries_or_error[rel] = Entry(rel, "file", done[1], done[0])
     return results
 
 
@@ -257,11 +273,15 @@ def _walk(
     root: Path,
     exclude: Callable[[str], bool] | None,
     stamps: Mapping[str, tuple[Stamp, str]] | None,
+    *,
+    stat_files: bool = True,
 ) -> tuple[dict[str, Entry], list[tuple[str, bool]], dict[str, Stamp]]:
     """Every entry of *root* but the files to read, which come back as (rel, executable).
 
     Files whose stat stamp matches *stamps* get their digest from there; the stamps of
-    the files to read are returned for the caller to record.
+    the files to read are returned for the caller to record.  With *stat_files* False
+    (and no *stamps*), a regular file is known from the directory listing alone and
+    comes back as (rel, False): the caller takes the executable bit when it reads it.
     """
     if not root.is_dir():
         raise TreeHashError(
@@ -292,6 +312,9 @@ def _walk(
                 # the directory listing's file type saves a stat per directory
                 if child.is_dir(follow_symlinks=False):
                     stack.append(rel)
+                    continue
+                if not stat_files and child.is_file(follow_symlinks=False):
+                    files.append((rel, False))
                     continue
                 st = child.stat(follow_symlinks=False)
             except OSError as e:
@@ -337,10 +360,10 @@ def _default_workers() -> int:
 
 def _hash_many(
     paths: Sequence[_P],
-    hash_one: Callable[[_P], str],
+    hash_one: Callable[[_P], _D],
     workers: int,
     finished: Callable[[int, int], None] | None = None,
-) -> list[str | OSError]:
+) -> list[_D | OSError]:
     """``hash_one(path)`` of every path, in order; an OSError takes the place of its digest.
 
     The calling thread and *workers* - 1 others take batches of paths from a shared
@@ -348,7 +371,7 @@ def _hash_many(
     work to a pool per file costs more than hashing it.  *finished(start, end)* is
     called, from the thread that did it, after each batch of indexes.
     """
-    results: list[str | OSError] = [""] * len(paths)
+    results: list[_D | OSError] = [OSError()] * len(paths)  # each one replaced
     failures: list[BaseException] = []
     total = len(paths)
     batches = itertools.count(0, _BATCH)

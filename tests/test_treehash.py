@@ -259,14 +259,14 @@ def test_scan_trees_names_an_unreadable_file_and_keeps_the_other_trees(
     import monorepo.treehash as treehash
 
     good, bad = make_tree(tmp_path / "good"), make_tree(tmp_path / "bad")
-    real = treehash._digest
+    real = treehash._digest_and_mode
 
-    def digest(path: str | Path) -> str:
+    def digest(path: str) -> tuple[str, bool]:
         if str(path).endswith("bad/pkg/sub/data.txt"):
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(treehash, "_digest", digest)
+    monkeypatch.setattr(treehash, "_digest_and_mode", digest)
     results = scan_trees([good, bad], jobs=1)
     assert results[0] == scan_tree(good)
     assert isinstance(results[1], TreeHashError)
