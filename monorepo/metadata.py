@@ -7,11 +7,15 @@ first source that is trustworthy, cheapest first (DESIGN.md section 3):
 1. a wheel's PEP 658 ``<url>.metadata`` file, when the page declares one (a few KB);
 2. the persistent :class:`MetadataCache`: what an earlier run learned about any of the
    files, keyed by the file's sha256 (files are immutable, so the answer is too);
-3. an sdist's ``PKG-INFO``, trusted only when Metadata-Version >= 2.2 and neither
-   ``Requires-Dist`` nor ``Requires-Python`` is ``Dynamic`` (PEP 643);
-4. a wheel's ``*.dist-info/METADATA`` read with HTTP byte ranges
-   (:mod:`monorepo.lazywheel`): a target-compatible wheel, else the smallest wheel, since
-   ``Requires-Dist`` uses markers and every wheel of a version carries the same list;
+3. a wheel's ``*.dist-info/METADATA`` read with HTTP byte ranges
+   (:mod:`monorepo.lazywheel`): the very bytes a PEP 658 file would hold, for indexes that
+   publish none, at the cost of two or three small requests.  A target-compatible wheel,
+   else the smallest wheel, since ``Requires-Dist`` uses markers and every wheel of a
+   version carries the same list;
+4. an sdist's ``PKG-INFO``, trusted only when Metadata-Version >= 2.2 and neither
+   ``Requires-Dist`` nor ``Requires-Python`` is ``Dynamic`` (PEP 643).  After the wheel:
+   it needs the whole sdist, tens of megabytes for some projects (a cold lock of 117
+   packages spent most of its 10 s downloading sdists for this);
 5. the sdist's build backend, ``prepare_metadata_for_build_wheel`` through
    ``pyproject_hooks`` in an isolated, cached build environment.
 
@@ -523,9 +527,9 @@ def release_metadata(
 ) -> Metadata:
     """Core metadata of one version, given all its *files*, from the cheapest good source.
 
-    The order is the module's: PEP 658 file, *cache*, trusted ``PKG-INFO``, a wheel read
-    with byte ranges through *ranges* (a whole download through *fetch* when None or
-    refused), and only then the sdist's build backend.  *target_tags* says which wheels
+    The order is the module's: PEP 658 file, *cache*, a wheel read with byte ranges
+    through *ranges* (a whole download through *fetch* when None or refused), trusted
+    ``PKG-INFO``, and only then the sdist's build backend.  *target_tags* says which wheels
     the target installs: their metadata is preferred.
     """
     reporter = reporter if reporter is not None else NullReporter()
@@ -563,17 +567,8 @@ def release_metadata(
         if found is not None:
             reporter.message("debug", f"{label}: metadata from the cache ({dist.filename})")
             return found
-    # 3. PKG-INFO (PEP 643)
     sdist = _preferred_sdist(files)
-    sdist_data: bytes | None = None
-    if sdist is not None:
-        sdist_data = fetch(sdist.url, sha256=sdist.sha256, size=sdist.size)
-        top, text = _sdist_top_and_member(sdist_data, sdist.filename, "PKG-INFO")
-        if text is not None:
-            source = f"{sdist.filename}:{top}/PKG-INFO"
-            if metadata_from_pkg_info(text, source=source) is not None:
-                return keep(sdist, text, source)
-    # 4. a wheel's METADATA, read lazily
+    # 3. a wheel's METADATA, read lazily
     if wheels:
         wheel = wheels[0]
 
@@ -595,10 +590,19 @@ def release_metadata(
         except OfflineError:
             if sdist is None:
                 raise
-            # Offline the build backend may still work from cached files.
+            # Offline, the sdist may still be in the cache.
         else:
             reporter.message("debug", f"{label}: metadata from {wheel.filename} (byte ranges)")
             return keep(wheel, text, f"{wheel.filename} METADATA")
+    # 4. PKG-INFO (PEP 643)
+    sdist_data: bytes | None = None
+    if sdist is not None:
+        sdist_data = fetch(sdist.url, sha256=sdist.sha256, size=sdist.size)
+        top, pkg_info = _sdist_top_and_member(sdist_data, sdist.filename, "PKG-INFO")
+        if pkg_info is not None:
+            source = f"{sdist.filename}:{top}/PKG-INFO"
+            if metadata_from_pkg_info(pkg_info, source=source) is not None:
+                return keep(sdist, pkg_info, source)
     # 5. the build backend
     if sdist is None or sdist_data is None:  # pragma: no cover - wheels or an sdist exist
         raise MetadataError(f"{label}: neither a wheel nor an sdist to read metadata from.")

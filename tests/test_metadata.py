@@ -363,13 +363,32 @@ def test_pep658_file_comes_first(served: Served) -> None:
     ]
 
 
-def test_trusted_pkg_info_comes_before_the_wheel(served: Served) -> None:
+def test_wheel_metadata_by_ranges_comes_before_downloading_the_sdist(served: Served) -> None:
+    # Without a PEP 658 file, the wheel's METADATA (the same bytes) costs a few small
+    # range requests; the sdist, even with a trusted PKG-INFO, would be a whole download.
     server, client = served(
         Release(
             "demo",
             "1.0",
             requires_dist=("dep",),
             core_metadata_file=False,
+            files={BACKEND_FILE: BROKEN_BACKEND},
+        )
+    )
+    files = client.project_files("demo")
+    assert client.release_metadata(files, all_tags(client, "demo")).requires_dist == reqs("dep")
+    requests = server.requests_for("^/files/")
+    assert requests and all(r.path == "/files/demo-1.0-py3-none-any.whl" for r in requests)
+    assert all(r.status == 206 for r in requests)
+
+
+def test_trusted_pkg_info_when_there_is_no_wheel(served: Served) -> None:
+    server, client = served(
+        Release(
+            "demo",
+            "1.0",
+            requires_dist=("dep",),
+            wheels=(),
             files={BACKEND_FILE: BROKEN_BACKEND},
         )
     )
