@@ -134,17 +134,23 @@ def _digest_and_mode(path: str) -> tuple[str, bool]:
     """sha256 and executable bit of a file, the bit from the very file that was read."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        executable = bool(os.fstat(fd).st_mode & 0o111)
-        return _read_digest(fd), executable
+        st = os.fstat(fd)
+        return _read_digest(fd, st.st_size), bool(st.st_mode & 0o111)
     finally:
         os.close(fd)
 
 
-def _read_digest(fd: int) -> str:
+def _read_digest(fd: int, size: int = -1) -> str:
     """Plain ``os.read`` calls of a large buffer: no file object per file (most vendored
-    files are a few kB, so per-file overhead matters as much as hashing speed)."""
+    files are a few kB, so per-file overhead matters as much as hashing speed).
+
+    *size*, the file's size from ``fstat`` of *fd*, saves the read that would return
+    nothing when one read returned all of it (a file growing meanwhile returns more).
+    """
     chunk = os.read(fd, _READ_SIZE)
     digest = hashlib.sha256(chunk)
+    if len(chunk) == size and size < _READ_SIZE:
+        return digest.hexdigest()
     while chunk:
         chunk = os.read(fd, _READ_SIZE)
         digest.update(chunk)

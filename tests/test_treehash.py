@@ -227,9 +227,15 @@ def test_large_files_are_read_in_several_chunks(tmp_path: Path) -> None:
     data = bytes(range(256)) * 9000  # about 2.2 MB: more than one read
     (root / "big.bin").write_bytes(data)
     (root / "empty.bin").write_bytes(b"")
+    for size in (1 << 20) - 1, 1 << 20, (1 << 20) + 1:  # around one read's size
+        (root / f"{size}.bin").write_bytes(data[:size])
     entries = scan_tree(root)
+    (many,) = scan_trees([root])
+    assert many == entries
     assert entries["big.bin"].digest == sha(data)
     assert entries["empty.bin"].digest == sha(b"")
+    for size in (1 << 20) - 1, 1 << 20, (1 << 20) + 1:
+        assert entries[f"{size}.bin"].digest == sha(data[:size])
 
 
 def test_scan_trees_is_scan_tree_of_each_root_with_errors_in_place(tmp_path: Path) -> None:
