@@ -9,7 +9,9 @@ uses (markers, inputs, freshness) are functions here and in :mod:`freshness`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from . import __version__
 from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
@@ -26,6 +29,7 @@ from .finder import GitRelease, IndexFinder, IndexRelease
 from .lockfile import (
     BUILD_GROUP,
     LOCK_NAME,
+    RENDERER,
     ArchiveSource,
     LockDocument,
     LockedPackage,
@@ -34,10 +38,12 @@ from .lockfile import (
     VcsSource,
     parse,
     render,
+    render_data,
     sorted_packages,
     write_atomic,
 )
 from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, load_project_overlays
+from .paths import cache_root
 from .reporter import NullReporter, Reporter
 from .resolver import Policy, Resolution, Scope, resolve
 from .targets import Target
@@ -160,16 +166,43 @@ def source_urls(config: ProjectConfig) -> dict[NormalizedName, str]:
     return out
 
 
-def read_existing(path: Path, reporter: Reporter) -> LockDocument | None:
+def read_existing(path: Path, reporter: Reporter) -> tuple[str, LockDocument] | None:
+    """The lock on disk (text and document); None when absent or unreadable (with a warning)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
     try:
-        return parse(text, path=path)
+        return text, parse(text, path=path)
     except LockFileError as exc:
         reporter.message("warning", f"ignoring the existing lock: {exc}")
         return None
+
+
+def _render_marker(text: str) -> Path:
+    """Where the cache remembers that this version of monorepo rendered exactly *text*."""
+    key = hashlib.sha256(f"{__version__}\n{RENDERER}\n{text}".encode()).hexdigest()
+    return cache_root() / "rendered" / key[:2] / key
+
+
+def rendered(document: LockDocument, existing: tuple[str, LockDocument] | None) -> str:
+    """``render(document)``, or the text on disk when it already is exactly that.
+
+    Rendering through tomlkit is a tenth of a warm lock, and a relock usually changes
+    nothing.  The text on disk is reused only when its data equals the new lock's and the
+    cache remembers that this version of monorepo rendered that very text (the marker is
+    keyed by the text's digest), so a hand-edited or older-format file is still rewritten.
+    """
+    if existing is not None:
+        text, old = existing
+        if render_data(old) == render_data(document) and _render_marker(text).exists():
+            return text
+    text = render(document)
+    with contextlib.suppress(OSError):
+        marker = _render_marker(text)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    return text
 
 
 def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
@@ -330,7 +363,8 @@ def lock(
     primary, _where = resolve_index_url(config, flag=index_url)
     index_urls = [primary, *config.extra_index_urls]
     path = config.root / LOCK_NAME
-    existing = read_existing(path, reporter)
+    on_disk = read_existing(path, reporter)
+    existing = on_disk[1] if on_disk is not None else None
     preferred: dict[NormalizedName, Version] = {}
     preferred_build: dict[NormalizedName, Version] = {}
     if existing is not None and not upgrade:
@@ -373,7 +407,7 @@ def lock(
             )
         ),
     )
-    text = render(document)
+    text = rendered(document, on_disk)
     changed = write_atomic(path, text) if write else False
     return LockResult(
         path=path, document=document, changed=changed, changes=diff_versions(existing, document)

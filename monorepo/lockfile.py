@@ -184,6 +184,16 @@ def render(doc: LockDocument) -> str:
     return tomlkit.dumps(out)
 
 
+#: What :func:`render`'s exact output depends on besides the data (see ``locker.rendered``).
+RENDERER = f"monorepo lock format {FORMAT}, tomlkit {tomlkit.__version__}"
+
+
+def render_data(doc: LockDocument) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Everything :func:`render` writes, as plain data: equal data renders to equal text."""
+    inputs = {k: v for k, v in doc.inputs.items() if v is not None}
+    return to_dict(doc), dict(doc.tool), inputs
+
+
 def _inputs_table(inputs: Mapping[str, Any]) -> tomlkit.items.Table:
     table = tomlkit.table()
     for key, value in inputs.items():

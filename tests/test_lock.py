@@ -388,6 +388,21 @@ def test_locking_twice_is_byte_identical(project: Any) -> None:
     assert (proj / "pylock.toml").read_bytes() == first
 
 
+def test_a_hand_formatted_lock_with_the_same_content_is_rewritten(project: Any) -> None:
+    # An unchanged relock reuses the file without rendering it again, but only a file
+    # this version rendered: the same data spelled differently gets the canonical text.
+    proj, _ = project(
+        [Release("app", "1.0", requires_dist=("lib",)), Release("lib", "1.0")], ["app"]
+    )
+    monorepo.lock(proj)
+    lock = proj / "pylock.toml"
+    canonical = lock.read_text()
+    lock.write_text(canonical.replace(" = ", "=").replace("\n[[packages]]", "\n\n[[packages]]"))
+    assert monorepo.lock(proj).changed
+    assert lock.read_text() == canonical
+    assert not monorepo.lock(proj).changed
+
+
 def test_offline_lock_is_served_from_the_cache(project: Any) -> None:
     releases = [Release("app", "1.0", requires_dist=("lib",)), Release("lib", "1.0")]
     proj, server = project(releases, ["app"])
