@@ -12,10 +12,17 @@ commit, so extraction is all-or-nothing and never writes outside its destination
    member count, declared uncompressed size and compression ratio.  The counts are
    enforced while the member list is read, so a bomb is refused at its first
    oversized header rather than after decompressing it.
-2. **Extract into a staging directory** beside the destination
-   (``.tmp-<name>-<random>``), with tarfile's ``"data"`` filter as a second layer for
-   tar and size checks on the bytes actually read for zip (header sizes are not
-   trusted).  The single top-level directory of the sdist is stripped.
+2. **Write the checked plan into a staging directory** beside the destination
+   (``.tmp-<name>-<random>``), with size checks on the bytes actually read for zip
+   (header sizes are not trusted).  The single top-level directory of the sdist is
+   stripped.  The second layer is structural (:class:`_Writer`): only planned
+   relative paths, directories the writer made itself, files opened with
+   ``O_NOFOLLOW``, and symlinks created last, so nothing is written through a link.
+   This replaces tarfile's ``"data"`` filter, whose ``realpath`` of every member was
+   most of the extraction time, and it checks the same things (PEP 721).  A gzip
+   stream is decompressed once, into memory (up to a limit), for both steps.
+   Every file is hashed while written: the stamps returned spare the tree hash a
+   second read.
 3. **Rename** the staging directory to the destination.  On any failure the
    staging directory is removed: no half-extracted tree is ever left behind.
 
@@ -27,7 +34,10 @@ that patching one path can never edit another.  Empty directories are kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import io
 import lzma
 import os
 import shutil
@@ -36,12 +46,13 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
 from monorepo.errors import ExtractError
+from monorepo.treehash import Stamp, file_stamp
 
 RawKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "other"]
 
@@ -335,13 +346,21 @@ def _resolve(base: list[str], target: str, links: dict[str, str], depth: int) ->
     return stack
 
 
+FileStamps = dict[str, tuple[Stamp, str]]
+"""For each regular file written, its stat stamp and sha256: the form of
+:func:`monorepo.treehash.scan_tree`'s *stamps*, so hashing the new tree reads no file back."""
+
+
 def extract_sdist(
     archive: Path, dest: Path, *, package: str, limits: Limits = DEFAULT_LIMITS
-) -> None:
+) -> FileStamps:
     """Unpack *archive*'s single top-level directory as *dest*, or refuse and leave nothing.
 
-    *dest* must not exist; its parent is created if needed.  Raises
-    :class:`~monorepo.errors.ExtractError` naming the package, archive and member.
+    *dest* must not exist; its parent is created if needed.  Returns the stamp and
+    sha256 of every regular file written (hashed from the bytes in hand), which
+    ``scan_tree(dest, stamps=...)`` turns into the tree's entries without reading the
+    files again.  Raises :class:`~monorepo.errors.ExtractError` naming the package,
+    archive and member.
     """
     kind = _archive_kind(archive, package)
     try:
@@ -363,10 +382,9 @@ def extract_sdist(
         raise _cannot_write(package, archive, dest, e) from e
     try:
         if kind == "zip":
-            _extract_zip(archive, archive_size, staging, package, limits)
+            stamps = _extract_zip(archive, archive_size, staging, package, limits)
         else:
-            _extract_tar(archive, archive_size, staging, package, limits)
-        _normalise_dirs(staging)
+            stamps = _extract_tar(archive, archive_size, staging, package, limits)
         os.rename(staging, dest)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
@@ -374,6 +392,7 @@ def extract_sdist(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return stamps
 
 
 def _cannot_write(package: str, archive: Path, dest: Path, error: OSError) -> ExtractError:
@@ -405,6 +424,131 @@ def _unreadable(package: str, archive: Path, error: BaseException) -> ExtractErr
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
 
 
+class _Writer:
+    """Step 2: writes a checked plan into the staging directory, and only there.
+
+    In place of a per-member second check (tarfile's data filter resolves every
+    member's path with ``realpath``, which made it most of the extraction time), the
+    writer makes escaping impossible by construction: every path is a planned
+    relative path without ``..``, directories are made by the writer itself, files
+    are opened with ``O_NOFOLLOW``, and symlinks are created only by :meth:`finish`,
+    after every file and directory, so nothing is ever written through a link.
+    """
+
+    def __init__(self, root: Path, planner: Planner) -> None:
+        self.root = os.fspath(root)
+        self.planner = planner
+        self.dirs: set[str] = {""}
+        self.made: list[str] = [""]
+        self.links: list[tuple[str, str]] = []
+        self.stamps: FileStamps = {}
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _parents(self, rel: str) -> None:
+        parent = rel.rpartition("/")[0]
+        missing: list[str] = []
+        while parent not in self.dirs:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for directory in reversed(missing):
+            self._mkdir(directory)
+
+    def _mkdir(self, rel: str) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.path(rel), 0o755)
+        self.dirs.add(rel)
+        self.made.append(rel)
+
+    def directory(self, planned: PlannedMember, mtime: float | None) -> None:
+        try:
+            self._parents(planned.rel)
+            if planned.rel not in self.dirs:
+                self._mkdir(planned.rel)
+            if mtime is not None:
+                _set_mtime(self.path(planned.rel), mtime)
+        except OSError as e:
+            raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
+
+    def file(
+        self,
+        planned: PlannedMember,
+        chunks: Iterable[bytes | memoryview],
+        executable: bool,
+        mtime: float | None,
+    ) -> None:
+        """Write, hash and stamp one file; read errors and write errors are refusals."""
+        rel = planned.rel
+        mode = _mode_for(executable)
+        try:
+            self._parents(rel)
+            fd = os.open(self.path(rel), _WRITE_FLAGS, mode)
+            try:
+                digest = hashlib.sha256()
+                for chunk in chunks:
+                    digest.update(chunk)
+                    _write_all(fd, chunk)
+                if mtime is not None:
+                    _set_mtime(fd, mtime)
+                st = os.fstat(fd)
+                if stat.S_IMODE(st.st_mode) != mode:  # the umask took bits away
+                    os.fchmod(fd, mode)
+                    st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except (*_READ_ERRORS, OSError) as e:
+            raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
+        self.stamps[rel] = (file_stamp(st), digest.hexdigest())
+
+    def duplicate(self, planned: PlannedMember, read: Callable[[], bytes | memoryview]) -> None:
+        """A repeated member must be byte-identical to the one already written."""
+        try:
+            same = hashlib.sha256(read()).hexdigest() == self.stamps[planned.rel][1]
+        except (*_READ_ERRORS, OSError) as e:
+            raise self.planner.refuse(planned.original, f"could not be read: {e}") from e
+        if not same:
+            raise self.planner.refuse(
+                planned.original, "is a duplicate of an earlier member with different content"
+            )
+
+    def symlink(self, planned: PlannedMember) -> None:
+        self.links.append((planned.rel, planned.link))
+
+    def finish(self) -> FileStamps:
+        """Symlinks last, then directories 0o755 whatever the umask."""
+        for rel, target in self.links:
+            self._parents(rel)
+            os.symlink(target, self.path(rel))
+        for rel in self.made:
+            os.chmod(self.path(rel), 0o755)
+        return self.stamps
+
+
+_WRITE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _set_mtime(target: int | str, mtime: float) -> None:
+    """The archive's modification time, as tarfile sets it (same error text)."""
+    try:
+        os.utime(target, (mtime, mtime))
+    except (OSError, OverflowError, ValueError) as e:
+        raise tarfile.ExtractError("could not change modification time") from e
+
+
 def _tar_raw(info: tarfile.TarInfo) -> RawMember:
     kind: RawKind
     if info.isreg():
@@ -426,62 +570,141 @@ def _tar_raw(info: tarfile.TarInfo) -> RawMember:
     return RawMember(info.name, kind, info.size, info.mode, info.linkname)
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_IN_MEMORY_LIMIT = 256 * 1024 * 1024
+"""Decompressed tar streams up to this size are held in memory, so the archive is
+decompressed once for both steps; larger ones are read twice from the file."""
+_INFLATE_STEP = 16 * 1024 * 1024
+_TAR_OVERHEAD = 16 * 1024 * 1024
+
+
+class _ReadAgain(Exception):
+    """Reading the in-memory copy failed: read the file itself, which words the error."""
+
+
+def _gunzip(archive: Path, limit: int) -> bytes | None:
+    """The decompressed tar stream of a gzip archive, or None when it is not one, is
+    damaged or exceeds *limit* (then the archive is read the ordinary way, which refuses
+    or reports it exactly as it always did)."""
+    try:
+        data = archive.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_GZIP_MAGIC):
+        return None
+    out: list[bytes] = []
+    total = 0
+    try:
+        while True:  # one gzip member after another, as GzipFile reads them
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not inflater.eof:
+                chunk = inflater.decompress(data, _INFLATE_STEP)
+                total += len(chunk)
+                if total > limit:
+                    return None
+                out.append(chunk)
+                data = inflater.unconsumed_tail
+                if not data and len(chunk) < _INFLATE_STEP and not inflater.eof:
+                    return None  # truncated
+            data = inflater.unused_data
+            if not data.strip(b"\0"):
+                break
+            if not data.startswith(_GZIP_MAGIC):
+                return None
+    except zlib.error:
+        return None
+    return b"".join(out)
+
+
 def _extract_tar(
     archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
-) -> None:
-    planner = Planner(package, archive.name, archive_size, limits)
+) -> FileStamps:
+    # A stream past what the limits allow goes the slow way, which refuses it at its
+    # first oversized header; the allowance covers tar headers and padding.
+    allowed = min(_IN_MEMORY_LIMIT, int(archive_size * limits.max_ratio) + _TAR_OVERHEAD)
+    stream = _gunzip(archive, allowed)
+    if stream is not None:
+        try:
+            tf = tarfile.open(fileobj=io.BytesIO(stream), mode="r:")  # noqa: SIM115
+        except (*_READ_ERRORS, OSError):
+            pass
+        else:
+            with tf:
+                try:
+                    return _write_tar(tf, stream, archive, archive_size, staging, package, limits)
+                except _ReadAgain:
+                    pass
     try:
         tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (*_READ_ERRORS, OSError) as e:
         raise _unreadable(package, archive, e) from e
     with tf:
-        tf.errorlevel = 2
-        infos: list[tarfile.TarInfo] = []
-        try:
-            for info in tf:
-                planner.add(_tar_raw(info))
-                infos.append(info)
-        except (*_READ_ERRORS, OSError) as e:
-            raise _unreadable(package, archive, e) from e
-        plan = planner.finish()
-        files = {p.rel: info for p, info in zip(plan, infos, strict=True) if p.kind == "file"}
-        for planned, info in zip(plan, infos, strict=True):
-            if not planned.rel:
-                continue
-            if planned.kind == "duplicate":
-                _check_duplicate(planner, planned, staging, functools.partial(_tar_bytes, tf, info))
-                continue
-            if planned.kind == "hardlink":
-                # A copy of the target's data: same offset in the archive, new name.
-                source = files[planned.link]
-                member = source.replace(name=planned.rel, mode=_mode_for(source.mode & 0o111 != 0))
-            elif planned.kind == "file":
-                member = info.replace(name=planned.rel, mode=_mode_for(planned.executable))
-            else:
-                member = info.replace(name=planned.rel)
-            try:
-                tf.extract(member, staging, filter="data")
-            except (*_READ_ERRORS, OSError) as e:
-                raise planner.refuse(planned.original, f"could not be extracted: {e}") from e
+        return _write_tar(tf, None, archive, archive_size, staging, package, limits)
 
 
-def _tar_bytes(tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
-    stream = tf.extractfile(info)
-    return stream.read() if stream is not None else b""
+def _write_tar(
+    tf: tarfile.TarFile,
+    stream: bytes | None,
+    archive: Path,
+    archive_size: int,
+    staging: Path,
+    package: str,
+    limits: Limits,
+) -> FileStamps:
+    """Plan every member of *tf*, then write the plan.
 
-
-def _check_duplicate(
-    planner: Planner, planned: PlannedMember, staging: Path, read: Callable[[], bytes]
-) -> None:
-    """A repeated member must be byte-identical to the one already extracted."""
+    *stream* is the whole decompressed tar when it is in memory: member data is then
+    sliced out of it instead of read (and decompressed again) through tarfile.
+    """
+    planner = Planner(package, archive.name, archive_size, limits)
+    tf.errorlevel = 2
+    infos: list[tarfile.TarInfo] = []
     try:
-        same = read() == (staging / planned.rel).read_bytes()
+        for info in tf:
+            planner.add(_tar_raw(info))
+            infos.append(info)
     except (*_READ_ERRORS, OSError) as e:
-        raise planner.refuse(planned.original, f"could not be read: {e}") from e
-    if not same:
-        raise planner.refuse(
-            planned.original, "is a duplicate of an earlier member with different content"
-        )
+        if stream is not None:
+            raise _ReadAgain from e
+        raise _unreadable(package, archive, e) from e
+    plan = planner.finish()
+    view = memoryview(stream) if stream is not None else None
+
+    def read(info: tarfile.TarInfo) -> Iterator[bytes | memoryview]:
+        if view is not None and info.sparse is None:
+            start, end = info.offset_data, info.offset_data + info.size
+            if end > len(view):
+                raise tarfile.ReadError("unexpected end of data")
+            yield view[start:end]
+            return
+        member = tf.extractfile(info)
+        if member is not None:
+            with member:
+                while chunk := member.read(_CHUNK):
+                    yield chunk
+
+    def read_all(info: tarfile.TarInfo) -> bytes | memoryview:
+        return b"".join(read(info))
+
+    writer = _Writer(staging, planner)
+    files: dict[str, tarfile.TarInfo] = {}
+    for planned, info in zip(plan, infos, strict=True):
+        if not planned.rel:
+            continue
+        if planned.kind == "file":
+            files[planned.rel] = info
+            writer.file(planned, read(info), planned.executable, info.mtime)
+        elif planned.kind == "dir":
+            writer.directory(planned, info.mtime)
+        elif planned.kind == "hardlink":
+            # A copy of the target's data, mode and time, under the new name.
+            source = files[planned.link]
+            writer.file(planned, read(source), source.mode & 0o111 != 0, source.mtime)
+        elif planned.kind == "symlink":
+            writer.symlink(planned)
+        else:
+            writer.duplicate(planned, functools.partial(read_all, info))
+    return writer.finish()
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> tuple[RawKind, int]:
@@ -515,7 +738,7 @@ def _read_capped(stream: IO[bytes], limit: int) -> Iterator[bytes]:
 
 def _extract_zip(
     archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
-) -> None:
+) -> FileStamps:
     planner = Planner(package, archive.name, archive_size, limits)
     try:
         zf = zipfile.ZipFile(archive)
@@ -533,23 +756,18 @@ def _extract_zip(
                 link = _zip_link_target(zf, info, planner)
             plan.append(planner.add(RawMember(info.filename, kind, info.file_size, mode, link)))
         planner.finish()
-        written_total = 0
+        writer = _Writer(staging, planner)
+        counter = _ZipCounter(planner, archive_size)
         for planned, info in zip(plan, infos, strict=True):
             if planned.kind == "duplicate":
-                _check_duplicate(planner, planned, staging, functools.partial(zf.read, info))
-                continue
-            if planned.kind != "file" or not planned.rel:
-                if planned.kind == "dir" and planned.rel:
-                    (staging / planned.rel).mkdir(parents=True, exist_ok=True)
-                continue
-            written_total = _write_zip_member(
-                zf, info, planned, staging, planner, written_total, archive_size
-            )
-        for planned in plan:
-            if planned.kind == "symlink":
-                target = staging / planned.rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(planned.link, target)
+                writer.duplicate(planned, functools.partial(zf.read, info))
+            elif planned.kind == "dir" and planned.rel:
+                writer.directory(planned, None)
+            elif planned.kind == "symlink":
+                writer.symlink(planned)
+            elif planned.kind == "file" and planned.rel:
+                writer.file(planned, counter.chunks(zf, info, planned), planned.executable, None)
+        return writer.finish()
 
 
 def _zip_link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, planner: Planner) -> str:
@@ -566,56 +784,38 @@ def _zip_link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, planner: Planne
         raise planner.refuse(info.filename, "is a symlink whose target is not UTF-8") from e
 
 
-def _write_zip_member(
-    zf: zipfile.ZipFile,
-    info: zipfile.ZipInfo,
-    planned: PlannedMember,
-    staging: Path,
-    planner: Planner,
-    written_total: int,
-    archive_size: int,
-) -> int:
-    """Write one zip member, counting real bytes against its header and the limits."""
-    target = staging / planned.rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    limits = planner.limits
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(target, flags, _mode_for(planned.executable))
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as out, zf.open(info) as stream:
+@dataclass
+class _ZipCounter:
+    """Counts the bytes a zip really inflates to, since its headers are not trusted."""
+
+    planner: Planner
+    archive_size: int
+    total: int = 0
+
+    def chunks(
+        self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, planned: PlannedMember
+    ) -> Iterator[bytes]:
+        limits = self.planner.limits
+        written = 0
+        with zf.open(info) as stream:
             for chunk in _read_capped(stream, info.file_size):
                 written += len(chunk)
-                written_total += len(chunk)
+                self.total += len(chunk)
                 if written > info.file_size:
-                    raise planner.refuse(
+                    raise self.planner.refuse(
                         planned.original,
                         f"expands beyond its declared {info.file_size} bytes",
                     )
-                if written_total > limits.max_total_size:
-                    raise planner.refuse(
+                if self.total > limits.max_total_size:
+                    raise self.planner.refuse(
                         planned.original,
                         f"brings the uncompressed size over the limit of {limits.max_total_size}"
                         " bytes",
                     )
-                if written_total / max(archive_size, 1) > limits.max_ratio:
-                    raise planner.refuse(
+                if self.total / max(self.archive_size, 1) > limits.max_ratio:
+                    raise self.planner.refuse(
                         planned.original,
                         f"brings the uncompressed size over {limits.max_ratio:g} times the"
                         " archive's size (a decompression bomb?)",
                     )
-                out.write(chunk)
-    except (*_READ_ERRORS, OSError) as e:
-        raise planner.refuse(planned.original, f"could not be extracted: {e}") from e
-    os.chmod(target, _mode_for(planned.executable))
-    return written_total
-
-
-def _normalise_dirs(staging: Path) -> None:
-    """Directories 0o755 whatever the umask (tarfile leaves them to it under "data")."""
-    os.chmod(staging, 0o755)
-    for dirpath, dirnames, _ in os.walk(staging):
-        for name in dirnames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755)
+                yield chunk

@@ -77,7 +77,6 @@ from monorepo.treehash import (
     Stamp,
     TreeHashError,
     diff_entries,
-    file_stamp,
     hash_entries,
     manifest,
     parse_manifest,
@@ -422,15 +421,6 @@ class _Puller:
     def _stamp_path(self, d: str) -> Path:
         return self.state / f"{d}.stat"
 
-    def _seed_stamps(self, target: Path, entries: Mapping[str, Entry]) -> None:
-        """Record stamps of a tree pull just wrote, from digests it already knows."""
-        stamps: dict[str, tuple[Stamp, str]] = {}
-        for rel, entry in entries.items():
-            if entry.kind == "file":
-                with contextlib.suppress(OSError):
-                    stamps[rel] = (file_stamp(os.lstat(target / rel)), entry.digest)
-        _write_stamps(self._stamp_path(target.name), stamps)
-
     def sync(self, pkg: LockedPackage) -> _Outcome:
         d = pkg.dir
         target, manifest_path, pending_path = self._paths(d)
@@ -470,6 +460,7 @@ class _Puller:
         token = secrets.token_hex(6)
         staging = self.duni / f"{STAGING_PREFIX}{d}-new-{token}"
         aside = self.duni / f"{STAGING_PREFIX}{d}-old-{token}"
+        stamps: dict[str, tuple[Stamp, str]] = {}
         try:
             entries = materialize_entries(
                 pkg,
@@ -478,6 +469,7 @@ class _Puller:
                 store=self.store,
                 fetch=self.fetch,
                 offline=self.offline,
+                stamps=stamps,
             )
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
@@ -501,7 +493,7 @@ class _Puller:
                 os.rename(target, aside)
             os.rename(staging, target)
             os.replace(pending_path, manifest_path)
-            self._seed_stamps(target, entries)
+            _write_stamps(self._stamp_path(d), stamps)  # a rename keeps every stamp
             if exists:
                 _remove(aside)
             return _Outcome("updated")

@@ -27,14 +27,16 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+import pygit2
+
 from monorepo import git
 from monorepo.cache import ContentStore
 from monorepo.errors import IndexClientError, PullError
-from monorepo.extract import extract_sdist
+from monorepo.extract import FileStamps, extract_sdist
 from monorepo.http import HttpClient
 from monorepo.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
 from monorepo.patches import Patch, apply_patches
-from monorepo.treehash import Entry, TreeHashError, hash_entries, scan_tree
+from monorepo.treehash import Entry, Stamp, TreeHashError, hash_entries, scan_tree
 
 __all__ = ["STAGING_PREFIX", "Fetch", "fetch_source", "materialize", "materialize_entries"]
 
@@ -174,7 +176,7 @@ def _archive_name(url: str) -> str:
     return name
 
 
-def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> None:
+def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> FileStamps:
     """Extract a store entry (named by its hash) under the name of its URL.
 
     The extractor picks tar or zip from the file name, which a content-addressed store
@@ -185,7 +187,20 @@ def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="monorepo-extract-") as tmp:
         named = Path(tmp) / _archive_name(pkg.source.url)
         named.symlink_to(archive)
-        extract_sdist(named, dest, package=str(pkg.name))
+        return extract_sdist(named, dest, package=str(pkg.name))
+
+
+def _patched_paths(patches: Sequence[Patch]) -> set[str]:
+    """Every path a patch may create, change or delete (old and new names)."""
+    paths: set[str] = set()
+    for patch in patches:
+        try:
+            diff = pygit2.Diff.parse_diff(patch.text)
+        except (pygit2.GitError, KeyError, ValueError):
+            continue  # apply_patches has refused it already
+        for delta in diff.deltas:
+            paths.update((delta.old_file.path, delta.new_file.path))
+    return paths
 
 
 def materialize_entries(
@@ -196,8 +211,13 @@ def materialize_entries(
     store: ContentStore,
     fetch: Fetch | None = None,
     offline: bool = False,
+    stamps: dict[str, tuple[Stamp, str]] | None = None,
 ) -> Mapping[str, Entry]:
-    """Like :func:`materialize`, returning the tree's entries (for a manifest) instead."""
+    """Like :func:`materialize`, returning the tree's entries (for a manifest) instead.
+
+    *stamps*, when given, receives the stat cache of the new tree (see
+    :func:`~monorepo.treehash.scan_tree`), valid at *dest* since a rename keeps inodes.
+    """
     if os.path.lexists(dest):
         raise PullError(
             f"{_label(pkg)}: cannot build its tree at {dest}: the path already exists; remove it"
@@ -209,14 +229,20 @@ def materialize_entries(
     except OSError as error:
         raise PullError(f"{_label(pkg)}: cannot create {dest.parent}: {error}") from error
     staging = dest.parent / f"{STAGING_PREFIX}{dest.name}-{secrets.token_hex(6)}"
+    known: FileStamps = {}
     try:
         if isinstance(pkg.source, VcsSource):
             _copy_tree(source, staging, pkg)
         else:
-            _extract(pkg, source, staging)
+            known = _extract(pkg, source, staging)
         apply_patches(staging, patches, package=str(pkg.name))
+        if patches:
+            for path in _patched_paths(patches):
+                known.pop(path, None)
         try:
-            entries = scan_tree(staging)
+            # Files the extractor hashed while writing them are not read again; the
+            # walk still lists and stats the tree, so the entries are the tree's own.
+            entries = scan_tree(staging, stamps=known)
         except TreeHashError as error:
             raise PullError(f"{_label(pkg)}: {error}") from error
         os.rename(staging, dest)
@@ -229,6 +255,8 @@ def materialize_entries(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if stamps is not None:
+        stamps.update(known)
     return entries
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import stat
 import tarfile
@@ -13,6 +14,7 @@ import pytest
 from fixtures import hostile
 from monorepo.errors import ExtractError
 from monorepo.extract import Limits, Planner, RawMember, extract_sdist
+from monorepo.treehash import hash_entries, scan_tree, tree_hash
 
 
 def snapshot(root: Path) -> set[str]:
@@ -332,3 +334,97 @@ def test_missing_archive(layout: tuple[Path, Path]) -> None:
     with pytest.raises(ExtractError, match=r"evil: cannot read evil-1\.0\.tar\.gz"):
         extract_sdist(archives / "evil-1.0.tar.gz", dest, package="evil")
     assert snapshot(dest.parent) == set()
+
+
+# --- the in-memory stream and the file give the same result ------------------------------
+
+HOSTILE_TARS: list[tuple[Callable[[Path], Path], str]] = [
+    (hostile.path_traversal, "evil-1.0/../../escape.txt"),
+    (hostile.absolute_path, "/tmp/abs.txt"),
+    (hostile.symlink_escape, "evil-1.0/link"),
+    (hostile.symlink_chain_escape, "evil-1.0/x"),
+    (hostile.file_under_symlink, "evil-1.0/l/through.txt"),
+    (hostile.hardlink_escape, "evil-1.0/h"),
+    (hostile.hardlink_missing, "evil-1.0/h"),
+    (hostile.device_file, "evil-1.0/null"),
+    (hostile.fifo_file, "evil-1.0/pipe"),
+    (hostile.duplicate_members, "evil-1.0/./setup.py"),
+    (hostile.duplicate_same_size, "evil-1.0/setup.py"),
+    (hostile.no_top_dir, "setup.py"),
+    (hostile.two_top_dirs, "other-1.0"),
+]
+"""Every hostile tar of the corpus but the bomb (a bomb is no bomb once uncompressed)."""
+
+
+def _as_plain_tar(archive: Path) -> Path:
+    """The same tar stream without gzip: the extractor reads it from the file, not memory."""
+    plain = archive.with_name(archive.name.removesuffix(".gz"))
+    plain.write_bytes(gzip.decompress(archive.read_bytes()))
+    return plain
+
+
+@pytest.mark.parametrize(("build", "member"), HOSTILE_TARS)
+def test_hostile_tar_is_refused_alike_from_memory_and_from_the_file(
+    layout: tuple[Path, Path], build: Callable[[Path], Path], member: str
+) -> None:
+    archives, dest = layout
+    compressed = build(archives)
+    assert compressed.name.endswith(".tar.gz")
+    messages = []
+    for archive in (compressed, _as_plain_tar(compressed)):
+        with pytest.raises(ExtractError) as info:
+            extract_sdist(archive, dest, package="evil")
+        assert not os.path.lexists(dest)
+        assert not any(p.name.startswith(".tmp-") for p in dest.parent.iterdir())
+        messages.append(str(info.value).replace(archive.name, "ARCHIVE"))
+    assert messages[0] == messages[1]
+    assert f"member '{member}' " in messages[0]
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".tar.xz", ".tar", ".zip"])
+def test_stamps_spare_the_tree_hash_a_second_read(tmp_path: Path, suffix: str) -> None:
+    dest = tmp_path / "good"
+    stamps = extract_sdist(hostile.good_sdist(tmp_path, suffix), dest, package="good")
+    files = {
+        os.path.relpath(os.path.join(d, f), dest)
+        for d, _, names in os.walk(dest)
+        for f in names
+        if not os.path.islink(os.path.join(d, f))
+    }
+    assert set(stamps) == files
+    seen = dict(stamps)
+    # scan_tree re-reads (and re-stamps) a file only when its stamp differs: none does.
+    assert hash_entries(scan_tree(dest, stamps=seen)) == tree_hash(dest)
+    assert seen == stamps
+
+
+def test_gzip_oddities_extract_like_plain_tar(tmp_path: Path) -> None:
+    good = hostile.good_sdist(tmp_path)
+    stream = gzip.decompress(good.read_bytes())
+    expected = tree_hash(_extracted(good, tmp_path / "ref"))
+    half = len(stream) // 2
+    variants = {
+        "members": gzip.compress(stream[:half]) + gzip.compress(stream[half:]),
+        "zero-padded": good.read_bytes() + bytes(1000),
+        "trailing-garbage": good.read_bytes() + b"garbage",
+    }
+    for name, data in variants.items():
+        archive = tmp_path / name / "good-1.0.tar.gz"
+        archive.parent.mkdir()
+        archive.write_bytes(data)
+        assert tree_hash(_extracted(archive, tmp_path / name / "out")) == expected, name
+
+
+def test_truncated_gzip_is_refused_and_leaves_nothing(layout: tuple[Path, Path]) -> None:
+    archives, dest = layout
+    good = hostile.good_sdist(archives)
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExtractError, match=r"good-1\.0\.tar\.gz"):
+        extract_sdist(good, dest, package="good")
+    assert snapshot(dest.parent) == set()
+
+
+def _extracted(archive: Path, dest: Path) -> Path:
+    extract_sdist(archive, dest, package="good")
+    return dest
