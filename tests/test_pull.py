@@ -232,7 +232,49 @@ def test_materialize_applies_patches_in_order(
     )
     patched = materialize(pkg, tmp_path / "patched", patches=[patch], store=store)
     assert patched != plain
+    assert patched == tree_hash(tmp_path / "patched")
+    assert plain == tree_hash(tmp_path / "plain")
     assert (tmp_path / "patched" / "lib" / "__init__.py").read_text().endswith("PATCHED = True\n")
+
+
+PATCH_SAME_SIZE = "\n".join(
+    [
+        "diff --git a/lib/__init__.py b/lib/__init__.py",
+        "--- a/lib/__init__.py",
+        "+++ b/lib/__init__.py",
+        "@@ -1,3 +1,3 @@",
+        ' """Fixture package lib."""',
+        " ",
+        "-__version__ = '1.0'",
+        "+__version__ = '2.0'",
+        "diff --git a/NEW.txt b/NEW.txt",
+        "new file mode 100755",
+        "--- /dev/null",
+        "+++ b/NEW.txt",
+        "@@ -0,0 +1 @@",
+        "+new",
+        "",
+    ]
+).encode()
+
+
+def test_materialize_rehashes_what_a_patch_touched_even_at_the_same_size(
+    lib_index: tuple[FixtureIndex, IndexServer, Release], tmp_path: Path
+) -> None:
+    # The extractor's digests are reused for the files a patch did not touch; a file the
+    # patch rewrote within the same clock tick and at the same size must still be re-read.
+    index, server, _ = lib_index
+    pkg = sdist_package(index, server, "lib", "1.0")
+    patch = Patch(
+        "packages/lib/patches/0001.patch",
+        hashlib.sha256(PATCH_SAME_SIZE).hexdigest(),
+        PATCH_SAME_SIZE,
+    )
+    dest = tmp_path / "patched"
+    digest = materialize(pkg, dest, patches=[patch], store=ContentStore(tmp_path / "store"))
+    assert "'2.0'" in (dest / "lib" / "__init__.py").read_text()
+    assert os.access(dest / "NEW.txt", os.X_OK)
+    assert digest == tree_hash(dest)
 
 
 def test_materialize_leaves_nothing_when_a_patch_fails(
@@ -403,6 +445,27 @@ def test_pull_vendors_every_locked_sdist_and_writes_readme_and_workspace(project
     assert lib["c-extension"] is False
     manifests = sorted(p.name for p in (proj / "duni" / ".monorepo").glob("*.manifest"))
     assert manifests == ["app.manifest", "lib.manifest", "other.manifest"]
+
+
+def test_duni_is_marked_as_the_top_of_a_hierarchy_where_the_file_system_can(
+    project: Any,
+) -> None:
+    # ext4 then spreads package trees over block groups (see _spread_package_trees).
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    duni = proj / "duni"
+    if shutil.which("lsattr") is None:
+        pytest.skip("no lsattr to read file attributes with")
+    shown = subprocess.run(["lsattr", "-d", str(duni)], capture_output=True, text=True)
+    if shown.returncode != 0 or sys.platform != "linux":
+        pytest.skip(f"the file system of {duni} has no attributes: {shown.stderr.strip()}")
+    flags = shown.stdout.split()[0]
+    marked = subprocess.run(["chattr", "+T", str(proj)], capture_output=True)
+    if marked.returncode != 0:
+        pytest.skip("the file system does not keep the T attribute")
+    assert "T" in flags
+    assert tree_hash(duni / "lib") == lockfile.read(proj / "pylock.toml").packages[0].tree_hash
 
 
 def test_second_pull_rewrites_nothing(project: Any) -> None:
