@@ -352,72 +352,91 @@ FileStamps = dict[str, tuple[Stamp, str]]
 
 
 def extract_sdist(
-    archive: Path, dest: Path, *, package: str, limits: Limits = DEFAULT_LIMITS
+    archive: Path,
+    dest: Path,
+    *,
+    package: str,
+    limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
 ) -> FileStamps:
     """Unpack *archive*'s single top-level directory as *dest*, or refuse and leave nothing.
 
-    *dest* must not exist; its parent is created if needed.  Returns the stamp and
-    sha256 of every regular file written (hashed from the bytes in hand), which
+    *dest* must not exist; its parent is created if needed.  *name* is the archive's
+    file name when the path does not end with it (a content-addressed store entry):
+    its suffix picks the format and messages use it.  Returns the stamp and sha256 of
+    every regular file written (hashed from the bytes in hand), which
     ``scan_tree(dest, stamps=...)`` turns into the tree's entries without reading the
     files again.  Raises :class:`~monorepo.errors.ExtractError` naming the package,
     archive and member.
     """
-    kind = _archive_kind(archive, package)
+    source = _Archive(archive, name if name is not None else archive.name, package, limits)
+    kind = _archive_kind(source)
     try:
-        archive_size = archive.stat().st_size
+        source.size = archive.stat().st_size
     except OSError as e:
         raise ExtractError(
-            f"{package}: cannot read {archive.name} ({e.strerror}); run 'monorepo pull' again"
+            f"{package}: cannot read {source.name} ({e.strerror}); run 'monorepo pull' again"
             " to fetch it"
         ) from e
     if os.path.lexists(dest):
         raise ExtractError(
-            f"{package}: cannot extract {archive.name} into {dest}: it already exists; remove"
+            f"{package}: cannot extract {source.name} into {dest}: it already exists; remove"
             " it first (monorepo pull replaces directories itself)"
         )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
     except OSError as e:
-        raise _cannot_write(package, archive, dest, e) from e
+        raise _cannot_write(source, dest, e) from e
     try:
-        if kind == "zip":
-            stamps = _extract_zip(archive, archive_size, staging, package, limits)
-        else:
-            stamps = _extract_tar(archive, archive_size, staging, package, limits)
+        stamps = (_extract_zip if kind == "zip" else _extract_tar)(source, staging)
         os.rename(staging, dest)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise _cannot_write(package, archive, dest, e) from e
+        raise _cannot_write(source, dest, e) from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return stamps
 
 
-def _cannot_write(package: str, archive: Path, dest: Path, error: OSError) -> ExtractError:
+@dataclass
+class _Archive:
+    """The archive being extracted: where it is, what it is called, for whom, the limits."""
+
+    path: Path
+    name: str
+    package: str
+    limits: Limits
+    size: int = 0
+
+    def planner(self) -> Planner:
+        return Planner(self.package, self.name, self.size, self.limits)
+
+
+def _cannot_write(archive: _Archive, dest: Path, error: OSError) -> ExtractError:
     return ExtractError(
-        f"{package}: cannot extract {archive.name} into {dest}: {error}; check the free space"
-        f" and permissions of {dest.parent}"
+        f"{archive.package}: cannot extract {archive.name} into {dest}: {error}; check the"
+        f" free space and permissions of {dest.parent}"
     )
 
 
-def _archive_kind(archive: Path, package: str) -> Literal["tar", "zip"]:
+def _archive_kind(archive: _Archive) -> Literal["tar", "zip"]:
     name = archive.name.lower()
     if name.endswith(".zip"):
         return "zip"
     if name.endswith(_TAR_SUFFIXES):
         return "tar"
     raise ExtractError(
-        f"{package}: refusing {archive.name}: not a supported sdist archive; expected"
+        f"{archive.package}: refusing {archive.name}: not a supported sdist archive; expected"
         " .tar.gz, .tar.bz2, .tar.xz, .tar or .zip"
     )
 
 
-def _unreadable(package: str, archive: Path, error: BaseException) -> ExtractError:
+def _unreadable(archive: _Archive, error: BaseException) -> ExtractError:
     return ExtractError(
-        f"{package}: refusing {archive.name}: it is not a readable archive ({error}); delete"
-        " it from the cache (or the project) and run 'monorepo pull' again"
+        f"{archive.package}: refusing {archive.name}: it is not a readable archive ({error});"
+        " delete it from the cache (or the project) and run 'monorepo pull' again"
     )
 
 
@@ -616,13 +635,12 @@ def _gunzip(archive: Path, limit: int) -> bytes | None:
     return b"".join(out)
 
 
-def _extract_tar(
-    archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
-) -> FileStamps:
+def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
     # A stream past what the limits allow goes the slow way, which refuses it at its
     # first oversized header; the allowance covers tar headers and padding.
-    allowed = min(_IN_MEMORY_LIMIT, int(archive_size * limits.max_ratio) + _TAR_OVERHEAD)
-    stream = _gunzip(archive, allowed)
+    limits = archive.limits
+    allowed = min(_IN_MEMORY_LIMIT, int(archive.size * limits.max_ratio) + _TAR_OVERHEAD)
+    stream = _gunzip(archive.path, allowed)
     if stream is not None:
         try:
             tf = tarfile.open(fileobj=io.BytesIO(stream), mode="r:")  # noqa: SIM115
@@ -631,32 +649,26 @@ def _extract_tar(
         else:
             with tf:
                 try:
-                    return _write_tar(tf, stream, archive, archive_size, staging, package, limits)
+                    return _write_tar(tf, stream, archive, staging)
                 except _ReadAgain:
                     pass
     try:
-        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
+        tf = tarfile.open(archive.path, "r:*")  # noqa: SIM115 - closed by the with below
     except (*_READ_ERRORS, OSError) as e:
-        raise _unreadable(package, archive, e) from e
+        raise _unreadable(archive, e) from e
     with tf:
-        return _write_tar(tf, None, archive, archive_size, staging, package, limits)
+        return _write_tar(tf, None, archive, staging)
 
 
 def _write_tar(
-    tf: tarfile.TarFile,
-    stream: bytes | None,
-    archive: Path,
-    archive_size: int,
-    staging: Path,
-    package: str,
-    limits: Limits,
+    tf: tarfile.TarFile, stream: bytes | None, archive: _Archive, staging: Path
 ) -> FileStamps:
     """Plan every member of *tf*, then write the plan.
 
     *stream* is the whole decompressed tar when it is in memory: member data is then
     sliced out of it instead of read (and decompressed again) through tarfile.
     """
-    planner = Planner(package, archive.name, archive_size, limits)
+    planner = archive.planner()
     tf.errorlevel = 2
     infos: list[tarfile.TarInfo] = []
     try:
@@ -666,7 +678,7 @@ def _write_tar(
     except (*_READ_ERRORS, OSError) as e:
         if stream is not None:
             raise _ReadAgain from e
-        raise _unreadable(package, archive, e) from e
+        raise _unreadable(archive, e) from e
     plan = planner.finish()
     view = memoryview(stream) if stream is not None else None
 
@@ -736,14 +748,12 @@ def _read_capped(stream: IO[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _extract_zip(
-    archive: Path, archive_size: int, staging: Path, package: str, limits: Limits
-) -> FileStamps:
-    planner = Planner(package, archive.name, archive_size, limits)
+def _extract_zip(archive: _Archive, staging: Path) -> FileStamps:
+    planner = archive.planner()
     try:
-        zf = zipfile.ZipFile(archive)
+        zf = zipfile.ZipFile(archive.path)
     except (*_READ_ERRORS, OSError) as e:
-        raise _unreadable(package, archive, e) from e
+        raise _unreadable(archive, e) from e
     with zf:
         infos = zf.infolist()
         plan: list[PlannedMember] = []
@@ -757,7 +767,7 @@ def _extract_zip(
             plan.append(planner.add(RawMember(info.filename, kind, info.file_size, mode, link)))
         planner.finish()
         writer = _Writer(staging, planner)
-        counter = _ZipCounter(planner, archive_size)
+        counter = _ZipCounter(planner, archive.size)
         for planned, info in zip(plan, infos, strict=True):
             if planned.kind == "duplicate":
                 writer.duplicate(planned, functools.partial(zf.read, info))

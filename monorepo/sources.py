@@ -21,7 +21,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -180,14 +179,11 @@ def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> FileStamps:
     """Extract a store entry (named by its hash) under the name of its URL.
 
     The extractor picks tar or zip from the file name, which a content-addressed store
-    does not keep, so a symlink named like the URL stands in for it; its errors then
-    name the file the user knows (``lib-1.0.tar.gz``), not a digest.
+    does not keep; its errors then name the file the user knows (``lib-1.0.tar.gz``),
+    not a digest.
     """
     assert isinstance(pkg.source, SdistSource | ArchiveSource)
-    with tempfile.TemporaryDirectory(prefix="monorepo-extract-") as tmp:
-        named = Path(tmp) / _archive_name(pkg.source.url)
-        named.symlink_to(archive)
-        return extract_sdist(named, dest, package=str(pkg.name))
+    return extract_sdist(archive, dest, package=str(pkg.name), name=_archive_name(pkg.source.url))
 
 
 def _patched_paths(patches: Sequence[Patch]) -> set[str]:

@@ -428,3 +428,20 @@ def test_truncated_gzip_is_refused_and_leaves_nothing(layout: tuple[Path, Path])
 def _extracted(archive: Path, dest: Path) -> Path:
     extract_sdist(archive, dest, package="good")
     return dest
+
+
+def test_a_store_entry_is_extracted_under_the_name_it_is_given(
+    layout: tuple[Path, Path],
+) -> None:
+    # A content-addressed store names files by digest: the caller says what they are.
+    archives, dest = layout
+    entry = archives / "0123abcd"
+    entry.write_bytes(hostile.path_traversal(archives).read_bytes())
+    with pytest.raises(ExtractError) as info:
+        extract_sdist(entry, dest, package="evil", name="evil-1.0.tar.gz")
+    assert str(info.value).startswith("evil: refusing evil-1.0.tar.gz: member ")
+    entry.write_bytes(hostile.good_sdist(archives, ".zip").read_bytes())
+    extract_sdist(entry, dest, package="good", name="good-1.0.zip")
+    assert (dest / "setup.py").is_file()
+    with pytest.raises(ExtractError, match="refusing 0123abcd: not a supported sdist"):
+        extract_sdist(entry, dest.with_name("other"), package="good")
