@@ -57,7 +57,7 @@ def stale_reasons(
 ) -> list[str]:
     """Why *lock* no longer fits *config* (empty when it is fresh).
 
-    *inputs* is :func:`monorepo.locker.canonical_inputs` for the current config.
+    *inputs* is :func:`canonical_inputs` for the current config.
     """
     reasons: list[str] = []
     locked = lock.inputs
@@ -138,3 +138,39 @@ def _show(value: Any) -> str:
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return ", ".join(str(v.get("name", v)) for v in value)
     return str(value)
+
+
+def canonical_inputs(
+    config: ProjectConfig, index_urls: Sequence[str], overlays: Sequence[Mapping[str, str]] = ()
+) -> dict[str, Any]:
+    """The inputs that decide the lock, in canonical form, for staleness checks."""
+
+    def reqs(items: Iterable[Any]) -> list[str]:
+        return sorted(str(r) for r in items)
+
+    return {
+        "requires-python": str(config.requires_python) if config.requires_python else None,
+        "dependencies": reqs(config.dependencies),
+        "optional-dependencies": {
+            k: reqs(v) for k, v in sorted(config.optional_dependencies.items())
+        },
+        "dependency-groups": {k: reqs(v) for k, v in sorted(config.dependency_groups.items())},
+        "constraints": reqs(config.constraints),
+        "overrides": reqs(config.overrides),
+        "targets": [t.canonical() for t in config.targets],
+        "index-urls": list(index_urls),
+        "exclude-newer": config.exclude_newer.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if config.exclude_newer
+        else None,
+        "prereleases": config.prereleases,
+        "sources": {
+            name: {
+                k: v
+                for k, v in (("git", s.url), ("rev", s.rev), ("subdirectory", s.subdirectory))
+                if v
+            }
+            for name, s in sorted(config.sources.items())
+        },
+        "build-dependencies": config.build_dependencies,
+        "overlays": [dict(o) for o in overlays],
+    }

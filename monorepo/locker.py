@@ -26,6 +26,7 @@ from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
 from .finder import GitRelease, IndexFinder, IndexRelease
+from .freshness import canonical_inputs, stale_reasons
 from .lockfile import (
     BUILD_GROUP,
     LOCK_NAME,
@@ -42,7 +43,7 @@ from .lockfile import (
     sorted_packages,
     write_atomic,
 )
-from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, load_project_overlays
+from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, project_overlays
 from .paths import cache_root
 from .reporter import NullReporter, Reporter
 from .resolver import Policy, Resolution, Scope, resolve
@@ -118,42 +119,6 @@ def package_marker(per_target: Mapping[str, str | None], targets: Sequence[Targe
         tm = target_marker(t)
         parts.append(f"({tm})" if scope is None else f"({tm} and ({scope}))")
     return " or ".join(parts)
-
-
-def canonical_inputs(
-    config: ProjectConfig, index_urls: Sequence[str], overlays: Sequence[Mapping[str, str]] = ()
-) -> dict[str, Any]:
-    """The inputs that decide the lock, in canonical form, for staleness checks."""
-
-    def reqs(items: Iterable[Any]) -> list[str]:
-        return sorted(str(r) for r in items)
-
-    return {
-        "requires-python": str(config.requires_python) if config.requires_python else None,
-        "dependencies": reqs(config.dependencies),
-        "optional-dependencies": {
-            k: reqs(v) for k, v in sorted(config.optional_dependencies.items())
-        },
-        "dependency-groups": {k: reqs(v) for k, v in sorted(config.dependency_groups.items())},
-        "constraints": reqs(config.constraints),
-        "overrides": reqs(config.overrides),
-        "targets": [t.canonical() for t in config.targets],
-        "index-urls": list(index_urls),
-        "exclude-newer": config.exclude_newer.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if config.exclude_newer
-        else None,
-        "prereleases": config.prereleases,
-        "sources": {
-            name: {
-                k: v
-                for k, v in (("git", s.url), ("rev", s.rev), ("subdirectory", s.subdirectory))
-                if v
-            }
-            for name, s in sorted(config.sources.items())
-        },
-        "build-dependencies": config.build_dependencies,
-        "overlays": [dict(o) for o in overlays],
-    }
 
 
 def source_urls(config: ProjectConfig) -> dict[NormalizedName, str]:
@@ -374,7 +339,7 @@ def lock(
                 (preferred if p.role == "runtime" else preferred_build).setdefault(
                     p.name, p.version
                 )
-    overlays = _overlays_for(config, existing, upgrade=upgrade, offline=offline)
+    overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)
     with IndexClient(index_urls, offline=offline, reporter=reporter) as client:
@@ -471,18 +436,6 @@ def _policy(
     )
 
 
-def _overlays_for(
-    config: ProjectConfig, existing: LockDocument | None, *, upgrade: bool, offline: bool = False
-) -> OverlaySet:
-    """The project's overlays, git ones at the commits the lock pinned (unless upgrading)."""
-    pinned: dict[str, str] = {}
-    if existing is not None and not upgrade:
-        for o in existing.inputs.get("overlays", []):
-            if str(o.get("spec", "")).startswith("git+"):
-                pinned[o["spec"]] = o["fingerprint"]
-    return load_project_overlays(config.overlays, base=config.root, offline=offline, pinned=pinned)
-
-
 def _prefer_previous(
     preferred: Mapping[NormalizedName, Version], done: Mapping[str, Resolution]
 ) -> dict[NormalizedName, Version]:
@@ -528,7 +481,6 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
     The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.freshness`).
     A missing or unreadable lock is stale, not an error.
     """
-    from .freshness import stale_reasons
 
     config = load_config(Path(project))
     primary, _ = resolve_index_url(config, flag=index_url)
@@ -539,7 +491,7 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
         return CheckResult(path, False, (f"{path} does not exist",))
     except LockFileError as exc:
         return CheckResult(path, False, (str(exc),))
-    overlays = _overlays_for(config, existing, upgrade=False)
+    overlays = project_overlays(config, existing, upgrade=False)
     inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
     reasons = stale_reasons(config, existing, inputs)
     return CheckResult(path, not reasons, tuple(reasons))

@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -38,6 +38,10 @@ from packaging.version import Version
 from monorepo.errors import OverlayError
 from monorepo.patches import Patch
 from monorepo.paths import cache_root
+
+if TYPE_CHECKING:
+    from monorepo.config import ProjectConfig
+    from monorepo.lockfile import LockDocument
 
 __all__ = [
     "FORMAT",
@@ -681,3 +685,15 @@ def load_project_overlays(
             )
         )
     return OverlaySet(overlays)
+
+
+def project_overlays(
+    config: ProjectConfig, existing: LockDocument | None, *, upgrade: bool, offline: bool = False
+) -> OverlaySet:
+    """The project's overlays, git ones at the commits the lock pinned (unless upgrading)."""
+    pinned: dict[str, str] = {}
+    if existing is not None and not upgrade:
+        for o in existing.inputs.get("overlays", []):
+            if str(o.get("spec", "")).startswith("git+"):
+                pinned[o["spec"]] = o["fingerprint"]
+    return load_project_overlays(config.overlays, base=config.root, offline=offline, pinned=pinned)

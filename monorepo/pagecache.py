@@ -56,9 +56,7 @@ class PageCache:
             return None
         return groups, int(foreign)
 
-    def store(
-        self, page_url: str, project: str, digest: str, groups: Groups, foreign: int
-    ) -> None:
+    def store(self, page_url: str, project: str, digest: str, groups: Groups, foreign: int) -> None:
         with contextlib.suppress(OSError, ValueError):
             data = marshal.dumps((_FORMAT, digest, groups, foreign))
             write_bytes(self._path(page_url, project), data, prefix=".tmp-")

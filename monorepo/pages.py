@@ -439,4 +439,3 @@ def dist_files(groups: Groups, index_url: str) -> list[DistFile]:
             if dist is not None:
                 out.append(dist)
     return out
-

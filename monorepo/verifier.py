@@ -330,11 +330,11 @@ def _incomplete(pkg: LockedPackage, *, need_tree_hash: bool) -> list[str]:
 
 def _check_fresh(ctx: _Ctx, doc: LockDocument, result: CheckResult, index_url: str | None) -> None:
     from monorepo.config import resolve_index_url
-    from monorepo.freshness import stale_reasons
-    from monorepo.locker import _overlays_for, canonical_inputs
+    from monorepo.freshness import canonical_inputs, stale_reasons
+    from monorepo.overlays import project_overlays
 
     try:
-        overlays = _overlays_for(ctx.config, doc, upgrade=False)
+        overlays = project_overlays(ctx.config, doc, upgrade=False)
         primary, _ = resolve_index_url(ctx.config, flag=index_url)
         inputs = canonical_inputs(
             ctx.config, [primary, *ctx.config.extra_index_urls], overlays.canonical()
