@@ -40,16 +40,22 @@ import hashlib
 import io
 import lzma
 import os
+import pickle
+import queue
 import shutil
 import stat
+import struct
+import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 from monorepo.errors import ExtractError
 from monorepo.treehash import Stamp, file_stamp
@@ -829,3 +835,220 @@ class _ZipCounter:
                         " archive's size (a decompression bomb?)",
                     )
                 yield chunk
+
+
+# ------------------------------------------------------------------ worker processes
+
+_FRAME = struct.Struct("!Q")
+_WORKER_CODE = "import sys; sys.path[:0] = {path!r}; from monorepo.extract import _serve; _serve()"
+_Request = tuple[str, str, str, Limits, "str | None"]
+
+
+class _WorkerLost(Exception):
+    """A worker process died or stopped answering; its job is done in-thread instead."""
+
+
+def _send(stream: IO[bytes], value: object) -> None:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> object:
+    """The next value sent by the other side; raises EOFError when it has gone."""
+    header = stream.read(_FRAME.size)
+    if len(header) < _FRAME.size:
+        raise EOFError
+    (size,) = _FRAME.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+class _Worker:
+    """One ``python -c`` interpreter serving extractions over its stdin and stdout."""
+
+    def __init__(self) -> None:
+        if not sys.executable:
+            raise _WorkerLost("no interpreter to start")
+        code = _WORKER_CODE.format(path=[p for p in sys.path if isinstance(p, str)])
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # ^C goes to pull, which stops the workers itself
+            )
+        except OSError as e:
+            raise _WorkerLost(str(e)) from e
+        if self._exchange(None) != "ready":
+            self.stop()
+            raise _WorkerLost("no handshake")
+
+    def _exchange(self, request: _Request | None) -> object:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            if request is not None:
+                _send(stdin, request)
+            return _receive(stdout)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+            raise _WorkerLost(str(e)) from e
+
+    def call(self, request: _Request) -> FileStamps:
+        reply = self._exchange(request)
+        if not isinstance(reply, tuple) or len(reply) != 2:
+            raise _WorkerLost(f"unexpected reply {reply!r}")
+        status, value = reply
+        if status == "error" and isinstance(value, BaseException):
+            raise value
+        if status != "ok" or not isinstance(value, dict):
+            raise _WorkerLost(f"unexpected reply {reply!r}")
+        return value
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()  # the worker's signal to finish
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _serve() -> None:
+    """The worker's loop: one extraction per request until its stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but replies on the protocol stream
+    _send(stdout, "ready")
+    while True:
+        try:
+            request = cast(_Request, _receive(stdin))
+        except EOFError:
+            return
+        archive, dest, package, limits, name = request
+        reply: tuple[str, object]
+        try:
+            reply = (
+                "ok",
+                extract_sdist(Path(archive), Path(dest), package=package, limits=limits, name=name),
+            )
+        except Exception as error:  # sent back, and raised there
+            reply = ("error", error if _picklable(error) else ExtractError(str(error)))
+        _send(stdout, reply)
+
+
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+class ExtractorPool:
+    """:func:`extract_sdist` in worker processes, so sdists unpack on every core at once.
+
+    Planning and writing a tar is Python work under the GIL (tarfile's header parsing
+    above all), so threads extracting several sdists mostly wait for each other.  The
+    workers are plain interpreters started with ``python -c`` rather than
+    multiprocessing: nothing of the caller's ``__main__`` is imported again and no
+    threaded process is forked.  Each serves one extraction at a time over a pipe;
+    the result (or the :class:`~monorepo.errors.ExtractError`) is the same as in-thread.
+    Archives smaller than *min_size* bytes are extracted in the calling thread, where a
+    round trip costs more than it saves, and so is everything once a worker could not
+    be started or was lost.  Thread safe; :meth:`close` stops the workers.
+    """
+
+    def __init__(self, processes: int | None = None, *, min_size: int = 256 * 1024) -> None:
+        self.processes = processes if processes is not None else (os.cpu_count() or 1)
+        self.min_size = min_size
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._in_thread = False
+        self.started = 0
+        """How many worker processes were started (for diagnostics and tests)."""
+
+    def __enter__(self) -> ExtractorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def extract(
+        self,
+        archive: Path,
+        dest: Path,
+        *,
+        package: str,
+        limits: Limits = DEFAULT_LIMITS,
+        name: str | None = None,
+    ) -> FileStamps:
+        """:func:`extract_sdist`, in a worker when the archive is large enough."""
+        try:
+            large = archive.stat().st_size >= self.min_size
+        except OSError:
+            large = False  # extract_sdist words the error
+        worker = self._acquire() if large else None
+        if worker is not None:
+            request: _Request = (os.fspath(archive), os.fspath(dest), package, limits, name)
+            try:
+                stamps = worker.call(request)
+            except _WorkerLost:
+                self._lose(worker)
+                if os.path.lexists(dest):  # the worker died after its final rename
+                    shutil.rmtree(dest, ignore_errors=True)
+            except BaseException:
+                self._idle.put(worker)
+                raise
+            else:
+                self._idle.put(worker)
+                return stamps
+        return extract_sdist(archive, dest, package=package, limits=limits, name=name)
+
+    def _acquire(self) -> _Worker | None:
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                worker = None
+            if worker is not None:
+                return worker
+            with self._lock:
+                if self._in_thread or self.processes < 1:
+                    return None
+                if len(self._workers) < self.processes:
+                    try:
+                        worker = _Worker()
+                    except _WorkerLost:
+                        self._in_thread = True
+                        return None
+                    self._workers.append(worker)
+                    self.started += 1
+                    return worker
+            worker = self._idle.get()
+            if worker is not None:
+                return worker
+            # None: a worker was lost, so there is room to start another.
+
+    def _lose(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._workers.remove(worker)
+            self._in_thread = True  # a worker that dies once is likely to die again
+        self._idle.put(None)
+
+    def close(self) -> None:
+        """Stop every worker (each finishes its current extraction first)."""
+        with self._lock:
+            workers, self._workers = self._workers, []
+            self._in_thread = True
+        for worker in workers:
+            worker.stop()
+        self._idle.put(None)

@@ -69,6 +69,7 @@ from monorepo.atomic import write_bytes, write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
+from monorepo.extract import ExtractorPool
 from monorepo.http import HttpClient
 from monorepo.lockfile import LockDocument, LockedPackage, SdistSource, VcsSource
 from monorepo.overlays import Overlay, load_overlays
@@ -428,8 +429,10 @@ class _Puller:
         offline: bool,
         force: bool,
         patches: Mapping[str, tuple[Patch, ...]],
+        extractor: ExtractorPool | None = None,
     ) -> None:
         self.duni = duni
+        self.extractor = extractor
         self.state = duni / STATE_DIR
         self.store = store
         self.fetch = fetch
@@ -512,6 +515,7 @@ class _Puller:
                 fetch=self.fetch,
                 offline=self.offline,
                 stamps=stamps,
+                extractor=self.extractor,
             )
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
@@ -642,6 +646,9 @@ def pull(
         if fetch is None:
             client = stack.enter_context(HttpClient(offline=offline, reporter=reporter))
             fetch = client.stream
+        # Extraction is mostly Python under the GIL: worker processes, one per core,
+        # unpack the large sdists while this process's threads fetch and hash.
+        extractor = stack.enter_context(ExtractorPool(min(workers, os.cpu_count() or 1)))
         puller = _Puller(
             duni,
             store=ContentStore(),
@@ -649,6 +656,7 @@ def pull(
             offline=offline,
             force=force,
             patches=patches,
+            extractor=extractor,
         )
         reporter.task("pull", f"Pulling {len(selected)} packages into {duni.name}/", len(selected))
         outcomes: dict[str, _Outcome] = {}

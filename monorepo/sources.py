@@ -31,7 +31,7 @@ import pygit2
 from monorepo import git
 from monorepo.cache import ContentStore
 from monorepo.errors import IndexClientError, PullError
-from monorepo.extract import FileStamps, extract_sdist
+from monorepo.extract import ExtractorPool, FileStamps, extract_sdist
 from monorepo.http import HttpClient
 from monorepo.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
 from monorepo.patches import Patch, apply_patches
@@ -175,7 +175,9 @@ def _archive_name(url: str) -> str:
     return name
 
 
-def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> FileStamps:
+def _extract(
+    pkg: LockedPackage, archive: Path, dest: Path, extractor: ExtractorPool | None
+) -> FileStamps:
     """Extract a store entry (named by its hash) under the name of its URL.
 
     The extractor picks tar or zip from the file name, which a content-addressed store
@@ -183,7 +185,10 @@ def _extract(pkg: LockedPackage, archive: Path, dest: Path) -> FileStamps:
     not a digest.
     """
     assert isinstance(pkg.source, SdistSource | ArchiveSource)
-    return extract_sdist(archive, dest, package=str(pkg.name), name=_archive_name(pkg.source.url))
+    name = _archive_name(pkg.source.url)
+    if extractor is not None:
+        return extractor.extract(archive, dest, package=str(pkg.name), name=name)
+    return extract_sdist(archive, dest, package=str(pkg.name), name=name)
 
 
 def _patched_paths(patches: Sequence[Patch]) -> set[str]:
@@ -208,11 +213,13 @@ def materialize_entries(
     fetch: Fetch | None = None,
     offline: bool = False,
     stamps: dict[str, tuple[Stamp, str]] | None = None,
+    extractor: ExtractorPool | None = None,
 ) -> Mapping[str, Entry]:
     """Like :func:`materialize`, returning the tree's entries (for a manifest) instead.
 
     *stamps*, when given, receives the stat cache of the new tree (see
     :func:`~monorepo.treehash.scan_tree`), valid at *dest* since a rename keeps inodes.
+    *extractor* runs the extraction (in its worker processes) instead of this thread.
     """
     if os.path.lexists(dest):
         raise PullError(
@@ -230,7 +237,7 @@ def materialize_entries(
         if isinstance(pkg.source, VcsSource):
             _copy_tree(source, staging, pkg)
         else:
-            known = _extract(pkg, source, staging)
+            known = _extract(pkg, source, staging, extractor)
         apply_patches(staging, patches, package=str(pkg.name))
         if patches:
             for path in _patched_paths(patches):

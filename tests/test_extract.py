@@ -7,13 +7,14 @@ import os
 import stat
 import tarfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from fixtures import hostile
 from monorepo.errors import ExtractError
-from monorepo.extract import Limits, Planner, RawMember, extract_sdist
+from monorepo.extract import ExtractorPool, Limits, Planner, RawMember, extract_sdist
 from monorepo.treehash import hash_entries, scan_tree, tree_hash
 
 
@@ -445,3 +446,75 @@ def test_a_store_entry_is_extracted_under_the_name_it_is_given(
     assert (dest / "setup.py").is_file()
     with pytest.raises(ExtractError, match="refusing 0123abcd: not a supported sdist"):
         extract_sdist(entry, dest.with_name("other"), package="good")
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+
+def test_pool_refuses_hostile_tars_exactly_like_the_calling_thread(
+    layout: tuple[Path, Path],
+) -> None:
+    archives, dest = layout
+    with ExtractorPool(2, min_size=0) as pool:
+        for build, _ in HOSTILE_TARS:
+            archive = build(archives)
+            messages = []
+            for extract in (extract_sdist, pool.extract):
+                with pytest.raises(ExtractError) as info:
+                    extract(archive, dest, package="evil")
+                assert type(info.value) is ExtractError
+                assert not os.path.lexists(dest)
+                assert not any(p.name.startswith(".tmp-") for p in dest.parent.iterdir())
+                messages.append(str(info.value))
+            assert messages[0] == messages[1]
+        assert pool.started >= 1
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".zip"])
+def test_pool_extracts_the_same_tree_with_stamps(tmp_path: Path, suffix: str) -> None:
+    archive = hostile.good_sdist(tmp_path, suffix)
+    here = extract_sdist(archive, tmp_path / "here", package="good")
+    with ExtractorPool(1, min_size=0) as pool:
+        there = pool.extract(archive, tmp_path / "there", package="good")
+        assert pool.started == 1
+    assert tree_hash(tmp_path / "there") == tree_hash(tmp_path / "here")
+    assert {rel: digest for rel, (_, digest) in there.items()} == {
+        rel: digest for rel, (_, digest) in here.items()
+    }
+    seen = dict(there)
+    scan_tree(tmp_path / "there", stamps=seen)
+    assert seen == there
+
+
+def test_pool_extracts_small_archives_in_the_calling_thread(tmp_path: Path) -> None:
+    archive = hostile.good_sdist(tmp_path)
+    with ExtractorPool(2) as pool:
+        pool.extract(archive, tmp_path / "out", package="good")
+        assert pool.started == 0
+    assert (tmp_path / "out" / "setup.py").is_file()
+
+
+def test_pool_survives_a_lost_worker_and_stops_its_workers(tmp_path: Path) -> None:
+    archive = hostile.good_sdist(tmp_path)
+    pool = ExtractorPool(1, min_size=0)
+    pool.extract(archive, tmp_path / "first", package="good")
+    (worker,) = pool._workers
+    worker.process.kill()
+    worker.process.wait()
+    pool.extract(archive, tmp_path / "second", package="good")  # done in-thread instead
+    assert tree_hash(tmp_path / "second") == tree_hash(tmp_path / "first")
+    assert pool._workers == []
+    pool.close()
+    again = ExtractorPool(2, min_size=0)
+    with ThreadPoolExecutor(4) as threads:
+        list(
+            threads.map(
+                lambda i: again.extract(archive, tmp_path / f"t{i}", package="good"), range(6)
+            )
+        )
+    processes = [w.process for w in again._workers]
+    assert 1 <= len(processes) <= 2
+    again.close()
+    assert all(p.poll() is not None for p in processes)
+    hashes = {tree_hash(tmp_path / f"t{i}") for i in range(6)}
+    assert hashes == {tree_hash(tmp_path / "first")}

@@ -468,6 +468,31 @@ def test_duni_is_marked_as_the_top_of_a_hierarchy_where_the_file_system_can(
     assert tree_hash(duni / "lib") == lockfile.read(proj / "pylock.toml").packages[0].tree_hash
 
 
+def test_large_sdists_are_extracted_by_worker_processes_to_the_same_trees(
+    project: Any,
+) -> None:
+    # Over ExtractorPool's min_size (incompressible text), so a worker unpacks them.
+    import base64
+    import random
+
+    rng = random.Random(6)
+    big = {
+        f"big{i}": Release(
+            f"big{i}",
+            "1.0",
+            files={f"big{i}/data.txt": base64.b64encode(rng.randbytes(400_000)).decode()},
+        )
+        for i in range(3)
+    }
+    proj, _, _ = project([*big.values(), LIB], [*big, "lib"])
+    monorepo.lock(proj)
+    result = pull(proj)
+    assert sorted(result.updated) == ["big0", "big1", "big2", "lib"]
+    assert_tree_matches_lock(proj, by_key(*big.values(), LIB))
+    again = pull(proj)
+    assert sorted(again.unchanged) == ["big0", "big1", "big2", "lib"]
+
+
 def test_second_pull_rewrites_nothing(project: Any) -> None:
     proj, _, server = project([APP, LIB], ["app"])
     monorepo.lock(proj)
