@@ -848,22 +848,27 @@ class _WorkerLost(Exception):
     """A worker process died or stopped answering; its job is done in-thread instead."""
 
 
-def _send(stream: IO[bytes], value: object) -> None:
+def _send(fd: int, value: object) -> None:
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_FRAME.pack(len(payload)) + payload)
-    stream.flush()
+    _write_all(fd, _FRAME.pack(len(payload)) + payload)
 
 
-def _receive(stream: IO[bytes]) -> object:
+def _receive(fd: int) -> object:
     """The next value sent by the other side; raises EOFError when it has gone."""
-    header = stream.read(_FRAME.size)
-    if len(header) < _FRAME.size:
-        raise EOFError
-    (size,) = _FRAME.unpack(header)
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError
-    return pickle.loads(payload)
+    (size,) = _FRAME.unpack(_read_exactly(fd, _FRAME.size))
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise EOFError
+        got += n
+    return bytes(buffer)
 
 
 class _Worker:
@@ -876,6 +881,7 @@ class _Worker:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", code],
+                bufsize=0,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -892,8 +898,8 @@ class _Worker:
         assert stdin is not None and stdout is not None
         try:
             if request is not None:
-                _send(stdin, request)
-            return _receive(stdout)
+                _send(stdin.fileno(), request)
+            return _receive(stdout.fileno())
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
             raise _WorkerLost(str(e)) from e
 
@@ -923,7 +929,7 @@ class _Worker:
 
 def _serve() -> None:
     """The worker's loop: one extraction per request until its stdin closes."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sys.stdout = sys.stderr  # nothing but replies on the protocol stream
     _send(stdout, "ready")
     while True:
