@@ -465,7 +465,7 @@ class _Writer:
         self.planner = planner
         self.dirs: set[str] = {""}
         self.made: list[str] = [""]
-        self.links: list[tuple[str, str]] = []
+        self.links: list[PlannedMember] = []
         self.stamps: FileStamps = {}
 
     def path(self, rel: str) -> str:
@@ -538,13 +538,16 @@ class _Writer:
             )
 
     def symlink(self, planned: PlannedMember) -> None:
-        self.links.append((planned.rel, planned.link))
+        self.links.append(planned)
 
     def finish(self) -> FileStamps:
         """Symlinks last, then directories 0o755 whatever the umask."""
-        for rel, target in self.links:
-            self._parents(rel)
-            os.symlink(target, self.path(rel))
+        for planned in self.links:
+            try:
+                self._parents(planned.rel)
+                os.symlink(planned.link, self.path(planned.rel))
+            except OSError as e:
+                raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
         for rel in self.made:
             os.chmod(self.path(rel), 0o755)
         return self.stamps
@@ -860,15 +863,13 @@ def _receive(fd: int) -> object:
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, min(size - len(data), _CHUNK))
+        if not chunk:
             raise EOFError
-        got += n
-    return bytes(buffer)
+        data += chunk
+    return bytes(data)
 
 
 class _Worker:
