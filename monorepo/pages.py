@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, Literal
+from urllib.parse import unquote, urljoin, urlsplit
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
@@ -175,8 +176,6 @@ class _Joiner:
     def __call__(self, href: str) -> str:
         if href.startswith(("https://", "http://")):
             return href
-        from urllib.parse import urljoin
-
         return urljoin(self.base, href)
 
 
@@ -323,8 +322,6 @@ def html_page_records(
     data: bytes, page_url: str, project: NormalizedName | None = None
 ) -> tuple[Groups, int]:
     """A PEP 503 page's files (PEP 592/658/714 ``data-`` attributes), grouped by version."""
-    from urllib.parse import unquote, urljoin, urlsplit
-
     collector = _AnchorCollector()
     collector.feed(data.decode("utf-8", errors="replace"))
     collector.close()
