@@ -9,9 +9,9 @@ Each entry is one file: a single line of JSON (status, final URL, selected heade
 it was stored, the body's sha256) followed by the body.  :meth:`HttpCache.peek` reads only
 that line: enough to revalidate, and to see that a page downloaded again is the page already
 kept, which is then not written again (most indexes send no validators, so every run
-downloads every page; rewriting megabytes of unchanged pages was a measurable part of a lock).  One file per entry means one ``os.replace`` makes the
-store atomic, so a crash or a concurrent writer never leaves a body paired with another
-response's headers.  Freshness is decided by :func:`is_fresh`, a pure function of the stored
+downloads every page; rewriting megabytes of unchanged pages was a measurable part of a
+lock).  One file per entry means one ``os.replace`` makes the store atomic, so a crash or a
+concurrent writer never leaves a body paired with another response's headers.  Freshness is decided by :func:`is_fresh`, a pure function of the stored
 headers and the clock.
 """
 

@@ -408,13 +408,12 @@ class ProjectReleases:
         cached = self._files.get(version)
         if cached is not None:
             return cached
-        built: list[DistFile] = []
-        for text in self._spelled.get(version, ()):
-            for record in marshal.loads(self._groups[text]):
-                dist = _dist_file(record, self.index_url)
-                if dist is not None and dist.name == self.name and dist.version == version:
-                    built.append(dist)
-        files = tuple(built)
+        files = tuple(
+            dist
+            for text in self._spelled.get(version, ())
+            for dist in _dist_files(self._groups[text], self.index_url)
+            if dist.name == self.name and dist.version == version
+        )
         with self._lock:
             self._files[version] = files
         return files
@@ -427,12 +426,14 @@ class ProjectReleases:
         return iter(self.all_files())
 
 
+def _dist_files(blob: bytes, index_url: str) -> Iterator[DistFile]:
+    """The valid files of one marshalled group."""
+    for record in marshal.loads(blob):
+        dist = _dist_file(record, index_url)
+        if dist is not None:
+            yield dist
+
+
 def dist_files(groups: Groups, index_url: str) -> list[DistFile]:
     """Every valid file of *groups*, in page order within each version (any project)."""
-    out: list[DistFile] = []
-    for blob in groups.values():
-        for record in marshal.loads(blob):
-            dist = _dist_file(record, index_url)
-            if dist is not None:
-                out.append(dist)
-    return out
+    return [dist for blob in groups.values() for dist in _dist_files(blob, index_url)]
