@@ -18,7 +18,6 @@ import re
 import sys
 import tomllib
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
@@ -31,6 +30,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo.errors import ConfigError
+from monorepo.paths import url_path
 from monorepo.targets import Target, describe_value, host_target, parse_target
 
 __all__ = [
@@ -364,7 +364,7 @@ def normalize_index_url(value: str, *, base: Path, where: str, slash: bool = Tru
                     f"{where}: {value!r} names host {parts.netloc!r}; a file: URL must "
                     "be local, e.g. file:///srv/index/."
                 )
-            local = Path(urllib.request.url2pathname(parts.path))
+            local = url_path(parts.path)
             url = _file_url(Path(os.path.normpath(base / local)))
         elif scheme in ("http", "https"):
             if not parts.netloc:

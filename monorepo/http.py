@@ -26,13 +26,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import httpx
 
 from monorepo import httpcache
 from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
 from monorepo.httpcache import CacheEntry, HttpCache
+from monorepo.paths import url_path
 from monorepo.reporter import NullReporter, Reporter
 
 #: Seconds before the first retry; doubled for each further one (plus up to as much jitter).
@@ -357,7 +357,7 @@ class HttpClient:
 
     @staticmethod
     def _file_range(url: str, start: int, end: int | None) -> RangeResponse:
-        path = Path(url2pathname(urlsplit(url).path))
+        path = url_path(urlsplit(url).path)
         try:
             with path.open("rb") as handle:
                 total = handle.seek(0, 2)
@@ -383,7 +383,7 @@ class HttpClient:
         from disk in chunks.  Offline, only ``file://`` works.
         """
         if urlsplit(url).scheme == "file":
-            path = Path(url2pathname(urlsplit(url).path))
+            path = url_path(urlsplit(url).path)
             try:
                 with path.open("rb") as f:
                     while chunk := f.read(chunk_size):
@@ -479,7 +479,7 @@ class HttpClient:
     @staticmethod
     def _get_file(url: str, *, not_found_ok: bool) -> Response:
         parts = urlsplit(url)
-        path = Path(url2pathname(parts.path))
+        path = url_path(parts.path)
         try:
             body = path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:

@@ -23,15 +23,14 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from packaging.utils import canonicalize_name
 
 from monorepo.errors import HashMismatchError, MetadataError
 from monorepo.http import RangeNotSupported, RangeResponse
+from monorepo.paths import url_path
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -222,7 +221,7 @@ def wheel_metadata(
     """
     parts = urlsplit(url)
     if parts.scheme == "file":
-        path = Path(url2pathname(parts.path))
+        path = url_path(parts.path)
         try:
             with path.open("rb") as handle, zipfile.ZipFile(handle) as archive:
                 return _read_member(archive, filename, None)

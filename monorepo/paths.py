@@ -9,6 +9,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote
+
+
+def url_path(path: str) -> Path:
+    """The local path that a ``file:`` URL's (already split) path part names.
+
+    What ``urllib.request.url2pathname`` does, without importing urllib.request,
+    which loads http.client, email and ssl: verify and offline runs never need them.
+    """
+    if os.name == "nt":  # pragma: no cover - POSIX CI
+        from nturl2path import url2pathname
+
+        return Path(url2pathname(path))
+    return Path(unquote(path))
 
 
 def cache_root() -> Path:

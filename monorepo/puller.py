@@ -70,7 +70,6 @@ from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
 from monorepo.extract import ExtractorPool
-from monorepo.http import HttpClient
 from monorepo.lockfile import LockDocument, LockedPackage, SdistSource, VcsSource
 from monorepo.overlays import Overlay, load_overlays
 from monorepo.patches import Patch
@@ -644,6 +643,8 @@ def pull(
         _clean_leftovers(duni, state)
         patches = _patches_for(selected, lock, base=config.root, offline=offline)
         if fetch is None:
+            from monorepo.http import HttpClient  # loads httpx: not for verify's imports
+
             client = stack.enter_context(HttpClient(offline=offline, reporter=reporter))
             fetch = client.stream
         # Extraction is mostly Python under the GIL: worker processes, one per core,

@@ -24,17 +24,13 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
-import pygit2
-
-from monorepo import git
 from monorepo.cache import ContentStore
 from monorepo.errors import IndexClientError, PullError
 from monorepo.extract import ExtractorPool, FileStamps, extract_sdist
-from monorepo.http import HttpClient
 from monorepo.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
 from monorepo.patches import Patch, apply_patches
+from monorepo.paths import url_path
 from monorepo.treehash import Entry, Stamp, TreeHashError, hash_entries, scan_tree
 
 __all__ = ["STAGING_PREFIX", "Fetch", "fetch_source", "materialize", "materialize_entries"]
@@ -53,7 +49,7 @@ def _label(pkg: LockedPackage) -> str:
 
 
 def _read_file_url(url: str, pkg: LockedPackage) -> Iterator[bytes]:
-    path = Path(url2pathname(urlsplit(url).path))
+    path = url_path(urlsplit(url).path)
     try:
         f = path.open("rb")
     except OSError as error:
@@ -107,6 +103,8 @@ def fetch_source(
 
         else:
             if fetch is None:
+                from monorepo.http import HttpClient  # loads httpx: only when downloading
+
                 client = stack.enter_context(HttpClient())
                 fetch = client.stream
             get = fetch
@@ -121,6 +119,8 @@ def fetch_source(
 
 
 def _export_git(pkg: LockedPackage, source: VcsSource, *, offline: bool) -> Path:
+    from monorepo import git  # loads pygit2: only for git sources
+
     try:
         tree = git.export_commit(source.url, source.commit, offline=offline)
     except git.GitError as error:
@@ -193,6 +193,8 @@ def _extract(
 
 def _patched_paths(patches: Sequence[Patch]) -> set[str]:
     """Every path a patch may create, change or delete (old and new names)."""
+    import pygit2  # only when there are patches
+
     paths: set[str] = set()
     for patch in patches:
         try:

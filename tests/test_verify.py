@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,19 @@ def test_a_clean_pulled_tree_passes_every_offline_check(pulled: Any) -> None:
     assert snapshot(p.root) == before
     # the overlay patch really is part of what was verified
     assert "PATCHED = True" in (p.duni / "lib" / "lib" / "__init__.py").read_text()
+
+
+def test_an_offline_verify_loads_neither_httpx_nor_pygit2(pulled: Any) -> None:
+    """Start-up is most of a small verify: the HTTP client and libgit2 load only when needed."""
+    p = pulled(deps=("other",))  # no git source, no patch
+    code = (
+        "import sys\nfrom monorepo.verifier import verify\n"
+        "assert verify(sys.argv[1]).passed\n"
+        "print(sorted(m for m in ('httpx', 'pygit2') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(p.root)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------- tamper matrix
