@@ -213,6 +213,10 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                 self.constraints[name] = self.constraints.get(name, SpecifierSet()) & c.specifier
         self.requires_python: dict[Candidate, SpecifierSet | None] = {}
         self._deps_cache: dict[Candidate, list[Req]] = {}
+        # (id(requirement), id(candidate)) -> (requirement, candidate, answer); the
+        # entry holds both objects, so neither id can be reused while it is cached.
+        self._satisfied: dict[tuple[int, int], tuple[Req, Candidate, bool]] = {}
+        self._sorted: dict[tuple[NormalizedName, str | None], list[Version]] = {}
 
     # -- requirements ---------------------------------------------------
     def convert(
@@ -313,15 +317,21 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
             for s in r.specifier
             if s.operator in ("==", "===")
         }
-        versions = [
-            v
-            for v in self.finder.versions(name, url)
-            if v not in bad
-            and specifier.contains(v, prereleases=True)
-            and (constraint is None or constraint.contains(v, prereleases=True))
-        ]
+        newest_first = self._newest_first(name, url)
         preferred = self.policy.preferred.get(name)
-        versions.sort(key=lambda v: (v == preferred, v), reverse=True)
+        if preferred is not None and preferred in newest_first:
+            newest_first = [preferred, *(v for v in newest_first if v != preferred)]
+
+        def admitted() -> Iterator[Version]:
+            # checked lazily: resolvelib usually takes the first admitted version
+            for v in newest_first:
+                if (
+                    v not in bad
+                    and specifier.contains(v, prereleases=True)
+                    and (constraint is None or constraint.contains(v, prereleases=True))
+                ):
+                    yield v
+
         policy = self.policy.prereleases
         prereleases_first_class = (
             url is not None
@@ -345,7 +355,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         def matches() -> Iterator[Candidate]:
             held_back: list[Version] = []
             any_final = False
-            for version in versions:
+            for version in admitted():
                 if version.is_prerelease and not prereleases_first_class:
                     held_back.append(version)
                     continue
@@ -365,12 +375,32 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
 
         return matches
 
+    def _newest_first(self, name: NormalizedName, url: str | None) -> list[Version]:
+        """The finder's versions of *name*, newest first, sorted once per resolution."""
+        key = (name, url)
+        cached = self._sorted.get(key)
+        if cached is None:
+            cached = self._sorted[key] = sorted(self.finder.versions(name, url), reverse=True)
+        return cached
+
     def is_satisfied_by(self, requirement: Req, candidate: Candidate) -> bool:
+        """Memoized: resolvelib asks again for every pin on every round.
+
+        With a hundred packages that is tens of thousands of specifier checks for the
+        same few hundred (requirement, pin) pairs, a tenth of a warm lock.
+        """
+        key = (id(requirement), id(candidate))
+        hit = self._satisfied.get(key)
+        if hit is not None:
+            return hit[2]
         if candidate.name.startswith(VIRTUAL_PREFIX):
-            return True
-        if requirement.url:
-            return candidate.url == requirement.url
-        return requirement.specifier.contains(candidate.version, prereleases=True)
+            answer = True
+        elif requirement.url:
+            answer = candidate.url == requirement.url
+        else:
+            answer = requirement.specifier.contains(candidate.version, prereleases=True)
+        self._satisfied[key] = (requirement, candidate, answer)
+        return answer
 
     def get_dependencies(self, candidate: Candidate) -> list[Req]:
         cached = self._deps_cache.get(candidate)
