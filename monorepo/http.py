@@ -93,17 +93,34 @@ def _dropped(error: httpx.TransportError) -> bool:
     return isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
 
 
+#: OpenSSL reasons that say the TLS set-up itself is wrong (certificate, protocol, plain
+#: HTTP on an https URL), which no retry fixes.  Other TLS failures (a decode or record
+#: alert, an unexpected EOF) are a server or network hiccup and are retried.
+_PERMANENT_TLS = (
+    "CERTIFICATE",
+    "WRONG_VERSION_NUMBER",
+    "RECORD_LAYER_FAILURE",
+    "HANDSHAKE_FAILURE",
+    "PROTOCOL_VERSION",
+    "UNSUPPORTED_PROTOCOL",
+    "NO_PROTOCOLS_AVAILABLE",
+    "UNKNOWN_CA",
+    "NO_SHARED_CIPHER",
+    "HOSTNAME",
+)
+
+
 def _is_tls_error(error: BaseException) -> bool:
-    """Certificate and handshake failures are configuration problems: retrying only delays."""
+    """Certificate and handshake set-up failures: configuration problems, retrying only delays."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+        if isinstance(current, ssl.SSLCertVerificationError | ssl.CertificateError):
             return True
         text = str(current)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "[SSL" in text:
-            return True
+        if "[SSL" in text or isinstance(current, ssl.SSLError):
+            return any(reason in text.upper() for reason in _PERMANENT_TLS)
         current = current.__cause__ or current.__context__
     return False
 

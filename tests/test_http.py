@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
-from monorepo.http import HttpClient
+from monorepo.http import HttpClient, _is_tls_error
 from monorepo.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
 from monorepo.index import ACCEPT, IndexClient
 from monorepo.reporter import RecordingReporter
@@ -115,6 +116,25 @@ def test_tls_error_is_not_retried(index: FixtureIndex, serve: Serve) -> None:
         h.get(url)
     assert "TLS" in str(caught.value) and url in str(caught.value)
     assert not any("retry" in text for _, text in reporter.messages)
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"), True),
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"), True),
+        (ssl.SSLError(1, "[SSL: TLSV1_ALERT_DECODE_ERROR] tlsv1 alert decode error"), False),
+        (ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF in violation"), False),
+    ],
+)
+def test_only_tls_setup_errors_are_permanent(error: Exception, permanent: bool) -> None:
+    # A server that sends a TLS alert mid-response needs a TLS fixture server with a
+    # trusted certificate, which the test machine cannot make: the classification is
+    # checked on the exceptions the ssl module raises, wrapped as httpx wraps them.
+    wrapped = RuntimeError(str(error))
+    wrapped.__cause__ = error
+    assert _is_tls_error(error) is permanent
+    assert _is_tls_error(wrapped) is permanent
 
 
 def test_file_urls_read_from_disk(index: FixtureIndex, tmp_path: Path) -> None:
