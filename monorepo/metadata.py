@@ -95,6 +95,14 @@ def parse_metadata(data: bytes | str, *, source: str) -> Metadata:
     ``Requires-Dist`` (or the required name/version) cannot be parsed.
     """
     raw, _unparsed = parse_email(data)
+    if "name" in raw and "version" in raw and "metadata_version" in raw:
+        # The common case, every field well-formed: convert each once.  Anything odd
+        # takes the careful path below, which converts each field in isolation first.
+        with contextlib.suppress(Exception):
+            metadata = Metadata.from_raw(raw, validate=False)
+            for key in raw:
+                getattr(metadata, key)  # convert now: later reads cannot fail
+            return metadata
     cleaned: dict[str, Any] = {}
     for key in raw:
         if _probe(raw, key):
@@ -561,13 +569,14 @@ def release_metadata(
                 return found
             sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
             return keep(wheel, fetch(wheel.metadata_url, sha256=sha256), wheel.metadata_url)
-    # 2. what an earlier run learned
-    for dist in files:
+    # 2. what an earlier run learned, stored under the file steps 3-5 read
+    sdist = _preferred_sdist(files)
+    likely = [*wheels[:1], *([sdist] if sdist is not None else [])]
+    for dist in [*likely, *(f for f in files if f not in likely)]:
         found = cached(dist)
         if found is not None:
             reporter.message("debug", f"{label}: metadata from the cache ({dist.filename})")
             return found
-    sdist = _preferred_sdist(files)
     # 3. a wheel's METADATA, read lazily
     if wheels:
         wheel = wheels[0]

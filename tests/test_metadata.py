@@ -17,7 +17,12 @@ from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, MetadataError
 from monorepo.finder import IndexFinder, IndexRelease
 from monorepo.index import DistFile, IndexClient
-from monorepo.metadata import metadata_from_pkg_info, metadata_from_wheel, parse_metadata
+from monorepo.metadata import (
+    MetadataCache,
+    metadata_from_pkg_info,
+    metadata_from_wheel,
+    parse_metadata,
+)
 from monorepo.targets import Target
 
 MakeIndex = Callable[..., FixtureIndex]
@@ -380,6 +385,33 @@ def test_wheel_metadata_by_ranges_comes_before_downloading_the_sdist(served: Ser
     requests = server.requests_for("^/files/")
     assert requests and all(r.path == "/files/demo-1.0-py3-none-any.whl" for r in requests)
     assert all(r.status == 206 for r in requests)
+
+
+def test_a_warm_lookup_opens_the_one_cache_entry_it_stored(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    # The metadata read from the preferred wheel is kept under that wheel's hash; the
+    # next run must look there first, not try every file of the release in page order.
+    wheels = ("cp311-cp311-win_amd64", "cp311-cp311-macosx_11_0_arm64", "py3-none-any")
+    demo = Release("demo", "1.0", requires_dist=("dep",), core_metadata_file=False, wheels=wheels)
+    server = serve(make_index([demo]))
+    loads: list[str | None] = []
+
+    class CountingCache(MetadataCache):
+        def load(self, sha256: str | None) -> bytes | None:
+            loads.append(sha256)
+            return super().load(sha256)
+
+    cache = CountingCache(tmp_path / "metadata")
+    for _ in range(2):
+        loads.clear()
+        with IndexClient([server.url], metadata_cache_dir=tmp_path / "unused") as client:
+            client.metadata_cache = cache
+            files = client.project_files("demo")
+            tags = all_tags(client, "demo")
+            assert client.release_metadata(files, tags).requires_dist == reqs("dep")
+    stored = [entry.name for entry in (tmp_path / "metadata").iterdir()]
+    assert len(stored) == 1 and loads == stored
 
 
 def test_trusted_pkg_info_when_there_is_no_wheel(served: Served) -> None:
