@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from . import __version__
+from . import __version__, warmstart
 from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
@@ -339,10 +339,13 @@ def lock(
                 (preferred if p.role == "runtime" else preferred_build).setdefault(
                     p.name, p.version
                 )
-    overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
-    resolutions: dict[str, Resolution] = {}
-    sources = source_urls(config)
     with IndexClient(index_urls, offline=offline, reporter=reporter) as client:
+        # Every page this lock will probably read, fetched at once while the overlays
+        # load and the resolver starts (see monorepo.warmstart).
+        client.prefetch(_likely_pages(config, existing))
+        overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
+        resolutions: dict[str, Resolution] = {}
+        sources = source_urls(config)
         for target in config.targets:
             reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
             finder = IndexFinder(
@@ -374,9 +377,30 @@ def lock(
     )
     text = rendered(document, on_disk)
     changed = write_atomic(path, text) if write else False
+    if write:
+        warmstart.remember(config.root, (p.name for p in document.packages))
     return LockResult(
         path=path, document=document, changed=changed, changes=diff_versions(existing, document)
     )
+
+
+def _likely_pages(config: ProjectConfig, existing: LockDocument | None) -> list[str]:
+    """The project pages a lock of *config* will probably read, most certain first.
+
+    The root requirements that apply to some target, then the packages of the existing
+    lock, then those the last lock of this project wrote (``warmstart``): a hint only.
+    """
+    envs = [dict(t.marker_environment(), extra="") for t in config.targets]
+    names: list[str] = [
+        canonicalize_name(r.name)
+        for scope in scopes_of(config)
+        for r in scope.requirements
+        if r.marker is None or any(r.marker.evaluate(e) for e in envs)
+    ]
+    if existing is not None:
+        names += [p.name for p in existing.packages]
+    names += warmstart.remembered(config.root)
+    return list(dict.fromkeys(names))
 
 
 def _with_build_dependencies(
