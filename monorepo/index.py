@@ -23,7 +23,7 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo import metadata as _metadata
-from monorepo.errors import IndexClientError
+from monorepo.errors import IndexClientError, MonorepoError
 from monorepo.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.httpcache import HttpCache
 from monorepo.pagecache import PageCache, body_digest
@@ -147,6 +147,9 @@ class IndexClient:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
         self._projects = _Memo()
         self._metadata = _Memo()
+        self._read_lock = threading.Lock()
+        self._pages_read: dict[NormalizedName, dict[str, str | None]] = {}
+        self._used: set[NormalizedName] = set()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -163,6 +166,11 @@ class IndexClient:
     def project(self, name: str) -> ProjectReleases:
         """Project *name*'s files from the first index that knows it (none if no index does)."""
         key = canonicalize_name(name)
+        with self._read_lock:
+            self._used.add(key)
+        return self._page(key)
+
+    def _page(self, key: NormalizedName) -> ProjectReleases:
         return self._projects.get(key, lambda: self._fetch_project(key))
 
     def project_files(self, name: str) -> tuple[DistFile, ...]:
@@ -175,7 +183,7 @@ class IndexClient:
         for name in names:
             key = canonicalize_name(name)
             if not self._projects.known(key):
-                self.background(self.project, key)
+                self.background(self._page, key)  # a guess: not "used" until asked for
 
     def background(self, function: Callable[[K], object], argument: K) -> None:
         """Run ``function(argument)`` in the client's pool; its errors are dropped (hints only)."""
@@ -209,8 +217,47 @@ class IndexClient:
         else:
             yield f"{index_url}{name}/", ACCEPT
 
+    def pages_read(self) -> dict[str, str | None]:
+        """The pages of every project asked for so far (prefetch guesses left out):
+        ``"<index URL> <name>"`` -> the body's sha256, None where that index lacks it.
+
+        With :meth:`pages_unchanged`, this tells whether a resolution's every input from
+        the index is still byte for byte the same (``monorepo.lockmemo``).
+        """
+        with self._read_lock:
+            return {
+                key: digest
+                for name in self._used
+                for key, digest in self._pages_read.get(name, {}).items()
+            }
+
+    def pages_unchanged(self, pages: dict[str, str | None]) -> bool:
+        """Whether reading these projects now gives exactly the recorded *pages*.
+
+        Fetches them (concurrently with any prefetch already started); a page that
+        changed, moved to another index or cannot be read makes the answer False.
+        """
+        names = {key.rpartition(" ")[2] for key in pages}
+        self.prefetch(names)
+        for name in names:
+            try:
+                self.project(name)
+            except MonorepoError:
+                return False
+        current = self.pages_read()
+        return all(key in current and current[key] == digest for key, digest in pages.items())
+
+    def _record(self, index_url: str, name: NormalizedName, digest: str | None) -> None:
+        with self._read_lock:
+            self._pages_read.setdefault(name, {})[f"{index_url} {name}"] = digest
+
     def _fetch_page(self, index_url: str, name: NormalizedName) -> tuple[Groups, int] | None:
         """*name*'s files on *index_url*'s page; None when the index lacks the project."""
+        page = self._read_page(index_url, name)
+        self._record(index_url, name, page[2] if page is not None else None)
+        return page[:2] if page is not None else None
+
+    def _read_page(self, index_url: str, name: NormalizedName) -> tuple[Groups, int, str] | None:
         for page_url, accept in self._page_candidates(index_url, name):
             response = self.http.get(page_url, accept=accept, not_found_ok=True)
             if response.status == 404:
@@ -221,11 +268,11 @@ class IndexClient:
             digest = response.sha256 or body_digest(response.body)
             cached = self.page_cache.load(cache_url, name, digest)
             if cached is not None:
-                return cached
+                return (*cached, digest)
             parse = json_page_records if is_json else html_page_records
             groups, foreign = parse(response.body, response.url, name)
             self.page_cache.store(cache_url, name, digest, groups, foreign)
-            return groups, foreign
+            return groups, foreign, digest
         return None
 
     # -- files and metadata

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from . import __version__, warmstart
+from . import __version__, lockmemo, warmstart
 from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
@@ -344,26 +344,105 @@ def lock(
         # load and the resolver starts (see monorepo.warmstart).
         client.prefetch(_likely_pages(config, existing))
         overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
-        resolutions: dict[str, Resolution] = {}
-        sources = source_urls(config)
-        for target in config.targets:
-            reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
-            finder = IndexFinder(
-                client,
-                target,
-                exclude_newer=config.exclude_newer,
-                offline=offline,
-                overlays=overlays,
+        # Audits (write=False) always resolve; git sources can move without any page changing.
+        key = None
+        if write and not config.sources:
+            key = _memo_key(config, index_urls, overlays, preferred, preferred_build)
+        reused = _reuse(key, client, path, reporter) if key is not None else None
+        if reused is not None:
+            text, document = reused
+        else:
+            document = _resolve_document(
+                config, client, index_urls, overlays, preferred, preferred_build, offline, reporter
             )
-            policy = _policy(config, target, _prefer_previous(preferred, resolutions), sources)
-            resolutions[target.name] = resolve(scopes_of(config), finder, policy)
-            reporter.done(f"resolve:{target.name}")
-        packages = merge(resolutions, config.targets, overlays=overlays)
-        if config.build_dependencies:
-            packages = _with_build_dependencies(
-                packages, config, client, overlays, preferred_build, sources, offline, reporter
-            )
-    document = LockDocument(
+            text = rendered(document, on_disk)
+            if key is not None and all(_from_index(p) for p in document.packages):
+                lockmemo.store(key, lockmemo.Memo(pages=client.pages_read(), text=text))
+    changed = write_atomic(path, text) if write else False
+    if write:
+        warmstart.remember(config.root, (p.name for p in document.packages))
+    return LockResult(
+        path=path, document=document, changed=changed, changes=diff_versions(existing, document)
+    )
+
+
+def _memo_key(
+    config: ProjectConfig,
+    index_urls: Sequence[str],
+    overlays: OverlaySet,
+    preferred: Mapping[NormalizedName, Version],
+    preferred_build: Mapping[NormalizedName, Version],
+) -> str:
+    """Everything besides the index pages that decides this lock (see ``lockmemo``)."""
+    return lockmemo.memo_key(
+        {
+            "monorepo": __version__,
+            "renderer": RENDERER,
+            "root": str(config.root),
+            "inputs": canonical_inputs(config, index_urls, overlays.canonical()),
+            "exclude-newer": config.exclude_newer.isoformat() if config.exclude_newer else None,
+            "preferred": sorted((str(n), str(v)) for n, v in preferred.items()),
+            "preferred-build": sorted((str(n), str(v)) for n, v in preferred_build.items()),
+            "build-host": build_host().canonical() if config.build_dependencies else None,
+        }
+    )
+
+
+def _from_index(pkg: LockedPackage) -> bool:
+    """Whether all *pkg* is comes from index pages (no git, no direct or overlay URL)."""
+    return bool(pkg.index) and type(pkg.source) is SdistSource
+
+
+def _reuse(
+    key: str, client: IndexClient, path: Path, reporter: Reporter
+) -> tuple[str, LockDocument] | None:
+    """The remembered lock for *key* when every page it read is unchanged, else None."""
+    memo = lockmemo.load(key)
+    if memo is None or not client.pages_unchanged(memo.pages):
+        return None
+    try:
+        document = parse(memo.text, path=path)
+    except LockFileError:
+        return None
+    reporter.message(
+        "debug",
+        f"the inputs and the {len(memo.pages)} index pages of the last lock are unchanged:"
+        " its resolution is reused",
+    )
+    return memo.text, document
+
+
+def _resolve_document(
+    config: ProjectConfig,
+    client: IndexClient,
+    index_urls: Sequence[str],
+    overlays: OverlaySet,
+    preferred: Mapping[NormalizedName, Version],
+    preferred_build: Mapping[NormalizedName, Version],
+    offline: bool,
+    reporter: Reporter,
+) -> LockDocument:
+    """Resolve every target, merge, close over build dependencies: the new lock."""
+    resolutions: dict[str, Resolution] = {}
+    sources = source_urls(config)
+    for target in config.targets:
+        reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
+        finder = IndexFinder(
+            client,
+            target,
+            exclude_newer=config.exclude_newer,
+            offline=offline,
+            overlays=overlays,
+        )
+        policy = _policy(config, target, _prefer_previous(preferred, resolutions), sources)
+        resolutions[target.name] = resolve(scopes_of(config), finder, policy)
+        reporter.done(f"resolve:{target.name}")
+    packages = merge(resolutions, config.targets, overlays=overlays)
+    if config.build_dependencies:
+        packages = _with_build_dependencies(
+            packages, config, client, overlays, dict(preferred_build), sources, offline, reporter
+        )
+    return LockDocument(
         packages=sorted_packages(packages),
         inputs=canonical_inputs(config, index_urls, overlays.canonical()),
         environments=tuple(target_marker(t) for t in config.targets),
@@ -374,13 +453,6 @@ def lock(
                 {*config.dependency_groups, *(BUILD_GROUP for p in packages if p.role == "build")}
             )
         ),
-    )
-    text = rendered(document, on_disk)
-    changed = write_atomic(path, text) if write else False
-    if write:
-        warmstart.remember(config.root, (p.name for p in document.packages))
-    return LockResult(
-        path=path, document=document, changed=changed, changes=diff_versions(existing, document)
     )
 
 
