@@ -44,9 +44,6 @@ import pickle
 import queue
 import shutil
 import stat
-import struct
-import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -57,8 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, cast
 
+from monorepo import workerproc
 from monorepo.errors import ExtractError
 from monorepo.treehash import Stamp, file_stamp
+from monorepo.workerproc import WorkerLost
 
 RawKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "other"]
 
@@ -842,100 +841,50 @@ class _ZipCounter:
 
 # ------------------------------------------------------------------ worker processes
 
-_FRAME = struct.Struct("!Q")
-_WORKER_CODE = "import sys; sys.path[:0] = {path!r}; from monorepo.extract import _serve; _serve()"
 _Request = tuple[str, str, str, Limits, "str | None"]
 
 
-class _WorkerLost(Exception):
-    """A worker process died or stopped answering; its job is done in-thread instead."""
-
-
-def _send(fd: int, value: object) -> None:
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    _write_all(fd, _FRAME.pack(len(payload)) + payload)
-
-
-def _receive(fd: int) -> object:
-    """The next value sent by the other side; raises EOFError when it has gone."""
-    (size,) = _FRAME.unpack(_read_exactly(fd, _FRAME.size))
-    return pickle.loads(_read_exactly(fd, size))
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = os.read(fd, min(size - len(data), _CHUNK))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return bytes(data)
-
-
 class _Worker:
-    """One ``python -c`` interpreter serving extractions over its stdin and stdout."""
+    """One worker interpreter serving extractions over its stdin and stdout."""
 
     def __init__(self) -> None:
-        if not sys.executable:
-            raise _WorkerLost("no interpreter to start")
-        code = _WORKER_CODE.format(path=[p for p in sys.path if isinstance(p, str)])
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code],
-                bufsize=0,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # ^C goes to pull, which stops the workers itself
-            )
-        except OSError as e:
-            raise _WorkerLost(str(e)) from e
+        self.process = workerproc.spawn("monorepo.extract", "_serve")
         if self._exchange(None) != "ready":
             self.stop()
-            raise _WorkerLost("no handshake")
+            raise WorkerLost("no handshake")
 
     def _exchange(self, request: _Request | None) -> object:
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
         try:
             if request is not None:
-                _send(stdin.fileno(), request)
-            return _receive(stdout.fileno())
+                workerproc.send(stdin.fileno(), request)
+            return workerproc.receive(stdout.fileno())
         except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
-            raise _WorkerLost(str(e)) from e
+            raise WorkerLost(str(e)) from e
 
     def call(self, request: _Request) -> FileStamps:
         reply = self._exchange(request)
         if not isinstance(reply, tuple) or len(reply) != 2:
-            raise _WorkerLost(f"unexpected reply {reply!r}")
+            raise WorkerLost(f"unexpected reply {reply!r}")
         status, value = reply
         if status == "error" and isinstance(value, BaseException):
             raise value
         if status != "ok" or not isinstance(value, dict):
-            raise _WorkerLost(f"unexpected reply {reply!r}")
+            raise WorkerLost(f"unexpected reply {reply!r}")
         return value
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.process.stdin is not None:
-                self.process.stdin.close()  # the worker's signal to finish
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        workerproc.stop(self.process)
 
 
 def _serve() -> None:
     """The worker's loop: one extraction per request until its stdin closes."""
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    sys.stdout = sys.stderr  # nothing but replies on the protocol stream
-    _send(stdout, "ready")
+    stdin, stdout = workerproc.serving_fds()
+    workerproc.send(stdout, "ready")
     while True:
         try:
-            request = cast(_Request, _receive(stdin))
+            request = cast(_Request, workerproc.receive(stdin))
         except EOFError:
             return
         archive, dest, package, limits, name = request
@@ -946,16 +895,8 @@ def _serve() -> None:
                 extract_sdist(Path(archive), Path(dest), package=package, limits=limits, name=name),
             )
         except Exception as error:  # sent back, and raised there
-            reply = ("error", error if _picklable(error) else ExtractError(str(error)))
-        _send(stdout, reply)
-
-
-def _picklable(value: object) -> bool:
-    try:
-        pickle.dumps(value)
-    except Exception:
-        return False
-    return True
+            reply = ("error", error if workerproc.picklable(error) else ExtractError(str(error)))
+        workerproc.send(stdout, reply)
 
 
 class ExtractorPool:
@@ -1007,7 +948,7 @@ class ExtractorPool:
             request: _Request = (os.fspath(archive), os.fspath(dest), package, limits, name)
             try:
                 stamps = worker.call(request)
-            except _WorkerLost:
+            except WorkerLost:
                 self._lose(worker)
                 if os.path.lexists(dest):  # the worker died after its final rename
                     shutil.rmtree(dest, ignore_errors=True)
@@ -1033,7 +974,7 @@ class ExtractorPool:
                 if len(self._workers) < self.processes:
                     try:
                         worker = _Worker()
-                    except _WorkerLost:
+                    except WorkerLost:
                         self._in_thread = True
                         return None
                     self._workers.append(worker)
