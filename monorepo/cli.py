@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
+from . import __version__, workerproc
 from .reporter import Level
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -178,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
+    if not args.check and not args.offline and workerproc.useful():
+        # The lock's index worker imports on the other core while this process does.
+        workerproc.prestart("monorepo.indexworker", "_serve")
     from .locker import check, lock
 
     if args.check:

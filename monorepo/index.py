@@ -26,7 +26,15 @@ from monorepo import metadata as _metadata
 from monorepo.errors import IndexClientError, MonorepoError
 from monorepo.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.httpcache import HttpCache
-from monorepo.pagecache import PageCache, body_digest
+from monorepo.indexworker import (
+    IndexWorker,
+    PageRead,
+    WorkerLost,
+    WorkerSettings,
+    read_page,
+    read_wheel_metadata,
+)
+from monorepo.pagecache import PageCache
 from monorepo.pages import (
     DistFile,
     Groups,
@@ -109,6 +117,10 @@ class IndexClient:
     Several indexes follow uv's first-index strategy: the first index that knows a project
     supplies all of its files, so a same-named project planted on a later index cannot
     shadow the real one (dependency confusion).  All public methods are thread-safe.
+
+    With *worker*, pages are downloaded and parsed, and wheels' ``METADATA`` read, by a
+    :class:`~monorepo.indexworker.IndexWorker` process (not for ``file://`` indexes or
+    offline); anything it cannot do is done here, so the answers are the same.
     """
 
     def __init__(
@@ -124,6 +136,7 @@ class IndexClient:
         backoff: float = DEFAULT_BACKOFF,
         metadata_cache_dir: Path | None = None,
         page_cache_dir: Path | None = None,
+        worker: bool = False,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -144,6 +157,19 @@ class IndexClient:
         )
         self.metadata_cache = _metadata.MetadataCache(metadata_cache_dir)
         self.page_cache = PageCache(page_cache_dir)
+        self._worker: IndexWorker | None = None
+        if worker and not offline:
+            settings = WorkerSettings(
+                http_cache=self.http.cache.root if self.http.cache else HttpCache().root,
+                page_cache=self.page_cache.root,
+                offline=offline,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+                max_connections=max_workers,
+            )
+            with contextlib.suppress(WorkerLost):
+                self._worker = IndexWorker(settings, self.reporter)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
         self._projects = _Memo()
         self._metadata = _Memo()
@@ -153,6 +179,8 @@ class IndexClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._worker is not None:
+            self._worker.close()
         self.http.close()
 
     def __enter__(self) -> IndexClient:
@@ -257,23 +285,24 @@ class IndexClient:
         self._record(index_url, name, page[2] if page is not None else None)
         return page[:2] if page is not None else None
 
-    def _read_page(self, index_url: str, name: NormalizedName) -> tuple[Groups, int, str] | None:
-        for page_url, accept in self._page_candidates(index_url, name):
-            response = self.http.get(page_url, accept=accept, not_found_ok=True)
-            if response.status == 404:
-                continue
-            content_type = response.content_type.split(";")[0].strip().lower()
-            is_json = content_type.endswith("+json") or content_type == "application/json"
-            cache_url = f"{response.url}\n{'json' if is_json else 'html'}"
-            digest = response.sha256 or body_digest(response.body)
-            cached = self.page_cache.load(cache_url, name, digest)
-            if cached is not None:
-                return (*cached, digest)
-            parse = json_page_records if is_json else html_page_records
-            groups, foreign = parse(response.body, response.url, name)
-            self.page_cache.store(cache_url, name, digest, groups, foreign)
-            return groups, foreign, digest
-        return None
+    def _read_page(self, index_url: str, name: NormalizedName) -> PageRead | None:
+        candidates = list(self._page_candidates(index_url, name))
+        if self._worker is not None and urlsplit(index_url).scheme != "file":
+            try:
+                return self._worker.page(candidates, name)
+            except WorkerLost:
+                pass  # done here instead
+        return read_page(self.http, self.page_cache, candidates, name)
+
+    def _read_wheel(self, wheel: DistFile) -> bytes:
+        if self._worker is not None and urlsplit(wheel.url).scheme != "file":
+            try:
+                return self._worker.wheel_metadata(
+                    wheel.url, wheel.filename, wheel.sha256, wheel.size
+                )
+            except WorkerLost:
+                pass
+        return read_wheel_metadata(self.http, wheel.url, wheel.filename, wheel.sha256, wheel.size)
 
     # -- files and metadata
 
@@ -304,6 +333,7 @@ class IndexClient:
             index_urls=self.index_urls,
             offline=self.offline,
             reporter=self.reporter,
+            read_wheel=self._read_wheel,
         )
 
     def prefetch_metadata(

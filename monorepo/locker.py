@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from . import __version__, lockmemo, warmstart
+from . import __version__, lockmemo, warmstart, workerproc
 from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
 from .errors import LockFileError, MonorepoError
@@ -339,7 +339,10 @@ def lock(
                 (preferred if p.role == "runtime" else preferred_build).setdefault(
                     p.name, p.version
                 )
-    with IndexClient(index_urls, offline=offline, reporter=reporter) as client:
+    # A second core reads and parses pages while this process resolves (monorepo.indexworker).
+    with IndexClient(
+        index_urls, offline=offline, reporter=reporter, worker=workerproc.useful()
+    ) as client:
         # Every page this lock will probably read, fetched at once while the overlays
         # load and the resolver starts (see monorepo.warmstart).
         client.prefetch(_likely_pages(config, existing))

@@ -42,7 +42,7 @@ import tempfile
 import tomllib
 import venv
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -532,13 +532,15 @@ def release_metadata(
     index_urls: Sequence[str] = (),
     offline: bool = False,
     reporter: Reporter | None = None,
+    read_wheel: Callable[[DistFile], bytes] | None = None,
 ) -> Metadata:
     """Core metadata of one version, given all its *files*, from the cheapest good source.
 
     The order is the module's: PEP 658 file, *cache*, a wheel read with byte ranges
     through *ranges* (a whole download through *fetch* when None or refused), trusted
     ``PKG-INFO``, and only then the sdist's build backend.  *target_tags* says which wheels
-    the target installs: their metadata is preferred.
+    the target installs: their metadata is preferred.  *read_wheel*, when given, reads a
+    wheel's ``METADATA`` in place of *ranges* (the index client's worker process does).
     """
     reporter = reporter if reporter is not None else NullReporter()
     if not files:
@@ -585,7 +587,9 @@ def release_metadata(
             return fetch(wheel.url, sha256=wheel.sha256, size=wheel.size)
 
         try:
-            if ranges is None:
+            if read_wheel is not None:
+                text = read_wheel(wheel)
+            elif ranges is None:
                 text = lazywheel.metadata_from_zip(download(), wheel.filename)
             else:
                 text = lazywheel.wheel_metadata(

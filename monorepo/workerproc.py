@@ -14,12 +14,15 @@ the parent's own children read what it sends, so pickle's trust model holds.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
 _FRAME = struct.Struct("!Q")
 _CHUNK = 1 << 20
@@ -63,13 +66,61 @@ def picklable(value: object) -> bool:
     return True
 
 
+def useful() -> bool:
+    """Whether a worker process would run beside this one: more than one usable core."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # not on every platform
+        return (os.cpu_count() or 1) > 1
+
+
+def prestart(module: str, function: str) -> None:
+    """Start a worker now, for the next :func:`spawn` of the same kind to take over.
+
+    A worker's interpreter start-up and imports take about a tenth of a second; started
+    first thing, they run on the other core while this process does its own imports.
+    A spare nobody takes is stopped at exit.
+    """
+    with _spares_lock:
+        if (module, function) in _spares:
+            return
+        try:
+            process = _start(module, function)
+        except WorkerLost:
+            return
+        if not _spares:
+            atexit.register(_stop_spares)
+        _spares[(module, function)] = process
+
+
+def _stop_spares() -> None:
+    with _spares_lock:
+        spares = list(_spares.values())
+        _spares.clear()
+    for process in spares:
+        stop(process)
+
+
+_spares: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+_spares_lock = threading.Lock()
+
+
 def spawn(module: str, function: str) -> subprocess.Popen[bytes]:
-    """Start ``python -c "from <module> import <function>; <function>()"`` with pipes.
+    """Start ``python -c "from <module> import <function>; <function>()"`` with pipes,
+    or take the spare :func:`prestart` started.
 
     The child sees this process's ``sys.path`` (so an editable or zipapp install finds
     the same monorepo) and environment; its stderr is discarded, since a failure
     reaches the parent as a lost worker.  Raises :class:`WorkerLost` if it cannot start.
     """
+    with _spares_lock:
+        spare = _spares.pop((module, function), None)
+    if spare is not None and spare.poll() is None:
+        return spare
+    return _start(module, function)
+
+
+def _start(module: str, function: str) -> subprocess.Popen[bytes]:
     if not sys.executable:
         raise WorkerLost("no interpreter to start")
     path = [p for p in sys.path if isinstance(p, str)]
@@ -87,8 +138,17 @@ def spawn(module: str, function: str) -> subprocess.Popen[bytes]:
         raise WorkerLost(str(error)) from error
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Close the worker's stdin (its signal to finish), wait for it, kill it if it hangs."""
+def stop(
+    process: subprocess.Popen[bytes],
+    timeout: float = 10.0,
+    *,
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Close the worker's stdin (its signal to finish), wait for it, kill it if it hangs.
+
+    *then* runs once the worker has exited and before its stdout is closed: a thread
+    reading replies must see the end of the stream, not a closed (or reused) descriptor.
+    """
     with contextlib.suppress(OSError):
         if process.stdin is not None:
             process.stdin.close()
@@ -97,6 +157,8 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if then is not None:
+        then()
     if process.stdout is not None:
         process.stdout.close()
 

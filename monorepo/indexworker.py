@@ -1,0 +1,262 @@
+"""Index pages and wheel metadata, read by a second process while the resolver runs.
+
+A cold lock of a hundred packages is CPU-bound on one core: its threads download and
+decode megabytes of JSON pages and parse wheels' zip directories while the resolver
+works, all under one GIL.  Measured on the data bench set, the process held the GIL for
+the whole two-second run, and a page request that takes 25 ms alone took 100 to 250 ms
+in it, because every socket read waited for the interpreter.  The resolver's chain of
+page, metadata, next page is made of exactly those requests.
+
+So :class:`IndexWorker` moves the part that needs no resolver state to another
+interpreter (another core): fetching a project page and turning it into
+:data:`~monorepo.pages.Groups` (through the shared page cache), and reading a wheel's
+``METADATA`` with byte ranges.  The resolving process keeps every decision and every
+cache lookup that decides something; the worker only does I/O and parsing the resolving
+process would otherwise do itself, with the same functions (:func:`read_page`,
+:func:`read_wheel_metadata`).  Errors come back as the same exceptions.  If the worker
+cannot start or dies, :class:`WorkerLost` tells the caller to do the work in-process,
+so a lost worker costs time, never a result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from packaging.utils import NormalizedName
+
+from monorepo import lazywheel, workerproc
+from monorepo.errors import IndexClientError
+from monorepo.http import HttpClient
+from monorepo.httpcache import HttpCache
+from monorepo.pagecache import PageCache, body_digest
+from monorepo.pages import Groups, html_page_records, json_page_records
+from monorepo.reporter import Level, NullReporter, Reporter
+from monorepo.workerproc import WorkerLost
+
+__all__ = ["IndexWorker", "PageRead", "WorkerLost", "WorkerSettings", "read_page"]
+
+#: A page as read: its files grouped by version, how many files of other projects it
+#: listed, and the sha256 of the body (what ``monorepo.lockmemo`` compares).
+PageRead = tuple[Groups, int, str]
+
+
+def read_page(
+    http: HttpClient,
+    page_cache: PageCache,
+    candidates: Sequence[tuple[str, str | None]],
+    name: NormalizedName,
+) -> PageRead | None:
+    """The first of *candidates* (page URL, Accept header) that exists, parsed; None if none.
+
+    A body already parsed once (same sha256) comes from *page_cache* instead.
+    """
+    for page_url, accept in candidates:
+        response = http.get(page_url, accept=accept, not_found_ok=True)
+        if response.status == 404:
+            continue
+        content_type = response.content_type.split(";")[0].strip().lower()
+        is_json = content_type.endswith("+json") or content_type == "application/json"
+        cache_url = f"{response.url}\n{'json' if is_json else 'html'}"
+        digest = response.sha256 or body_digest(response.body)
+        cached = page_cache.load(cache_url, name, digest)
+        if cached is not None:
+            return (*cached, digest)
+        parse = json_page_records if is_json else html_page_records
+        groups, foreign = parse(response.body, response.url, name)
+        page_cache.store(cache_url, name, digest, groups, foreign)
+        return groups, foreign, digest
+    return None
+
+
+def read_wheel_metadata(
+    http: HttpClient, url: str, filename: str, sha256: str | None, size: int | None
+) -> bytes:
+    """A wheel's ``METADATA``: byte ranges where the server allows, else the whole file."""
+
+    def download() -> bytes:
+        return http.get(url, sha256=sha256, size=size).body
+
+    return lazywheel.wheel_metadata(
+        url, filename, client=http, download=download, sha256=sha256, size=size
+    )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker's own :class:`~monorepo.http.HttpClient` and caches are made with."""
+
+    http_cache: Path
+    page_cache: Path
+    offline: bool
+    timeout: float
+    retries: int
+    backoff: float
+    max_connections: int
+
+
+class IndexWorker:
+    """One worker process serving :func:`read_page` and :func:`read_wheel_metadata`.
+
+    Thread-safe: any number of threads may wait on requests at once; the worker runs them
+    concurrently.  Start-up does not block: requests queue in the pipe while the worker
+    imports.  Its reporter messages (retries, warnings) are passed to *reporter*.
+    """
+
+    def __init__(self, settings: WorkerSettings, reporter: Reporter | None = None) -> None:
+        self.reporter: Reporter = reporter if reporter is not None else NullReporter()
+        self._process = workerproc.spawn("monorepo.indexworker", "_serve")
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._requests = self._process.stdin.fileno()
+        self._replies = self._process.stdout.fileno()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._pending: dict[int, Future[Any]] = {}
+        self._next = 0
+        self._lost: str | None = None
+        self.answered = 0
+        """How many requests the worker answered (for diagnostics and tests)."""
+        self._send(settings)
+        self._reader = threading.Thread(target=self._read, name="index-worker", daemon=True)
+        self._reader.start()
+
+    def page(
+        self, candidates: Sequence[tuple[str, str | None]], name: NormalizedName
+    ) -> PageRead | None:
+        """:func:`read_page` in the worker; raises :class:`WorkerLost` if it is gone."""
+        return cast("PageRead | None", self._call("page", tuple(candidates), name))
+
+    def wheel_metadata(
+        self, url: str, filename: str, sha256: str | None, size: int | None
+    ) -> bytes:
+        """:func:`read_wheel_metadata` in the worker; raises :class:`WorkerLost` if it is gone."""
+        return cast(bytes, self._call("wheel_metadata", url, filename, sha256, size))
+
+    def close(self) -> None:
+        """Let the worker finish what it is doing, then stop it."""
+        workerproc.stop(self._process, then=lambda: self._reader.join(timeout=10))
+        self._lose("closed")
+
+    @property
+    def alive(self) -> bool:
+        with self._lock:
+            return self._lost is None
+
+    def _call(self, operation: str, *arguments: object) -> object:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._lost is not None:
+                raise WorkerLost(self._lost)
+            self._next += 1
+            number = self._next
+            self._pending[number] = future
+        self._send((number, operation, arguments))
+        return future.result()
+
+    def _send(self, value: object) -> None:
+        try:
+            with self._write_lock:
+                workerproc.send(self._requests, value)
+        except OSError as error:
+            self._lose(f"cannot write to the index worker: {error}")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                number, status, value = cast(
+                    "tuple[int, str, Any]", workerproc.receive(self._replies)
+                )
+            except Exception as error:  # EOF, a closed pipe, a broken frame: all mean gone
+                self._lose(f"the index worker stopped ({error or type(error).__name__})")
+                return
+            if status == "message":
+                level, text = value
+                self.reporter.message(level, text)
+                continue
+            with self._lock:
+                future = self._pending.pop(number, None)
+                self.answered += 1
+            if future is None:
+                continue
+            if status == "ok":
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _lose(self, why: str) -> None:
+        with self._lock:
+            if self._lost is None:
+                self._lost = why
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(WorkerLost(why))
+
+
+class _ForwardingReporter(NullReporter):
+    """The worker's reporter: messages go back to the parent's, progress is the parent's."""
+
+    def __init__(self, reply: Callable[[object], None]) -> None:
+        self._reply = reply
+
+    def message(self, level: Level, text: str) -> None:
+        self._reply((0, "message", (level, text)))
+
+
+def _serve() -> None:
+    """The worker: settings first, then requests until stdin closes."""
+    requests, replies = workerproc.serving_fds()
+    write_lock = threading.Lock()
+
+    def reply(frame: object) -> None:
+        try:
+            with write_lock:
+                workerproc.send(replies, frame)
+        except OSError:
+            pass  # the parent has gone; stdin's EOF ends the loop
+
+    try:
+        settings = cast(WorkerSettings, workerproc.receive(requests))
+    except EOFError:
+        return
+    http = HttpClient(
+        cache=HttpCache(settings.http_cache),
+        offline=settings.offline,
+        reporter=_ForwardingReporter(reply),
+        timeout=settings.timeout,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        max_connections=settings.max_connections,
+    )
+    page_cache = PageCache(settings.page_cache)
+
+    def handle(number: int, operation: str, arguments: tuple[Any, ...]) -> None:
+        try:
+            if operation == "page":
+                value: object = read_page(http, page_cache, *arguments)
+            elif operation == "wheel_metadata":
+                value = read_wheel_metadata(http, *arguments)
+            else:
+                raise IndexClientError(f"the index worker has no operation {operation!r}")
+            frame: tuple[int, str, object] = (number, "ok", value)
+        except Exception as error:  # raised again in the parent, same type and message
+            sent = error if workerproc.picklable(error) else IndexClientError(str(error))
+            frame = (number, "error", sent)
+        reply(frame)
+
+    pool = ThreadPoolExecutor(settings.max_connections, thread_name_prefix="worker")
+    while True:
+        try:
+            number, operation, arguments = cast(
+                "tuple[int, str, tuple[Any, ...]]", workerproc.receive(requests)
+            )
+        except EOFError:
+            break
+        pool.submit(handle, number, operation, arguments)
+    # The parent closed the pipe: it wants no more answers. Requests not started are
+    # dropped; those under way finish, so no cache entry is left half-written.
+    pool.shutdown(wait=True, cancel_futures=True)
+    http.close()

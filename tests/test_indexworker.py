@@ -1,0 +1,146 @@
+"""The index worker process: same answers as in-process, errors intact, losses survived."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fixtures.builder import FixtureIndex, Release
+from fixtures.server import IndexServer
+from monorepo import workerproc
+from monorepo.errors import IndexClientError
+from monorepo.index import DistFile, IndexClient
+from monorepo.reporter import RecordingReporter
+
+MakeIndex = Callable[..., FixtureIndex]
+Serve = Callable[..., IndexServer]
+
+RELEASES = [
+    Release("app", "1.0", requires_dist=("lib>=1",), core_metadata_file=False),
+    Release(
+        "app",
+        "2.0",
+        requires_dist=("lib>=2", "extra; python_version<'3'"),
+        core_metadata_file=False,
+    ),
+    Release(
+        "lib",
+        "2.0",
+        wheels=("py3-none-any", "cp311-cp311-manylinux_2_17_x86_64"),
+        core_metadata_file=False,
+    ),
+]
+
+
+def _client(server: IndexServer, tmp: Path, *, worker: bool, **kw: object) -> IndexClient:
+    """A client with its own caches, so each one really reads the server."""
+    return IndexClient(
+        [server.url],
+        worker=worker,
+        backoff=0.001,
+        cache_dir=tmp / "http",
+        page_cache_dir=tmp / "pages",
+        metadata_cache_dir=tmp / "metadata",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _read(client: IndexClient) -> tuple[tuple[DistFile, ...], tuple[object, ...]]:
+    files = client.project_files("app") + client.project_files("lib")
+    wheels = [f for f in files if f.kind == "wheel"]
+    metadata = [client.metadata(f) for f in wheels]
+    return (
+        tuple(files),
+        tuple(
+            (str(m.name), str(m.version), tuple(map(str, m.requires_dist or ()))) for m in metadata
+        ),
+    )
+
+
+def test_worker_answers_exactly_as_the_process_itself(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(RELEASES))
+    with _client(server, tmp_path / "a", worker=False) as local:
+        expected = _read(local)
+        assert local._worker is None
+    with _client(server, tmp_path / "b", worker=True) as remote:
+        got = _read(remote)
+        worker = remote._worker
+        assert worker is not None and worker.alive
+        # two pages and one METADATA per wheel, all answered by the worker process
+        assert worker.answered == 2 + len([f for f in got[0] if f.kind == "wheel"])
+    assert got == expected
+    assert not worker.alive  # closed with the client
+    assert any(r.status == 206 for r in server.requests_for(r"\.whl$"))  # read by byte ranges
+
+
+def test_worker_errors_keep_their_type_message_and_retries(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(RELEASES))
+    server.add_fault(r"^/simple/lib/$", "status", status=503, times=100)
+    reporter = RecordingReporter()
+    with _client(server, tmp_path, worker=True, retries=1, reporter=reporter) as client:
+        with pytest.raises(IndexClientError) as caught:
+            client.project_files("lib")
+        assert server.url + "lib/" in str(caught.value)
+        worker = client._worker
+        assert worker is not None and worker.alive and worker.answered == 1
+        # the worker's retry was reported through this process's reporter
+        assert any("retry 1 of 1" in text for _, text in reporter.messages)
+        assert client.project_files("app")  # the worker still serves
+    assert len(server.requests_for(r"^/simple/lib/$")) == 2
+
+
+def test_a_killed_worker_costs_time_not_results(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(RELEASES))
+    with _client(server, tmp_path / "a", worker=False) as local:
+        expected = _read(local)
+    with _client(server, tmp_path / "b", worker=True) as client:
+        worker = client._worker
+        assert worker is not None
+        client.project_files("app")
+        # A real fault: the worker process dies (as under the OOM killer).
+        os.kill(worker._process.pid, signal.SIGKILL)
+        worker._process.wait()
+        got = _read(client)
+        assert not worker.alive
+    assert got == expected
+
+
+def test_spare_worker_is_taken_by_spawn() -> None:
+    workerproc.prestart("monorepo.indexworker", "_serve")
+    spare = workerproc._spares[("monorepo.indexworker", "_serve")]
+    process = workerproc.spawn("monorepo.indexworker", "_serve")
+    try:
+        assert process is spare
+        assert ("monorepo.indexworker", "_serve") not in workerproc._spares
+    finally:
+        workerproc.stop(process)
+    assert process.returncode == 0  # stdin closed before settings: a clean exit
+
+
+def test_unused_spare_is_stopped_at_exit() -> None:
+    code = (
+        "from monorepo import workerproc\n"
+        "workerproc.prestart('monorepo.indexworker', '_serve')\n"
+        "print(workerproc._spares[('monorepo.indexworker', '_serve')].pid)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
+    )
+    pid = int(out.stdout)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
