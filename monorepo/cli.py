@@ -178,9 +178,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
-    if not args.check and not args.offline and workerproc.useful():
-        # The lock's index worker imports on the other core while this process does.
-        workerproc.prestart("monorepo.indexworker", "_serve")
+    if not args.check and not args.offline:
+        # The lock's index workers import on other cores while this process does.
+        workerproc.prestart("monorepo.indexworker", "_serve", workerproc.index_workers())
     from .locker import check, lock
 
     if args.check:

@@ -118,9 +118,10 @@ class IndexClient:
     supplies all of its files, so a same-named project planted on a later index cannot
     shadow the real one (dependency confusion).  All public methods are thread-safe.
 
-    With *worker*, pages are downloaded and parsed, and wheels' ``METADATA`` read, by a
-    :class:`~monorepo.indexworker.IndexWorker` process (not for ``file://`` indexes or
-    offline); anything it cannot do is done here, so the answers are the same.
+    With *workers*, pages are downloaded and parsed, and wheels' ``METADATA`` read, by
+    that many :class:`~monorepo.indexworker.IndexWorker` processes (not for ``file://``
+    indexes or offline), each request going to the least busy; anything they cannot do is
+    done here, so the answers are the same.
     """
 
     def __init__(
@@ -136,7 +137,7 @@ class IndexClient:
         backoff: float = DEFAULT_BACKOFF,
         metadata_cache_dir: Path | None = None,
         page_cache_dir: Path | None = None,
-        worker: bool = False,
+        workers: int = 0,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -157,8 +158,9 @@ class IndexClient:
         )
         self.metadata_cache = _metadata.MetadataCache(metadata_cache_dir)
         self.page_cache = PageCache(page_cache_dir)
-        self._worker: IndexWorker | None = None
-        if worker and not offline:
+        self._workers: list[IndexWorker] = []
+        self._turn = 0
+        if workers > 0 and not offline:
             settings = WorkerSettings(
                 http_cache=self.http.cache.root if self.http.cache else HttpCache().root,
                 page_cache=self.page_cache.root,
@@ -166,10 +168,11 @@ class IndexClient:
                 timeout=timeout,
                 retries=retries,
                 backoff=backoff,
-                max_connections=max_workers,
+                max_connections=max(4, max_workers // workers),
             )
             with contextlib.suppress(WorkerLost):
-                self._worker = IndexWorker(settings, self.reporter)
+                for _ in range(workers):
+                    self._workers.append(IndexWorker(settings, self.reporter))
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
         self._projects = _Memo()
         self._metadata = _Memo()
@@ -179,8 +182,8 @@ class IndexClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._worker is not None:
-            self._worker.close()
+        for worker in self._workers:
+            worker.close()
         self.http.close()
 
     def __enter__(self) -> IndexClient:
@@ -287,19 +290,32 @@ class IndexClient:
 
     def _read_page(self, index_url: str, name: NormalizedName) -> PageRead | None:
         candidates = list(self._page_candidates(index_url, name))
-        if self._worker is not None and urlsplit(index_url).scheme != "file":
+        worker = self._worker_for(index_url)
+        if worker is not None:
             try:
-                return self._worker.page(candidates, name)
+                return worker.page(candidates, name)
             except WorkerLost:
                 pass  # done here instead
         return read_page(self.http, self.page_cache, candidates, name)
 
+    def _worker_for(self, url: str) -> IndexWorker | None:
+        """The live worker with the fewest requests under way, taking turns among equals;
+        None for local files."""
+        if not self._workers or urlsplit(url).scheme == "file":
+            return None
+        with self._read_lock:
+            self._turn += 1
+            turn = self._turn
+        count = len(self._workers)
+        order = [self._workers[(turn + i) % count] for i in range(count)]
+        live = [w for w in order if w.alive]
+        return min(live, key=lambda w: w.pending) if live else None
+
     def _read_wheel(self, wheel: DistFile) -> bytes:
-        if self._worker is not None and urlsplit(wheel.url).scheme != "file":
+        worker = self._worker_for(wheel.url)
+        if worker is not None:
             try:
-                return self._worker.wheel_metadata(
-                    wheel.url, wheel.filename, wheel.sha256, wheel.size
-                )
+                return worker.wheel_metadata(wheel.url, wheel.filename, wheel.sha256, wheel.size)
             except WorkerLost:
                 pass
         return read_wheel_metadata(self.http, wheel.url, wheel.filename, wheel.sha256, wheel.size)

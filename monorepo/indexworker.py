@@ -142,6 +142,12 @@ class IndexWorker:
         self._lose("closed")
 
     @property
+    def pending(self) -> int:
+        """Requests sent and not yet answered."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
     def alive(self) -> bool:
         with self._lock:
             return self._lost is None

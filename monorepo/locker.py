@@ -339,9 +339,9 @@ def lock(
                 (preferred if p.role == "runtime" else preferred_build).setdefault(
                     p.name, p.version
                 )
-    # A second core reads and parses pages while this process resolves (monorepo.indexworker).
+    # Other cores read and parse pages while this process resolves (monorepo.indexworker).
     with IndexClient(
-        index_urls, offline=offline, reporter=reporter, worker=workerproc.useful()
+        index_urls, offline=offline, reporter=reporter, workers=workerproc.index_workers()
     ) as client:
         # Every page this lock will probably read, fetched at once while the overlays
         # load and the resolver starts (see monorepo.warmstart).

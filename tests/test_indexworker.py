@@ -39,11 +39,11 @@ RELEASES = [
 ]
 
 
-def _client(server: IndexServer, tmp: Path, *, worker: bool, **kw: object) -> IndexClient:
+def _client(server: IndexServer, tmp: Path, *, workers: int, **kw: object) -> IndexClient:
     """A client with its own caches, so each one really reads the server."""
     return IndexClient(
         [server.url],
-        worker=worker,
+        workers=workers,
         backoff=0.001,
         cache_dir=tmp / "http",
         page_cache_dir=tmp / "pages",
@@ -68,13 +68,13 @@ def test_worker_answers_exactly_as_the_process_itself(
     make_index: MakeIndex, serve: Serve, tmp_path: Path
 ) -> None:
     server = serve(make_index(RELEASES))
-    with _client(server, tmp_path / "a", worker=False) as local:
+    with _client(server, tmp_path / "a", workers=0) as local:
         expected = _read(local)
-        assert local._worker is None
-    with _client(server, tmp_path / "b", worker=True) as remote:
+        assert local._workers == []
+    with _client(server, tmp_path / "b", workers=1) as remote:
         got = _read(remote)
-        worker = remote._worker
-        assert worker is not None and worker.alive
+        (worker,) = remote._workers
+        assert worker.alive
         # two pages and one METADATA per wheel, all answered by the worker process
         assert worker.answered == 2 + len([f for f in got[0] if f.kind == "wheel"])
     assert got == expected
@@ -88,12 +88,12 @@ def test_worker_errors_keep_their_type_message_and_retries(
     server = serve(make_index(RELEASES))
     server.add_fault(r"^/simple/lib/$", "status", status=503, times=100)
     reporter = RecordingReporter()
-    with _client(server, tmp_path, worker=True, retries=1, reporter=reporter) as client:
+    with _client(server, tmp_path, workers=1, retries=1, reporter=reporter) as client:
         with pytest.raises(IndexClientError) as caught:
             client.project_files("lib")
         assert server.url + "lib/" in str(caught.value)
-        worker = client._worker
-        assert worker is not None and worker.alive and worker.answered == 1
+        (worker,) = client._workers
+        assert worker.alive and worker.answered == 1
         # the worker's retry was reported through this process's reporter
         assert any("retry 1 of 1" in text for _, text in reporter.messages)
         assert client.project_files("app")  # the worker still serves
@@ -104,11 +104,10 @@ def test_a_killed_worker_costs_time_not_results(
     make_index: MakeIndex, serve: Serve, tmp_path: Path
 ) -> None:
     server = serve(make_index(RELEASES))
-    with _client(server, tmp_path / "a", worker=False) as local:
+    with _client(server, tmp_path / "a", workers=0) as local:
         expected = _read(local)
-    with _client(server, tmp_path / "b", worker=True) as client:
-        worker = client._worker
-        assert worker is not None
+    with _client(server, tmp_path / "b", workers=1) as client:
+        (worker,) = client._workers
         client.project_files("app")
         # A real fault: the worker process dies (as under the OOM killer).
         os.kill(worker._process.pid, signal.SIGKILL)
@@ -118,29 +117,47 @@ def test_a_killed_worker_costs_time_not_results(
     assert got == expected
 
 
-def test_spare_worker_is_taken_by_spawn() -> None:
-    workerproc.prestart("monorepo.indexworker", "_serve")
-    spare = workerproc._spares[("monorepo.indexworker", "_serve")]
-    process = workerproc.spawn("monorepo.indexworker", "_serve")
+def test_spares_are_taken_by_spawn() -> None:
+    kind = ("monorepo.indexworker", "_serve")
+    workerproc.prestart(*kind, 2)
+    spares = list(workerproc._spares[kind])
+    assert len(spares) == 2
+    taken = [workerproc.spawn(*kind), workerproc.spawn(*kind)]
     try:
-        assert process is spare
-        assert ("monorepo.indexworker", "_serve") not in workerproc._spares
+        assert taken == spares
+        assert workerproc._spares[kind] == []
     finally:
-        workerproc.stop(process)
-    assert process.returncode == 0  # stdin closed before settings: a clean exit
+        for process in taken:
+            workerproc.stop(process)
+    # stdin closed before any settings were sent: a clean exit
+    assert [p.returncode for p in taken] == [0, 0]
 
 
-def test_unused_spare_is_stopped_at_exit() -> None:
+def test_unused_spares_are_stopped_at_exit() -> None:
     code = (
         "from monorepo import workerproc\n"
-        "workerproc.prestart('monorepo.indexworker', '_serve')\n"
-        "print(workerproc._spares[('monorepo.indexworker', '_serve')].pid)\n"
+        "workerproc.prestart('monorepo.indexworker', '_serve', 2)\n"
+        "print(*[p.pid for p in workerproc._spares[('monorepo.indexworker', '_serve')]])\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     )
-    pid = int(out.stdout)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists()
+    assert not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
+def test_two_workers_share_the_requests(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(RELEASES))
+    with _client(server, tmp_path / "a", workers=0) as local:
+        expected = _read(local)
+    with _client(server, tmp_path / "b", workers=2) as client:
+        got = _read(client)  # one request at a time: the workers take turns
+        answered = [w.answered for w in client._workers]
+    assert got == expected
+    assert answered == [3, 3]  # 2 pages and 4 wheels' METADATA
