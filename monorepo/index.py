@@ -183,6 +183,8 @@ class IndexClient:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for worker in self._workers:
+            worker.shutdown()  # all at once, then wait for each
+        for worker in self._workers:
             worker.close()
         self.http.close()
 

@@ -20,6 +20,8 @@ so a lost worker costs time, never a result.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -136,8 +138,16 @@ class IndexWorker:
         """:func:`read_wheel_metadata` in the worker; raises :class:`WorkerLost` if it is gone."""
         return cast(bytes, self._call("wheel_metadata", url, filename, sha256, size))
 
+    def shutdown(self) -> None:
+        """Tell the worker to finish (it ends once its requests under way are answered);
+        returns at once, so several workers can be told before :meth:`close` waits."""
+        with contextlib.suppress(OSError), self._write_lock:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+
     def close(self) -> None:
         """Let the worker finish what it is doing, then stop it."""
+        self.shutdown()
         workerproc.stop(self._process, then=lambda: self._reader.join(timeout=10))
         self._lose("closed")
 
@@ -263,6 +273,8 @@ def _serve() -> None:
             break
         pool.submit(handle, number, operation, arguments)
     # The parent closed the pipe: it wants no more answers. Requests not started are
-    # dropped; those under way finish, so no cache entry is left half-written.
+    # dropped; those under way finish, so no cache entry is left half-written.  Then the
+    # process ends without tearing down its objects (megabytes of parsed pages) or saying
+    # goodbye on each connection: the parent waits for this exit.
     pool.shutdown(wait=True, cancel_futures=True)
-    http.close()
+    os._exit(0)
