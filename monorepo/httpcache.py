@@ -124,7 +124,7 @@ def already_kept(kept: CacheEntry | None, new: CacheEntry) -> bool:
 
 
 class HttpCache:
-    """Entries under ``<root>/<key[:2]>/<key>``; safe for concurrent threads and processes.
+    """Entries under ``<root>/<key>``; safe for concurrent threads and processes.
 
     Readers never see partial entries (writes go through a temporary file and
     ``os.replace``), and a damaged entry reads as a miss rather than an error, because the
@@ -135,7 +135,9 @@ class HttpCache:
         self.root = root if root is not None else paths.cache_root() / "http"
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / key
+        # Flat: a lock writes one entry per page, and on ext4 a directory costs an inode
+        # allocation like a file (with many recent deletions, the slow part of a cold lock).
+        return self.root / key
 
     def peek(self, url: str, accept: str | None) -> CacheEntry | None:
         """The entry without its body (``body`` is empty): reads one line, not megabytes."""

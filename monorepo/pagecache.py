@@ -33,14 +33,15 @@ def body_digest(body: bytes) -> str:
 
 
 class PageCache:
-    """Entries under ``<root>/<key[:2]>/<key>``, key = sha256 of (format, URL, project)."""
+    """Entries under ``<root>/<key>`` (flat, as in the HTTP cache), key = sha256 of
+    (format, URL, project)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else paths.cache_root() / "pages"
 
     def _path(self, page_url: str, project: str) -> Path:
         key = hashlib.sha256(f"{_FORMAT}\n{page_url}\n{project}".encode()).hexdigest()
-        return self.root / key[:2] / key
+        return self.root / key
 
     def load(self, page_url: str, project: str, digest: str) -> tuple[Groups, int] | None:
         """The groups and foreign-file count parsed from the body with *digest*, if kept."""
