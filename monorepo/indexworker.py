@@ -120,6 +120,7 @@ class IndexWorker:
         self._pending: dict[int, Future[Any]] = {}
         self._next = 0
         self._lost: str | None = None
+        self._closed = False
         self.answered = 0
         """How many requests the worker answered (for diagnostics and tests)."""
         self._send(settings)
@@ -142,6 +143,7 @@ class IndexWorker:
         """Tell the worker to finish (it ends once its requests under way are answered);
         returns at once, so several workers can be told before :meth:`close` waits."""
         with contextlib.suppress(OSError), self._write_lock:
+            self._closed = True  # no write after this: the descriptor may be reused
             if self._process.stdin is not None:
                 self._process.stdin.close()
 
@@ -176,6 +178,8 @@ class IndexWorker:
     def _send(self, value: object) -> None:
         try:
             with self._write_lock:
+                if self._closed:
+                    raise OSError("the worker was told to stop")
                 workerproc.send(self._requests, value)
         except OSError as error:
             self._lose(f"cannot write to the index worker: {error}")
