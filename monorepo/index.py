@@ -147,8 +147,9 @@ class IndexClient:
         self.index_urls = tuple(_normalise_index_url(url) for url in index_urls)
         self.offline = offline
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
+        http_cache = HttpCache(cache_dir)
         self.http = HttpClient(
-            cache=HttpCache(cache_dir),
+            cache=http_cache,
             offline=offline,
             reporter=self.reporter,
             timeout=timeout,
@@ -162,7 +163,7 @@ class IndexClient:
         self._turn = 0
         if workers > 0 and not offline:
             settings = WorkerSettings(
-                http_cache=self.http.cache.root if self.http.cache else HttpCache().root,
+                http_cache=http_cache.root,
                 page_cache=self.page_cache.root,
                 offline=offline,
                 timeout=timeout,
