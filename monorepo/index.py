@@ -323,6 +323,17 @@ class IndexClient:
                 pass
         return read_wheel_metadata(self.http, wheel.url, wheel.filename, wheel.sha256, wheel.size)
 
+    def _read_core_metadata(self, wheel: DistFile) -> bytes:
+        """*wheel*'s PEP 658 file, checked against its advertised sha256."""
+        sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
+        worker = self._worker_for(wheel.metadata_url)
+        if worker is not None:
+            try:
+                return worker.fetch(wheel.metadata_url, sha256)
+            except WorkerLost:
+                pass
+        return self.fetch(wheel.metadata_url, sha256=sha256)
+
     # -- files and metadata
 
     def fetch(self, url: str, *, sha256: str | None = None, size: int | None = None) -> bytes:
@@ -353,6 +364,7 @@ class IndexClient:
             offline=self.offline,
             reporter=self.reporter,
             read_wheel=self._read_wheel,
+            read_core_metadata=self._read_core_metadata,
         )
 
     def prefetch_metadata(

@@ -533,6 +533,7 @@ def release_metadata(
     offline: bool = False,
     reporter: Reporter | None = None,
     read_wheel: Callable[[DistFile], bytes] | None = None,
+    read_core_metadata: Callable[[DistFile], bytes] | None = None,
 ) -> Metadata:
     """Core metadata of one version, given all its *files*, from the cheapest good source.
 
@@ -540,7 +541,8 @@ def release_metadata(
     through *ranges* (a whole download through *fetch* when None or refused), trusted
     ``PKG-INFO``, and only then the sdist's build backend.  *target_tags* says which wheels
     the target installs: their metadata is preferred.  *read_wheel*, when given, reads a
-    wheel's ``METADATA`` in place of *ranges* (the index client's worker process does).
+    wheel's ``METADATA`` in place of *ranges*, and *read_core_metadata* its PEP 658 file
+    in place of *fetch* (the index client's worker processes do both).
     """
     reporter = reporter if reporter is not None else NullReporter()
     if not files:
@@ -569,8 +571,12 @@ def release_metadata(
             found = cached(wheel)
             if found is not None:
                 return found
-            sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
-            return keep(wheel, fetch(wheel.metadata_url, sha256=sha256), wheel.metadata_url)
+            if read_core_metadata is not None:
+                text = read_core_metadata(wheel)
+            else:
+                sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
+                text = fetch(wheel.metadata_url, sha256=sha256)
+            return keep(wheel, text, wheel.metadata_url)
     # 2. what an earlier run learned, stored under the file steps 3-5 read
     sdist = _preferred_sdist(files)
     likely = [*wheels[:1], *([sdist] if sdist is not None else [])]

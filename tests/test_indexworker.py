@@ -15,7 +15,7 @@ import pytest
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo import workerproc
-from monorepo.errors import IndexClientError
+from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.index import DistFile, IndexClient
 from monorepo.reporter import RecordingReporter
 
@@ -161,3 +161,59 @@ def test_two_workers_share_the_requests(
         answered = [w.answered for w in client._workers]
     assert got == expected
     assert answered == [3, 3]  # 2 pages and 4 wheels' METADATA
+
+
+PEP658 = [
+    Release("app", "1.0", requires_dist=("lib>=1",)),
+    Release("lib", "2.0", wheels=("py3-none-any",)),
+]
+
+
+def test_pep658_files_are_read_by_the_worker_and_checked(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(PEP658))
+    with _client(server, tmp_path / "a", workers=0) as local:
+        expected = _read(local)
+    with _client(server, tmp_path / "b", workers=1) as remote:
+        got = _read(remote)
+        (worker,) = remote._workers
+        wheels = [f for f in got[0] if f.kind == "wheel"]
+        assert wheels and all(isinstance(f.core_metadata, str) for f in wheels)
+        # two pages and one PEP 658 file per wheel, all answered by the worker process
+        assert worker.answered == 2 + len(wheels)
+    assert got == expected
+    assert len(server.requests_for(r"\.whl\.metadata$")) == 2 * len(wheels)
+    assert not server.requests_for(r"\.whl$")  # no wheel was opened
+    # A corrupted metadata file fails its sha256 in the worker, with the same error type.
+    server.add_fault(r"^/files/lib-.*\.whl\.metadata$", "corrupt", times=100)
+    with _client(server, tmp_path / "c", workers=1) as client:
+        (lib,) = [f for f in client.project_files("lib") if f.kind == "wheel"]
+        with pytest.raises(HashMismatchError, match=r"lib-2\.0-py3-none-any\.whl\.metadata"):
+            client.metadata(lib)
+        assert client._workers[0].alive
+
+
+def test_a_lock_with_workers_leaves_the_network_to_them(
+    make_index: MakeIndex, serve: Serve, make_project: Callable[..., Path]
+) -> None:
+    """The resolving process loads no HTTP client (60 ms of start-up) when workers serve."""
+    if workerproc.index_workers() == 0:
+        pytest.skip("one core: a lock starts no index workers")
+    server = serve(make_index(PEP658))
+    project = make_project(
+        f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
+    )
+    code = (
+        "import sys\nfrom monorepo import locker\n"
+        "result = locker.lock(sys.argv[1])\n"
+        "print(*sorted(f'{p.name}=={p.version}' for p in result.document.packages))\n"
+        "print('httpx' in sys.modules, 'ssl' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(project)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["app==1.0 lib==2.0", "False False"]
+    assert server.requests_for(r"\.whl\.metadata$")
