@@ -10,11 +10,13 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__, workerproc
 from .reporter import Level
@@ -367,5 +369,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.close()
 
 
+def script() -> NoReturn:
+    """The ``monorepo`` console script: :func:`main`, then the process ends at once.
+
+    Tearing the interpreter down (every module, parsed page and metadata object freed one
+    by one) took 20 to 40 ms of a 0.3 s cold lock, for memory the kernel frees anyway.
+    Nothing is lost by skipping it: everything :func:`main` writes is complete when it
+    returns (atomic writes, pools shut down, workers stopped), the output is flushed
+    here, and the atexit work monorepo registers (stopping unused worker processes) is
+    done by the workers themselves when this process's end closes their pipe.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head), a closed stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    script()
