@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from monorepo import httpcache
@@ -58,6 +58,46 @@ def prepare() -> None:
     worker waiting for its settings) calls this so that request does not wait for them.
     """
     _tls_context()
+
+
+def share_dns_lookups() -> None:
+    """Make this process ask the resolver once per host, not once per connection.
+
+    For processes that only make index requests (the index workers call it): httpcore
+    opens each new pooled connection with its own ``getaddrinfo``, so a cold lock asked
+    the system resolver up to sixteen times per host and process.  Where the resolver
+    drops a query now and then (glibc then waits its 5 s timeout; measured here on one
+    lookup in forty), that made about one cold lock in three 5 s slower.  Answers are
+    kept for the life of the process, seconds for a lock; failures are not kept, and
+    concurrent lookups of the same host share one query.
+    """
+    import socket
+    from concurrent.futures import Future
+
+    original = socket.getaddrinfo
+    if getattr(original, "_monorepo_shared", False):
+        return
+    lock = threading.Lock()
+    answers: dict[tuple[object, ...], Future[list[Any]]] = {}
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
+        key = (*args, *sorted(kwargs.items()))
+        with lock:
+            answer = answers.get(key)
+            owner = answer is None
+            if answer is None:
+                answer = answers[key] = Future()
+        if owner:
+            try:
+                answer.set_result(original(*args, **kwargs))
+            except BaseException as error:
+                with lock:
+                    del answers[key]  # ask again next time
+                answer.set_exception(error)
+        return list(answer.result())
+
+    getaddrinfo._monorepo_shared = True  # type: ignore[attr-defined]
+    socket.getaddrinfo = getaddrinfo
 
 
 def _tls_context() -> ssl.SSLContext:

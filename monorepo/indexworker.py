@@ -35,7 +35,7 @@ from packaging.utils import NormalizedName
 
 from monorepo import lazywheel, workerproc
 from monorepo.errors import IndexClientError
-from monorepo.http import HttpClient
+from monorepo.http import HttpClient, share_dns_lookups
 from monorepo.http import prepare as http_prepare
 from monorepo.httpcache import HttpCache
 from monorepo.pagecache import PageCache, body_digest
@@ -247,6 +247,7 @@ def _serve() -> None:
         except OSError:
             pass  # the parent has gone; stdin's EOF ends the loop
 
+    share_dns_lookups()
     http_prepare()  # while the parent has not sent the settings yet
     try:
         settings = cast(WorkerSettings, workerproc.receive(requests))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -358,3 +360,39 @@ def test_an_unchanged_page_without_validators_is_not_written_again(
         assert len(c.project_files("demo")) == 6
     with client(server.url, cache, offline=True) as c:
         assert len(c.project_files("demo")) == 6
+
+
+def test_shared_dns_lookups_ask_once_per_host(index: FixtureIndex, serve: Serve) -> None:
+    """Eight concurrent requests need eight connections but one lookup; failures are not
+    kept.  In a subprocess: the patch is for processes that only make index requests."""
+    server = serve(index)
+    server.add_fault(PAGE, "slow", times=8, delay=0.3)  # all eight at once
+    code = """
+import socket, sys
+from concurrent.futures import ThreadPoolExecutor
+calls = []
+real = socket.getaddrinfo
+def counting(*args, **kwargs):
+    calls.append(args[0])
+    return real(*args, **kwargs)
+socket.getaddrinfo = counting
+from monorepo.http import HttpClient, share_dns_lookups
+share_dns_lookups()
+share_dns_lookups()  # once is enough: not wrapped twice
+client = HttpClient(max_connections=8)
+url = sys.argv[1].replace("127.0.0.1", "localhost") + "demo/"
+with ThreadPoolExecutor(8) as pool:
+    statuses = list(pool.map(lambda _: client.get(url).status, range(8)))
+for _ in range(2):
+    try:
+        socket.getaddrinfo("no-such-host.invalid", 80)
+    except OSError:
+        pass
+print(statuses.count(200), calls.count("localhost"), calls.count("no-such-host.invalid"))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code, server.url], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["8", "1", "2"]
+    assert len(server.requests_for(PAGE)) == 8
