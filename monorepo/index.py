@@ -34,6 +34,7 @@ from monorepo.indexworker import (
     read_page,
     read_wheel_metadata,
 )
+from monorepo.metadatacache import MetadataCache
 from monorepo.pagecache import PageCache
 from monorepo.pages import (
     DistFile,
@@ -157,7 +158,7 @@ class IndexClient:
             backoff=backoff,
             max_connections=max_workers,
         )
-        self.metadata_cache = _metadata.MetadataCache(metadata_cache_dir)
+        self.metadata_cache = MetadataCache(metadata_cache_dir)
         self.page_cache = PageCache(page_cache_dir)
         self._workers: list[IndexWorker] = []
         self._turn = 0
@@ -165,6 +166,7 @@ class IndexClient:
             settings = WorkerSettings(
                 http_cache=http_cache.root,
                 page_cache=self.page_cache.root,
+                metadata_cache=self.metadata_cache.root,
                 offline=offline,
                 timeout=timeout,
                 retries=retries,
@@ -329,7 +331,7 @@ class IndexClient:
         worker = self._worker_for(wheel.metadata_url)
         if worker is not None:
             try:
-                return worker.fetch(wheel.metadata_url, sha256)
+                return worker.core_metadata(wheel.metadata_url, sha256, wheel.sha256)
             except WorkerLost:
                 pass
         return self.fetch(wheel.metadata_url, sha256=sha256)

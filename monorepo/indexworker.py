@@ -38,6 +38,7 @@ from monorepo.errors import IndexClientError
 from monorepo.http import HttpClient, share_dns_lookups
 from monorepo.http import prepare as http_prepare
 from monorepo.httpcache import HttpCache
+from monorepo.metadatacache import MetadataCache
 from monorepo.pagecache import PageCache, body_digest
 from monorepo.pages import Groups, html_page_records, json_page_records
 from monorepo.reporter import Level, NullReporter, Reporter
@@ -97,6 +98,8 @@ class WorkerSettings:
 
     http_cache: Path
     page_cache: Path
+    metadata_cache: Path
+    """Where the worker stores the metadata it reads, by the wheel's sha256."""
     offline: bool
     timeout: float
     retries: int
@@ -143,10 +146,10 @@ class IndexWorker:
         """:func:`read_wheel_metadata` in the worker; raises :class:`WorkerLost` if it is gone."""
         return cast(bytes, self._call("wheel_metadata", url, filename, sha256, size))
 
-    def fetch(self, url: str, sha256: str | None) -> bytes:
-        """A small file's body (a PEP 658 metadata file), checked against *sha256*, read
-        in the worker; raises :class:`WorkerLost` if it is gone."""
-        return cast(bytes, self._call("fetch", url, sha256))
+    def core_metadata(self, url: str, sha256: str | None, wheel_sha256: str | None) -> bytes:
+        """A wheel's PEP 658 file at *url*, checked against *sha256*, read in the worker
+        (and cached under *wheel_sha256*); raises :class:`WorkerLost` if it is gone."""
+        return cast(bytes, self._call("core_metadata", url, sha256, wheel_sha256))
 
     def shutdown(self) -> None:
         """Tell the worker to finish (it ends once its requests under way are answered);
@@ -263,6 +266,9 @@ def _serve() -> None:
         max_connections=settings.max_connections,
     )
     page_cache = PageCache(settings.page_cache)
+    # Stored here, where the text arrives, rather than by the resolving process, which
+    # would spend its own time (and GIL) on a temporary file and a rename per release.
+    metadata_cache = MetadataCache(settings.metadata_cache)
 
     def handle(number: int, operation: str, arguments: tuple[Any, ...]) -> None:
         try:
@@ -270,9 +276,11 @@ def _serve() -> None:
                 value: object = read_page(http, page_cache, *arguments)
             elif operation == "wheel_metadata":
                 value = read_wheel_metadata(http, *arguments)
-            elif operation == "fetch":
-                url, sha256 = arguments
+                metadata_cache.store(arguments[2], value)
+            elif operation == "core_metadata":
+                url, sha256, wheel_sha256 = arguments
                 value = http.get(url, sha256=sha256).body
+                metadata_cache.store(wheel_sha256, value)
             else:
                 raise IndexClientError(f"the index worker has no operation {operation!r}")
             frame: tuple[int, str, object] = (number, "ok", value)

@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -53,8 +52,8 @@ from packaging.version import InvalidVersion, Version
 from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
 from monorepo import lazywheel, paths
-from monorepo.atomic import write_bytes
 from monorepo.errors import MetadataError, OfflineError
+from monorepo.metadatacache import MetadataCache as MetadataCache  # its home before
 from monorepo.reporter import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -455,46 +454,6 @@ def _source_tree_text(
             raise MetadataError(
                 f"{what}: the build backend {backend} wrote no METADATA in {dist_info}."
             ) from error
-
-
-# --------------------------------------------------------------------------- the cache
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class MetadataCache:
-    """Core metadata by the sha256 of the distribution file it describes.
-
-    A file with a given hash never changes, so neither does its metadata: entries never
-    expire.  Each is the raw ``METADATA``/``PKG-INFO`` text in ``<root>/<sha256>``, written
-    through a temporary file and ``os.replace`` so readers never see a partial entry.  A
-    file without a (well-formed) sha256 is never cached; write failures are ignored, since
-    the cache only saves work the sources can repeat.
-    """
-
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else paths.cache_root() / "metadata"
-
-    def _path(self, sha256: str | None) -> Path | None:
-        if sha256 is None or not _SHA256.match(sha256.lower()):
-            return None
-        return self.root / sha256.lower()
-
-    def load(self, sha256: str | None) -> bytes | None:
-        path = self._path(sha256)
-        if path is None:
-            return None
-        try:
-            return path.read_bytes()
-        except OSError:
-            return None
-
-    def store(self, sha256: str | None, text: bytes) -> None:
-        path = self._path(sha256)
-        if path is None:
-            return
-        with contextlib.suppress(OSError):
-            write_bytes(path, text, prefix=".tmp-")
 
 
 # --------------------------------------------------------------------------- the sequence

@@ -183,6 +183,10 @@ def test_pep658_files_are_read_by_the_worker_and_checked(
         # two pages and one PEP 658 file per wheel, all answered by the worker process
         assert worker.answered == 2 + len(wheels)
     assert got == expected
+    # the worker stored each text in the metadata cache, under the wheel's own sha256
+    for wheel in wheels:
+        entry = tmp_path / "b" / "metadata" / str(wheel.sha256)
+        assert entry.read_bytes().startswith(b"Metadata-Version")
     assert len(server.requests_for(r"\.whl\.metadata$")) == 2 * len(wheels)
     assert not server.requests_for(r"\.whl$")  # no wheel was opened
     # A corrupted metadata file fails its sha256 in the worker, with the same error type.
@@ -217,3 +221,20 @@ def test_a_lock_with_workers_leaves_the_network_to_them(
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["app==1.0 lib==2.0", "False False"]
     assert server.requests_for(r"\.whl\.metadata$")
+
+
+def test_range_read_metadata_is_cached_by_the_worker(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    server = serve(make_index(RELEASES))
+    with _client(server, tmp_path, workers=1) as client:
+        (lib,) = [f for f in client.project_files("lib") if f.tags and "py3" in f.filename]
+        entry = tmp_path / "metadata" / str(lib.sha256)
+        assert not entry.exists()
+        meta = client.metadata(lib)
+        assert entry.exists()
+        before = entry.stat().st_ino
+        # the resolving process's own store finds the entry there and leaves it alone
+        client.metadata_cache.store(lib.sha256, b"Metadata-Version: 2.1\nName: other\n")
+        assert entry.stat().st_ino == before
+        assert b"Name: lib" in entry.read_bytes() and str(meta.name) == "lib"
