@@ -16,6 +16,7 @@ them an 11 s outlier); separate connections read in parallel and fail one at a t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -47,9 +48,6 @@ DEFAULT_BACKOFF = 0.5
 
 _RETRYABLE_STATUS = range(500, 600)
 
-_tls_lock = threading.Lock()
-_tls: list[ssl.SSLContext] = []
-
 
 def prepare() -> None:
     """Import httpx and load the CA certificates now, ahead of the first request.
@@ -72,43 +70,29 @@ def share_dns_lookups() -> None:
     concurrent lookups of the same host share one query.
     """
     import socket
-    from concurrent.futures import Future
+
+    from monorepo.memo import Memo
 
     original = socket.getaddrinfo
     if getattr(original, "_monorepo_shared", False):
         return
-    lock = threading.Lock()
-    answers: dict[tuple[object, ...], Future[list[Any]]] = {}
+    answers = Memo(keep_failures=False)  # a failed lookup is asked again next time
 
     def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
         key = (*args, *sorted(kwargs.items()))
-        with lock:
-            answer = answers.get(key)
-            owner = answer is None
-            if answer is None:
-                answer = answers[key] = Future()
-        if owner:
-            try:
-                answer.set_result(original(*args, **kwargs))
-            except BaseException as error:
-                with lock:
-                    del answers[key]  # ask again next time
-                answer.set_exception(error)
-        return list(answer.result())
+        return list(answers.get(key, lambda: original(*args, **kwargs)))
 
     getaddrinfo._monorepo_shared = True  # type: ignore[attr-defined]
     socket.getaddrinfo = getaddrinfo
 
 
+@functools.cache
 def _tls_context() -> ssl.SSLContext:
     """httpx's default TLS context (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
     made once per process: loading the CA bundle takes about 25 ms."""
     import httpx
 
-    with _tls_lock:
-        if not _tls:
-            _tls.append(httpx.create_ssl_context())
-        return _tls[0]
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)

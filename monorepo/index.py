@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from packaging.metadata import Metadata
@@ -34,6 +34,7 @@ from monorepo.indexworker import (
     read_page,
     read_wheel_metadata,
 )
+from monorepo.memo import Memo
 from monorepo.metadatacache import MetadataCache
 from monorepo.pagecache import PageCache
 from monorepo.pages import (
@@ -70,38 +71,6 @@ def parse_html_page(data: bytes, page_url: str, index_url: str) -> list[DistFile
 
 T = TypeVar("T")
 K = TypeVar("K")
-
-
-class _Memo:
-    """Compute each key once, share the result with concurrent callers, keep failures too.
-
-    The first caller computes in its own thread (so a synchronous call never waits for a
-    pool slot); later and concurrent callers wait on the same future.  Failures are kept:
-    the retries already happened, and asking again would only repeat the wait.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._futures: dict[object, Future[Any]] = {}
-
-    def get(self, key: object, compute: Callable[[], T]) -> T:
-        with self._lock:
-            future = self._futures.get(key)
-            owner = future is None
-            if future is None:
-                future = Future()
-                self._futures[key] = future
-        if owner:
-            try:
-                future.set_result(compute())
-            except BaseException as error:
-                future.set_exception(error)
-        result: T = future.result()
-        return result
-
-    def known(self, key: object) -> bool:
-        with self._lock:
-            return key in self._futures
 
 
 def _normalise_index_url(url: str) -> str:
@@ -177,8 +146,8 @@ class IndexClient:
                 for _ in range(workers):
                     self._workers.append(IndexWorker(settings, self.reporter))
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="index")
-        self._projects = _Memo()
-        self._metadata = _Memo()
+        self._projects = Memo()
+        self._metadata = Memo()
         self._read_lock = threading.Lock()
         self._pages_read: dict[NormalizedName, dict[str, str | None]] = {}
         self._used: set[NormalizedName] = set()
@@ -295,13 +264,22 @@ class IndexClient:
 
     def _read_page(self, index_url: str, name: NormalizedName) -> PageRead | None:
         candidates = list(self._page_candidates(index_url, name))
-        worker = self._worker_for(index_url)
+        return self._in_worker(
+            index_url,
+            lambda worker: worker.page(candidates, name),
+            lambda: read_page(self.http, self.page_cache, candidates, name),
+        )
+
+    def _in_worker(self, url: str, remote: Callable[[IndexWorker], T], local: Callable[[], T]) -> T:
+        """``remote(worker)`` in the worker :meth:`_worker_for` picks; ``local()`` here
+        when there is none or it is lost on the way (the answer is the same)."""
+        worker = self._worker_for(url)
         if worker is not None:
             try:
-                return worker.page(candidates, name)
+                return remote(worker)
             except WorkerLost:
-                pass  # done here instead
-        return read_page(self.http, self.page_cache, candidates, name)
+                pass
+        return local()
 
     def _worker_for(self, url: str) -> IndexWorker | None:
         """The live worker with the fewest requests under way, taking turns among equals;
@@ -317,24 +295,21 @@ class IndexClient:
         return min(live, key=lambda w: w.pending) if live else None
 
     def _read_wheel(self, wheel: DistFile) -> bytes:
-        worker = self._worker_for(wheel.url)
-        if worker is not None:
-            try:
-                return worker.wheel_metadata(wheel.url, wheel.filename, wheel.sha256, wheel.size)
-            except WorkerLost:
-                pass
-        return read_wheel_metadata(self.http, wheel.url, wheel.filename, wheel.sha256, wheel.size)
+        arguments = (wheel.url, wheel.filename, wheel.sha256, wheel.size)
+        return self._in_worker(
+            wheel.url,
+            lambda worker: worker.wheel_metadata(*arguments),
+            lambda: read_wheel_metadata(self.http, *arguments),
+        )
 
     def _read_core_metadata(self, wheel: DistFile) -> bytes:
         """*wheel*'s PEP 658 file, checked against its advertised sha256."""
         sha256 = wheel.core_metadata if isinstance(wheel.core_metadata, str) else None
-        worker = self._worker_for(wheel.metadata_url)
-        if worker is not None:
-            try:
-                return worker.core_metadata(wheel.metadata_url, sha256, wheel.sha256)
-            except WorkerLost:
-                pass
-        return self.fetch(wheel.metadata_url, sha256=sha256)
+        return self._in_worker(
+            wheel.metadata_url,
+            lambda worker: worker.core_metadata(wheel.metadata_url, sha256, wheel.sha256),
+            lambda: self.fetch(wheel.metadata_url, sha256=sha256),
+        )
 
     # -- files and metadata
 
