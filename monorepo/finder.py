@@ -4,9 +4,10 @@ This is the resolver's view of the world (the :class:`monorepo.resolver.Finder`
 protocol).  It filters what the index offers for the *target* environment:
 files whose requires-python admits the target's Python, wheels whose tags the
 target accepts, files uploaded before exclude-newer.  A version is a candidate
-when it has an sdist or a wheel usable on the target (the same rule as uv, so
-both pick the same versions); whether the chosen version has an sdist to vendor
-is checked afterwards, where the error can say how an overlay fixes it.
+when it has a source to vendor (an sdist, or an overlay rule's replacement
+``source``) and a file usable on the target.  A release uploaded only as wheels is
+passed over, as ``pip install --no-binary :all:`` would, and remembered so that a
+failed resolution can say why (:meth:`IndexFinder.sourceless`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class IndexFinder:
         self._crawled: set[tuple[NormalizedName, frozenset[str]]] = set()
         self._python_cache: dict[int, bool] = {}
         self._python_keep: list[SpecifierSet] = []
+        self._sourceless: dict[NormalizedName, set[Version]] = {}
 
     @cached_property
     def tags(self) -> frozenset[Tag]:
@@ -149,12 +151,26 @@ class IndexFinder:
                 return self._releases[key]
         usable = [f for f in self.client.project(name).files(version) if self._usable(f)]
         candidate = None
-        if usable:
+        if usable and not self._has_source(name, version, usable):
+            with self._lock:
+                self._sourceless.setdefault(name, set()).add(version)
+        elif usable:
             release = IndexRelease(tuple(sorted(usable, key=lambda f: f.filename)))
             yanked = all(f.yanked is not None for f in usable)
             candidate = Candidate(name=name, version=version, source=release, yanked=yanked)
         with self._lock:
             return self._releases.setdefault(key, candidate)
+
+    def sourceless(self, name: NormalizedName) -> Sequence[Version]:
+        with self._lock:
+            return tuple(self._sourceless.get(name, ()))
+
+    def _has_source(self, name: NormalizedName, version: Version, usable: list[DistFile]) -> bool:
+        """Whether this release can be vendored: an sdist, or an overlay's replacement."""
+        if any(f.kind == "sdist" for f in usable):
+            return True
+        matched = self.overlays.rule_for(name, version)
+        return matched is not None and matched.rule.source is not None
 
     def dependencies(self, candidate: Candidate) -> Dependencies:
         key = Candidate(

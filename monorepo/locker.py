@@ -244,7 +244,7 @@ def merge(
         elif isinstance(cand.source, IndexRelease):
             sdist = cand.source.sdist
             if sdist is None or sdist.sha256 is None:
-                errors.append(f"{pkg} {version}")
+                errors.append(f"{pkg} {version}" + ("" if sdist is None else " (no sha256 given)"))
                 continue
             source = SdistSource(
                 url=sdist.url, sha256=sdist.sha256, size=sdist.size, upload_time=sdist.upload_time
@@ -285,7 +285,8 @@ def merge(
         raise NoSdistError(
             "No source distribution for "
             + ", ".join(errors)
-            + ": monorepo vendors and builds from source, and the index offers only wheels for "
+            + ": monorepo vendors and builds from hashed sources, and the index offers no"
+            " sdist with a sha256 for "
             + ("this version" if len(errors) == 1 else "these versions")
             + ". Constrain to a version that has an sdist ([tool.monorepo] constraints), or add an overlay "
             "rule with a `source` (git commit or url + sha256) for the package."

@@ -135,6 +135,15 @@ class Finder(Protocol):
         """Hint: the metadata of these candidates will probably be asked for soon."""
         ...
 
+    def sourceless(self, name: NormalizedName) -> Sequence[Version]:
+        """Versions :meth:`candidate` passed over because they have nothing to vendor.
+
+        A release offered only as wheels (and given no source by an overlay) cannot be
+        pulled into duni/; conflict messages name these so the user knows why a version
+        that pip would install is not taken.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -523,7 +532,6 @@ def explain_conflict(
     causes: Iterable[RequirementInformation[Req, Candidate]],
     finder: Finder,
     policy: Policy,
-    describe: Callable[[NormalizedName], str] | None = None,
 ) -> str:
     """Say in words which requirements, from which packages, cannot hold together."""
     by_name: dict[str, list[tuple[Req, Candidate | None]]] = {}
@@ -551,7 +559,15 @@ def explain_conflict(
             if not any(r.url for r, _ in items)
             else []
         )
-        if not available and not any(r.url for r, _ in items):
+        sourceless = sorted(finder.sourceless(NormalizedName(name)))
+        if not available and sourceless:
+            tail = (
+                f"{name} {', '.join(str(v) for v in sourceless[-8:])}"
+                f" {'is' if len(sourceless) == 1 else 'are'} on the index only as wheels, and"
+                " monorepo vendors and builds from source: add an overlay rule with a `source`"
+                " (git commit or url + sha256) for it"
+            )
+        elif not available and not any(r.url for r, _ in items):
             tail = (
                 f"no usable release of {name} was found on the index for Python "
                 f"{policy.python_version} (check the name, requires-python and exclude-newer)"
@@ -559,6 +575,11 @@ def explain_conflict(
         elif len(asks) == 1:
             shown = ", ".join(str(v) for v in available[-8:])
             tail = f"no release of {name} satisfies it (available: {shown or 'none'})"
+            if sourceless:
+                tail += (
+                    f"; passed over as wheels only, without an sdist to vendor:"
+                    f" {', '.join(str(v) for v in sourceless[-8:])}"
+                )
             constraint = [c for c in policy.constraints if canonicalize_name(c.name) == name]
             if constraint:
                 tail += f"; note the constraint {', '.join(str(c) for c in constraint)}"

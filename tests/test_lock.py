@@ -20,7 +20,6 @@ from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
 from monorepo.cli import main
 from monorepo.errors import ConfigError, OfflineError, ResolutionError
-from monorepo.locker import NoSdistError
 from monorepo.targets import Target
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
@@ -280,10 +279,26 @@ def test_wheel_only_package_is_an_error_naming_it(project: Any) -> None:
         Release("binonly", "1.0", sdist=False),
     ]
     proj, _ = project(releases, ["app"])
-    with pytest.raises(NoSdistError, match=r"binonly 1\.0.*overlay") as info:
+    with pytest.raises(ResolutionError, match=r"binonly 1\.0 is on the index only as wheels") as info:
         monorepo.lock(proj)
-    assert "source" in str(info.value)
+    assert "overlay rule with a `source`" in str(info.value)
     assert not (proj / "pylock.toml").exists()
+
+
+def test_wheel_only_release_is_passed_over_for_an_older_sdist(project: Any) -> None:
+    # A project that uploads its newest release only as wheels must not break every
+    # lock that needs it: like --no-binary, the newest release with a source is taken.
+    releases = [
+        Release("app", "1.0", requires_dist=("lib",)),
+        Release("lib", "1.0"),
+        Release("lib", "1.1", sdist=False),
+    ]
+    proj, _ = project(releases, ["app"])
+    monorepo.lock(proj)
+    assert versions(proj) == {"app": "1.0", "lib": "1.0"}
+    proj2, _ = project(releases, ["lib>=1.1"])
+    with pytest.raises(ResolutionError, match=r"available: 1\.0\); passed over as wheels only.*: 1\.1"):
+        monorepo.lock(proj2)
 
 
 def test_wheel_only_for_another_platform_is_not_a_candidate(project: Any) -> None:
