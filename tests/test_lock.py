@@ -525,20 +525,23 @@ def test_cli_lock_json(project: Any, capsys: pytest.CaptureFixture[str]) -> None
     assert out["changes"] == {"lib": {"old": None, "new": "1.0"}}
 
 
-def test_console_script_flushes_its_output_and_keeps_the_exit_code(project: Any) -> None:
+@pytest.mark.parametrize("how", ["console script", "python -m monorepo"])
+def test_console_script_flushes_its_output_and_keeps_the_exit_code(project: Any, how: str) -> None:
     """The installed script ends the process without interpreter teardown (cli.script):
-    output piped to another process must still arrive whole, with main's exit code."""
+    output piped to another process must still arrive whole, with main's exit code.
+    ``python -m monorepo`` is the same entry point."""
     script = Path(sys.executable).with_name("monorepo")
     assert script.exists(), "the package's console script is installed next to python"
+    command = [str(script)] if how == "console script" else [sys.executable, "-m", "monorepo"]
     proj, _ = project([Release("lib", "1.0"), Release("lib", "2.0")], ["lib<2"])
     run = subprocess.run(
-        [script, "--project", str(proj), "lock", "--json"], capture_output=True, timeout=120
+        [*command, "--project", str(proj), "lock", "--json"], capture_output=True, timeout=120
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["packages"][0]["version"] == "1.0"
     _edit(proj, '"lib<2"', '"lib>=2"')
     run = subprocess.run(
-        [script, "--project", str(proj), "lock", "--check"], capture_output=True, timeout=120
+        [*command, "--project", str(proj), "lock", "--check"], capture_output=True, timeout=120
     )
     assert run.returncode == 1
     assert b"is stale" in run.stderr and b"Run `monorepo lock`" in run.stderr
