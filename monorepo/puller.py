@@ -11,6 +11,9 @@ silently destroys work, so it keeps a record of what it wrote:
 ``duni/.monorepo/<dir>.pending``
     the manifest of a tree pull is about to rename into place (exists only while
     that happens, or after a run was killed in the middle of it).
+``duni/.monorepo/<dir>.stat`` and ``<dir>.facts``
+    caches keyed by what they describe: file stamps (so an unchanged file is not read
+    again) and, under the tree hash, the facts workspace.toml takes from the tree.
 ``duni/.monorepo/lock``
     a file lock: two pulls of the same project serialise instead of interleaving.
 
@@ -85,7 +88,7 @@ from monorepo.treehash import (
     parse_manifest,
     scan_tree,
 )
-from monorepo.workspace import render, workspace_data
+from monorepo.workspace import TreeFacts, read_tree_facts, render, workspace_data
 
 __all__ = ["STATE_DIR", "PullResult", "pull"]
 
@@ -148,6 +151,8 @@ class _Record:
 class _Outcome:
     status: Literal["updated", "unchanged", "refused"]
     refusal: str = ""
+    tree_hash: str | None = None
+    """The tree hash of duni/<dir> as this run found or made it (not for refusals)."""
 
 
 # ------------------------------------------------------------------ small file helpers
@@ -465,6 +470,25 @@ class _Puller:
     def _stamp_path(self, d: str) -> Path:
         return self.state / f"{d}.stat"
 
+    def facts(self, d: str, tree: Path, tree_hash: str | None) -> TreeFacts:
+        """workspace.toml's facts of duni/<d>, kept in ``<d>.facts`` under its tree hash.
+
+        *tree_hash* is the hash this run found or made for the tree, so the kept facts
+        are those of exactly this content; without one (a partial pull did not look at
+        the tree) they are read from the tree.
+        """
+        if tree_hash is None:
+            return read_tree_facts(tree)
+        path = self.state / f"{d}.facts"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("tree-hash") == tree_hash:
+                return TreeFacts.from_json(data)
+        found = read_tree_facts(tree)
+        text = json.dumps({"tree-hash": tree_hash, **found.to_json()}, sort_keys=True)
+        _write_atomic(path, text + "\n")
+        return found
+
     def sync(self, pkg: LockedPackage) -> _Outcome:
         d = pkg.dir
         target, manifest_path, pending_path = self._paths(d)
@@ -491,7 +515,7 @@ class _Puller:
             if fresh:
                 if recorded is None or recorded.hash != current_hash or recorded.key != key:
                     _write_atomic(manifest_path, _record_text(current, key))
-                return _Outcome("unchanged")
+                return _Outcome("unchanged", tree_hash=current_hash)
 
         own = not exists or (recorded is not None and recorded.hash == current_hash)
         if exists and not own and not self.force and recorded is not None:
@@ -526,7 +550,7 @@ class _Puller:
                 )
             if current_hash == new_hash:
                 _write_atomic(manifest_path, _record_text(entries, key))
-                return _Outcome("unchanged")
+                return _Outcome("unchanged", tree_hash=new_hash)
             if exists and not own and not self.force:
                 return _Outcome(
                     "refused",
@@ -541,7 +565,7 @@ class _Puller:
             _write_stamps(self._stamp_path(d), stamps)  # a rename keeps every stamp
             if exists:
                 _remove(aside)
-            return _Outcome("updated")
+            return _Outcome("updated", tree_hash=new_hash)
         except OSError as error:
             raise PullError(
                 f"{pkg.name} {pkg.version}: cannot replace duni/{d}: {error}; check the"
@@ -585,6 +609,7 @@ class _Puller:
             manifest_path.unlink(missing_ok=True)
             pending_path.unlink(missing_ok=True)
             self._stamp_path(name).unlink(missing_ok=True)
+            (self.state / f"{name}.facts").unlink(missing_ok=True)
             _remove(aside)
             result.removed.append(name)
         # Records of directories that are gone and no longer locked.
@@ -592,7 +617,7 @@ class _Puller:
             stem, dot, suffix = record.name.rpartition(".")
             if (
                 dot
-                and suffix in ("manifest", "pending", "stat")
+                and suffix in ("manifest", "pending", "stat", "facts")
                 and stem not in locked
                 and not os.path.lexists(self.duni / stem)
             ):
@@ -703,7 +728,10 @@ def pull(
                 " duni/, or run `monorepo pull --force` to overwrite it."
             )
         trees = {p.dir: duni / p.dir for p in lock.packages if (duni / p.dir).is_dir()}
-        workspace = render(workspace_data(lock, trees))
+        hashes = {d: outcome.tree_hash for d, outcome in outcomes.items()}
+        workspace = render(
+            workspace_data(lock, trees, facts=lambda d, t: puller.facts(d, t, hashes.get(d)))
+        )
         _write_atomic(duni / "README.md", README)
         _write_atomic(duni / "workspace.toml", workspace)
     for warning in result.warnings:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import heapq
 import os
 import tomllib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ __all__ = [
     "DEFAULT_REQUIRES",
     "FORMAT",
     "SELF_BUILDING",
+    "TreeFacts",
     "build_order",
     "detect_c_extension",
+    "read_tree_facts",
     "render",
     "workspace_data",
 ]
@@ -78,7 +81,46 @@ def detect_c_extension(tree: Path) -> bool:
     return "Extension(" in text
 
 
-def _build_system(pkg: LockedPackage, tree: Path | None) -> tuple[str, list[str], list[str]]:
+@dataclass(frozen=True)
+class TreeFacts:
+    """What workspace.toml reads from a vendored tree.
+
+    A function of the tree's content alone, so ``pull`` keeps it beside each tree's
+    manifest, keyed by the tree hash, instead of walking every tree and parsing every
+    pyproject.toml on each run (most of a no-op pull of a large set).
+    """
+
+    build_system: Mapping[str, Any]
+    """pyproject.toml's ``[build-system]`` table; empty when there is none."""
+    c_extension: bool
+    """:func:`detect_c_extension` of the tree."""
+    error: str | None = None
+    """Why pyproject.toml could not be read (raised only if the lock has no build fields)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"build-system": dict(self.build_system), "c-extension": self.c_extension, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TreeFacts:
+        return cls(dict(data["build-system"]), bool(data["c-extension"]), data.get("error"))
+
+
+def read_tree_facts(tree: Path) -> TreeFacts:
+    """Read *tree*'s :class:`TreeFacts` from disk."""
+    path = tree / "pyproject.toml"
+    error = None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data, error = {}, f"cannot read {path} ({exc})"
+    raw = data.get("build-system", {})
+    table = raw if isinstance(raw, Mapping) else {}
+    return TreeFacts(table, detect_c_extension(tree), error)
+
+
+def _build_system(pkg: LockedPackage, facts: TreeFacts | None) -> tuple[str, list[str], list[str]]:
     """(backend, requires, backend-path): the lock's fields, else the tree's pyproject.toml."""
     tool = pkg.tool
     if "build-backend" in tool or "build-requires" in tool:
@@ -88,19 +130,13 @@ def _build_system(pkg: LockedPackage, tree: Path | None) -> tuple[str, list[str]
             [str(p) for p in tool.get("backend-path", ())],
         )
     table: Mapping[str, Any] = {}
-    if tree is not None:
-        path = tree / "pyproject.toml"
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            data = {}
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+    if facts is not None:
+        if facts.error is not None:
             raise PullError(
-                f"{pkg.name} {pkg.version}: cannot read {path} ({error}); fix it with an overlay"
+                f"{pkg.name} {pkg.version}: {facts.error}; fix it with an overlay"
                 " patch, or record build-requires for the package in an overlay rule"
-            ) from error
-        raw = data.get("build-system", {})
-        table = raw if isinstance(raw, Mapping) else {}
+            )
+        table = facts.build_system
     requires = table.get("requires", list(DEFAULT_REQUIRES))
     backend = table.get("build-backend") or DEFAULT_BACKEND
     backend_path = table.get("backend-path", [])
@@ -111,18 +147,28 @@ def _build_system(pkg: LockedPackage, tree: Path | None) -> tuple[str, list[str]
     )
 
 
-def workspace_data(lock: LockDocument, trees: Mapping[str, Path]) -> dict[str, Any]:
+def workspace_data(
+    lock: LockDocument,
+    trees: Mapping[str, Path],
+    *,
+    facts: Callable[[str, Path], TreeFacts] | None = None,
+) -> dict[str, Any]:
     """The content of workspace.toml for *lock*, reading each tree of *trees* (dir -> path).
 
     A package whose tree is missing from *trees* is described from the lock alone
     (no C-extension detection, PEP 518 defaults when the lock has no build fields).
+    *facts* (dir, path) -> :class:`TreeFacts` replaces :func:`read_tree_facts`, for a
+    caller that knows them already.
     """
     packages: dict[str, dict[str, Any]] = {}
     requires: dict[str, list[str]] = {}
     in_tree: set[str] = set()
     for pkg in sorted(lock.packages, key=lambda p: p.dir):
         tree = trees.get(pkg.dir)
-        backend, reqs, backend_path = _build_system(pkg, tree)
+        known = None
+        if tree is not None:
+            known = facts(pkg.dir, tree) if facts is not None else read_tree_facts(tree)
+        backend, reqs, backend_path = _build_system(pkg, known)
         entry: dict[str, Any] = {
             "name": str(pkg.name),
             "version": str(pkg.version),
@@ -137,7 +183,7 @@ def workspace_data(lock: LockDocument, trees: Mapping[str, Path]) -> dict[str, A
             entry["c-extension"] = bool(pkg.tool["c-extension"])
             entry["c-extension-source"] = "overlay"
         else:
-            entry["c-extension"] = tree is not None and detect_c_extension(tree)
+            entry["c-extension"] = known is not None and known.c_extension
             entry["c-extension-source"] = "detected"
         for key in _OVERLAY_BUILD_KEYS:
             if key in pkg.tool:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -447,6 +448,48 @@ def test_pull_vendors_every_locked_sdist_and_writes_readme_and_workspace(project
     assert manifests == ["app.manifest", "lib.manifest", "other.manifest"]
 
 
+def test_workspace_facts_are_kept_per_tree_hash_and_read_again_when_the_tree_changes(
+    project: Any,
+) -> None:
+    # workspace.toml's per-tree facts (build-system table, C extension) are a function of
+    # the tree's content: pull keeps them in duni/.monorepo/<dir>.facts under the tree
+    # hash it checked, so a no-op pull walks no tree and parses no pyproject.toml.
+    pure = Release("lib", "1.0")
+    native = Release("lib", "2.0", files={"lib/_speed.c": "int x;\n"})
+    proj, _, _ = project([pure, native], ["lib<2"])
+    duni = proj / "duni"
+    facts_path = duni / ".monorepo" / "lib.facts"
+
+    def c_extension() -> bool:
+        return bool(tomllib.loads((duni / "workspace.toml").read_text())["packages"]["lib"]["c-extension"])
+
+    monorepo.lock(proj)
+    pull(proj)
+    assert c_extension() is False
+    kept = json.loads(facts_path.read_text())
+    assert kept["tree-hash"] == tree_hash(duni / "lib") and kept["c-extension"] is False
+    # The kept facts are what a pull of the same tree uses (shown by editing them) ...
+    facts_path.write_text(json.dumps(dict(kept, **{"c-extension": True})))
+    assert pull(proj).unchanged == ["lib"]
+    assert c_extension() is True
+    # ... and never those of another tree: a stale hash makes pull read the tree again.
+    facts_path.write_text(json.dumps(dict(kept, **{"tree-hash": "sha256:0", "c-extension": True})))
+    pull(proj)
+    assert c_extension() is False
+    facts_path.write_text("not json")
+    pull(proj)
+    assert c_extension() is False and json.loads(facts_path.read_text())["c-extension"] is False
+    set_deps(proj, ["lib>=2"])
+    monorepo.lock(proj)
+    assert pull(proj).updated == ["lib"]
+    assert c_extension() is True
+    assert json.loads(facts_path.read_text())["tree-hash"] == tree_hash(duni / "lib")
+    set_deps(proj, [])
+    monorepo.lock(proj)
+    assert pull(proj).removed == ["lib"]
+    assert not facts_path.exists()
+
+
 def test_duni_is_marked_as_the_top_of_a_hierarchy_where_the_file_system_can(
     project: Any,
 ) -> None:
@@ -795,7 +838,7 @@ def kill_then_finish(proj: Path, delay: float, releases: dict[str, Release]) -> 
     assert_tree_matches_lock(proj, releases)
     state = proj / "duni" / ".monorepo"
     assert sorted(
-        p.name for p in state.iterdir() if p.name != "lock" and p.suffix != ".stat"
+        p.name for p in state.iterdir() if p.name != "lock" and p.suffix not in (".stat", ".facts")
     ) == sorted(f"{name}.manifest" for name in package_dirs(proj / "duni"))
 
 
