@@ -58,6 +58,7 @@ import secrets
 import shutil
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -443,6 +444,7 @@ class _Puller:
         self.offline = offline
         self.force = force
         self.patches = patches
+        self._checking = threading.Lock()
 
     def _paths(self, d: str) -> tuple[Path, Path, Path]:
         return self.duni / d, self.state / f"{d}.manifest", self.state / f"{d}.pending"
@@ -494,36 +496,41 @@ class _Puller:
         target, manifest_path, pending_path = self._paths(d)
         patches = self.patches.get(d, ())
         key = _input_key(pkg, patches)
-        recorded = _read_record(manifest_path)
-        exists, current = self._scan(target)
-        current_hash = hash_entries(current) if current is not None else None
+        # Checking a tree is Python under the GIL (a stat and a few objects per file,
+        # the manifest parsed, entries hashed): threads doing it at once only fight over
+        # the GIL (a no-op pull of the data set: 3.0 s with 8 threads, 1.8 s with 1), so
+        # one checks at a time while the others download, extract and write.
+        with self._checking:
+            recorded = _read_record(manifest_path)
+            exists, current = self._scan(target)
+            current_hash = hash_entries(current) if current is not None else None
 
-        pending = _read_record(pending_path)
-        if pending is not None and current_hash == pending.hash:
-            os.replace(pending_path, manifest_path)  # the killed run's tree is in place
-            recorded = pending
-        elif os.path.lexists(pending_path):
-            pending_path.unlink()
+            pending = _read_record(pending_path)
+            if pending is not None and current_hash == pending.hash:
+                os.replace(pending_path, manifest_path)  # the killed run's tree is in place
+                recorded = pending
+            elif os.path.lexists(pending_path):
+                pending_path.unlink()
 
-        want = pkg.tree_hash
-        if current is not None:
-            fresh = (
-                current_hash == want
-                if want is not None
-                else recorded is not None and recorded.key == key and recorded.hash == current_hash
-            )
-            if fresh:
-                if recorded is None or recorded.hash != current_hash or recorded.key != key:
-                    _write_atomic(manifest_path, _record_text(current, key))
-                return _Outcome("unchanged", tree_hash=current_hash)
+            want = pkg.tree_hash
+            if current is not None:
+                fresh = (
+                    current_hash == want
+                    if want is not None
+                    else recorded is not None and recorded.key == key and recorded.hash == current_hash
+                )
+                if fresh:
+                    if recorded is None or recorded.hash != current_hash or recorded.key != key:
+                        _write_atomic(manifest_path, _record_text(current, key))
+                    return _Outcome("unchanged", tree_hash=current_hash)
 
-        own = not exists or (recorded is not None and recorded.hash == current_hash)
-        if exists and not own and not self.force and recorded is not None:
-            if current is None:
-                detail = "it is no longer a directory pull can read"
-            else:
-                detail = _describe_diff(recorded.entries, current)
-            return _Outcome("refused", f"duni/{d} ({pkg.name} {pkg.version}) was edited: {detail}")
+            own = not exists or (recorded is not None and recorded.hash == current_hash)
+            if exists and not own and not self.force and recorded is not None:
+                if current is None:
+                    detail = "it is no longer a directory pull can read"
+                else:
+                    detail = _describe_diff(recorded.entries, current)
+                return _Outcome("refused", f"duni/{d} ({pkg.name} {pkg.version}) was edited: {detail}")
 
         token = secrets.token_hex(6)
         staging = self.duni / f"{STAGING_PREFIX}{d}-new-{token}"
