@@ -18,7 +18,6 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from .config import ProjectConfig
 from .lockfile import LockDocument, LockedPackage
-from .resolver import evaluate_marker
 
 #: inputs compared as a whole: any change is stale
 EXACT_INPUTS = (
@@ -114,6 +113,10 @@ def _violations(
     label: str,
 ) -> list[str]:
     """Locked versions of *req*'s package that *req* (where its marker applies) excludes."""
+    # Here, not at the top: a relock that reuses its resolution needs canonical_inputs
+    # only, and should not load the resolver (and resolvelib) for it.
+    from .resolver import evaluate_marker
+
     if req.url:
         return []
     name = canonicalize_name(req.name)

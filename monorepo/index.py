@@ -15,14 +15,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-from packaging.metadata import Metadata
 from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
-from monorepo import metadata as _metadata
 from monorepo.errors import IndexClientError, MonorepoError
 from monorepo.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.httpcache import HttpCache
@@ -46,6 +44,9 @@ from monorepo.pages import (
     json_page_records,
 )
 from monorepo.reporter import NullReporter, Reporter
+
+if TYPE_CHECKING:
+    from packaging.metadata import Metadata
 
 __all__ = ["ACCEPT", "DistFile", "IndexClient", "parse_html_page", "parse_json_page"]
 
@@ -331,6 +332,10 @@ class IndexClient:
         return self._metadata.get(key, lambda: self._release_metadata(files, tags))
 
     def _release_metadata(self, files: Sequence[DistFile], tags: frozenset[Tag]) -> Metadata:
+        # Imported here: packaging.metadata, filelock and the build hooks are a tenth of
+        # a second that a lock's start spends better on sending its first page requests.
+        from monorepo import metadata as _metadata
+
         return _metadata.release_metadata(
             files,
             target_tags=tags,

@@ -1,10 +1,14 @@
 """``monorepo lock``: from a project's configuration to its pylock.toml.
 
-This module is the edge where configuration, the index client and the resolver
-meet: it resolves each target, merges the per-target results into one lock
-(one entry per package version, with a marker saying which targets and which
-extras or groups need it), and writes the file atomically.  The pure pieces it
-uses (markers, inputs, freshness) are functions here and in :mod:`freshness`.
+This module is the edge where configuration, the index client and the lock file meet:
+it reads the project and the existing lock, starts the index client, decides whether
+the last resolution can be reused (:mod:`monorepo.lockmemo`), has
+:mod:`monorepo.lockdoc` resolve and merge otherwise, and writes the file atomically.
+
+It is light on purpose.  The first index pages are asked for before the resolver,
+finder, lock format and overlays are imported (:func:`lock` imports them after its
+prefetch): those imports are a fifth of a second, which the index workers spend
+downloading and parsing pages instead of waiting for their first request.
 """
 
 from __future__ import annotations
@@ -12,49 +16,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from . import __version__, lockmemo, warmstart, workerproc
-from .buildclosure import build_host, close_over_build_dependencies
 from .config import ProjectConfig, load_config, resolve_index_url
-from .errors import LockFileError, MonorepoError
-from .finder import GitRelease, IndexFinder, IndexRelease
-from .freshness import canonical_inputs, stale_reasons
-from .lockfile import (
-    BUILD_GROUP,
-    LOCK_NAME,
-    RENDERER,
-    ArchiveSource,
-    LockDocument,
-    LockedPackage,
-    SdistSource,
-    Source,
-    VcsSource,
-    parse,
-    render,
-    render_data,
-    sorted_packages,
-    write_atomic,
-)
-from .overlays import GitReplacement, MatchedRule, OverlaySet, UrlReplacement, project_overlays
+from .errors import LockFileError
 from .paths import cache_root
 from .reporter import NullReporter, Reporter
-from .resolver import Policy, Resolution, Scope, resolve
-from .targets import Target
 
 if TYPE_CHECKING:
     from .index import IndexClient
-
-
-class NoSdistError(MonorepoError):
-    """A locked version has no source distribution to vendor."""
+    from .lockfile import LockDocument, LockedPackage
+    from .overlays import OverlaySet
 
 
 @dataclass(frozen=True)
@@ -68,71 +48,10 @@ class LockResult:
     changes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
-def scopes_of(config: ProjectConfig) -> list[Scope]:
-    scopes = [Scope("project", "", config.dependencies)]
-    scopes += [
-        Scope("extra", name, reqs) for name, reqs in sorted(config.optional_dependencies.items())
-    ]
-    scopes += [
-        Scope("group", name, reqs) for name, reqs in sorted(config.dependency_groups.items())
-    ]
-    return scopes
-
-
-def target_marker(target: Target) -> str:
-    """The PEP 508 marker that singles out one target environment."""
-    env = target.marker_environment()
-    return (
-        f"python_version == '{env['python_version']}' and sys_platform == '{env['sys_platform']}'"
-        f" and platform_machine == '{env['platform_machine']}'"
-        f" and implementation_name == '{env['implementation_name']}'"
-    )
-
-
-def scope_marker(scope_ids: Iterable[str]) -> str | None:
-    """``None`` when the project itself needs the package, else the extras/groups that do."""
-    ids = set(scope_ids)
-    if ":project" in ids:
-        return None
-    parts = []
-    for sid in sorted(ids):
-        _, kind, name = sid.split(":", 2)
-        parts.append(f"'{name}' in extras" if kind == "extra" else f"'{name}' in dependency_groups")
-    return " or ".join(parts) if parts else None
-
-
-def package_marker(per_target: Mapping[str, str | None], targets: Sequence[Target]) -> str | None:
-    """Combine per-target scope markers into the package's lock marker.
-
-    *per_target* maps the names of the targets needing this entry to its scope
-    marker there.  When every target needs it in the same way, the target part
-    is left out; otherwise each target contributes ``(target and scope)``.
-    """
-    scopes = set(per_target.values())
-    if len(per_target) == len(targets) and len(scopes) == 1:
-        return next(iter(scopes))
-    parts = []
-    for t in targets:
-        if t.name not in per_target:
-            continue
-        scope = per_target[t.name]
-        tm = target_marker(t)
-        parts.append(f"({tm})" if scope is None else f"({tm} and ({scope}))")
-    return " or ".join(parts)
-
-
-def source_urls(config: ProjectConfig) -> dict[NormalizedName, str]:
-    out = {}
-    for name, s in config.sources.items():
-        url = f"git+{s.url}" + (f"@{s.rev}" if s.rev else "")
-        if s.subdirectory:
-            url += f"#subdirectory={s.subdirectory}"
-        out[name] = url
-    return out
-
-
 def read_existing(path: Path, reporter: Reporter) -> tuple[str, LockDocument] | None:
     """The lock on disk (text and document); None when absent or unreadable (with a warning)."""
+    from .lockfile import parse
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -146,6 +65,8 @@ def read_existing(path: Path, reporter: Reporter) -> tuple[str, LockDocument] | 
 
 def _render_marker(text: str) -> Path:
     """Where the cache remembers that this version of monorepo rendered exactly *text*."""
+    from .lockfile import RENDERER
+
     key = hashlib.sha256(f"{__version__}\n{RENDERER}\n{text}".encode()).hexdigest()
     return cache_root() / "rendered" / key[:2] / key
 
@@ -158,6 +79,8 @@ def rendered(document: LockDocument, existing: tuple[str, LockDocument] | None) 
     cache remembers that this version of monorepo rendered that very text (the marker is
     keyed by the text's digest), so a hand-edited or older-format file is still rewritten.
     """
+    from .lockfile import render, render_data
+
     if existing is not None:
         text, old = existing
         if render_data(old) == render_data(document) and _render_marker(text).exists():
@@ -168,136 +91,6 @@ def rendered(document: LockDocument, existing: tuple[str, LockDocument] | None) 
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     return text
-
-
-def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
-    """What the lock records of the overlay rule applied to a package."""
-    if matched is None:
-        return {}
-    rule, overlay = matched.rule, matched.overlay
-    tool: dict[str, Any] = {
-        "overlay": {
-            "name": overlay.name,
-            "commit": overlay.commit or overlay.fingerprint,
-            "rule": rule.index,
-            "versions": str(rule.versions),
-            "reason": rule.reason,
-        }
-    }
-    if rule.patches:
-        tool["patches"] = [{"path": p.path, "sha256": p.sha256} for p in rule.patches]
-    if rule.c_extension is not None:
-        tool["c-extension"] = rule.c_extension
-    if rule.cross_compile is not None:
-        tool["cross-compile"] = rule.cross_compile
-    if rule.system_libraries:
-        tool["system-libraries"] = {k: list(v) for k, v in sorted(rule.system_libraries.items())}
-    if rule.build_env:
-        tool["build-env"] = dict(sorted(rule.build_env.items()))
-    return tool
-
-
-def replaced_source(matched: MatchedRule | None) -> VcsSource | ArchiveSource | None:
-    """An overlay's replacement source, which is then what gets vendored and locked."""
-    if matched is None or matched.rule.source is None:
-        return None
-    src = matched.rule.source
-    if isinstance(src, GitReplacement):
-        return VcsSource(url=src.git, commit=src.commit, requested=None)
-    assert isinstance(src, UrlReplacement)
-    return ArchiveSource(url=src.url, sha256=src.sha256)
-
-
-def merge(
-    resolutions: Mapping[str, Resolution],
-    targets: Sequence[Target],
-    *,
-    overlays: OverlaySet | None = None,
-    role: str = "runtime",
-) -> list[LockedPackage]:
-    """One lock entry per (package, version, source), with markers for who needs it."""
-    entries: dict[tuple[NormalizedName, Version, object], dict[str, Any]] = {}
-    for target in targets:
-        res = resolutions[target.name]
-        for name, cand in res.packages.items():
-            key = (name, cand.version, _source_key(cand.source))
-            entry = entries.setdefault(
-                key,
-                {"cand": cand, "targets": {}, "deps": set(), "rp": res.requires_python.get(name)},
-            )
-            entry["targets"][target.name] = scope_marker(res.scopes.get(name, ()))
-            for dep in res.edges.get(name, ()):
-                entry["deps"].add((dep, res.packages[dep].version))
-    versions: dict[NormalizedName, set[Version]] = {}
-    for key in entries:
-        versions.setdefault(key[0], set()).add(key[1])
-    errors = []
-    packages = []
-    for (pkg, version, _), entry in sorted(entries.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        cand = entry["cand"]
-        source: Source
-        index = None
-        matched = overlays.rule_for(pkg, version) if overlays else None
-        replacement = replaced_source(matched)
-        if replacement is not None:
-            source = replacement
-        elif isinstance(cand.source, IndexRelease):
-            sdist = cand.source.sdist
-            if sdist is None or sdist.sha256 is None:
-                errors.append(f"{pkg} {version}" + ("" if sdist is None else " (no sha256 given)"))
-                continue
-            source = SdistSource(
-                url=sdist.url, sha256=sdist.sha256, size=sdist.size, upload_time=sdist.upload_time
-            )
-            index = sdist.index_url
-        elif isinstance(cand.source, GitRelease):
-            source = VcsSource(
-                url=cand.source.url,
-                commit=cand.source.commit,
-                requested=cand.source.requested,
-                subdirectory=cand.source.subdirectory,
-            )
-        else:  # pragma: no cover
-            raise TypeError(cand.source)
-        deps = tuple(
-            (dep, dv if len(versions.get(dep, ())) > 1 else None)
-            for dep, dv in sorted(entry["deps"], key=lambda d: (d[0], d[1]))
-        )
-        deps = tuple(dict.fromkeys(deps))
-        multi = len(versions[pkg]) > 1
-        tool: dict[str, Any] = {"dir": f"{pkg}-{version}" if multi else str(pkg), "role": role}
-        if role == "runtime":
-            tool["targets"] = sorted(entry["targets"])
-        tool.update(overlay_tool(matched))
-        packages.append(
-            LockedPackage(
-                name=pkg,
-                version=version,
-                source=source,
-                marker=package_marker(entry["targets"], targets),
-                requires_python=str(entry["rp"]) if entry["rp"] else None,
-                index=index,
-                dependencies=deps,
-                tool=tool,
-            )
-        )
-    if errors:
-        raise NoSdistError(
-            "No source distribution for "
-            + ", ".join(errors)
-            + ": monorepo vendors and builds from hashed sources, and the index offers no"
-            " sdist with a sha256 for "
-            + ("this version" if len(errors) == 1 else "these versions")
-            + ". Constrain to a version that has an sdist ([tool.monorepo] constraints), or add an overlay "
-            "rule with a `source` (git commit or url + sha256) for the package."
-        )
-    return packages
-
-
-def _source_key(source: object) -> object:
-    if isinstance(source, GitRelease):
-        return ("git", source.url, source.commit)
-    return "index"
 
 
 def lock(
@@ -328,25 +121,30 @@ def lock(
         config = dataclasses.replace(config, exclude_newer=exclude_newer)
     primary, _where = resolve_index_url(config, flag=index_url)
     index_urls = [primary, *config.extra_index_urls]
-    path = config.root / LOCK_NAME
-    on_disk = read_existing(path, reporter)
-    existing = on_disk[1] if on_disk is not None else None
-    preferred: dict[NormalizedName, Version] = {}
-    preferred_build: dict[NormalizedName, Version] = {}
-    if existing is not None and not upgrade:
-        released = {canonicalize_name(n) for n in upgrade_packages}
-        for p in existing.packages:
-            if p.name not in released:
-                (preferred if p.role == "runtime" else preferred_build).setdefault(
-                    p.name, p.version
-                )
     # Other cores read and parse pages while this process resolves (monorepo.indexworker).
     with IndexClient(
         index_urls, offline=offline, reporter=reporter, workers=workerproc.index_workers()
     ) as client:
-        # Every page this lock will probably read, fetched at once while the overlays
-        # load and the resolver starts (see monorepo.warmstart).
-        client.prefetch(_likely_pages(config, existing))
+        # Every page this lock will probably read, asked for at once, before the heavy
+        # half of locking is even imported (see monorepo.warmstart and this module's doc).
+        client.prefetch(_likely_pages(config))
+        from .lockfile import LOCK_NAME, write_atomic
+        from .overlays import project_overlays
+
+        path = config.root / LOCK_NAME
+        on_disk = read_existing(path, reporter)
+        existing = on_disk[1] if on_disk is not None else None
+        if existing is not None:
+            client.prefetch(p.name for p in existing.packages)
+        preferred: dict[NormalizedName, Version] = {}
+        preferred_build: dict[NormalizedName, Version] = {}
+        if existing is not None and not upgrade:
+            released = {canonicalize_name(n) for n in upgrade_packages}
+            for p in existing.packages:
+                if p.name not in released:
+                    (preferred if p.role == "runtime" else preferred_build).setdefault(
+                        p.name, p.version
+                    )
         overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
         # Audits (write=False) always resolve; git sources can move without any page changing.
         key = None
@@ -356,7 +154,10 @@ def lock(
         if reused is not None:
             text, document = reused
         else:
-            document = _resolve_document(
+            # Imported only now: a relock whose pages are all unchanged never needs it.
+            from .lockdoc import resolve_document
+
+            document = resolve_document(
                 config, client, index_urls, overlays, preferred, preferred_build, offline, reporter
             )
             text = rendered(document, on_disk)
@@ -378,6 +179,9 @@ def _memo_key(
     preferred_build: Mapping[NormalizedName, Version],
 ) -> str:
     """Everything besides the index pages that decides this lock (see ``lockmemo``)."""
+    from .freshness import canonical_inputs
+    from .lockfile import RENDERER
+
     return lockmemo.memo_key(
         {
             "monorepo": __version__,
@@ -387,13 +191,21 @@ def _memo_key(
             "exclude-newer": config.exclude_newer.isoformat() if config.exclude_newer else None,
             "preferred": sorted((str(n), str(v)) for n, v in preferred.items()),
             "preferred-build": sorted((str(n), str(v)) for n, v in preferred_build.items()),
-            "build-host": build_host().canonical() if config.build_dependencies else None,
+            "build-host": _build_host() if config.build_dependencies else None,
         }
     )
 
 
+def _build_host() -> dict[str, str]:
+    from .buildclosure import build_host
+
+    return build_host().canonical()
+
+
 def _from_index(pkg: LockedPackage) -> bool:
     """Whether all *pkg* is comes from index pages (no git, no direct or overlay URL)."""
+    from .lockfile import SdistSource
+
     return bool(pkg.index) and type(pkg.source) is SdistSource
 
 
@@ -401,6 +213,8 @@ def _reuse(
     key: str, client: IndexClient, path: Path, reporter: Reporter
 ) -> tuple[str, LockDocument] | None:
     """The remembered lock for *key* when every page it read is unchanged, else None."""
+    from .lockfile import parse
+
     memo = lockmemo.load(key)
     if memo is None or not client.pages_unchanged(memo.pages):
         return None
@@ -416,135 +230,26 @@ def _reuse(
     return memo.text, document
 
 
-def _resolve_document(
-    config: ProjectConfig,
-    client: IndexClient,
-    index_urls: Sequence[str],
-    overlays: OverlaySet,
-    preferred: Mapping[NormalizedName, Version],
-    preferred_build: Mapping[NormalizedName, Version],
-    offline: bool,
-    reporter: Reporter,
-) -> LockDocument:
-    """Resolve every target, merge, close over build dependencies: the new lock."""
-    resolutions: dict[str, Resolution] = {}
-    sources = source_urls(config)
-    for target in config.targets:
-        reporter.task(f"resolve:{target.name}", f"Resolving for {target.name}")
-        finder = IndexFinder(
-            client,
-            target,
-            exclude_newer=config.exclude_newer,
-            offline=offline,
-            overlays=overlays,
-        )
-        policy = _policy(config, target, _prefer_previous(preferred, resolutions), sources)
-        resolutions[target.name] = resolve(scopes_of(config), finder, policy)
-        reporter.done(f"resolve:{target.name}")
-    packages = merge(resolutions, config.targets, overlays=overlays)
-    if config.build_dependencies:
-        packages = _with_build_dependencies(
-            packages, config, client, overlays, dict(preferred_build), sources, offline, reporter
-        )
-    return LockDocument(
-        packages=sorted_packages(packages),
-        inputs=canonical_inputs(config, index_urls, overlays.canonical()),
-        environments=tuple(target_marker(t) for t in config.targets),
-        requires_python=str(config.requires_python) if config.requires_python else None,
-        extras=tuple(sorted(config.optional_dependencies)),
-        dependency_groups=tuple(
-            sorted(
-                {*config.dependency_groups, *(BUILD_GROUP for p in packages if p.role == "build")}
-            )
-        ),
-    )
-
-
-def _likely_pages(config: ProjectConfig, existing: LockDocument | None) -> list[str]:
+def _likely_pages(config: ProjectConfig) -> list[str]:
     """The project pages a lock of *config* will probably read, most certain first.
 
-    The root requirements that apply to some target, then the packages of the existing
-    lock, then those the last lock of this project wrote (``warmstart``): a hint only.
+    The root requirements that apply to some target, then the packages the last lock of
+    this project wrote (``warmstart``): a hint only.  :func:`lock` adds the packages of
+    the existing lock once it has read it.
     """
     envs = [dict(t.marker_environment(), extra="") for t in config.targets]
+    requirements = [
+        *config.dependencies,
+        *(r for reqs in config.optional_dependencies.values() for r in reqs),
+        *(r for reqs in config.dependency_groups.values() for r in reqs),
+    ]
     names: list[str] = [
         canonicalize_name(r.name)
-        for scope in scopes_of(config)
-        for r in scope.requirements
+        for r in requirements
         if r.marker is None or any(r.marker.evaluate(e) for e in envs)
     ]
-    if existing is not None:
-        names += [p.name for p in existing.packages]
     names += warmstart.remembered(config.root)
     return list(dict.fromkeys(names))
-
-
-def _with_build_dependencies(
-    packages: list[LockedPackage],
-    config: ProjectConfig,
-    client: IndexClient,
-    overlays: OverlaySet,
-    preferred_build: Mapping[NormalizedName, Version],
-    sources: Mapping[NormalizedName, str],
-    offline: bool,
-    reporter: Reporter,
-) -> list[LockedPackage]:
-    """The sources pass: annotate every package and lock the build closure for the build host."""
-    host = build_host()
-    finder = IndexFinder(
-        client, host, exclude_newer=config.exclude_newer, offline=offline, overlays=overlays
-    )
-
-    def resolve_build(scope: Scope, runtime: Mapping[NormalizedName, Version]) -> Resolution:
-        policy = _policy(config, host, {**preferred_build, **runtime}, sources)
-        reporter.task("resolve:build", "Resolving build dependencies")
-        try:
-            return resolve([scope], finder, policy)
-        finally:
-            reporter.done("resolve:build")
-
-    def merge_build(resolution: Resolution) -> list[LockedPackage]:
-        return merge({host.name: resolution}, [host], overlays=overlays, role="build")
-
-    return close_over_build_dependencies(
-        packages,
-        resolve_build=resolve_build,
-        merge_build=merge_build,
-        overlays=overlays,
-        offline=offline,
-        reporter=reporter,
-    )
-
-
-def _policy(
-    config: ProjectConfig,
-    target: Target,
-    preferred: Mapping[NormalizedName, Version],
-    sources: Mapping[NormalizedName, str],
-) -> Policy:
-    """The resolution knobs for one environment: the project's, evaluated for *target*."""
-    env = target.marker_environment()
-    return Policy(
-        environment=env,
-        python_version=Version(env["python_full_version"]),
-        prereleases=config.prereleases,
-        exclude_newer=config.exclude_newer,
-        constraints=config.constraints,
-        overrides=config.overrides,
-        preferred=dict(preferred),
-        sources=sources,
-    )
-
-
-def _prefer_previous(
-    preferred: Mapping[NormalizedName, Version], done: Mapping[str, Resolution]
-) -> dict[NormalizedName, Version]:
-    """Prefer the lock's versions, then what earlier targets chose (fewer divergences)."""
-    out = dict(preferred)
-    for res in done.values():
-        for name, cand in res.packages.items():
-            out.setdefault(name, cand.version)
-    return out
 
 
 def diff_versions(
@@ -581,6 +286,9 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
     The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.freshness`).
     A missing or unreadable lock is stale, not an error.
     """
+    from .freshness import canonical_inputs, stale_reasons
+    from .lockfile import LOCK_NAME, parse
+    from .overlays import project_overlays
 
     config = load_config(Path(project))
     primary, _ = resolve_index_url(config, flag=index_url)

@@ -517,7 +517,9 @@ class _Puller:
                 fresh = (
                     current_hash == want
                     if want is not None
-                    else recorded is not None and recorded.key == key and recorded.hash == current_hash
+                    else recorded is not None
+                    and recorded.key == key
+                    and recorded.hash == current_hash
                 )
                 if fresh:
                     if recorded is None or recorded.hash != current_hash or recorded.key != key:
@@ -530,7 +532,9 @@ class _Puller:
                     detail = "it is no longer a directory pull can read"
                 else:
                     detail = _describe_diff(recorded.entries, current)
-                return _Outcome("refused", f"duni/{d} ({pkg.name} {pkg.version}) was edited: {detail}")
+                return _Outcome(
+                    "refused", f"duni/{d} ({pkg.name} {pkg.version}) was edited: {detail}"
+                )
 
         token = secrets.token_hex(6)
         staging = self.duni / f"{STAGING_PREFIX}{d}-new-{token}"

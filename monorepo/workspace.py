@@ -98,7 +98,11 @@ class TreeFacts:
     """Why pyproject.toml could not be read (raised only if the lock has no build fields)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"build-system": dict(self.build_system), "c-extension": self.c_extension, "error": self.error}
+        return {
+            "build-system": dict(self.build_system),
+            "c-extension": self.c_extension,
+            "error": self.error,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeFacts:

@@ -223,6 +223,44 @@ def test_a_lock_with_workers_leaves_the_network_to_them(
     assert server.requests_for(r"\.whl\.metadata$")
 
 
+def test_a_lock_asks_for_its_pages_before_loading_the_resolver(
+    make_index: MakeIndex, serve: Serve, make_project: Callable[..., Path]
+) -> None:
+    """The resolver, finder and metadata parsing (a fifth of a second of imports) load
+    while the first pages are fetched, and a relock that reuses its resolution never
+    loads them at all."""
+    server = serve(make_index(PEP658))
+    project = make_project(
+        f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
+    )
+    heavy = ("monorepo.resolver", "monorepo.finder", "monorepo.metadata", "resolvelib")
+    code = (
+        "import sys\nfrom monorepo import locker\nfrom monorepo.index import IndexClient\n"
+        f"heavy = {heavy!r}\n"
+        "loaded = lambda: sorted(m for m in heavy if m in sys.modules)\n"
+        "first = []\noriginal = IndexClient.prefetch\n"
+        "def prefetch(self, names):\n"
+        "    first.append(loaded())\n"
+        "    return original(self, names)\n"
+        "IndexClient.prefetch = prefetch\n"
+        "result = locker.lock(sys.argv[1])\n"
+        "print(*sorted(f'{p.name}=={p.version}' for p in result.document.packages))\n"
+        "print(first[0], loaded())\n"
+    )
+
+    def lock() -> list[str]:
+        (project / "pylock.toml").unlink(missing_ok=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(project)], capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    assert lock() == ["app==1.0 lib==2.0", f"[] {sorted(heavy)}"]
+    assert lock() == ["app==1.0 lib==2.0", "[] []"]
+
+
 def test_range_read_metadata_is_cached_by_the_worker(
     make_index: MakeIndex, serve: Serve, tmp_path: Path
 ) -> None:

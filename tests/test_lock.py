@@ -279,7 +279,9 @@ def test_wheel_only_package_is_an_error_naming_it(project: Any) -> None:
         Release("binonly", "1.0", sdist=False),
     ]
     proj, _ = project(releases, ["app"])
-    with pytest.raises(ResolutionError, match=r"binonly 1\.0 is on the index only as wheels") as info:
+    with pytest.raises(
+        ResolutionError, match=r"binonly 1\.0 is on the index only as wheels"
+    ) as info:
         monorepo.lock(proj)
     assert "overlay rule with a `source`" in str(info.value)
     assert not (proj / "pylock.toml").exists()
@@ -297,7 +299,9 @@ def test_wheel_only_release_is_passed_over_for_an_older_sdist(project: Any) -> N
     monorepo.lock(proj)
     assert versions(proj) == {"app": "1.0", "lib": "1.0"}
     proj2, _ = project(releases, ["lib>=1.1"])
-    with pytest.raises(ResolutionError, match=r"available: 1\.0\); passed over as wheels only.*: 1\.1"):
+    with pytest.raises(
+        ResolutionError, match=r"available: 1\.0\); passed over as wheels only.*: 1\.1"
+    ):
         monorepo.lock(proj2)
 
 

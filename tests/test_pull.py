@@ -461,7 +461,9 @@ def test_workspace_facts_are_kept_per_tree_hash_and_read_again_when_the_tree_cha
     facts_path = duni / ".monorepo" / "lib.facts"
 
     def c_extension() -> bool:
-        return bool(tomllib.loads((duni / "workspace.toml").read_text())["packages"]["lib"]["c-extension"])
+        return bool(
+            tomllib.loads((duni / "workspace.toml").read_text())["packages"]["lib"]["c-extension"]
+        )
 
     monorepo.lock(proj)
     pull(proj)
