@@ -23,8 +23,8 @@ from monorepo import paths
 from monorepo.atomic import write_bytes
 from monorepo.pages import Groups
 
-#: Bump when :data:`~monorepo.pages.RawFile` or the grouping changes.
-_FORMAT = 1
+#: Bump when :data:`~monorepo.pages.FileEntry` or the grouping changes.
+_FORMAT = 2
 
 
 def body_digest(body: bytes) -> str:

@@ -4,15 +4,18 @@ A lock run reads every page of the closure, and popular projects list thousands 
 (most for versions and platforms the resolver never looks at).  Turning each into a
 :class:`DistFile` up front (a :class:`~packaging.version.Version`, a set of
 :class:`~packaging.tags.Tag`, a parsed ``requires-python`` and upload time per file) was the
-largest cost of a warm lock.  So the page is read in two steps:
+largest cost of a warm lock, and even checking each file's fields was the largest CPU cost
+of a cold one (two thirds of a page's parse, after ``json.loads``).  So the page is read in
+two steps:
 
-1. :func:`json_page_records` / :func:`html_page_records` keep each file as a plain tuple
-   (:data:`RawFile`), grouped under the version spelled in its file name.  Grouping needs
-   only a string split, and the groups are plain data, so they can be cached on disk
-   (:mod:`monorepo.pagecache`) and reloaded without parsing the page again.
-2. :class:`ProjectReleases` parses each distinct version string once, and turns a group
-   into :class:`DistFile` records (with ``packaging``'s file-name parsers, which stay the
-   authority on what a valid file name is) only when the resolver asks for that version.
+1. :func:`json_page_records` / :func:`html_page_records` only sort the page's file entries
+   under the version spelled in their file names, as PEP 691 spells them (plain dicts, the
+   URL made absolute): a string split per file.  The groups are plain data, so they cross
+   to the resolving process and are cached on disk (:mod:`monorepo.pagecache`) cheaply.
+2. :class:`ProjectReleases` parses each distinct version string once, and checks a group's
+   entries and turns them into :class:`DistFile` records (with ``packaging``'s file-name
+   parsers, which stay the authority on what a valid file name is) only when the resolver
+   asks for that version.
 """
 
 from __future__ import annotations
@@ -42,13 +45,16 @@ from packaging.version import InvalidVersion, Version
 
 from monorepo.errors import IndexClientError
 
-#: One file as a page lists it: (filename, absolute URL without fragment, sha256,
-#: requires-python text, yanked reason or None, size, upload-time text, core-metadata).
-RawFile = tuple[str, str, str | None, str | None, str | None, int | None, str | None, str | bool]
+#: One file as a page lists it, in PEP 691's shape (``filename``, ``url`` made absolute,
+#: ``hashes``, ``requires-python``, ``yanked``, ``size``, ``upload-time``,
+#: ``core-metadata``), unchecked: :func:`_dist_file` checks the fields it reads.
+FileEntry = dict[str, Any]
 
 #: A page's files of one project: version string (as spelled in file names) -> the
-#: marshalled list of its :data:`RawFile` tuples.  Plain data: cacheable with marshal.
+#: marshalled list of its :data:`FileEntry` dicts.  Plain data: cacheable with marshal.
 Groups = dict[str, bytes]
+
+_ABSOLUTE = ("https://", "http://")
 
 
 @dataclass(frozen=True)
@@ -183,22 +189,37 @@ class _Joiner:
 
 
 class _Grouper:
-    """Collects a page's files of one project under the version their names spell."""
+    """Collects a page's file entries of one project under the version their names spell.
+
+    Called once per file of every page a lock reads, so it does as little as it can: the
+    project check is made once per spelling of the name, not per file.
+    """
 
     def __init__(self, project: NormalizedName | None) -> None:
         self.project = project
-        self.groups: dict[str, list[RawFile]] = {}
+        self.groups: dict[str, list[FileEntry]] = {}
         self.foreign = 0
+        self._ours: dict[str, bool] = {}
 
-    def add(self, record: RawFile) -> bool:
-        parts = _name_and_version(record[0])
+    def add(self, filename: str, entry: FileEntry) -> bool:
+        """File *entry* under its version; False if *filename* is no sdist or wheel name."""
+        parts = _name_and_version(filename)
         if parts is None:
             return False
         name, version = parts
-        if self.project is not None and canonicalize_name(name) != self.project:
+        ours = self._ours.get(name)
+        if ours is None:
+            ours = self._ours[name] = self.project is None or (
+                canonicalize_name(name) == self.project
+            )
+        if not ours:
             self.foreign += 1
             return True
-        self.groups.setdefault(version, []).append(record)
+        group = self.groups.get(version)
+        if group is None:
+            self.groups[version] = [entry]
+        else:
+            group.append(entry)
         return True
 
     def result(self) -> Groups:
@@ -241,33 +262,14 @@ def json_page_records(
     join = _Joiner(page_url)
     grouper = _Grouper(project)
     for entry in page["files"]:
-        if not isinstance(entry, dict):
+        if type(entry) is not dict:
             continue
         filename, href = entry.get("filename"), entry.get("url")
-        if not isinstance(filename, str) or not isinstance(href, str):
+        if type(filename) is not str or type(href) is not str:
             continue
-        url, fragment_hash = _split_fragment(join(href))
-        hashes = entry.get("hashes")
-        sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
-        yanked_value = entry.get("yanked", False)
-        yanked = yanked_value if isinstance(yanked_value, str) else None
-        if yanked_value is True:
-            yanked = ""
-        size = entry.get("size")
-        requires_python = entry.get("requires-python")
-        upload_time = entry.get("upload-time")
-        grouper.add(
-            (
-                filename,
-                url,
-                sha256.lower() if isinstance(sha256, str) and sha256 else fragment_hash,
-                requires_python if isinstance(requires_python, str) else None,
-                yanked,
-                size if isinstance(size, int) and not isinstance(size, bool) else None,
-                upload_time if isinstance(upload_time, str) else None,
-                _json_core_metadata(entry),
-            )
-        )
+        if not href.startswith(_ABSOLUTE):
+            entry["url"] = join(href)
+        grouper.add(filename, entry)
     return grouper.result(), grouper.foreign
 
 
@@ -307,13 +309,14 @@ class _AnchorCollector(HTMLParser):
             self._current = None
 
 
-def _html_core_metadata(attrs: Mapping[str, str | None]) -> str | bool:
+def _html_core_metadata(attrs: Mapping[str, str | None]) -> dict[str, str] | bool:
+    """PEP 658/714 ``data-`` attributes, as PEP 691's ``core-metadata`` value."""
     for key in ("data-core-metadata", "data-dist-info-metadata"):
         if key in attrs:
             value = (attrs[key] or "").strip()
             algorithm, sep, digest = value.partition("=")
             if sep and algorithm.lower() == "sha256" and digest:
-                return digest.lower()
+                return {"sha256": digest}
             return value.lower() != "false"
     return False
 
@@ -321,7 +324,10 @@ def _html_core_metadata(attrs: Mapping[str, str | None]) -> str | bool:
 def html_page_records(
     data: bytes, page_url: str, project: NormalizedName | None = None
 ) -> tuple[Groups, int]:
-    """A PEP 503 page's files (PEP 592/658/714 ``data-`` attributes), grouped by version."""
+    """A PEP 503 page's files (PEP 592/658/714 ``data-`` attributes), grouped by version.
+
+    Each anchor becomes the :data:`FileEntry` a PEP 691 page would list for it.
+    """
     collector = _AnchorCollector()
     collector.feed(data.decode("utf-8", errors="replace"))
     collector.close()
@@ -331,24 +337,21 @@ def html_page_records(
         href = attrs.get("href")
         if not href:
             continue
-        url, sha256 = _split_fragment(join(href))
+        url = join(href)
         # PEP 503: the link text is the file name; fall back to the URL's last segment.
         names = [text, unquote(urlsplit(url).path.rsplit("/", 1)[-1])]
-        yanked = (attrs["data-yanked"] or "") if "data-yanked" in attrs else None
         for filename in names:
             if parse_filename(filename) is None:
                 continue
-            record: RawFile = (
-                filename,
-                url,
-                sha256,
-                attrs.get("data-requires-python"),
-                yanked,
-                None,
-                None,
-                _html_core_metadata(attrs),
-            )
-            if grouper.add(record):
+            entry: FileEntry = {"filename": filename, "url": url}
+            if attrs.get("data-requires-python") is not None:
+                entry["requires-python"] = attrs["data-requires-python"]
+            if "data-yanked" in attrs:
+                entry["yanked"] = attrs["data-yanked"] or True
+            core_metadata = _html_core_metadata(attrs)
+            if core_metadata is not False:
+                entry["core-metadata"] = core_metadata
+            if grouper.add(filename, entry):
                 break
     return grouper.result(), grouper.foreign
 
@@ -356,12 +359,29 @@ def html_page_records(
 # --------------------------------------------------------------------------- releases
 
 
-def _dist_file(record: RawFile, index_url: str) -> DistFile | None:
-    filename, url, sha256, requires_python, yanked, size, upload_time, core_metadata = record
+def _dist_file(entry: object, index_url: str) -> DistFile | None:
+    """The file a page entry describes; None for a malformed entry or a name that is no
+    valid sdist or wheel.  Fields of the wrong type count as absent, as they did when
+    the page was parsed (a server's odd field must not hide a file)."""
+    if type(entry) is not dict:
+        return None
+    filename, href = entry.get("filename"), entry.get("url")
+    if not isinstance(filename, str) or not isinstance(href, str):
+        return None
     parsed = parse_filename(filename)
     if parsed is None:
         return None
     name, version, kind, tags = parsed
+    url, fragment_hash = _split_fragment(href)
+    hashes = entry.get("hashes")
+    sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
+    yanked_value = entry.get("yanked", False)
+    yanked = yanked_value if isinstance(yanked_value, str) else None
+    if yanked_value is True:
+        yanked = ""
+    size = entry.get("size")
+    requires_python = entry.get("requires-python")
+    upload_time = entry.get("upload-time")
     return DistFile(
         filename=filename,
         url=url,
@@ -370,12 +390,14 @@ def _dist_file(record: RawFile, index_url: str) -> DistFile | None:
         version=version,
         kind=kind,
         tags=tags,
-        sha256=sha256,
-        requires_python=_parse_requires_python(requires_python),
+        sha256=sha256.lower() if isinstance(sha256, str) and sha256 else fragment_hash,
+        requires_python=_parse_requires_python(
+            requires_python if isinstance(requires_python, str) else None
+        ),
         yanked=yanked,
-        size=size,
-        upload_time=_parse_upload_time(upload_time),
-        core_metadata=core_metadata,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        upload_time=_parse_upload_time(upload_time if isinstance(upload_time, str) else None),
+        core_metadata=_json_core_metadata(entry),
     )
 
 
@@ -428,8 +450,8 @@ class ProjectReleases:
 
 def _dist_files(blob: bytes, index_url: str) -> Iterator[DistFile]:
     """The valid files of one marshalled group."""
-    for record in marshal.loads(blob):
-        dist = _dist_file(record, index_url)
+    for entry in marshal.loads(blob):
+        dist = _dist_file(entry, index_url)
         if dist is not None:
             yield dist
 

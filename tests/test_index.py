@@ -337,6 +337,36 @@ def test_parse_json_fields() -> None:
     assert newer.url == PAGE + "demo-1.1-py3-none-any.whl"
 
 
+def test_parse_json_fields_of_the_wrong_type_count_as_absent() -> None:
+    # Fields are checked only when the resolver reads a version; a server's odd value
+    # must still not hide the file, nor reach the lock as a wrong-typed value.
+    page = {
+        "meta": {"api-version": "1.1"},
+        "files": [
+            {
+                "filename": "demo-1.0.tar.gz",
+                "url": "../../f/demo-1.0.tar.gz#sha256=EF56",
+                "hashes": ["not", "a", "dict"],
+                "requires-python": 3,
+                "yanked": 1,
+                "size": "10",
+                "upload-time": 12345,
+                "core-metadata": "yes",
+            },
+            {"filename": "demo-1.0-py3-none-any.whl", "url": None},
+            "not an entry",
+        ],
+    }
+    (sdist,) = parse_json_page(json.dumps(page).encode(), PAGE, BASE)
+    assert sdist.url == "https://index.example/f/demo-1.0.tar.gz"
+    assert sdist.sha256 == "ef56"  # from the URL fragment, the hashes being unreadable
+    assert sdist.requires_python is None
+    assert sdist.yanked is None
+    assert sdist.size is None
+    assert sdist.upload_time is None
+    assert sdist.core_metadata is False
+
+
 def test_parse_json_rejects_other_major_version_and_garbage() -> None:
     with pytest.raises(IndexClientError, match=r"version 2\.0"):
         parse_json_page(b'{"meta": {"api-version": "2.0"}, "files": []}', PAGE, BASE)
