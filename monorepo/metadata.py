@@ -39,17 +39,14 @@ import sys
 import tarfile
 import tempfile
 import tomllib
-import venv
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
-from filelock import FileLock
 from packaging.metadata import Metadata, RawMetadata, parse_email
 from packaging.tags import Tag
 from packaging.version import InvalidVersion, Version
-from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
 
 from monorepo import lazywheel, paths
 from monorepo.errors import MetadataError, OfflineError
@@ -253,6 +250,12 @@ def build_env_python(
     marker file is written only after pip succeeded, so a half-built environment (crash,
     failed install) is rebuilt next time.  A file lock serialises concurrent builders.
     """
+    # Imported here: only a build backend needs them, and they are a fifth of this
+    # module's import time, which every lock pays.
+    import venv
+
+    from filelock import FileLock
+
     spec = "\n".join([sys.version, *sorted(requires), "--", *index_urls])
     key = hashlib.sha256(spec.encode()).hexdigest()[:24]
     root = paths.cache_root() / "build-envs"
@@ -414,6 +417,8 @@ def _source_tree_text(
     reporter: Reporter | None,
 ) -> bytes:
     """The ``METADATA`` bytes a source tree's build backend writes."""
+    from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
+
     reporter = reporter if reporter is not None else NullReporter()
     build_system = _build_system(source_dir, what)
     requires = [str(item) for item in build_system.get("requires") or []]

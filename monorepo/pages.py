@@ -27,7 +27,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -273,42 +272,6 @@ def json_page_records(
     return grouper.result(), grouper.foreign
 
 
-class _AnchorCollector(HTMLParser):
-    """Collects ``<a>`` elements (attributes and text) and an optional ``<base href>``."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.base: str | None = None
-        self._current: dict[str, str | None] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._close_anchor()
-            self._current = dict(attrs)
-            self._text = []
-        elif tag == "base" and self.base is None:
-            self.base = dict(attrs).get("href")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._close_anchor()
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._text.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._close_anchor()
-
-    def _close_anchor(self) -> None:
-        if self._current is not None:
-            self.anchors.append((self._current, "".join(self._text).strip()))
-            self._current = None
-
-
 def _html_core_metadata(attrs: Mapping[str, str | None]) -> dict[str, str] | bool:
     """PEP 658/714 ``data-`` attributes, as PEP 691's ``core-metadata`` value."""
     for key in ("data-core-metadata", "data-dist-info-metadata"):
@@ -328,12 +291,14 @@ def html_page_records(
 
     Each anchor becomes the :data:`FileEntry` a PEP 691 page would list for it.
     """
-    collector = _AnchorCollector()
-    collector.feed(data.decode("utf-8", errors="replace"))
-    collector.close()
-    join = _Joiner(urljoin(page_url, collector.base) if collector.base else page_url)
+    # Imported here: most indexes serve PEP 691 JSON, and every process that reads pages
+    # would otherwise pay for the HTML parser's import at start-up.
+    from monorepo.anchors import page_anchors
+
+    anchors, base = page_anchors(data.decode("utf-8", errors="replace"))
+    join = _Joiner(urljoin(page_url, base) if base else page_url)
     grouper = _Grouper(project)
-    for attrs, text in collector.anchors:
+    for attrs, text in anchors:
         href = attrs.get("href")
         if not href:
             continue

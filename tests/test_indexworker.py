@@ -261,6 +261,31 @@ def test_a_lock_asks_for_its_pages_before_loading_the_resolver(
     assert lock() == ["app==1.0 lib==2.0", "[] []"]
 
 
+def test_a_lock_from_wheels_on_a_json_index_leaves_the_rarely_needed_modules_unloaded(
+    make_index: MakeIndex, serve: Serve, make_project: Callable[..., Path]
+) -> None:
+    """An HTML page parser and the build-backend machinery (file locks, venv, hooks) cost
+    every lock their import time; a lock that meets no HTML page and builds no metadata
+    from source must not load them."""
+    server = serve(make_index(PEP658))
+    project = make_project(
+        f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
+    )
+    rare = ("html.parser", "monorepo.anchors", "filelock", "pyproject_hooks", "venv")
+    code = (
+        "import sys\nfrom monorepo import locker\n"
+        "result = locker.lock(sys.argv[1])\n"
+        "print(*sorted(f'{p.name}=={p.version}' for p in result.document.packages))\n"
+        f"print(sorted(m for m in {rare!r} if m in sys.modules))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(project)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["app==1.0 lib==2.0", "[]"]
+
+
 def test_range_read_metadata_is_cached_by_the_worker(
     make_index: MakeIndex, serve: Serve, tmp_path: Path
 ) -> None:
