@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -573,3 +574,20 @@ def test_config_error_is_typed(make_project: Any) -> None:
     proj = make_project('[project]\nname = "p"\nversion = "0"\ndependencies = ["not a req!!"]\n')
     with pytest.raises(ConfigError, match="dependencies"):
         monorepo.lock(proj)
+
+
+def test_lock_leaves_the_garbage_collector_as_it_found_it(project: Any) -> None:
+    # Rendering pauses collections (a speed measure); a library call must not leave a
+    # caller's process with them switched off, nor switch them on for one that had not.
+    proj, _server = project([Release("app", "1.0")], ["app"])
+    assert gc.isenabled()
+    monorepo.lock(proj)
+    assert gc.isenabled()
+    (proj / "pylock.toml").unlink()
+    gc.disable()
+    try:
+        monorepo.lock(proj)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert versions(proj) == {"app": "1.0"}
