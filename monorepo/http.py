@@ -167,19 +167,30 @@ _PERMANENT_TLS = (
 
 
 def _is_tls_error(error: BaseException) -> bool:
-    """Certificate and handshake set-up failures: configuration problems, retrying only delays."""
+    """Certificate and handshake set-up failures: configuration problems, retrying only delays.
+
+    A set-up reason on a connection that was already up (a read or write of a reused
+    keep-alive connection) is not one: the handshake once succeeded, so what came back is a
+    broken record from a proxy or middlebox, and a new connection is the cure.  Seen here:
+    ``WRONG_VERSION_NUMBER`` on a read, one request in a few thousand, failing a whole lock.
+    """
     import ssl
 
-    seen: set[int] = set()
+    import httpx
+
+    chain: list[BaseException] = []
     current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError | ssl.CertificateError):
-            return True
-        text = str(current)
-        if "[SSL" in text or isinstance(current, ssl.SSLError):
-            return any(reason in text.upper() for reason in _PERMANENT_TLS)
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
+    if any(isinstance(e, ssl.SSLCertVerificationError | ssl.CertificateError) for e in chain):
+        return True
+    if isinstance(error, httpx.ReadError | httpx.WriteError):
+        return False
+    for link in chain:
+        text = str(link)
+        if "[SSL" in text or isinstance(link, ssl.SSLError):
+            return any(reason in text.upper() for reason in _PERMANENT_TLS)
     return False
 
 

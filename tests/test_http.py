@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fixtures.builder import FixtureIndex, Release
@@ -137,6 +138,23 @@ def test_only_tls_setup_errors_are_permanent(error: Exception, permanent: bool) 
     wrapped.__cause__ = error
     assert _is_tls_error(error) is permanent
     assert _is_tls_error(wrapped) is permanent
+
+
+def test_a_set_up_reason_on_an_established_connection_is_retried() -> None:
+    # A proxy's broken record on a reused keep-alive connection reads as
+    # WRONG_VERSION_NUMBER, like plain HTTP on an https URL; but the handshake once
+    # succeeded, so httpx raises a ReadError, not a ConnectError, and a retry on a new
+    # connection cures it.  (Needs a TLS server that misbehaves mid-stream with a trusted
+    # certificate, which the test machine cannot make: checked on the exceptions.)
+    cause = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    for error_type, permanent in ((httpx.ConnectError, True), (httpx.ReadError, False)):
+        error = error_type(str(cause))
+        error.__cause__ = cause
+        assert _is_tls_error(error) is permanent
+    verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
+    read = httpx.ReadError(str(verify))
+    read.__cause__ = verify
+    assert _is_tls_error(read) is True
 
 
 def test_file_urls_read_from_disk(index: FixtureIndex, tmp_path: Path) -> None:
