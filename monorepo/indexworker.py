@@ -37,12 +37,13 @@ from monorepo import lazywheel, workerproc
 from monorepo.errors import IndexClientError
 from monorepo.http import HttpClient, share_dns_lookups
 from monorepo.http import prepare as http_prepare
-from monorepo.httpcache import HttpCache
+from monorepo.httpcache import CacheEntry, HttpCache
 from monorepo.metadatacache import MetadataCache
 from monorepo.pagecache import PageCache, body_digest
 from monorepo.pages import Groups, html_page_records, json_page_records
 from monorepo.reporter import Level, NullReporter, Reporter
 from monorepo.workerproc import WorkerLost
+from monorepo.writebehind import WriteBehind
 
 __all__ = ["IndexWorker", "PageRead", "WorkerLost", "WorkerSettings", "read_page"]
 
@@ -238,6 +239,32 @@ class _ForwardingReporter(NullReporter):
         self._reply((0, "message", (level, text)))
 
 
+class _LaterHttpCache(HttpCache):
+    """The worker's HTTP cache: entries are written when the worker is idle (see
+    :mod:`monorepo.writebehind`); reads are as usual."""
+
+    def __init__(self, root: Path, behind: WriteBehind) -> None:
+        super().__init__(root)
+        self._behind = behind
+
+    def store(self, url: str, accept: str | None, entry: CacheEntry) -> None:
+        self._behind.defer(lambda: HttpCache.store(self, url, accept, entry), len(entry.body))
+
+
+class _LaterPageCache(PageCache):
+    """The worker's page cache, written like :class:`_LaterHttpCache`."""
+
+    def __init__(self, root: Path, behind: WriteBehind) -> None:
+        super().__init__(root)
+        self._behind = behind
+
+    def store(self, page_url: str, project: str, digest: str, groups: Groups, foreign: int) -> None:
+        size = sum(len(blob) for blob in groups.values())
+        self._behind.defer(
+            lambda: PageCache.store(self, page_url, project, digest, groups, foreign), size
+        )
+
+
 def _serve() -> None:
     """The worker: settings first, then requests until stdin closes."""
     requests, replies = workerproc.serving_fds()
@@ -256,8 +283,10 @@ def _serve() -> None:
         settings = cast(WorkerSettings, workerproc.receive(requests))
     except EOFError:
         return
+    # Metadata is stored at once: a lock of several targets may ask for one wheel's again.
+    behind = WriteBehind()
     http = HttpClient(
-        cache=HttpCache(settings.http_cache),
+        cache=_LaterHttpCache(settings.http_cache, behind),
         offline=settings.offline,
         reporter=_ForwardingReporter(reply),
         timeout=settings.timeout,
@@ -265,12 +294,16 @@ def _serve() -> None:
         backoff=settings.backoff,
         max_connections=settings.max_connections,
     )
-    page_cache = PageCache(settings.page_cache)
+    page_cache = _LaterPageCache(settings.page_cache, behind)
     # Stored here, where the text arrives, rather than by the resolving process, which
     # would spend its own time (and GIL) on a temporary file and a rename per release.
     metadata_cache = MetadataCache(settings.metadata_cache)
 
     def handle(number: int, operation: str, arguments: tuple[Any, ...]) -> None:
+        with behind.busy():
+            answer(number, operation, arguments)
+
+    def answer(number: int, operation: str, arguments: tuple[Any, ...]) -> None:
         try:
             if operation == "page":
                 value: object = read_page(http, page_cache, *arguments)
@@ -303,4 +336,5 @@ def _serve() -> None:
     # process ends without tearing down its objects (megabytes of parsed pages) or saying
     # goodbye on each connection: the parent waits for this exit.
     pool.shutdown(wait=True, cancel_futures=True)
+    behind.close()
     os._exit(0)
