@@ -133,6 +133,22 @@ def test_spares_are_taken_by_spawn() -> None:
     assert [p.returncode for p in taken] == [0, 0]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_worker_pipes_hold_a_parsed_page_at_once() -> None:
+    import fcntl
+
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    if limit < workerproc.PIPE_SIZE and os.geteuid() != 0:
+        pytest.skip(f"this system caps pipes at {limit} bytes")
+    process = workerproc.spawn("monorepo.indexworker", "_serve")
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        for pipe in (process.stdin, process.stdout):
+            assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) == workerproc.PIPE_SIZE
+    finally:
+        workerproc.stop(process)
+
+
 def test_unused_spares_are_stopped_at_exit() -> None:
     code = (
         "from monorepo import workerproc\n"
