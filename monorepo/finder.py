@@ -30,7 +30,7 @@ from packaging.version import InvalidVersion, Version
 from .errors import MetadataError
 from .index import DistFile, IndexClient
 from .overlays import OverlaySet
-from .resolver import Candidate, Dependencies
+from .resolver import Candidate, Dependencies, Wanted
 from .targets import Target
 
 
@@ -124,7 +124,7 @@ class IndexFinder:
         self._direct_found: dict[tuple[str, str], Candidate] = {}
         self._releases: dict[tuple[str, Version], Candidate | None] = {}
         self._metadata: dict[Candidate, Dependencies] = {}
-        self._crawled: set[tuple[NormalizedName, frozenset[str]]] = set()
+        self._crawled: set[Wanted] = set()
         self._python_cache: dict[int, bool] = {}
         self._python_keep: list[SpecifierSet] = []
         self._sourceless: dict[NormalizedName, set[Version]] = {}
@@ -207,32 +207,34 @@ class IndexFinder:
         kept = tuple(r for r in deps.requires if canonicalize_name(r.name) not in removed)
         return Dependencies(kept + tuple(rule.add_dependencies), deps.requires_python)
 
-    def prefetch(self, wanted: Iterable[tuple[NormalizedName, frozenset[str]]]) -> None:
+    def prefetch(self, wanted: Iterable[Wanted]) -> None:
         """Fetch these pages in the background, and crawl ahead from each (see :meth:`_crawl`)."""
-        for name, extras in wanted:
-            if name.startswith(":"):
+        for key in wanted:
+            if key[0].startswith(":"):
                 continue
-            key = (name, extras)
             with self._lock:
                 if key in self._crawled or len(self._crawled) >= _CRAWL_LIMIT:
                     continue
                 self._crawled.add(key)
             self.client.background(self._crawl, key)
 
-    def _crawl(self, wanted: tuple[NormalizedName, frozenset[str]]) -> None:
+    def _crawl(self, wanted: Wanted) -> None:
         """Guess the version the resolver will take and start fetching its dependencies.
 
         The resolver pins one package at a time and only then asks for its dependencies'
         pages, so a deep graph costs one round trip per level.  Following the newest usable
-        final release of each page ahead of it (its metadata, then the pages of the
-        dependencies it has on this target with the extras asked for) turns that into a
-        wave of parallel fetches.  Only caches are warmed: what the resolver decides does
-        not depend on how far the crawl got.
+        final release of each page that the asking requirement allows ahead of it (its
+        metadata, then the pages of the dependencies it has on this target with the extras
+        asked for) turns that into a wave of parallel fetches.  The specifier matters: a
+        dependency capped below the newest release (``mpmath<1.4``) was otherwise found
+        only when the resolver got there, one round trip at the very end of a lock.  Only
+        caches are warmed: what the resolver decides does not depend on how far the crawl
+        got.
         """
-        name, extras = wanted
+        name, extras, specifier = wanted
         page = self.client.project(name)
         for version in sorted(page.versions(), reverse=True):
-            if version.is_prerelease:
+            if version.is_prerelease or not specifier.contains(version):
                 continue
             candidate = self.candidate(name, version, None)
             if candidate is not None:
@@ -243,7 +245,11 @@ class IndexFinder:
         base = self.target.marker_environment()
         envs = [dict(base, extra=extra) for extra in ("", *extras)]
         self.prefetch(
-            (canonicalize_name(r.name), frozenset(canonicalize_name(e) for e in r.extras))
+            (
+                canonicalize_name(r.name),
+                frozenset(canonicalize_name(e) for e in r.extras),
+                r.specifier,
+            )
             for r in deps.requires
             if not r.url and (r.marker is None or any(r.marker.evaluate(e) for e in envs))
         )

@@ -35,6 +35,11 @@ PrereleasePolicy = Literal["if-necessary", "allow", "disallow"]
 VIRTUAL_PREFIX = ":"
 
 
+#: What a finder is asked to read ahead: a project, the extras wanted of it, and the
+#: versions the asking requirement allows (an empty specifier allows any).
+Wanted = tuple[NormalizedName, frozenset[str], SpecifierSet]
+
+
 @dataclass(frozen=True)
 class Req:
     """A requirement as the resolver sees it: markers already evaluated away.
@@ -127,8 +132,9 @@ class Finder(Protocol):
         """The candidate's core metadata (``Requires-Dist``, ``Requires-Python``)."""
         ...
 
-    def prefetch(self, wanted: Iterable[tuple[NormalizedName, frozenset[str]]]) -> None:
-        """Hint: these projects (with these extras) will probably be asked for soon."""
+    def prefetch(self, wanted: Iterable[Wanted]) -> None:
+        """Hint: these projects (with these extras, in these versions) will probably be
+        asked for soon."""
         ...
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
@@ -434,7 +440,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                     )
                 )
         self._deps_cache[candidate] = deps
-        self.finder.prefetch({(d.name, d.extras) for d in deps})
+        self.finder.prefetch({(d.name, d.extras, d.specifier) for d in deps})
         return deps
 
 
@@ -461,7 +467,11 @@ def resolve(
     resolver: Resolver[Req, Candidate, str] = Resolver(provider, reporter or BaseReporter())
     finder.prefetch(
         {
-            (canonicalize_name(r.name), frozenset(canonicalize_name(e) for e in r.extras))
+            (
+                canonicalize_name(r.name),
+                frozenset(canonicalize_name(e) for e in r.extras),
+                r.specifier,
+            )
             for s in scopes
             for r in s.requirements
         }

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -121,7 +122,7 @@ def test_the_finder_crawls_ahead_of_the_resolver(make_index: MakeIndex, serve: S
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
     client = IndexClient([server.url], backoff=0.001)
     finder = IndexFinder(client, linux)
-    finder.prefetch([(canonicalize_name("app"), frozenset())])
+    finder.prefetch([(canonicalize_name("app"), frozenset(), SpecifierSet())])
     # Nobody asks for lib or base: the crawl follows app 1.0 and lib 2.0 (the newest).
     deadline = time.monotonic() + 30
     while not server.requests_for(r"^/simple/base/$") and time.monotonic() < deadline:
@@ -129,3 +130,31 @@ def test_the_finder_crawls_ahead_of_the_resolver(make_index: MakeIndex, serve: S
     client.close()
     assert server.requests_for(r"^/simple/base/$")
     assert not server.requests_for(r"^/simple/winonly/$")
+
+
+def test_the_crawl_follows_the_versions_a_requirement_allows(
+    make_index: MakeIndex, serve: Serve
+) -> None:
+    # app caps lib below its newest release: the crawl must read ahead from lib 1.0 (whose
+    # dependency is old-base), not from lib 2.0 (new-base), as the resolver will.
+    server = serve(
+        make_index(
+            [
+                Release("app", "1.0", requires_dist=("lib<2",)),
+                Release("lib", "1.0", requires_dist=("old-base",)),
+                Release("lib", "2.0", requires_dist=("new-base",)),
+                Release("old-base", "1.0"),
+                Release("new-base", "1.0"),
+            ]
+        )
+    )
+    linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
+    client = IndexClient([server.url], backoff=0.001)
+    finder = IndexFinder(client, linux)
+    finder.prefetch([(canonicalize_name("app"), frozenset(), SpecifierSet())])
+    deadline = time.monotonic() + 30
+    while not server.requests_for(r"^/simple/old-base/$") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.close()
+    assert server.requests_for(r"^/simple/old-base/$")
+    assert not server.requests_for(r"^/simple/new-base/$")
