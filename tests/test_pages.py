@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -106,55 +107,51 @@ def test_a_damaged_cache_entry_is_a_miss(
         assert sorted(client.project("demo").versions()) == [Version("1.0"), Version("2.0")]
 
 
-def test_the_finder_crawls_ahead_of_the_resolver(make_index: MakeIndex, serve: Serve) -> None:
-    # app -> lib -> base, and a Windows-only dependency the Linux target never needs.
-    server = serve(
-        make_index(
+@pytest.mark.parametrize(
+    ("releases", "followed", "passed_over"),
+    [
+        pytest.param(
+            # app -> lib -> base, and a Windows-only dependency the Linux target never
+            # needs: the crawl follows app 1.0 and lib 2.0 (the newest).
             [
                 Release("app", "1.0", requires_dist=("lib", "winonly; sys_platform == 'win32'")),
                 Release("lib", "1.0", requires_dist=("base>=2",)),
                 Release("lib", "2.0", requires_dist=("base>=3",)),
                 Release("base", "3.0"),
                 Release("winonly", "1.0"),
-            ]
-        )
-    )
-    linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
-    client = IndexClient([server.url], backoff=0.001)
-    finder = IndexFinder(client, linux)
-    finder.prefetch([(canonicalize_name("app"), frozenset(), SpecifierSet())])
-    # Nobody asks for lib or base: the crawl follows app 1.0 and lib 2.0 (the newest).
-    deadline = time.monotonic() + 30
-    while not server.requests_for(r"^/simple/base/$") and time.monotonic() < deadline:
-        time.sleep(0.01)
-    client.close()
-    assert server.requests_for(r"^/simple/base/$")
-    assert not server.requests_for(r"^/simple/winonly/$")
-
-
-def test_the_crawl_follows_the_versions_a_requirement_allows(
-    make_index: MakeIndex, serve: Serve
-) -> None:
-    # app caps lib below its newest release: the crawl must read ahead from lib 1.0 (whose
-    # dependency is old-base), not from lib 2.0 (new-base), as the resolver will.
-    server = serve(
-        make_index(
+            ],
+            "base",
+            "winonly",
+            id="newest-for-the-target",
+        ),
+        pytest.param(
+            # app caps lib below its newest release: the crawl must read ahead from lib
+            # 1.0 (whose dependency is old-base), not lib 2.0 (new-base), as the resolver will.
             [
                 Release("app", "1.0", requires_dist=("lib<2",)),
                 Release("lib", "1.0", requires_dist=("old-base",)),
                 Release("lib", "2.0", requires_dist=("new-base",)),
                 Release("old-base", "1.0"),
                 Release("new-base", "1.0"),
-            ]
-        )
-    )
+            ],
+            "old-base",
+            "new-base",
+            id="newest-the-requirement-allows",
+        ),
+    ],
+)
+def test_the_finder_crawls_ahead_of_the_resolver(
+    make_index: MakeIndex, serve: Serve, releases: list[Release], followed: str, passed_over: str
+) -> None:
+    # Nobody but the crawl asks for anything past app.
+    server = serve(make_index(releases))
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
     client = IndexClient([server.url], backoff=0.001)
     finder = IndexFinder(client, linux)
     finder.prefetch([(canonicalize_name("app"), frozenset(), SpecifierSet())])
     deadline = time.monotonic() + 30
-    while not server.requests_for(r"^/simple/old-base/$") and time.monotonic() < deadline:
+    while not server.requests_for(f"^/simple/{followed}/$") and time.monotonic() < deadline:
         time.sleep(0.01)
     client.close()
-    assert server.requests_for(r"^/simple/old-base/$")
-    assert not server.requests_for(r"^/simple/new-base/$")
+    assert server.requests_for(f"^/simple/{followed}/$")
+    assert not server.requests_for(f"^/simple/{passed_over}/$")
