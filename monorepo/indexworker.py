@@ -283,7 +283,6 @@ def _serve() -> None:
         settings = cast(WorkerSettings, workerproc.receive(requests))
     except EOFError:
         return
-    # Metadata is stored at once: a lock of several targets may ask for one wheel's again.
     behind = WriteBehind()
     http = HttpClient(
         cache=_LaterHttpCache(settings.http_cache, behind),
@@ -296,7 +295,8 @@ def _serve() -> None:
     )
     page_cache = _LaterPageCache(settings.page_cache, behind)
     # Stored here, where the text arrives, rather than by the resolving process, which
-    # would spend its own time (and GIL) on a temporary file and a rename per release.
+    # would spend its own time (and GIL) on a temporary file and a rename per release;
+    # and at once, not behind: a lock of several targets may ask for one wheel's again.
     metadata_cache = MetadataCache(settings.metadata_cache)
 
     def handle(number: int, operation: str, arguments: tuple[Any, ...]) -> None:

@@ -309,8 +309,8 @@ def html_page_records(
             if parse_filename(filename) is None:
                 continue
             entry: FileEntry = {"filename": filename, "url": url}
-            if attrs.get("data-requires-python") is not None:
-                entry["requires-python"] = attrs["data-requires-python"]
+            if (requires_python := attrs.get("data-requires-python")) is not None:
+                entry["requires-python"] = requires_python
             if "data-yanked" in attrs:
                 entry["yanked"] = attrs["data-yanked"] or True
             core_metadata = _html_core_metadata(attrs)

@@ -48,15 +48,12 @@ class WriteBehind:
     def defer(self, write: Callable[[], None], size: int = 0) -> None:
         """Run *write* later; *size* is what it holds in memory until then."""
         with self._changed:
-            if self._closing:
-                closed = True
-            else:
-                closed = False
+            if not self._closing:
                 self._queue.append(write)
                 self._queued_bytes += size
                 self._changed.notify()
-        if closed:
-            _run_one(write)
+                return
+        _run_one(write)
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
