@@ -74,7 +74,7 @@ from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
 from monorepo.extract import ExtractorPool
-from monorepo.lockfile import LockDocument, LockedPackage, SdistSource, VcsSource
+from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistSource, VcsSource
 from monorepo.overlays import Overlay, load_overlays
 from monorepo.patches import Patch
 from monorepo.reporter import NullReporter, Reporter
@@ -416,6 +416,22 @@ def _select(lock: LockDocument, names: Sequence[str]) -> list[LockedPackage]:
     return chosen
 
 
+def _largest_first(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
+    """The order packages are started in: largest source first, lock order among equals.
+
+    Extraction is the long part of a pull, and a few large sdists dominate it; started
+    last, one of them would leave every other core idle while it finishes alone.  A
+    git source or an archive of unknown size counts as large (a clone takes a while).
+    """
+
+    def size(pkg: LockedPackage) -> float:
+        source = pkg.source
+        known = source.size if isinstance(source, SdistSource | ArchiveSource) else None
+        return float("inf") if known is None else float(known)
+
+    return sorted(packages, key=size, reverse=True)
+
+
 def _clean_leftovers(duni: Path, state: Path) -> None:
     """Delete what killed runs left: staging trees, set-aside trees, half-written files."""
     for directory in (duni, state):
@@ -708,7 +724,7 @@ def pull(
                 reporter.advance("pull")
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-            list(pool.map(run, selected))
+            list(pool.map(run, _largest_first(selected)))
         reporter.done("pull")
 
         refusals: list[str] = []

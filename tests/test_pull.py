@@ -538,6 +538,33 @@ def test_large_sdists_are_extracted_by_worker_processes_to_the_same_trees(
     assert sorted(again.unchanged) == ["big0", "big1", "big2", "lib"]
 
 
+def test_the_largest_sources_are_started_first(
+    project: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # One job, so the download order is the start order; lock order is alphabetical.
+    import random
+
+    rng = random.Random(7)
+    sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000}
+    releases = [
+        Release(name, "1.0", files={f"{name}/blob.bin": rng.randbytes(n).hex()})
+        for name, n in sizes.items()
+    ]
+    proj, _, _ = project(releases, list(sizes))
+    monorepo.lock(proj)
+    fresh_cache(monkeypatch, tmp_path)
+    fetched: list[str] = []
+    with HttpClient() as client:
+
+        def fetch(url: str) -> Any:
+            fetched.append(url.rsplit("/", 1)[-1].split("-", 1)[0])
+            return client.stream(url)
+
+        pull(proj, jobs=1, fetch=fetch)
+    assert fetched == ["bbb", "ddd", "ccc", "aaa"]
+    assert_tree_matches_lock(proj, by_key(*releases))
+
+
 def test_second_pull_rewrites_nothing(project: Any) -> None:
     proj, _, server = project([APP, LIB], ["app"])
     monorepo.lock(proj)
