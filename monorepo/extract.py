@@ -52,9 +52,10 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Literal, cast
 
-from monorepo import workerproc
+from monorepo import tarscan, workerproc
 from monorepo.errors import ExtractError
 from monorepo.treehash import Stamp, file_stamp
 from monorepo.workerproc import WorkerLost
@@ -621,9 +622,10 @@ def _gunzip(archive: Path, limit: int) -> bytes | None:
         return None
     out: list[bytes] = []
     total = 0
+    inflate, errors = _inflate_library()
     try:
         while True:  # one gzip member after another, as GzipFile reads them
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            inflater = inflate.decompressobj(16 + zlib.MAX_WBITS)
             while not inflater.eof:
                 chunk = inflater.decompress(data, _INFLATE_STEP)
                 total += len(chunk)
@@ -638,9 +640,24 @@ def _gunzip(archive: Path, limit: int) -> bytes | None:
                 break
             if not data.startswith(_GZIP_MAGIC):
                 return None
-    except zlib.error:
+    except errors:
         return None
     return b"".join(out)
+
+
+@functools.cache
+def _inflate_library() -> tuple[ModuleType, tuple[type[Exception], ...]]:
+    """ISA-L's zlib interface where the ``isal`` package is installed, else zlib.
+
+    Inflating is the largest single cost of a pull (the data set's 268 MB of sdists
+    hold 900 MB of source) and ISA-L does it in about half of zlib's time, with the
+    same ``decompressobj`` interface.  Its errors are not ``zlib.error``, hence the pair.
+    """
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return zlib, (zlib.error,)
+    return isal_zlib, (zlib.error, cast(type[Exception], isal_zlib.error))  # typed as an instance
 
 
 def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
@@ -650,6 +667,11 @@ def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
     allowed = min(_IN_MEMORY_LIMIT, int(archive.size * limits.max_ratio) + _TAR_OVERHEAD)
     stream = _gunzip(archive.path, allowed)
     if stream is not None:
+        # The usual sdist's headers are read by tarscan, a fifth of tarfile's CPU; any
+        # other archive (and every hostile one tarscan does not know) by tarfile.
+        members = tarscan.scan(stream)
+        if members is not None:
+            return _write_tar(members, None, stream, archive, staging)
         try:
             tf = tarfile.open(fileobj=io.BytesIO(stream), mode="r:")  # noqa: SIM115
         except (*_READ_ERRORS, OSError):
@@ -657,7 +679,7 @@ def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
         else:
             with tf:
                 try:
-                    return _write_tar(tf, stream, archive, staging)
+                    return _write_tar(tf, tf, stream, archive, staging)
                 except _ReadAgain:
                     pass
     try:
@@ -665,22 +687,28 @@ def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
     except (*_READ_ERRORS, OSError) as e:
         raise _unreadable(archive, e) from e
     with tf:
-        return _write_tar(tf, None, archive, staging)
+        return _write_tar(tf, tf, None, archive, staging)
 
 
 def _write_tar(
-    tf: tarfile.TarFile, stream: bytes | None, archive: _Archive, staging: Path
+    members: Iterable[tarfile.TarInfo],
+    tf: tarfile.TarFile | None,
+    stream: bytes | None,
+    archive: _Archive,
+    staging: Path,
 ) -> FileStamps:
-    """Plan every member of *tf*, then write the plan.
+    """Plan every member, then write the plan.
 
-    *stream* is the whole decompressed tar when it is in memory: member data is then
-    sliced out of it instead of read (and decompressed again) through tarfile.
+    *members* are read from *tf*, or were read by :func:`tarscan.scan` (then *tf* is
+    None).  *stream* is the whole decompressed tar when it is in memory: member data is
+    then sliced out of it instead of read (and decompressed again) through tarfile.
     """
     planner = archive.planner()
-    tf.errorlevel = 2
+    if tf is not None:
+        tf.errorlevel = 2
     infos: list[tarfile.TarInfo] = []
     try:
-        for info in tf:
+        for info in members:
             planner.add(_tar_raw(info))
             infos.append(info)
     except (*_READ_ERRORS, OSError) as e:
@@ -697,6 +725,7 @@ def _write_tar(
                 raise tarfile.ReadError("unexpected end of data")
             yield view[start:end]
             return
+        assert tf is not None  # tarscan reads only streams in memory
         member = tf.extractfile(info)
         if member is not None:
             with member:

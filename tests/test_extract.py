@@ -518,3 +518,33 @@ def test_pool_survives_a_lost_worker_and_stops_its_workers(tmp_path: Path) -> No
     assert all(p.poll() is not None for p in processes)
     hashes = {tree_hash(tmp_path / f"t{i}") for i in range(6)}
     assert hashes == {tree_hash(tmp_path / "first")}
+
+
+def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_gunzip takes ISA-L where installed and zlib elsewhere: both give the same answers,
+    for a good archive, several gzip members, and a truncated or damaged stream."""
+    import zlib
+
+    from monorepo import extract
+
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    stream = gzip.decompress(hostile.good_sdist(tmp_path).read_bytes())
+    half = len(stream) // 2
+    whole = gzip.compress(stream)
+    cases = {
+        "whole": whole,
+        "members": gzip.compress(stream[:half]) + gzip.compress(stream[half:]),
+        "truncated": whole[: len(whole) // 2],
+        "damaged": whole[:20] + bytes(len(whole) - 20),
+    }
+    results = {}
+    for library, errors in ((zlib, (zlib.error,)), (isal_zlib, (zlib.error, isal_zlib.error))):
+        monkeypatch.setattr(extract, "_inflate_library", lambda lib=library, e=errors: (lib, e))
+        for name, data in cases.items():
+            archive = tmp_path / f"{name}.tar.gz"
+            archive.write_bytes(data)
+            results[library.__name__, name] = extract._gunzip(archive, 1 << 30)
+    for name in cases:
+        assert results["zlib", name] == results["isal.isal_zlib", name], name
+    assert results["zlib", "whole"] == results["zlib", "members"] == stream
+    assert results["zlib", "truncated"] is None and results["zlib", "damaged"] is None
