@@ -60,7 +60,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -78,7 +78,7 @@ from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistS
 from monorepo.overlays import Overlay, load_overlays
 from monorepo.patches import Patch
 from monorepo.reporter import NullReporter, Reporter
-from monorepo.sources import STAGING_PREFIX, Fetch, materialize_entries
+from monorepo.sources import STAGING_PREFIX, Fetch, fetch_source, materialize_entries
 from monorepo.treehash import (
     Entry,
     Stamp,
@@ -432,6 +432,43 @@ def _largest_first(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
     return sorted(packages, key=size, reverse=True)
 
 
+def _download_ahead(
+    packages: Sequence[LockedPackage],
+    duni: Path,
+    stack: contextlib.ExitStack,
+    *,
+    store: ContentStore,
+    fetch: Fetch,
+    offline: bool,
+    jobs: int,
+) -> dict[str, Future[Path]]:
+    """Start fetching every archive whose directory is missing, largest first.
+
+    A package's thread fetches, then waits for an extractor: with the fetch in that
+    thread, a cold pull downloaded only while a thread was free of extraction, and the
+    network sat idle behind the extractors (data set: 7.8 s, of which 1.7 s is the
+    download alone).  Fetching ahead on threads of their own keeps the network busy
+    from the start.  Only missing directories are certain to need their source: for an
+    existing one, :meth:`_Puller.sync` decides, and fetches only when the tree must be
+    rebuilt.  The futures raise what :func:`fetch_source` raises; the pool is shut
+    down (pending fetches cancelled) when the pull ends.
+    """
+    wanted = [
+        pkg
+        for pkg in _largest_first(packages)
+        if isinstance(pkg.source, SdistSource | ArchiveSource)
+        and not os.path.lexists(duni / pkg.dir)
+    ]
+    if not wanted:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="fetch")
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    return {
+        pkg.dir: pool.submit(fetch_source, pkg, store=store, fetch=fetch, offline=offline)
+        for pkg in wanted
+    }
+
+
 def _clean_leftovers(duni: Path, state: Path) -> None:
     """Delete what killed runs left: staging trees, set-aside trees, half-written files."""
     for directory in (duni, state):
@@ -451,9 +488,11 @@ class _Puller:
         force: bool,
         patches: Mapping[str, tuple[Patch, ...]],
         extractor: ExtractorPool | None = None,
+        downloads: Mapping[str, Future[Path]] | None = None,
     ) -> None:
         self.duni = duni
         self.extractor = extractor
+        self.downloads = downloads if downloads is not None else {}
         self.state = duni / STATE_DIR
         self.store = store
         self.fetch = fetch
@@ -566,6 +605,7 @@ class _Puller:
                 offline=self.offline,
                 stamps=stamps,
                 extractor=self.extractor,
+                fetched=download.result if (download := self.downloads.get(d)) else None,
             )
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
@@ -702,14 +742,19 @@ def pull(
         # Extraction is mostly Python under the GIL: worker processes, one per core,
         # unpack the large sdists while this process's threads fetch and hash.
         extractor = stack.enter_context(ExtractorPool(min(workers, os.cpu_count() or 1)))
+        store = ContentStore()
+        downloads = _download_ahead(
+            selected, duni, stack, store=store, fetch=fetch, offline=offline, jobs=2 * workers
+        )
         puller = _Puller(
             duni,
-            store=ContentStore(),
+            store=store,
             fetch=fetch,
             offline=offline,
             force=force,
             patches=patches,
             extractor=extractor,
+            downloads=downloads,
         )
         reporter.task("pull", f"Pulling {len(selected)} packages into {duni.name}/", len(selected))
         outcomes: dict[str, _Outcome] = {}

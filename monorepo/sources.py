@@ -216,19 +216,25 @@ def materialize_entries(
     offline: bool = False,
     stamps: dict[str, tuple[Stamp, str]] | None = None,
     extractor: ExtractorPool | None = None,
+    fetched: Callable[[], Path] | None = None,
 ) -> Mapping[str, Entry]:
     """Like :func:`materialize`, returning the tree's entries (for a manifest) instead.
 
     *stamps*, when given, receives the stat cache of the new tree (see
     :func:`~monorepo.treehash.scan_tree`), valid at *dest* since a rename keeps inodes.
     *extractor* runs the extraction (in its worker processes) instead of this thread.
+    *fetched* returns what :func:`fetch_source` would (or raises what it would), for a
+    caller that fetched the source ahead (pull downloads while it extracts).
     """
     if os.path.lexists(dest):
         raise PullError(
             f"{_label(pkg)}: cannot build its tree at {dest}: the path already exists; remove it"
             " (monorepo pull replaces directories itself)"
         )
-    source = fetch_source(pkg, store=store, fetch=fetch, offline=offline)
+    if fetched is not None:
+        source = fetched()
+    else:
+        source = fetch_source(pkg, store=store, fetch=fetch, offline=offline)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

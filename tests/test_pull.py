@@ -541,7 +541,9 @@ def test_large_sdists_are_extracted_by_worker_processes_to_the_same_trees(
 def test_the_largest_sources_are_started_first(
     project: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # One job, so the download order is the start order; lock order is alphabetical.
+    # One job: one extraction thread and two download threads, so the two largest
+    # sources are fetched first (in either order), then the two others; lock order is
+    # alphabetical.
     import random
 
     rng = random.Random(7)
@@ -561,8 +563,32 @@ def test_the_largest_sources_are_started_first(
             return client.stream(url)
 
         pull(proj, jobs=1, fetch=fetch)
-    assert fetched == ["bbb", "ddd", "ccc", "aaa"]
+    assert set(fetched[:2]) == {"bbb", "ddd"} and set(fetched[2:]) == {"ccc", "aaa"}
     assert_tree_matches_lock(proj, by_key(*releases))
+
+
+def test_sources_are_downloaded_ahead_of_extraction(
+    project: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With one extraction thread, two downloads still run at once: each waits for the
+    other to start before it returns.  Fetched in the extracting thread, the second
+    would start only after the first was extracted, and the barrier would break."""
+    import threading
+
+    proj, _, _ = project([APP, LIB, OTHER], ["app", "other"])
+    monorepo.lock(proj)
+    fresh_cache(monkeypatch, tmp_path)
+    both_started = threading.Barrier(2, timeout=20)
+    with HttpClient() as client:
+
+        def fetch(url: str) -> Any:
+            if not url.rsplit("/", 1)[-1].startswith("other"):
+                both_started.wait()  # app and lib: the first waits for the second
+            return client.stream(url)
+
+        result = pull(proj, jobs=1, fetch=fetch)
+    assert sorted(result.updated) == ["app", "lib", "other"]
+    assert_tree_matches_lock(proj, by_key(APP, LIB, OTHER))
 
 
 def test_second_pull_rewrites_nothing(project: Any) -> None:
