@@ -758,11 +758,17 @@ def pull(
         )
         reporter.task("pull", f"Pulling {len(selected)} packages into {duni.name}/", len(selected))
         outcomes: dict[str, _Outcome] = {}
+        facts: dict[str, TreeFacts] = {}
         errors: list[tuple[LockedPackage, Exception]] = []
 
         def run(pkg: LockedPackage) -> None:
             try:
-                outcomes[pkg.dir] = puller.sync(pkg)
+                outcome = outcomes[pkg.dir] = puller.sync(pkg)
+                if outcome.tree_hash is not None:
+                    # Here rather than after the last package: a fresh tree's facts
+                    # (pyproject.toml parsed, sources looked for) take a few ms each,
+                    # done meanwhile other packages extract (data set: 0.15 s of tail).
+                    facts[pkg.dir] = puller.facts(pkg.dir, duni / pkg.dir, outcome.tree_hash)
             except Exception as exc:  # collected, re-raised below in lock order
                 errors.append((pkg, exc))
             finally:
@@ -800,9 +806,10 @@ def pull(
                 " duni/, or run `monorepo pull --force` to overwrite it."
             )
         trees = {p.dir: duni / p.dir for p in lock.packages if (duni / p.dir).is_dir()}
-        hashes = {d: outcome.tree_hash for d, outcome in outcomes.items()}
         workspace = render(
-            workspace_data(lock, trees, facts=lambda d, t: puller.facts(d, t, hashes.get(d)))
+            workspace_data(
+                lock, trees, facts=lambda d, t: facts[d] if d in facts else puller.facts(d, t, None)
+            )
         )
         _write_atomic(duni / "README.md", README)
         _write_atomic(duni / "workspace.toml", workspace)
