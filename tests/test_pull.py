@@ -32,7 +32,13 @@ from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
 from monorepo import lockfile
 from monorepo.cache import ContentStore
-from monorepo.errors import ExtractError, HashMismatchError, OverlayError, PullError
+from monorepo.errors import (
+    ExtractError,
+    HashMismatchError,
+    IndexClientError,
+    OverlayError,
+    PullError,
+)
 from monorepo.http import HttpClient
 from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
 from monorepo.patches import Patch
@@ -589,6 +595,35 @@ def test_sources_are_downloaded_ahead_of_extraction(
         result = pull(proj, jobs=1, fetch=fetch)
     assert sorted(result.updated) == ["app", "lib", "other"]
     assert_tree_matches_lock(proj, by_key(APP, LIB, OTHER))
+
+
+def test_a_source_already_downloaded_is_extracted_while_a_larger_one_downloads(
+    project: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One extraction thread: the large source starts first, but its download lasts
+    until the small one is in duni/.  Taken strictly largest first, the thread would
+    wait for the large download, the small tree would never appear, and it would fail."""
+    import random
+
+    big = Release("big", "1.0", files={"big/blob.bin": random.Random(3).randbytes(50_000).hex()})
+    small = Release("small", "1.0")
+    proj, _, _ = project([big, small], ["big", "small"])
+    monorepo.lock(proj)
+    fresh_cache(monkeypatch, tmp_path)
+    with HttpClient() as client:
+
+        def fetch(url: str) -> Any:
+            if url.rsplit("/", 1)[-1].startswith("big"):
+                deadline = time.monotonic() + 20
+                while not (proj / "duni" / "small").is_dir():
+                    if time.monotonic() > deadline:
+                        raise IndexClientError("small was not extracted while big downloaded")
+                    time.sleep(0.01)
+            return client.stream(url)
+
+        result = pull(proj, jobs=1, fetch=fetch)
+    assert sorted(result.updated) == ["big", "small"]
+    assert_tree_matches_lock(proj, by_key(big, small))
 
 
 def test_second_pull_rewrites_nothing(project: Any) -> None:
