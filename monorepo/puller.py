@@ -425,12 +425,14 @@ def _largest_first(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
     git source or an archive of unknown size counts as large (a clone takes a while).
     """
 
-    def size(pkg: LockedPackage) -> float:
-        source = pkg.source
-        known = source.size if isinstance(source, SdistSource | ArchiveSource) else None
-        return float("inf") if known is None else float(known)
+    return sorted(packages, key=_size, reverse=True)
 
-    return sorted(packages, key=size, reverse=True)
+
+def _size(pkg: LockedPackage) -> float:
+    """The size of *pkg*'s source; infinite for a git source or an archive of unknown size."""
+    source = pkg.source
+    known = source.size if isinstance(source, SdistSource | ArchiveSource) else None
+    return float("inf") if known is None else float(known)
 
 
 def _download_ahead(
@@ -767,12 +769,19 @@ def pull(
             client = stack.enter_context(HttpClient(offline=offline, reporter=reporter))
             fetch = client.stream
         # Extraction is mostly Python under the GIL: worker processes, one per core,
-        # unpack the large sdists while this process's threads fetch and hash.
-        extractor = stack.enter_context(ExtractorPool(min(workers, os.cpu_count() or 1)))
+        # unpack the sdists while this process's threads fetch, hash and check trees.
+        # Small ones too: this process's GIL is the scarce thing (a download's chunks,
+        # every tree's walk), and a round trip to a worker costs about a millisecond
+        # (web set, 53 sdists: 1.6 -> 1.3 s warm, 2.2 -> 1.9 s cold).
+        extractor = stack.enter_context(
+            ExtractorPool(min(workers, os.cpu_count() or 1), min_size=0)
+        )
         store = ContentStore()
         downloads = _download_ahead(
             selected, duni, stack, store=store, fetch=fetch, offline=offline, jobs=2 * workers
         )
+        if downloads:
+            extractor.prestart()
         puller = _Puller(
             duni,
             store=store,

@@ -113,6 +113,14 @@ def _stop_spares() -> None:
         stop(process)
 
 
+def stop_spares(module: str, function: str) -> None:
+    """Stop the spares of that kind nobody took (a caller that prestarted and is done)."""
+    with _spares_lock:
+        spares = _spares.pop((module, function), [])
+    for process in spares:
+        stop(process)
+
+
 _spares: dict[tuple[str, str], list[subprocess.Popen[bytes]]] = {}
 _spares_lock = threading.Lock()
 _stop_registered = False

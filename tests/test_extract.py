@@ -520,6 +520,23 @@ def test_pool_survives_a_lost_worker_and_stops_its_workers(tmp_path: Path) -> No
     assert hashes == {tree_hash(tmp_path / "first")}
 
 
+def test_prestarted_workers_are_taken_and_the_spares_stopped_on_close(tmp_path: Path) -> None:
+    from monorepo import workerproc
+
+    archive = hostile.good_sdist(tmp_path)
+    pool = ExtractorPool(2, min_size=0)
+    pool.prestart()
+    spares = list(workerproc._spares[("monorepo.extract", "_serve")])
+    assert len(spares) == 2 and all(p.poll() is None for p in spares)
+    pool.extract(archive, tmp_path / "out", package="good")
+    (worker,) = pool._workers
+    assert worker.process in spares  # no interpreter started on demand
+    pool.close()
+    for process in spares:  # the one taken and the one left over
+        assert process.wait(timeout=10) is not None
+    assert tree_hash(tmp_path / "out") == tree_hash(_extracted(archive, tmp_path / "ref"))
+
+
 def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """_gunzip takes ISA-L where installed and zlib elsewhere: both give the same answers,
     for a good archive, several gzip members, and a truncated or damaged stream."""

@@ -522,7 +522,7 @@ def test_duni_is_marked_as_the_top_of_a_hierarchy_where_the_file_system_can(
 def test_large_sdists_are_extracted_by_worker_processes_to_the_same_trees(
     project: Any,
 ) -> None:
-    # Over ExtractorPool's min_size (incompressible text), so a worker unpacks them.
+    # Large (incompressible text) and small sdists, all unpacked by worker processes.
     import base64
     import random
 
