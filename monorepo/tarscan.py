@@ -6,7 +6,7 @@ expression over each pax record, seeks on the file object), which made reading t
 headers of the data set's 117 sdists (57,000 members) cost more CPU than inflating
 them.  Nearly every sdist is written by ``tarfile`` itself or GNU tar in the POSIX
 (pax) or GNU format with a handful of member types and pax keys, so this module reads
-exactly that subset, about fifteen times faster, and gives up on anything else.
+exactly that subset, in about a fifth of the time, and gives up on anything else.
 
 The contract is narrow on purpose: :func:`scan` returns the same :class:`tarfile.TarInfo`
 fields that iterating ``tarfile.open(fileobj=BytesIO(stream), mode="r:")`` yields
@@ -32,13 +32,9 @@ _ZERO_BLOCK = bytes(_BLOCK)
 _PAX_TYPE = tarfile.XHDTYPE[0]
 _MAGICS = (b"ustar\x0000", b"ustar  \x00")  # POSIX ustar/pax, GNU
 _OCTAL = frozenset(b"01234567")
-_TYPES = {
-    tarfile.REGTYPE: tarfile.REGTYPE,
-    tarfile.AREGTYPE: tarfile.AREGTYPE,
-    tarfile.DIRTYPE: tarfile.DIRTYPE,
-    tarfile.SYMTYPE: tarfile.SYMTYPE,
-    tarfile.LNKTYPE: tarfile.LNKTYPE,
-}
+_TYPES = frozenset(
+    {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE}
+)
 """Member types read here; a pax extended header (``x``) is handled on its own."""
 _PAX_KEYS = frozenset(
     {"path", "linkpath", "size", "mtime", "atime", "ctime", "uid", "gid", "uname", "gname"}
@@ -104,7 +100,7 @@ def _checked(header: bytes) -> tuple[int, int, int]:
     archive when one is not a number, so all of them are checked here, and the
     checksum: only the unsigned sum is accepted (tarfile also tries a signed one).
     """
-    if header[257:265] not in _MAGICS:
+    if len(header) != _BLOCK or header[257:265] not in _MAGICS:
         raise _Unsupported
     usual = _USUAL_NUMBERS.match(header, _MODE)
     if usual is not None and _USUAL_DEVICES.match(header, _DEVMAJOR) is not None:
@@ -131,23 +127,16 @@ def _text(field: bytes) -> str:
         raise _Unsupported from None
 
 
-class _Records(dict[str, str]):
-    """The records of one pax extended header, and the size of its data."""
-
-    size = 0
-
-
-def _pax_records(stream: bytes, offset: int) -> _Records:
-    """The ``x`` header at *offset* (checked like any other) and its records:
-    ``"%d %s=%s\\n"``, each length exact and every byte of the data used."""
+def _pax_records(stream: bytes, offset: int) -> tuple[dict[str, str], int]:
+    """The records of the ``x`` header at *offset* (checked like any other) and the size
+    of its data: ``"%d %s=%s\\n"`` records, each length exact, every byte used."""
     header = stream[offset : offset + _BLOCK]
     _, size, _ = _checked(header)
     pos = offset + _BLOCK
     end = pos + size
     if end + _BLOCK > len(stream):
         raise _Unsupported  # no room for the member it describes
-    records = _Records()
-    records.size = size
+    records: dict[str, str] = {}
     while pos < end:
         space = stream.find(b" ", pos, min(pos + 20, end))
         if space <= pos or not stream[pos:space].isdigit():
@@ -166,10 +155,10 @@ def _pax_records(stream: bytes, offset: int) -> _Records:
             raise _Unsupported
         records[key] = text
         pos = stop
-    return records
+    return records, size
 
 
-def _apply_pax(info: tarfile.TarInfo, records: _Records) -> None:
+def _apply_pax(info: tarfile.TarInfo, records: dict[str, str]) -> None:
     """What tarfile's ``_apply_pax_info`` does with the keys of :data:`_PAX_KEYS`."""
     if "path" in records:
         info.name = records["path"].rstrip("/")
@@ -190,8 +179,8 @@ def _header(stream: bytes, offset: int) -> tarfile.TarInfo:
     """The member whose ustar header starts at *offset*, as tarfile's ``frombuf`` reads it."""
     header = stream[offset : offset + _BLOCK]
     mode, size, mtime = _checked(header)
-    kind = _TYPES.get(header[156:157])
-    if kind is None:
+    kind = header[156:157]
+    if kind not in _TYPES:
         raise _Unsupported
     name = _text(header[0:100])
     if kind == tarfile.AREGTYPE and name.endswith("/"):
@@ -234,8 +223,8 @@ def _scan(stream: bytes) -> list[tarfile.TarInfo]:
         if offset + _BLOCK > end:
             raise _Unsupported  # truncated, or the last member's data runs past the end
         if stream[offset + 156] == _PAX_TYPE:
-            records = _pax_records(stream, offset)
-            info = _header(stream, offset + _BLOCK + _blocks(records.size))
+            records, size = _pax_records(stream, offset)
+            info = _header(stream, offset + _BLOCK + _blocks(size))
             _apply_pax(info, records)
             info.offset = offset
         elif stream[offset : offset + _BLOCK] == _ZERO_BLOCK:
