@@ -953,9 +953,9 @@ class ExtractorPool:
         return self
 
     def prestart(self) -> None:
-        """Start the worker processes now, for a caller that knows large archives are
-        coming: their interpreters start up while it downloads, not when the first
-        archive is ready (about a tenth of a second each)."""
+        """Start the worker processes now, for a caller that knows archives are coming:
+        their interpreters start up while it downloads, not when the first archive is
+        ready (about a tenth of a second each)."""
         if self.processes > 0 and not self._in_thread:
             workerproc.prestart("monorepo.extract", "_serve", self.processes - len(self._workers))
 

@@ -425,14 +425,12 @@ def _largest_first(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
     git source or an archive of unknown size counts as large (a clone takes a while).
     """
 
-    return sorted(packages, key=_size, reverse=True)
+    def size(pkg: LockedPackage) -> float:
+        source = pkg.source
+        known = source.size if isinstance(source, SdistSource | ArchiveSource) else None
+        return float("inf") if known is None else float(known)
 
-
-def _size(pkg: LockedPackage) -> float:
-    """The size of *pkg*'s source; infinite for a git source or an archive of unknown size."""
-    source = pkg.source
-    known = source.size if isinstance(source, SdistSource | ArchiveSource) else None
-    return float("inf") if known is None else float(known)
+    return sorted(packages, key=size, reverse=True)
 
 
 def _download_ahead(
@@ -622,6 +620,7 @@ class _Puller:
 
         token = secrets.token_hex(6)
         staging = self.duni / f"{STAGING_PREFIX}{d}-new-{token}"
+        download = self.downloads.get(d)
         aside = self.duni / f"{STAGING_PREFIX}{d}-old-{token}"
         stamps: dict[str, tuple[Stamp, str]] = {}
         try:
@@ -634,7 +633,7 @@ class _Puller:
                 offline=self.offline,
                 stamps=stamps,
                 extractor=self.extractor,
-                fetched=download.result if (download := self.downloads.get(d)) else None,
+                fetched=download.result if download is not None else None,
             )
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
@@ -736,8 +735,9 @@ def pull(
     *packages* limits the pull to those locked names (nothing is removed then).
     *offline* uses only the download cache and cached git mirrors.  *force*
     overwrites local edits and directories pull did not create.  *jobs* is the
-    number of packages fetched, extracted and hashed at once (default
-    ``min(8, 2 * cpus)``).  *fetch* replaces the HTTP download (tests, embedding).
+    number of packages extracted and hashed at once (default ``min(8, 2 * cpus)``);
+    twice as many sources download at once, ahead of them.  *fetch* replaces the
+    HTTP download (tests, embedding).
     Raises :class:`~monorepo.errors.MonorepoError` subclasses; packages that were
     brought up to date before an error stay so.
     """
