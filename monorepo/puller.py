@@ -433,6 +433,11 @@ def _largest_first(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
     return sorted(packages, key=size, reverse=True)
 
 
+_DOWNLOADS = 16
+"""Sources downloaded at once (at least): as many as the HTTP client's connections.
+Parallel curl with as many is the reference; 8 at once took a fifth longer here."""
+
+
 def _download_ahead(
     packages: Sequence[LockedPackage],
     duni: Path,
@@ -443,7 +448,7 @@ def _download_ahead(
     offline: bool,
     jobs: int,
 ) -> dict[str, Future[Path]]:
-    """Start fetching every archive whose directory is missing, largest first.
+    """Start fetching every archive whose directory is missing, *jobs* at a time.
 
     A package's thread fetches, then waits for an extractor: with the fetch in that
     thread, a cold pull downloaded only while a thread was free of extraction, and the
@@ -451,12 +456,13 @@ def _download_ahead(
     download alone).  Fetching ahead on threads of their own keeps the network busy
     from the start.  Only missing directories are certain to need their source: for an
     existing one, :meth:`_Puller.sync` decides, and fetches only when the tree must be
-    rebuilt.  The futures raise what :func:`fetch_source` raises; the pool is shut
-    down (pending fetches cancelled) when the pull ends.
+    rebuilt.  The order is :func:`_download_order`'s.  The futures raise what
+    :func:`fetch_source` raises; the pool is shut down (pending fetches cancelled)
+    when the pull ends.
     """
     wanted = [
         pkg
-        for pkg in _largest_first(packages)
+        for pkg in _download_order(packages)
         if isinstance(pkg.source, SdistSource | ArchiveSource)
         and not os.path.lexists(duni / pkg.dir)
     ]
@@ -468,6 +474,26 @@ def _download_ahead(
         pkg.dir: pool.submit(fetch_source, pkg, store=store, fetch=fetch, offline=offline)
         for pkg in wanted
     }
+
+
+def _download_order(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
+    """The largest and the smallest of the rest, alternately.
+
+    Largest first alone fed the extractors nothing for the first second of a cold
+    pull of the data set: sixteen large files shared the network and none was done
+    before the others.  Alternating, half the downloads are small ones that finish
+    at once, so extraction starts early, while the large ones, started first, are
+    not left for the end either.
+    """
+    by_size = _largest_first(packages)
+    order: list[LockedPackage] = []
+    low, high = 0, len(by_size) - 1
+    while low <= high:
+        order.append(by_size[low])
+        if low != high:
+            order.append(by_size[high])
+        low, high = low + 1, high - 1
+    return order
 
 
 def _ready_in_order(
@@ -736,8 +762,8 @@ def pull(
     *offline* uses only the download cache and cached git mirrors.  *force*
     overwrites local edits and directories pull did not create.  *jobs* is the
     number of packages extracted and hashed at once (default ``min(8, 2 * cpus)``);
-    twice as many sources download at once, ahead of them.  *fetch* replaces the
-    HTTP download (tests, embedding).
+    sixteen sources (or *jobs*, if more) download at once, ahead of them.  *fetch*
+    replaces the HTTP download (tests, embedding).
     Raises :class:`~monorepo.errors.MonorepoError` subclasses; packages that were
     brought up to date before an error stay so.
     """
@@ -778,7 +804,13 @@ def pull(
         )
         store = ContentStore()
         downloads = _download_ahead(
-            selected, duni, stack, store=store, fetch=fetch, offline=offline, jobs=2 * workers
+            selected,
+            duni,
+            stack,
+            store=store,
+            fetch=fetch,
+            offline=offline,
+            jobs=max(_DOWNLOADS, workers),
         )
         if downloads:
             extractor.prestart()

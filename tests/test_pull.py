@@ -544,33 +544,36 @@ def test_large_sdists_are_extracted_by_worker_processes_to_the_same_trees(
     assert sorted(again.unchanged) == ["big0", "big1", "big2", "lib"]
 
 
-def test_the_largest_sources_are_started_first(
-    project: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_largest_ready(
+    project: Any,
 ) -> None:
-    # One job: one extraction thread and two download threads, so the two largest
-    # sources are fetched first (in either order), then the two others; lock order is
-    # alphabetical.
     import random
+    from concurrent.futures import Future
+
+    from monorepo.puller import _download_order, _largest_first, _ready_in_order
 
     rng = random.Random(7)
-    sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000}
+    sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000, "eee": 1_000}
     releases = [
         Release(name, "1.0", files={f"{name}/blob.bin": rng.randbytes(n).hex()})
         for name, n in sizes.items()
     ]
     proj, _, _ = project(releases, list(sizes))
     monorepo.lock(proj)
-    fresh_cache(monkeypatch, tmp_path)
-    fetched: list[str] = []
-    with HttpClient() as client:
+    packages = lockfile.read(proj / "pylock.toml").packages
+    assert [p.dir for p in _largest_first(packages)] == ["bbb", "ddd", "ccc", "eee", "aaa"]
+    assert [p.dir for p in _download_order(packages)] == ["bbb", "aaa", "ddd", "eee", "ccc"]
 
-        def fetch(url: str) -> Any:
-            fetched.append(url.rsplit("/", 1)[-1].split("-", 1)[0])
-            return client.stream(url)
-
-        pull(proj, jobs=1, fetch=fetch)
-    assert set(fetched[:2]) == {"bbb", "ddd"} and set(fetched[2:]) == {"ccc", "aaa"}
-    assert_tree_matches_lock(proj, by_key(*releases))
+    # Extraction: the largest package whose download is done; one without a download
+    # (its directory exists: sync decides) is ready at once.
+    downloads: dict[str, Future[Path]] = {d: Future() for d in ("bbb", "ddd", "eee", "aaa")}
+    take = _ready_in_order(_largest_first(packages), downloads)
+    assert take().dir == "ccc"
+    for d in ("aaa", "eee", "ddd"):
+        downloads[d].set_result(proj)
+    assert [take().dir for _ in range(3)] == ["ddd", "eee", "aaa"]
+    downloads["bbb"].set_exception(OSError("failed"))  # a failed one is taken too
+    assert take().dir == "bbb"
 
 
 def test_sources_are_downloaded_ahead_of_extraction(
