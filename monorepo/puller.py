@@ -155,6 +155,8 @@ class _Outcome:
     refusal: str = ""
     tree_hash: str | None = None
     """The tree hash of duni/<dir> as this run found or made it (not for refusals)."""
+    entries: Mapping[str, Entry] | None = None
+    """The entries of that tree."""
 
 
 # ------------------------------------------------------------------ small file helpers
@@ -580,12 +582,18 @@ class _Puller:
     def _stamp_path(self, d: str) -> Path:
         return self.state / f"{d}.stat"
 
-    def facts(self, d: str, tree: Path, tree_hash: str | None) -> TreeFacts:
+    def facts(
+        self,
+        d: str,
+        tree: Path,
+        tree_hash: str | None,
+        entries: Mapping[str, Entry] | None = None,
+    ) -> TreeFacts:
         """workspace.toml's facts of duni/<d>, kept in ``<d>.facts`` under its tree hash.
 
         *tree_hash* is the hash this run found or made for the tree, so the kept facts
         are those of exactly this content; without one (a partial pull did not look at
-        the tree) they are read from the tree.
+        the tree) they are read from the tree.  *entries*, the tree's, spare listing it.
         """
         if tree_hash is None:
             return read_tree_facts(tree)
@@ -594,7 +602,8 @@ class _Puller:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("tree-hash") == tree_hash:
                 return TreeFacts.from_json(data)
-        found = read_tree_facts(tree)
+        paths = None if entries is None else [e.path for e in entries.values() if e.kind != "dir"]
+        found = read_tree_facts(tree, paths)
         text = json.dumps({"tree-hash": tree_hash, **found.to_json()}, sort_keys=True)
         _write_atomic(path, text + "\n")
         return found
@@ -632,7 +641,7 @@ class _Puller:
                 if fresh:
                     if recorded is None or recorded.hash != current_hash or recorded.key != key:
                         _write_atomic(manifest_path, _record_text(current, key))
-                    return _Outcome("unchanged", tree_hash=current_hash)
+                    return _Outcome("unchanged", tree_hash=current_hash, entries=current)
 
             own = not exists or (recorded is not None and recorded.hash == current_hash)
             if exists and not own and not self.force and recorded is not None:
@@ -671,7 +680,7 @@ class _Puller:
                 )
             if current_hash == new_hash:
                 _write_atomic(manifest_path, _record_text(entries, key))
-                return _Outcome("unchanged", tree_hash=new_hash)
+                return _Outcome("unchanged", tree_hash=new_hash, entries=entries)
             if exists and not own and not self.force:
                 return _Outcome(
                     "refused",
@@ -686,7 +695,7 @@ class _Puller:
             _write_stamps(self._stamp_path(d), stamps)  # a rename keeps every stamp
             if exists:
                 _remove(aside)
-            return _Outcome("updated", tree_hash=new_hash)
+            return _Outcome("updated", tree_hash=new_hash, entries=entries)
         except OSError as error:
             raise PullError(
                 f"{pkg.name} {pkg.version}: cannot replace duni/{d}: {error}; check the"
@@ -836,7 +845,9 @@ def pull(
                     # Here rather than after the last package: a fresh tree's facts
                     # (pyproject.toml parsed, sources looked for) take a few ms each,
                     # done meanwhile other packages extract (data set: 0.15 s of tail).
-                    facts[pkg.dir] = puller.facts(pkg.dir, duni / pkg.dir, outcome.tree_hash)
+                    facts[pkg.dir] = puller.facts(
+                        pkg.dir, duni / pkg.dir, outcome.tree_hash, outcome.entries
+                    )
             except Exception as exc:  # collected, re-raised below in lock order
                 errors.append((pkg, exc))
             finally:

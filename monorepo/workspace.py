@@ -62,17 +62,24 @@ _OVERLAY_BUILD_KEYS = ("cross-compile", "system-libraries", "build-env")
 _SKIP_DIRS = frozenset({".git", ".hg", "__pycache__"})
 
 
-def detect_c_extension(tree: Path) -> bool:
+def detect_c_extension(tree: Path, paths: Iterable[str] | None = None) -> bool:
     """True when the tree has C/C++/Cython/Rust sources or a setup.py that builds an Extension.
 
     A heuristic by design (an overlay's ``c-extension`` overrides it): a ``.c`` file
     that only serves tests is a false positive, a generated extension a false negative.
+    *paths*, the tree's files and links relative to it (a caller that has just listed
+    the tree, as pull has), spare walking it again.
     """
-    for _dirpath, dirnames, filenames in os.walk(tree):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for name in filenames:
-            if name.endswith(_C_SUFFIXES):
+    if paths is not None:
+        for rel in paths:
+            if rel.endswith(_C_SUFFIXES) and _SKIP_DIRS.isdisjoint(rel.split("/")[:-1]):
                 return True
+    else:
+        for _dirpath, dirnames, filenames in os.walk(tree):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+            for name in filenames:
+                if name.endswith(_C_SUFFIXES):
+                    return True
     setup = tree / "setup.py"
     try:
         text = setup.read_text(encoding="utf-8", errors="replace")
@@ -109,8 +116,8 @@ class TreeFacts:
         return cls(dict(data["build-system"]), bool(data["c-extension"]), data.get("error"))
 
 
-def read_tree_facts(tree: Path) -> TreeFacts:
-    """Read *tree*'s :class:`TreeFacts` from disk."""
+def read_tree_facts(tree: Path, paths: Iterable[str] | None = None) -> TreeFacts:
+    """Read *tree*'s :class:`TreeFacts` from disk (*paths*: see :func:`detect_c_extension`)."""
     path = tree / "pyproject.toml"
     error = None
     try:
@@ -121,7 +128,7 @@ def read_tree_facts(tree: Path) -> TreeFacts:
         data, error = {}, f"cannot read {path} ({exc})"
     raw = data.get("build-system", {})
     table = raw if isinstance(raw, Mapping) else {}
-    return TreeFacts(table, detect_c_extension(tree), error)
+    return TreeFacts(table, detect_c_extension(tree, paths), error)
 
 
 def _build_system(pkg: LockedPackage, facts: TreeFacts | None) -> tuple[str, list[str], list[str]]:

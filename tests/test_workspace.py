@@ -169,6 +169,27 @@ def test_detect_c_extension_by_source_suffix(tmp_path: Path, name: str) -> None:
     assert detect_c_extension(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (["pkg/mod.py", "README"], False),
+        (["pkg/mod.py", "src/fast.c"], True),
+        (["__pycache__/x.c", ".git/hooks/y.cpp", "pkg/.hg/z.pyx"], False),  # not looked in
+        (["pkg/__pycache__.c"], True),  # only a directory of that name is skipped
+    ],
+)
+def test_detect_c_extension_from_a_listing_agrees_with_the_walk(
+    tmp_path: Path, files: list[str], expected: bool
+) -> None:
+    """pull passes the paths it has just hashed; the answer is the walk's."""
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert detect_c_extension(tmp_path) is expected
+    assert detect_c_extension(tmp_path, files) is expected
+    assert detect_c_extension(tmp_path, []) is False  # the listing is read, not the tree
+
+
 def test_render_is_deterministic_and_parses_back(tmp_path: Path) -> None:
     lock = lock_of(pkg("b", build=("a",)), pkg("a", **{"build-env": {"Z": "1", "A": "2"}}))
     text = render(workspace_data(lock, {}))
