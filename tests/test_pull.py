@@ -760,6 +760,35 @@ def test_hostile_sdist_is_refused_naming_package_and_member(
     assert not list(tmp_path.rglob("escape.txt"))
 
 
+def test_a_deep_tree_left_by_a_killed_pull_is_removed_by_the_next(
+    project: Any, deep_tree: Callable[..., Path]
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    # A tree 1,200 directories deep, set aside by a run killed before deleting it.
+    left = proj / "duni" / ".tmp-lib-old-0123456789ab"
+    deep_tree(left)
+    assert pull(proj).unchanged == ["lib"]
+    assert leftovers(proj / "duni") == []
+
+
+def test_a_deep_local_edit_is_named_and_force_replaces_it(
+    project: Any, deep_tree: Callable[..., Path]
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    deep = deep_tree(proj / "duni" / "lib" / "extra")
+    with pytest.raises(PullError) as info:
+        pull(proj)
+    assert f"added {deep.relative_to(proj / 'duni' / 'lib').as_posix()}" in str(info.value)
+    assert pull(proj, force=True).updated == ["lib"]
+    assert not (proj / "duni" / "lib" / "extra").exists()
+    assert leftovers(proj / "duni") == []
+    assert_tree_matches_lock(proj, by_key(LIB))
+
+
 def test_git_source_is_pulled_at_the_locked_commit_without_dot_git(
     project: Any, tmp_path: Path
 ) -> None:
