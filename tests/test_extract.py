@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import gzip
 import io
@@ -760,6 +761,48 @@ def test_read_archive_refuses_what_extraction_refuses_with_the_same_message(
     with pytest.raises(ExtractError) as reading:
         read_archive(archive.read_bytes(), package="evil", name=archive.name, want=("setup.py",))
     assert str(reading.value) == str(extracting.value)
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names of everything *path* calls (``tarfile.open``, ``zf.extractall``)."""
+
+    def dotted(node: ast.expr) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return f"{dotted(node.value)}.{node.attr}"
+        return "?"
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {dotted(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+
+
+def test_every_archive_is_opened_through_the_one_extractor() -> None:
+    """One extraction code path: nothing unpacks an archive but monorepo.extract, and the
+    few modules that open one hand it to the extractor's rules (DESIGN.md section 9)."""
+    package = Path(__file__).resolve().parent.parent / "monorepo"
+    opening = {"tarfile.open", "zipfile.ZipFile", "tarfile.TarFile"}
+    decompressing = {"gzip.decompress", "lzma.decompress", "bz2.decompress", "gzip.open"}
+    openers: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        calls = _calls(path)
+        assert "_safe_extract" not in text, path.name
+        assert not {c for c in calls if c.endswith((".extractall", ".extract"))} - {
+            "extractor.extract"  # ExtractorPool.extract: extract_sdist in a worker
+        }, path.name
+        if path.name != "extract.py":
+            assert not calls & decompressing, path.name
+            if calls & opening:
+                openers[path.name] = calls & opening
+    # lazywheel hands the open zip to extract.read_zip; sysroot plans a .deb's data.tar
+    # with extract.Planner; elfcheck reads the ELF headers of wheels the build just made.
+    assert set(openers) == {"lazywheel.py", "sysroot.py", "elfcheck.py"}, openers
+    assert "extract.read_zip(" in (package / "lazywheel.py").read_text(encoding="utf-8")
+    sysroot = (package / "sysroot.py").read_text(encoding="utf-8")
+    assert "Planner(" in sysroot and "extract.decompress(" in sysroot
+    metadata = (package / "metadata.py").read_text(encoding="utf-8")
+    assert "extract.read_archive(" in metadata and "extract.extract_sdist(" in metadata
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
