@@ -13,10 +13,8 @@ Build-only packages are marked so a PEP 751 installer skips them by default: the
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from packaging.requirements import Requirement
@@ -25,6 +23,7 @@ from packaging.version import Version
 
 from .buildsystem import read_build_system
 from .errors import ResolutionError
+from .fstree import temporary_directory
 from .lockfile import BUILD_GROUP, LockedPackage
 from .overlays import OverlaySet
 from .reporter import NullReporter, Reporter
@@ -64,8 +63,9 @@ def annotate(
         matched = overlays.rule_for(pkg.name, pkg.version)
         rule = matched.rule if matched is not None else None
         what = f"{pkg.name} {pkg.version}"
-        with tempfile.TemporaryDirectory(prefix="monorepo-src-") as tmp:
-            tree = Path(tmp) / "tree"
+        # Removed at any depth (a git source's tree is not capped like an archive's).
+        with temporary_directory(prefix="monorepo-src-") as tmp:
+            tree = tmp / "tree"
             tree_hash = materialize(
                 pkg,
                 tree,

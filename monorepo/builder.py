@@ -75,10 +75,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
-import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -96,11 +94,12 @@ from pyproject_hooks import (
     UnsupportedOperation,
 )
 
-from monorepo import lockfile
+from monorepo import extract, fstree, lockfile
 from monorepo.buildenv import OFFLINE_ENV, BuildEnv, file_sha256
 from monorepo.config import ProjectConfig, load_config
 from monorepo.elfcheck import MACHINES, check_wheel
-from monorepo.errors import BuildError
+from monorepo.errors import BuildError, ExtractError
+from monorepo.fstree import remove_tree
 from monorepo.reporter import NullReporter, Reporter
 from monorepo.sysroot import SysrootError, SysrootInfo, read_sysroot
 from monorepo.targets import Target, host_target
@@ -674,10 +673,10 @@ def _log_backend_warnings(output: Path, log: Any) -> None:
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
-    if dest.exists():
-        shutil.rmtree(dest)
+    """A scratch copy of a vendored tree; iterative, so a tree of any depth copies."""
+    remove_tree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, dest, symlinks=True)
+    fstree.copy_tree(source, dest)
 
 
 class _Builder:
@@ -966,18 +965,29 @@ class _Builder:
         if not todo:
             return
         prefix = shlex.split(runner.format(sysroot=str(sysroot.root)))
-        with tempfile.TemporaryDirectory(prefix="smoke-", dir=variant.root) as tmp:
-            site = Path(tmp)
+        with fstree.temporary_directory(prefix="smoke-", dir=variant.root) as tmp:
+            # Each wheel unpacked by the one extractor (its rules and limits), into a
+            # directory of its own; all of them are on the path, so dependencies import.
+            sites: list[str] = []
             modules: dict[Node, list[str]] = {}
-            for node in ready:
-                with zipfile.ZipFile(self.wheels[node]) as zf:
-                    zf.extractall(site)
+            for n, node in enumerate(ready):
+                site = tmp / str(n)
+                try:
+                    written = extract.extract_archive(
+                        self.wheels[node], site, package=node[1], layout="tree"
+                    )
+                except ExtractError as error:
                     if node in todo:
-                        modules[node] = _top_level_modules(zf.namelist())
+                        self.fail(node, str(error), None)
+                        todo.remove(node)
+                    continue
+                sites.append(str(site))
+                if node in todo:
+                    modules[node] = _top_level_modules(written)
             for node in todo:
                 if not modules[node]:
                     continue
-                code = f"import sys; sys.path.insert(0, {str(site)!r}); " + "; ".join(
+                code = f"import sys; sys.path[:0] = {sites!r}; " + "; ".join(
                     f"import {m}" for m in modules[node]
                 )
                 log = variant.logs / f"{node[1]}.log"
@@ -1140,7 +1150,7 @@ class _Builder:
             final = variant.wheels / name
             os.replace(wheel, final)
             shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(src, ignore_errors=True)
+            remove_tree(src, ignore_errors=True)
             return _Built(final, dynamic, time.monotonic() - started)
         except subprocess.CalledProcessError as error:
             attempt = network_attempt()

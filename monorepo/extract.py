@@ -1,7 +1,11 @@
-"""Safe extraction of sdists into duni/ (PEP 721 plus our own limits).
+"""The one extractor: every archive the tool opens is checked here, by one set of rules.
 
-An sdist is untrusted input that ``pull`` unpacks into a tree people build and
-commit, so extraction is all-or-nothing and never writes outside its destination:
+Sdists (``.tar.gz``, ``.tar.bz2``, ``.tar.xz``, ``.tar``, ``.zip``) unpacked into
+duni/ by ``pull`` and into scratch trees by ``lock`` and ``verify``, sdists and wheels
+read for their metadata, the wheels a cross build unpacks for its smoke test, and the
+``data.tar`` of the Debian packages of a sysroot (:mod:`monorepo.sysroot`) are all
+untrusted input.  Each goes through :class:`Planner`, under the same :class:`Limits`,
+before a byte of it is written or handed to a caller:
 
 1. **Scan first.**  Every member is checked before a single byte is written:
    absolute paths, ``..`` components, backslashes, device/fifo members, duplicate
@@ -9,12 +13,15 @@ commit, so extraction is all-or-nothing and never writes outside its destination
    target leaves the tree (resolved through the archive's other symlinks, not just
    lexically, which is what the tarfile data-filter bypasses of 2025 exploited),
    hard links to anything but an earlier regular file, and the :class:`Limits` on
-   member count, declared uncompressed size and compression ratio.  The counts are
-   enforced while the member list is read, so a bomb is refused at its first
-   oversized header rather than after decompressing it.
+   member count, uncompressed bytes and compression ratio (every member counts: a
+   hard link is extracted as a copy, so it counts its target's bytes), nesting depth
+   and path length.  The limits are enforced while the member list is read, so a
+   bomb is refused at its first oversized header rather than after decompressing it,
+   and a tree too deep for the walks that later hash, verify and remove it is never
+   made.
 2. **Write the checked plan into a staging directory** beside the destination
-   (``.tmp-<name>-<random>``), with size checks on the bytes actually read for zip
-   (header sizes are not trusted).  The single top-level directory of the sdist is
+   (``.tmp-<name>-<random>``, made only once the whole plan passed), with size checks on the bytes actually read for zip
+   (header sizes are not trusted).  The single top-level directory of an sdist is
    stripped.  The second layer is structural (:class:`_Writer`): only planned
    relative paths, directories the writer made itself, files opened with
    ``O_NOFOLLOW``, and symlinks created last, so nothing is written through a link.
@@ -22,7 +29,8 @@ commit, so extraction is all-or-nothing and never writes outside its destination
    most of the extraction time, and it checks the same things (PEP 721).  A gzip
    stream is decompressed once, into memory (up to a limit), for both steps.
    Every file is hashed while written: the stamps returned spare the tree hash a
-   second read.
+   second read.  (:func:`read_archive` and :func:`read_zip` run the same plan and
+   return the few members asked for instead of writing anything.)
 3. **Rename** the staging directory to the destination.  On any failure the
    staging directory is removed: no half-extracted tree is ever left behind.
 
@@ -34,37 +42,65 @@ that patching one path can never edit another.  Empty directories are kept.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
 import hashlib
+import importlib
 import io
 import lzma
 import os
 import pickle
 import queue
-import shutil
 import stat
 import tarfile
 import tempfile
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Literal, cast
+from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
 from monorepo import tarscan, workerproc
 from monorepo.errors import ExtractError
+from monorepo.fstree import remove_tree
 from monorepo.treehash import Stamp, file_stamp
 from monorepo.workerproc import WorkerLost
 
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ExtractorPool",
+    "FileStamps",
+    "Layout",
+    "Limits",
+    "Listing",
+    "PlannedMember",
+    "Planner",
+    "RawMember",
+    "decompress",
+    "extract_archive",
+    "extract_sdist",
+    "read_archive",
+    "read_zip",
+    "resolve_path",
+    "tar_raw",
+]
+
 RawKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "blockdev", "fifo", "other"]
+Layout = Literal["sdist", "tree"]
+"""``sdist``: exactly one top-level directory, stripped.  ``tree``: paths kept as they are
+(a wheel, a Debian package's data)."""
 
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
+_ZIP_SUFFIXES = (".zip", ".whl")
 _MAX_LINK_TARGET = 4096
 _MAX_SYMLINK_DEPTH = 40
+_MAX_READ = 64 * 1024 * 1024
+"""The most bytes :func:`read_archive` and :func:`read_zip` return for one member: they
+hold it in memory, and what they are asked for (PKG-INFO, METADATA) is a few KB."""
 _CHUNK = 1024 * 1024
 _PLANNED_KINDS: dict[str, Literal["file", "dir", "symlink", "hardlink"]] = {
     "file": "file",
@@ -72,23 +108,34 @@ _PLANNED_KINDS: dict[str, Literal["file", "dir", "symlink", "hardlink"]] = {
     "symlink": "symlink",
     "hardlink": "hardlink",
 }
+_SDIST_ADVICE = (
+    "Nothing was extracted; lock another version, or give the package a replacement source"
+    " in an overlay"
+)
 
 
 class _SymlinkLoop(Exception):
-    """Raised by :func:`_resolve` past the kernel's link depth (ELOOP)."""
+    """Raised by :func:`resolve_path` past the kernel's link depth (ELOOP)."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps that make a decompression bomb or a member flood fail fast.
+    """Caps that make a decompression bomb, a member flood or a pathological tree fail fast.
 
-    Defaults are far above any real sdist; ``max_ratio`` is uncompressed bytes per
-    byte of archive (gzip of ordinary source code stays well under 20).
+    Defaults are far above any real sdist (the 117 sdists of a large scientific set
+    hold at most 12 levels and 153 bytes of path below their top directory);
+    ``max_ratio`` is uncompressed bytes per byte of archive (gzip of ordinary source
+    code stays well under 20).  Bytes count every member: a file its size, a hard link
+    the size of the file it copies, a symlink its target's length.
     """
 
     max_members: int = 100_000
     max_total_size: int = 2 * 1024**3
     max_ratio: float = 200.0
+    max_depth: int = 128
+    """Path components of a member below the top directory (``a/b/c.py`` is 3)."""
+    max_path_length: int = 1024
+    """UTF-8 bytes of a member's path below the top directory."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -112,9 +159,11 @@ class PlannedMember:
 
     original: str
     rel: str
-    """Path below the stripped top-level directory; "" for the top directory itself."""
+    """Path below the stripped top-level directory (the whole path for the ``tree``
+    layout); "" for the top directory itself."""
     kind: Literal["file", "dir", "symlink", "hardlink", "duplicate"]
     size: int
+    """Bytes it writes: a file's size, a hard link's target's size, else 0."""
     executable: bool
     link: str
     """Symlink target as stored, or the ``rel`` of a hard link's target file."""
@@ -124,23 +173,37 @@ def _mode_for(executable: bool) -> int:
     return 0o755 if executable else 0o644
 
 
+def _shown(name: str) -> str:
+    """A member name for a message: a hostile one can be thousands of characters long."""
+    return name if len(name) <= 200 else f"{name[:120]}...{name[-60:]} ({len(name)} characters)"
+
+
 @dataclass
 class Planner:
     """The checks of step 1, fed member by member so limits apply while reading.
 
     Pure: it sees member descriptions only, never the file system, so every rule
-    can be tested without building an archive.
+    can be tested without building an archive.  *archive_size* None means the
+    archive's size is unknown (a member list checked on its own): the ratio is then
+    not checked.  *advice* closes every refusal: what the user can do about it.
     """
 
     package: str
     archive_name: str
-    archive_size: int
+    archive_size: int | None
     limits: Limits = DEFAULT_LIMITS
+    layout: Layout = "sdist"
+    advice: str = _SDIST_ADVICE
     members: list[PlannedMember] = field(default_factory=list, init=False)
     _top: str | None = field(default=None, init=False)
     _top_member: str = field(default="", init=False)
     _by_rel: dict[str, PlannedMember] = field(default_factory=dict, init=False)
     _total: int = field(default=0, init=False)
+
+    @property
+    def top(self) -> str:
+        """The sdist's top-level directory ("" before the first member, or for a tree)."""
+        return self._top or ""
 
     def refuse(self, member: str, reason: str) -> ExtractError:
         """The one message shape every refusal uses: package, archive, member, reason.
@@ -150,9 +213,8 @@ class Planner:
         needed.
         """
         return ExtractError(
-            f"{self.package}: refusing {self.archive_name}: member '{member}' {reason}."
-            " Nothing was extracted; lock another version, or give the package a"
-            " replacement source in an overlay"
+            f"{self.package}: refusing {self.archive_name}: member '{_shown(member)}'"
+            f" {reason}. {self.advice}"
         )
 
     def _components(self, member: str, name: str, what: str) -> list[str]:
@@ -188,31 +250,39 @@ class Planner:
                 "fifo": "is a fifo (named pipe)",
                 "other": "has a file type other than file, directory or link",
             }[raw.kind]
-            raise self.refuse(name, f"{described}, which an sdist must not contain")
+            raise self.refuse(name, f"{described}, which an archive must not contain")
         if raw.kind == "file":
             self._count_size(name, raw.size)
         if not parts:
             if raw.kind != "dir":
                 raise self.refuse(name, "names the archive root but is not a directory")
             return self._record(PlannedMember(name, "", "dir", 0, False, ""), skip=True)
-        top, rel = parts[0], "/".join(parts[1:])
-        if self._top is None:
-            self._top, self._top_member = top, name
-        elif top != self._top:
-            raise self.refuse(
-                name,
-                f"is under the top-level directory '{top}' but '{self._top_member}' is under"
-                f" '{self._top}'; an sdist holds exactly one top-level directory",
-            )
-        if not rel:
-            if raw.kind != "dir":
+        if self.layout == "tree":
+            below = parts
+        else:
+            top, below = parts[0], parts[1:]
+            if self._top is None:
+                self._top, self._top_member = top, name
+            elif top != self._top:
                 raise self.refuse(
                     name,
-                    "is the archive's top-level entry but not a directory; an sdist"
-                    " holds exactly one top-level directory",
+                    f"is under the top-level directory '{top}' but '{self._top_member}' is"
+                    f" under '{self._top}'; an sdist holds exactly one top-level directory",
                 )
-            return self._record(PlannedMember(name, "", "dir", 0, False, ""), skip=True)
+            if not below:
+                if raw.kind != "dir":
+                    raise self.refuse(
+                        name,
+                        "is the archive's top-level entry but not a directory; an sdist"
+                        " holds exactly one top-level directory",
+                    )
+                return self._record(PlannedMember(name, "", "dir", 0, False, ""), skip=True)
+        rel = "/".join(below)
+        self._check_shape(name, below, rel)
         earlier = self._by_rel.get(rel)
+        if earlier is not None and earlier.kind == raw.kind == "dir":
+            # A directory listed twice is harmless: nothing is written twice.
+            return self._record(PlannedMember(name, rel, "dir", 0, False, ""), skip=True)
         if (
             earlier is not None
             and earlier.kind == "file"
@@ -224,57 +294,89 @@ class Planner:
             return self._record(
                 PlannedMember(name, rel, "duplicate", raw.size, False, rel), skip=True
             )
-        if rel in self._by_rel:
+        if earlier is not None:
             raise self.refuse(
-                name,
-                f"is a duplicate of '{self._by_rel[rel].original}' (same path once normalised)",
+                name, f"is a duplicate of '{_shown(earlier.original)}' (same path once normalised)"
             )
         link = raw.link
+        size = raw.size if raw.kind == "file" else 0
         if raw.kind == "symlink":
             if not link:
                 raise self.refuse(name, "is a symlink with an empty target")
             if "\0" in link:
                 raise self.refuse(name, "is a symlink whose target contains a NUL byte")
             if link.startswith("/"):
-                raise self.refuse(name, f"is a symlink to the absolute path '{link}'")
+                raise self.refuse(name, f"is a symlink to the absolute path '{_shown(link)}'")
+            if len(link.encode("utf-8", "surrogateescape")) > _MAX_LINK_TARGET:
+                raise self.refuse(name, "is a symlink with an over-long target")
+            self._count_size(name, len(link))
         elif raw.kind == "hardlink":
-            link = self._hardlink_target(name, raw.link)
+            link, size = self._hardlink_target(name, raw.link)
+            self._count_size(name, size, link_to=raw.link)
         kind = _PLANNED_KINDS[raw.kind]
-        planned = PlannedMember(
-            name, rel, kind, raw.size if kind == "file" else 0, bool(raw.mode & 0o111), link
-        )
+        planned = PlannedMember(name, rel, kind, size, bool(raw.mode & 0o111), link)
         return self._record(planned)
 
-    def _count_size(self, name: str, size: int) -> None:
+    def _check_shape(self, name: str, parts: list[str], rel: str) -> None:
+        """Depth and path length: the walks that later hash, verify and remove the tree
+        (and every tool a user points at it) must be able to reach each path."""
+        limits = self.limits
+        if len(parts) > limits.max_depth:
+            raise self.refuse(
+                name,
+                f"is nested {len(parts)} levels deep, over the limit of {limits.max_depth} levels",
+            )
+        if len(rel) * 4 <= limits.max_path_length:
+            return  # nearly every path: short enough in any encoding, nothing to encode
+        length = len(rel.encode("utf-8", "surrogateescape"))
+        if length > limits.max_path_length:
+            raise self.refuse(
+                name,
+                f"has a path of {length} bytes, over the limit of {limits.max_path_length} bytes",
+            )
+
+    def _count_size(self, name: str, size: int, *, link_to: str | None = None) -> None:
         self._total += max(size, 0)
+        what = (
+            f"is a hard link to '{_shown(link_to)}', extracted as a copy of its {size} bytes,"
+            " which brings"
+            if link_to is not None
+            else "brings"
+        )
         if self._total > self.limits.max_total_size:
             raise self.refuse(
                 name,
-                f"brings the uncompressed size to {self._total} bytes, over the limit of"
+                f"{what} the uncompressed size to {self._total} bytes, over the limit of"
                 f" {self.limits.max_total_size}",
             )
+        if self.archive_size is None:
+            return
         ratio = self._total / max(self.archive_size, 1)
         if ratio > self.limits.max_ratio:
             raise self.refuse(
                 name,
-                f"brings the uncompressed size to {self._total} bytes, {ratio:.0f} times the"
+                f"{what} the uncompressed size to {self._total} bytes, {ratio:.0f} times the"
                 f" archive's {self.archive_size} bytes, over the limit of"
                 f" {self.limits.max_ratio:g} (a decompression bomb?)",
             )
 
-    def _hardlink_target(self, name: str, target: str) -> str:
+    def _hardlink_target(self, name: str, target: str) -> tuple[str, int]:
+        """The ``rel`` of the file a hard link copies, and that file's size."""
         parts = self._components(name, target, "hard link target")
-        if not parts or parts[0] != self._top:
-            raise self.refuse(name, f"is a hard link to '{target}', outside the tree")
-        rel = "/".join(parts[1:])
-        found = self._by_rel.get(rel)
+        if self.layout == "tree":
+            below = parts
+        elif not parts or parts[0] != self._top:
+            raise self.refuse(name, f"is a hard link to '{_shown(target)}', outside the tree")
+        else:
+            below = parts[1:]
+        found = self._by_rel.get("/".join(below))
         if found is None or found.kind not in ("file", "hardlink"):
             raise self.refuse(
                 name,
-                f"is a hard link to '{target}', which is not an earlier regular file in the"
-                " archive",
+                f"is a hard link to '{_shown(target)}', which is not an earlier regular file"
+                " in the archive",
             )
-        return found.link if found.kind == "hardlink" else rel
+        return (found.link if found.kind == "hardlink" else found.rel), found.size
 
     def _record(self, planned: PlannedMember, *, skip: bool = False) -> PlannedMember:
         self.members.append(planned)
@@ -284,7 +386,7 @@ class Planner:
 
     def finish(self) -> list[PlannedMember]:
         """The whole-archive checks, once every member is known; returns the plan."""
-        if self._top is None:
+        if self._top is None and self.layout == "sdist":
             raise ExtractError(
                 f"{self.package}: refusing {self.archive_name}: it has no top-level directory"
                 " (no members); the sdist is empty or damaged"
@@ -306,28 +408,31 @@ class Planner:
                 what = "a symlink" if ancestor.kind == "symlink" else "a file"
                 raise self.refuse(
                     planned.original,
-                    f"lies under '{ancestor.original}', which is {what}, not a directory",
+                    f"lies under '{_shown(ancestor.original)}', which is {what}, not a directory",
                 )
 
     def _check_symlink(self, planned: PlannedMember, links: dict[str, str]) -> None:
         parent = planned.rel.split("/")[:-1]
         try:
-            inside = _resolve(parent, planned.link, links, 0) is not None
+            inside = resolve_path(parent, planned.link, links) is not None
         except _SymlinkLoop:
             inside = False
             reason = "is part of a symlink loop"
         else:
-            reason = f"is a symlink to '{planned.link}', which leaves the extracted tree"
+            reason = f"is a symlink to '{_shown(planned.link)}', which leaves the extracted tree"
         if not inside:
             raise self.refuse(planned.original, reason)
 
 
-def _resolve(base: list[str], target: str, links: dict[str, str], depth: int) -> list[str] | None:
+def resolve_path(
+    base: Sequence[str], target: str, links: Mapping[str, str] | None = None, depth: int = 0
+) -> list[str] | None:
     """Where *target*, relative to directory *base*, lands: None if it leaves the root.
 
-    Follows the archive's own symlinks the way the kernel would once they all exist,
-    so ``x -> d/..`` with ``d -> .`` is seen to escape even though it looks harmless
-    lexically.  Raises _SymlinkLoop past 40 links (the kernel's ELOOP).
+    Follows the archive's own symlinks (*links*: rel path -> target) the way the kernel
+    would once they all exist, so ``x -> d/..`` with ``d -> .`` is seen to escape even
+    though it looks harmless lexically; without *links* it is a lexical normalisation.
+    Raises _SymlinkLoop past 40 links (the kernel's ELOOP).
     """
     if depth > _MAX_SYMLINK_DEPTH:
         raise _SymlinkLoop(target)
@@ -343,12 +448,13 @@ def _resolve(base: list[str], target: str, links: dict[str, str], depth: int) ->
             stack.pop()
             continue
         stack.append(part)
-        key = "/".join(stack)
-        if key in links:
-            resolved = _resolve(stack[:-1], links[key], links, depth + 1)
-            if resolved is None:
-                return None
-            stack = resolved
+        if links:
+            key = "/".join(stack)
+            if key in links:
+                resolved = resolve_path(stack[:-1], links[key], links, depth + 1)
+                if resolved is None:
+                    return None
+                stack = resolved
     return stack
 
 
@@ -357,67 +463,205 @@ FileStamps = dict[str, tuple[Stamp, str]]
 :func:`monorepo.treehash.scan_tree`'s *stamps*, so hashing the new tree reads no file back."""
 
 
-def extract_sdist(
-    archive: Path,
+def extract_archive(
+    archive: Path | bytes,
     dest: Path,
     *,
     package: str,
     limits: Limits = DEFAULT_LIMITS,
     name: str | None = None,
+    layout: Layout = "sdist",
+    advice: str = _SDIST_ADVICE,
 ) -> FileStamps:
-    """Unpack *archive*'s single top-level directory as *dest*, or refuse and leave nothing.
+    """Unpack *archive* as *dest*, or refuse and leave nothing.
 
+    *archive* is a file, or its bytes (then *name* is required).  With the ``sdist``
+    *layout* its single top-level directory becomes *dest*; with ``tree`` its root does.
     *dest* must not exist; its parent is created if needed.  *name* is the archive's
     file name when the path does not end with it (a content-addressed store entry):
     its suffix picks the format and messages use it.  Returns the stamp and sha256 of
     every regular file written (hashed from the bytes in hand), which
     ``scan_tree(dest, stamps=...)`` turns into the tree's entries without reading the
     files again.  Raises :class:`~monorepo.errors.ExtractError` naming the package,
-    archive and member.
+    archive and member; *advice* ends the message of a refused member.
     """
-    source = _Archive(archive, name if name is not None else archive.name, package, limits)
-    kind = _archive_kind(source)
-    try:
-        source.size = archive.stat().st_size
-    except OSError as e:
-        raise ExtractError(
-            f"{package}: cannot read {source.name} ({e.strerror}); run 'monorepo pull' again"
-            " to fetch it"
-        ) from e
+    source = _Archive.of(archive, name, package, limits, layout, advice)
     if os.path.lexists(dest):
         raise ExtractError(
             f"{package}: cannot extract {source.name} into {dest}: it already exists; remove"
             " it first (monorepo pull replaces directories itself)"
         )
+    made: list[Path] = []
+
+    def writer(planner: Planner) -> _Writer:
+        # Only once the whole plan passed: a refused archive leaves not even an empty
+        # staging directory (nor a changed mtime) behind.
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            made.append(Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)))
+        except OSError as e:
+            raise _cannot_write(source, dest, e) from e
+        return _Writer(made[0], planner)
+
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+        stamps = source.emit(writer)
+        os.rename(made[0], dest)
     except OSError as e:
-        raise _cannot_write(source, dest, e) from e
-    try:
-        stamps = (_extract_zip if kind == "zip" else _extract_tar)(source, staging)
-        os.rename(staging, dest)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
+        for staging in made:
+            remove_tree(staging, ignore_errors=True)
         raise _cannot_write(source, dest, e) from e
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        for staging in made:
+            remove_tree(staging, ignore_errors=True)
         raise
     return stamps
 
 
+def extract_sdist(
+    archive: Path | bytes,
+    dest: Path,
+    *,
+    package: str,
+    limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
+) -> FileStamps:
+    """:func:`extract_archive` of an sdist: its single top-level directory becomes *dest*."""
+    return extract_archive(archive, dest, package=package, limits=limits, name=name)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What :func:`read_archive` and :func:`read_zip` found: the checked plan and the
+    contents of the members asked for."""
+
+    top: str
+    """The sdist's top-level directory ("" for the ``tree`` layout)."""
+    members: tuple[PlannedMember, ...]
+    contents: dict[str, bytes]
+    """``rel`` -> bytes of each member asked for that is a file (or a hard link to one)."""
+
+
+Select = Callable[[Sequence[PlannedMember]], Collection[str]]
+"""Given the checked plan, the ``rel`` paths whose contents to read."""
+
+
+def read_archive(
+    archive: Path | bytes,
+    *,
+    package: str,
+    name: str | None = None,
+    want: Collection[str] | Select = (),
+    limits: Limits = DEFAULT_LIMITS,
+    layout: Layout = "sdist",
+    advice: str = _SDIST_ADVICE,
+) -> Listing:
+    """Check *archive* exactly as :func:`extract_archive` would, and read members of it.
+
+    Nothing is written: an archive that extraction would refuse is refused here, with
+    the same message, and otherwise the members named by *want* (``rel`` paths, or a
+    function of the plan that returns them) are read, with their real sizes checked,
+    up to 64 MiB each.  For a caller that needs one file of an sdist (its PKG-INFO)
+    or of a wheel (its METADATA) and must not trust the rest of it either.
+    """
+    source = _Archive.of(archive, name, package, limits, layout, advice)
+    return source.emit(functools.partial(_Collector, want))
+
+
+def read_zip(
+    zf: zipfile.ZipFile,
+    *,
+    package: str,
+    name: str,
+    size: int,
+    want: Collection[str] | Select = (),
+    limits: Limits = DEFAULT_LIMITS,
+    layout: Layout = "tree",
+    advice: str = _SDIST_ADVICE,
+) -> Listing:
+    """:func:`read_archive` of a zip already open (a remote wheel read by byte ranges,
+    :mod:`monorepo.lazywheel`); *size* is the archive's size in bytes."""
+    source = _Archive(None, None, name, package, limits, layout, advice, size)
+    return _emit_zip(zf, source, functools.partial(_Collector, want))
+
+
 @dataclass
 class _Archive:
-    """The archive being extracted: where it is, what it is called, for whom, the limits."""
+    """The archive being opened: where it is, what it is called, for whom, the rules."""
 
-    path: Path
+    path: Path | None
+    data: bytes | None
     name: str
     package: str
     limits: Limits
+    layout: Layout
+    advice: str
     size: int = 0
 
+    @classmethod
+    def of(
+        cls,
+        archive: Path | bytes,
+        name: str | None,
+        package: str,
+        limits: Limits,
+        layout: Layout,
+        advice: str,
+    ) -> _Archive:
+        if isinstance(archive, bytes):
+            if name is None:
+                raise TypeError("the name of an archive given as bytes is required")
+            return cls(None, archive, name, package, limits, layout, advice, len(archive))
+        source = cls(archive, None, name or archive.name, package, limits, layout, advice)
+        source.kind()  # an unsupported name is refused before the file is touched
+        try:
+            source.size = archive.stat().st_size
+        except OSError as e:
+            raise ExtractError(
+                f"{package}: cannot read {source.name} ({e.strerror}); run 'monorepo pull'"
+                " again to fetch it"
+            ) from e
+        return source
+
     def planner(self) -> Planner:
-        return Planner(self.package, self.name, self.size, self.limits)
+        return Planner(self.package, self.name, self.size, self.limits, self.layout, self.advice)
+
+    def kind(self) -> Literal["tar", "zip"]:
+        name = self.name.lower()
+        if name.endswith(_ZIP_SUFFIXES):
+            return "zip"
+        if name.endswith(_TAR_SUFFIXES):
+            return "tar"
+        raise ExtractError(
+            f"{self.package}: refusing {self.name}: not a supported archive; expected"
+            " .tar.gz, .tar.bz2, .tar.xz, .tar, .zip or .whl"
+        )
+
+    def read_bytes(self) -> bytes | None:
+        """All of the (compressed) archive, or None if the file cannot be read."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
+
+    def open(self) -> IO[bytes]:
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return self.path.open("rb")
+
+    def emit(self, sink: Callable[[Planner], _Sink[_T]]) -> _T:
+        """Plan every member, then hand the plan to the sink *sink(planner)* makes."""
+        if self.kind() == "zip":
+            try:
+                zf = zipfile.ZipFile(self.open())
+            except (*_READ_ERRORS, OSError) as e:
+                raise _unreadable(self, e) from e
+            with zf:
+                return _emit_zip(zf, self, sink)
+        return _emit_tar(self, sink)
 
 
 def _cannot_write(archive: _Archive, dest: Path, error: OSError) -> ExtractError:
@@ -427,26 +671,99 @@ def _cannot_write(archive: _Archive, dest: Path, error: OSError) -> ExtractError
     )
 
 
-def _archive_kind(archive: _Archive) -> Literal["tar", "zip"]:
-    name = archive.name.lower()
-    if name.endswith(".zip"):
-        return "zip"
-    if name.endswith(_TAR_SUFFIXES):
-        return "tar"
-    raise ExtractError(
-        f"{archive.package}: refusing {archive.name}: not a supported sdist archive; expected"
-        " .tar.gz, .tar.bz2, .tar.xz, .tar or .zip"
-    )
-
-
 def _unreadable(archive: _Archive, error: BaseException) -> ExtractError:
     return ExtractError(
         f"{archive.package}: refusing {archive.name}: it is not a readable archive ({error});"
-        " delete it from the cache (or the project) and run 'monorepo pull' again"
+        " delete it from the cache (or the project) and run the command again"
     )
 
 
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class _Sink(Protocol[_T_co]):
+    """Where a checked plan goes, member by member: :class:`_Writer` (to disk) or
+    :class:`_Collector` (the few members a caller asked for)."""
+
+    def file(
+        self,
+        planned: PlannedMember,
+        chunks: Iterable[bytes | memoryview],
+        executable: bool,
+        mtime: float | None,
+    ) -> None: ...
+
+    def directory(self, planned: PlannedMember, mtime: float | None) -> None: ...
+
+    def symlink(self, planned: PlannedMember) -> None: ...
+
+    def duplicate(self, planned: PlannedMember, read: Callable[[], bytes | memoryview]) -> None: ...
+
+    def finish(self) -> _T_co: ...
+
+
+class _Collector:
+    """A sink that writes nothing and keeps the contents of the members asked for.
+
+    The others are never read (nor, from a zip, inflated); every member was checked.
+    """
+
+    def __init__(self, want: Collection[str] | Select, planner: Planner) -> None:
+        self.planner = planner
+        self.want = want if not callable(want) else None
+        self.select = want if callable(want) else None
+        self.contents: dict[str, bytes] = {}
+
+    def _wanted(self) -> Collection[str]:
+        if self.want is None:
+            assert self.select is not None
+            self.want = set(self.select(self.planner.members))
+        return self.want
+
+    def file(
+        self,
+        planned: PlannedMember,
+        chunks: Iterable[bytes | memoryview],
+        executable: bool,
+        mtime: float | None,
+    ) -> None:
+        if planned.rel not in self._wanted():
+            return
+        if planned.size > _MAX_READ:
+            raise self.planner.refuse(
+                planned.original,
+                f"is {planned.size} bytes, more than the {_MAX_READ} read into memory",
+            )
+        try:
+            self.contents[planned.rel] = b"".join(chunks)
+        except (*_READ_ERRORS, OSError) as e:
+            raise self.planner.refuse(planned.original, f"could not be read: {e}") from e
+
+    def directory(self, planned: PlannedMember, mtime: float | None) -> None:
+        pass
+
+    def symlink(self, planned: PlannedMember) -> None:
+        pass
+
+    def duplicate(self, planned: PlannedMember, read: Callable[[], bytes | memoryview]) -> None:
+        """A repeated member asked for must repeat the same bytes: never "last wins"."""
+        if planned.rel not in self.contents:
+            return
+        try:
+            same = bytes(read()) == self.contents[planned.rel]
+        except (*_READ_ERRORS, OSError) as e:
+            raise self.planner.refuse(planned.original, f"could not be read: {e}") from e
+        if not same:
+            raise self.planner.refuse(
+                planned.original, "is a duplicate of an earlier member with different content"
+            )
+
+    def finish(self) -> Listing:
+        self._wanted()  # a selection sees the plan even when no member was read
+        return Listing(self.planner.top, tuple(self.planner.members), self.contents)
 
 
 class _Writer:
@@ -577,7 +894,8 @@ def _set_mtime(target: int | str, mtime: float) -> None:
         raise tarfile.ExtractError("could not change modification time") from e
 
 
-def _tar_raw(info: tarfile.TarInfo) -> RawMember:
+def tar_raw(info: tarfile.TarInfo) -> RawMember:
+    """A tar member as :class:`Planner` sees it (every tar the tool opens is read so)."""
     kind: RawKind
     if info.isreg():
         kind = "file"
@@ -609,15 +927,11 @@ class _ReadAgain(Exception):
     """Reading the in-memory copy failed: read the file itself, which words the error."""
 
 
-def _gunzip(archive: Path, limit: int) -> bytes | None:
-    """The decompressed tar stream of a gzip archive, or None when it is not one, is
+def _gunzip(data: bytes | None, limit: int) -> bytes | None:
+    """The decompressed tar stream of gzip *data*, or None when it is not gzip, is
     damaged or exceeds *limit* (then the archive is read the ordinary way, which refuses
     or reports it exactly as it always did)."""
-    try:
-        data = archive.read_bytes()
-    except OSError:
-        return None
-    if not data.startswith(_GZIP_MAGIC):
+    if data is None or not data.startswith(_GZIP_MAGIC):
         return None
     out: list[bytes] = []
     total = 0
@@ -657,18 +971,23 @@ def _inflate_library() -> tuple[ModuleType, tuple[type[Exception], ...]]:
     return isal_zlib, (zlib.error, cast(type[Exception], isal_zlib.error))  # typed as an instance
 
 
-def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
+def _stream_limit(archive_size: int, limits: Limits) -> int:
+    """The most bytes a decompressed tar stream may have under *limits*: what its
+    members may hold, plus room for tar headers and padding."""
+    return min(limits.max_total_size, int(archive_size * limits.max_ratio)) + _TAR_OVERHEAD
+
+
+def _emit_tar(archive: _Archive, sink: Callable[[Planner], _Sink[_T]]) -> _T:
     # A stream past what the limits allow goes the slow way, which refuses it at its
     # first oversized header; the allowance covers tar headers and padding.
-    limits = archive.limits
-    allowed = min(_IN_MEMORY_LIMIT, int(archive.size * limits.max_ratio) + _TAR_OVERHEAD)
-    stream = _gunzip(archive.path, allowed)
+    allowed = min(_IN_MEMORY_LIMIT, _stream_limit(archive.size, archive.limits))
+    stream = _gunzip(archive.read_bytes(), allowed)
     if stream is not None:
         # The usual sdist's headers are read by tarscan, a fifth of tarfile's CPU; any
         # other archive (and every hostile one tarscan does not know) by tarfile.
         members = tarscan.scan(stream)
         if members is not None:
-            return _write_tar(members, None, stream, archive, staging)
+            return _plan_tar(members, None, stream, archive, sink)
         try:
             tf = tarfile.open(fileobj=io.BytesIO(stream), mode="r:")  # noqa: SIM115
         except (*_READ_ERRORS, OSError):
@@ -676,25 +995,26 @@ def _extract_tar(archive: _Archive, staging: Path) -> FileStamps:
         else:
             with tf:
                 try:
-                    return _write_tar(tf, tf, stream, archive, staging)
+                    return _plan_tar(tf, tf, stream, archive, sink)
                 except _ReadAgain:
                     pass
-    try:
-        tf = tarfile.open(archive.path, "r:*")  # noqa: SIM115 - closed by the with below
-    except (*_READ_ERRORS, OSError) as e:
-        raise _unreadable(archive, e) from e
-    with tf:
-        return _write_tar(tf, tf, None, archive, staging)
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = stack.enter_context(archive.open())
+            tf = stack.enter_context(tarfile.open(fileobj=handle, mode="r:*"))
+        except (*_READ_ERRORS, OSError) as e:
+            raise _unreadable(archive, e) from e
+        return _plan_tar(tf, tf, None, archive, sink)
 
 
-def _write_tar(
+def _plan_tar(
     members: Iterable[tarfile.TarInfo],
     tf: tarfile.TarFile | None,
     stream: bytes | None,
     archive: _Archive,
-    staging: Path,
-) -> FileStamps:
-    """Plan every member, then write the plan.
+    sink: Callable[[Planner], _Sink[_T]],
+) -> _T:
+    """Plan every member, then give the plan to the sink.
 
     *members* are read from *tf*, or were read by :func:`tarscan.scan` (then *tf* is
     None).  *stream* is the whole decompressed tar when it is in memory: member data is
@@ -706,7 +1026,7 @@ def _write_tar(
     infos: list[tarfile.TarInfo] = []
     try:
         for info in members:
-            planner.add(_tar_raw(info))
+            planner.add(tar_raw(info))
             infos.append(info)
     except (*_READ_ERRORS, OSError) as e:
         if stream is not None:
@@ -732,25 +1052,25 @@ def _write_tar(
     def read_all(info: tarfile.TarInfo) -> bytes | memoryview:
         return b"".join(read(info))
 
-    writer = _Writer(staging, planner)
+    out = sink(planner)
     files: dict[str, tarfile.TarInfo] = {}
     for planned, info in zip(plan, infos, strict=True):
         if not planned.rel:
             continue
         if planned.kind == "file":
             files[planned.rel] = info
-            writer.file(planned, read(info), planned.executable, info.mtime)
+            out.file(planned, read(info), planned.executable, info.mtime)
         elif planned.kind == "dir":
-            writer.directory(planned, info.mtime)
+            out.directory(planned, info.mtime)
         elif planned.kind == "hardlink":
             # A copy of the target's data, mode and time, under the new name.
             source = files[planned.link]
-            writer.file(planned, read(source), source.mode & 0o111 != 0, source.mtime)
+            out.file(planned, read(source), source.mode & 0o111 != 0, source.mtime)
         elif planned.kind == "symlink":
-            writer.symlink(planned)
+            out.symlink(planned)
         else:
-            writer.duplicate(planned, functools.partial(read_all, info))
-    return writer.finish()
+            out.duplicate(planned, functools.partial(read_all, info))
+    return out.finish()
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> tuple[RawKind, int]:
@@ -782,13 +1102,9 @@ def _read_capped(stream: IO[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _extract_zip(archive: _Archive, staging: Path) -> FileStamps:
+def _emit_zip(zf: zipfile.ZipFile, archive: _Archive, sink: Callable[[Planner], _Sink[_T]]) -> _T:
     planner = archive.planner()
     try:
-        zf = zipfile.ZipFile(archive.path)
-    except (*_READ_ERRORS, OSError) as e:
-        raise _unreadable(archive, e) from e
-    with zf:
         infos = zf.infolist()
         plan: list[PlannedMember] = []
         for info in infos:
@@ -800,18 +1116,20 @@ def _extract_zip(archive: _Archive, staging: Path) -> FileStamps:
                 link = _zip_link_target(zf, info, planner)
             plan.append(planner.add(RawMember(info.filename, kind, info.file_size, mode, link)))
         planner.finish()
-        writer = _Writer(staging, planner)
-        counter = _ZipCounter(planner, archive.size)
-        for planned, info in zip(plan, infos, strict=True):
-            if planned.kind == "duplicate":
-                writer.duplicate(planned, functools.partial(zf.read, info))
-            elif planned.kind == "dir" and planned.rel:
-                writer.directory(planned, None)
-            elif planned.kind == "symlink":
-                writer.symlink(planned)
-            elif planned.kind == "file" and planned.rel:
-                writer.file(planned, counter.chunks(zf, info, planned), planned.executable, None)
-        return writer.finish()
+    except (*_READ_ERRORS, OSError) as e:
+        raise _unreadable(archive, e) from e
+    out = sink(planner)
+    counter = _ZipCounter(planner, archive.size)
+    for planned, info in zip(plan, infos, strict=True):
+        if planned.kind == "duplicate":
+            out.duplicate(planned, functools.partial(zf.read, info))
+        elif planned.kind == "dir" and planned.rel:
+            out.directory(planned, None)
+        elif planned.kind == "symlink":
+            out.symlink(planned)
+        elif planned.kind == "file" and planned.rel:
+            out.file(planned, counter.chunks(zf, info, planned), planned.executable, None)
+    return out.finish()
 
 
 def _zip_link_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, planner: Planner) -> str:
@@ -863,6 +1181,55 @@ class _ZipCounter:
                         " archive's size (a decompression bomb?)",
                     )
                 yield chunk
+
+
+def decompress(name: str, blob: bytes, *, package: str, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The tar stream inside *blob*, compressed as the suffix of *name* says (``.gz``,
+    ``.xz``, ``.lzma``, ``.bz2``, ``.zst``; none: as it is), for :func:`tar_raw`.
+
+    For archives inside archives (a ``.deb``'s ``data.tar.*``): decompression stops one
+    byte past what a tar under *limits* can hold (:func:`_stream_limit`), so a bomb is
+    refused without being held in memory.  Raises :class:`ExtractError`.
+    """
+    limit = _stream_limit(len(blob), limits)
+    try:
+        if name.endswith((".xz", ".lzma")):
+            out = lzma.LZMADecompressor().decompress(blob, limit + 1)
+        elif name.endswith(".gz"):
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = inflater.decompress(blob, limit + 1)
+            if len(out) <= limit and not inflater.eof:
+                raise EOFError("the gzip stream is truncated")
+        elif name.endswith(".bz2"):
+            out = bz2.BZ2Decompressor().decompress(blob, limit + 1)
+        elif name.endswith(".zst"):
+            out = _unzstd(blob, limit + 1, name, package)
+        elif name.endswith(".tar") or "." not in name:
+            out = blob
+        else:
+            raise ExtractError(f"{package}: unsupported compression of {name}")
+    except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError) as e:
+        raise ExtractError(f"{package}: {name} cannot be decompressed ({e})") from e
+    if len(out) > limit:
+        raise ExtractError(
+            f"{package}: refusing {name}: it decompresses to more than {limit} bytes, over"
+            f" what {limits.max_total_size} bytes of members (or {limits.max_ratio:g} times"
+            f" its {len(blob)} bytes) need (a decompression bomb?)"
+        )
+    return out
+
+
+def _unzstd(blob: bytes, limit: int, name: str, package: str) -> bytes:
+    try:
+        zstandard: Any = importlib.import_module("zstandard")
+    except ImportError as e:
+        raise ExtractError(
+            f"{package}: {name} is compressed with zstd, which needs the 'zstandard' module:"
+            " pip install zstandard"
+        ) from e
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)) as reader:
+        out: bytes = reader.read(limit)
+    return out
 
 
 # ------------------------------------------------------------------ worker processes
@@ -984,7 +1351,7 @@ class ExtractorPool:
             except WorkerLost:
                 self._lose(worker)
                 if os.path.lexists(dest):  # the worker died after its final rename
-                    shutil.rmtree(dest, ignore_errors=True)
+                    remove_tree(dest, ignore_errors=True)
             except BaseException:
                 self._idle.put(worker)
                 raise

@@ -17,6 +17,7 @@ from pathlib import Path
 import pygit2
 
 from .errors import MonorepoError
+from .fstree import remove_tree
 from .paths import cache_root
 
 
@@ -137,31 +138,38 @@ def export_commit(
         write_tree(repo, repo[commit].peel(pygit2.Tree), tmp)
         os.rename(tmp, dest)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, ignore_errors=True)
         if not dest.exists():
             raise
     return dest
 
 
 def write_tree(repo: pygit2.Repository, tree: pygit2.Tree, dest: Path) -> None:
-    """Write a git tree to *dest*, keeping the executable bit and symlinks."""
-    for entry in tree:
-        if entry.name is None:  # pragma: no cover - libgit2 always names tree entries
-            continue
-        target = dest / entry.name
-        obj = repo[entry.id]
-        if entry.filemode == pygit2.enums.FileMode.TREE:
-            target.mkdir()
-            write_tree(repo, obj.peel(pygit2.Tree), target)
-        elif entry.filemode == pygit2.enums.FileMode.LINK:
-            os.symlink(obj.peel(pygit2.Blob).data.decode(), target)
-        elif entry.filemode == pygit2.enums.FileMode.COMMIT:
-            target.mkdir()  # submodules are not fetched
-        else:
-            target.write_bytes(obj.peel(pygit2.Blob).data)
-            target.chmod(
-                0o755 if entry.filemode == pygit2.enums.FileMode.BLOB_EXECUTABLE else 0o644
-            )
+    """Write a git tree to *dest*, keeping the executable bit and symlinks.
+
+    Iterative (a stack of subtrees, not one call per level), so a tree of any depth
+    is written instead of dying with RecursionError half-way.
+    """
+    stack: list[tuple[pygit2.Tree, Path]] = [(tree, dest)]
+    while stack:
+        current, directory = stack.pop()
+        for entry in current:
+            if entry.name is None:  # pragma: no cover - libgit2 always names tree entries
+                continue
+            target = directory / entry.name
+            obj = repo[entry.id]
+            if entry.filemode == pygit2.enums.FileMode.TREE:
+                target.mkdir()
+                stack.append((obj.peel(pygit2.Tree), target))
+            elif entry.filemode == pygit2.enums.FileMode.LINK:
+                os.symlink(obj.peel(pygit2.Blob).data.decode(), target)
+            elif entry.filemode == pygit2.enums.FileMode.COMMIT:
+                target.mkdir()  # submodules are not fetched
+            else:
+                target.write_bytes(obj.peel(pygit2.Blob).data)
+                target.chmod(
+                    0o755 if entry.filemode == pygit2.enums.FileMode.BLOB_EXECUTABLE else 0o644
+                )
 
 
 def split_git_url(url: str) -> tuple[str, str | None, str | None]:

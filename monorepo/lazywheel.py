@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -71,24 +72,51 @@ def metadata_member(names: Sequence[str], filename: str) -> str:
     return candidates[0]
 
 
-def _read_member(archive: zipfile.ZipFile, filename: str, prepare: _RangeFile | None) -> bytes:
-    member = metadata_member(archive.namelist(), filename)
-    if prepare is not None:
-        # The member's local header and data lie between its offset and the next member's
-        # (or the central directory): fetch that in one request rather than three.
-        info = archive.getinfo(member)
-        later = [
-            i.header_offset for i in archive.infolist() if i.header_offset > info.header_offset
-        ]
-        prepare.fetch(info.header_offset, min(later, default=archive.start_dir))
-    return archive.read(member)
+def _read_member(
+    archive: zipfile.ZipFile, filename: str, prepare: _RangeFile | None, size: int
+) -> bytes:
+    """The wheel's METADATA, read once the whole member list passed the extractor's rules.
+
+    A wheel is an archive like any other: its listing is checked by
+    :func:`monorepo.extract.read_zip` (paths, member count, declared and real sizes,
+    ratio, depth) before the one member is inflated, so a wheel whose METADATA is a
+    bomb, or whose other members are, is refused rather than read.  *size* is the
+    wheel's size in bytes.
+    """
+    from monorepo import extract  # tar and the worker pool: only when a wheel is opened
+
+    chosen: list[str] = []
+
+    def choose(members: Sequence[extract.PlannedMember]) -> list[str]:
+        files = {m.rel: m.original for m in members if m.kind in ("file", "hardlink")}
+        member = metadata_member(list(files), filename)
+        chosen.append(member)
+        if prepare is not None:
+            # The member's local header and data lie between its offset and the next
+            # member's (or the central directory): fetch that in one request, not three.
+            info = archive.getinfo(files[member])
+            later = [
+                i.header_offset for i in archive.infolist() if i.header_offset > info.header_offset
+            ]
+            prepare.fetch(info.header_offset, min(later, default=archive.start_dir))
+        return chosen
+
+    listing = extract.read_zip(
+        archive,
+        package=filename,
+        name=filename,
+        size=size,
+        want=choose,
+        advice="Its metadata was not read; lock another version of the package",
+    )
+    return listing.contents[chosen[0]]
 
 
 def metadata_from_zip(data: bytes, filename: str) -> bytes:
     """The ``METADATA`` member's bytes from a whole wheel."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return _read_member(archive, filename, None)
+            return _read_member(archive, filename, None, len(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError) as error:
         raise MetadataError(f"{filename}: not a readable wheel (zip): {error}.") from error
 
@@ -224,7 +252,7 @@ def wheel_metadata(
         path = url_path(parts.path)
         try:
             with path.open("rb") as handle, zipfile.ZipFile(handle) as archive:
-                return _read_member(archive, filename, None)
+                return _read_member(archive, filename, None, os.fstat(handle.fileno()).st_size)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, KeyError) as error:
             raise MetadataError(f"{filename}: not a readable wheel (zip): {error}.") from error
         except OSError as error:
@@ -247,7 +275,7 @@ def wheel_metadata(
     remote = _RangeFile(url, client, total, first)
     try:
         with zipfile.ZipFile(remote) as archive:
-            return _read_member(archive, filename, remote)
+            return _read_member(archive, filename, remote, total)
     except _ServedWhole as whole:
         _check_whole(url, whole.body, sha256, size)
         return metadata_from_zip(whole.body, filename)

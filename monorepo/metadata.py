@@ -32,23 +32,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import tomllib
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from packaging.metadata import Metadata, RawMetadata, parse_email
 from packaging.tags import Tag
 from packaging.version import InvalidVersion, Version
 
-from monorepo import lazywheel, paths
+from monorepo import fstree, lazywheel, paths
 from monorepo.errors import MetadataError, OfflineError
 from monorepo.metadatacache import MetadataCache as MetadataCache  # its home before
 from monorepo.reporter import NullReporter, Reporter
@@ -155,41 +152,27 @@ def metadata_from_wheel(data: bytes, filename: str) -> Metadata:
     return parse_metadata(text, source=f"{filename} (METADATA)")
 
 
-def _sdist_top_and_member(data: bytes, filename: str, member: str) -> tuple[str, bytes | None]:
-    """The sdist's single top-level directory, and ``<top>/<member>`` if it exists."""
-    try:
-        if filename.endswith(".zip"):
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                names = archive.namelist()
-                top = _single_top(names, filename)
-                try:
-                    return top, archive.read(f"{top}/{member}")
-                except KeyError:
-                    return top, None
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            top = _single_top(tar.getnames(), filename)
-            try:
-                handle = tar.extractfile(f"{top}/{member}")
-            except KeyError:
-                return top, None
-            return top, handle.read() if handle is not None else None
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as error:
-        raise MetadataError(f"{filename}: not a readable sdist archive: {error}.") from error
+def _sdist_top_and_member(
+    data: bytes, filename: str, member: str, *, label: str | None = None
+) -> tuple[str, bytes | None]:
+    """The sdist's single top-level directory, and ``<top>/<member>`` if it exists.
+
+    The whole archive is checked by the extractor's rules first (:func:`extract.read_archive`),
+    so an sdist that ``pull`` would refuse is refused here too, before its metadata is
+    believed.  *label* names the package in a refusal (default: *filename*).
+    """
+    from monorepo import extract  # tar, zip and the worker pool: only when an sdist is read
+
+    listing = extract.read_archive(data, package=label or filename, name=filename, want=(member,))
+    return listing.top, listing.contents.get(member)
 
 
-def _single_top(names: Sequence[str], filename: str) -> str:
-    tops = {PurePosixPath(name).parts[0] for name in names if PurePosixPath(name).parts}
-    if len(tops) != 1:
-        raise MetadataError(
-            f"{filename}: an sdist must hold exactly one top-level directory, found "
-            f"{len(tops)}. The archive is malformed; use another version."
-        )
-    return tops.pop()
+def sdist_pkg_info(data: bytes, filename: str, *, label: str | None = None) -> Metadata | None:
+    """The sdist's ``PKG-INFO`` metadata when PEP 643 makes it trustworthy, else None.
 
-
-def sdist_pkg_info(data: bytes, filename: str) -> Metadata | None:
-    """The sdist's ``PKG-INFO`` metadata when PEP 643 makes it trustworthy, else None."""
-    top, text = _sdist_top_and_member(data, filename, "PKG-INFO")
+    Raises :class:`~monorepo.errors.ExtractError` for an sdist the extractor refuses.
+    """
+    top, text = _sdist_top_and_member(data, filename, "PKG-INFO", label=label)
     if text is None:
         return None
     return metadata_from_pkg_info(text, source=f"{filename}:{top}/PKG-INFO")
@@ -310,23 +293,6 @@ def build_env_python(
     return _venv_python(env_dir)
 
 
-def _safe_extract(data: bytes, filename: str, dest: Path) -> None:
-    """Unpack an sdist, refusing members that would land outside *dest*."""
-    try:
-        if filename.endswith(".zip"):
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                for member in archive.namelist():
-                    target = (dest / member).resolve()
-                    if not target.is_relative_to(dest.resolve()):
-                        raise MetadataError(f"{filename}: member {member!r} escapes the archive.")
-                archive.extractall(dest)
-        else:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-                tar.extractall(dest, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, OSError) as error:
-        raise MetadataError(f"{filename}: cannot be unpacked: {error}.") from error
-
-
 def metadata_from_build_backend(
     data: bytes,
     filename: str,
@@ -339,7 +305,13 @@ def metadata_from_build_backend(
     """Metadata an sdist's own build backend computes, from a temporary unpacked copy."""
     what = f"{label} ({filename})"
     text = _build_backend_text(
-        data, filename, what=what, index_urls=index_urls, offline=offline, reporter=reporter
+        data,
+        filename,
+        label=label,
+        what=what,
+        index_urls=index_urls,
+        offline=offline,
+        reporter=reporter,
     )
     return parse_metadata(text, source=f"{what} (from its build backend)")
 
@@ -348,16 +320,20 @@ def _build_backend_text(
     data: bytes,
     filename: str,
     *,
+    label: str,
     what: str,
     index_urls: Sequence[str],
     offline: bool,
     reporter: Reporter | None,
 ) -> bytes:
-    top, _pkg_info = _sdist_top_and_member(data, filename, "PKG-INFO")
-    with tempfile.TemporaryDirectory(prefix="monorepo-sdist-") as tmp:
-        _safe_extract(data, filename, Path(tmp))
+    with fstree.temporary_directory(prefix="monorepo-sdist-") as tmp:
+        from monorepo import extract  # see _sdist_top_and_member
+
+        # The one extractor, with the rules and limits of pull: no second rule set.
+        tree = tmp / "tree"
+        extract.extract_sdist(data, tree, package=label, name=filename)
         return _source_tree_text(
-            Path(tmp) / top, what=what, index_urls=index_urls, offline=offline, reporter=reporter
+            tree, what=what, index_urls=index_urls, offline=offline, reporter=reporter
         )
 
 
@@ -581,7 +557,7 @@ def release_metadata(
     sdist_data: bytes | None = None
     if sdist is not None:
         sdist_data = fetch(sdist.url, sha256=sdist.sha256, size=sdist.size)
-        top, pkg_info = _sdist_top_and_member(sdist_data, sdist.filename, "PKG-INFO")
+        top, pkg_info = _sdist_top_and_member(sdist_data, sdist.filename, "PKG-INFO", label=label)
         if pkg_info is not None:
             source = f"{sdist.filename}:{top}/PKG-INFO"
             if metadata_from_pkg_info(pkg_info, source=source) is not None:
@@ -593,6 +569,7 @@ def release_metadata(
     text = _build_backend_text(
         sdist_data,
         sdist.filename,
+        label=label,
         what=what,
         index_urls=index_urls,
         offline=offline,

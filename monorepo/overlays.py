@@ -22,7 +22,6 @@ file switch off, what the default overlay says about a package.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 from packaging.version import Version
 
+from monorepo import fstree
 from monorepo.errors import OverlayError
 from monorepo.patches import Patch
 from monorepo.paths import cache_root
@@ -256,7 +256,7 @@ def directory_fingerprint(root: Path) -> str:
     renamed or edited file changes it; modification times and permissions do not.
     """
     entries: list[tuple[bytes, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in fstree.walk(root):  # os.walk recurses per level
         dirnames[:] = [d for d in dirnames if d != ".git"]
         for filename in filenames:
             path = Path(dirpath, filename)

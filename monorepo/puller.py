@@ -56,7 +56,6 @@ import os
 import platform
 import queue
 import secrets
-import shutil
 import struct
 import sys
 import threading
@@ -75,6 +74,7 @@ from monorepo.cache import ContentStore
 from monorepo.config import load_config
 from monorepo.errors import LockFileError, PullError
 from monorepo.extract import ExtractorPool
+from monorepo.fstree import remove_tree
 from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistSource, VcsSource
 from monorepo.overlays import Overlay, load_overlays
 from monorepo.patches import Patch
@@ -187,10 +187,7 @@ def _write_stamps(path: Path, stamps: Mapping[str, tuple[Stamp, str]]) -> None:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    remove_tree(path)  # iterative: a tree of any depth (shutil.rmtree recurses on 3.11)
 
 
 def _record_text(entries: Mapping[str, Entry], key: str) -> str:

@@ -20,14 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from monorepo import fstree
 from monorepo.cache import ContentStore
 from monorepo.errors import IndexClientError, PullError
 from monorepo.extract import ExtractorPool, FileStamps, extract_sdist
+from monorepo.fstree import remove_tree
 from monorepo.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
 from monorepo.patches import Patch, apply_patches
 from monorepo.paths import url_path
@@ -144,12 +145,9 @@ def _export_git(pkg: LockedPackage, source: VcsSource, *, offline: bool) -> Path
 def _copy_tree(src: Path, dest: Path, pkg: LockedPackage) -> None:
     """A plain copy of an export: symlinks kept as links, modes normalised, no ``.git``."""
 
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        return {".git"} & set(names)
-
     try:
-        shutil.copytree(src, dest, symlinks=True, ignore=ignore)
-        for dirpath, dirnames, filenames in os.walk(dest):
+        fstree.copy_tree(src, dest, skip={".git"})
+        for dirpath, dirnames, filenames in fstree.walk(dest, strict=True):
             for name in filenames:
                 path = Path(dirpath, name)
                 if path.is_symlink():
@@ -258,13 +256,13 @@ def materialize_entries(
             raise PullError(f"{_label(pkg)}: {error}") from error
         os.rename(staging, dest)
     except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
         raise PullError(
             f"{_label(pkg)}: cannot move its tree into {dest}: {error}; check the free space and"
             f" permissions of {dest.parent}"
         ) from error
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
         raise
     if stamps is not None:
         stamps.update(known)

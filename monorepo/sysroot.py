@@ -36,13 +36,9 @@ from __future__ import annotations
 
 import argparse
 import ast
-import bz2
 import concurrent.futures
-import gzip
 import hashlib
-import importlib
 import io
-import lzma
 import os
 import posixpath
 import re
@@ -53,13 +49,15 @@ import tarfile
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from monorepo import extract
 from monorepo.atomic import write_bytes
-from monorepo.errors import HashMismatchError, IndexClientError, MonorepoError
-from monorepo.extract import RawMember
+from monorepo.errors import ExtractError, HashMismatchError, IndexClientError, MonorepoError
+from monorepo.extract import DEFAULT_LIMITS, Limits, Planner, RawMember, resolve_path, tar_raw
+from monorepo.fstree import remove_tree
 from monorepo.reporter import NullReporter, Reporter
 
 __all__ = [
@@ -515,33 +513,11 @@ def deb_data_member(data: bytes, *, what: str = "package") -> tuple[str, bytes]:
 
 
 def _decompress(name: str, blob: bytes, what: str) -> bytes:
+    """The extractor's capped decompression (:func:`monorepo.extract.decompress`)."""
     try:
-        if name.endswith(".xz") or name.endswith(".lzma"):
-            return lzma.decompress(blob)
-        if name.endswith(".gz"):
-            return gzip.decompress(blob)
-        if name.endswith(".bz2"):
-            return bz2.decompress(blob)
-        if name.endswith(".zst"):
-            return _zstd_decompress(blob, what)
-    except (lzma.LZMAError, OSError, EOFError, ValueError) as e:
-        raise SysrootError(f"{what}: {name} cannot be decompressed ({e})") from e
-    if name.endswith(".tar") or "." not in name:
-        return blob
-    raise SysrootError(f"{what}: unsupported compression of {name}")
-
-
-def _zstd_decompress(blob: bytes, what: str) -> bytes:
-    try:
-        zstandard: Any = importlib.import_module("zstandard")
-    except ImportError as e:
-        raise SysrootError(
-            f"{what} is compressed with zstd, which needs the 'zstandard' module: pip install"
-            " zstandard"
-        ) from e
-    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)) as reader:
-        out: bytes = reader.read()
-    return out
+        return extract.decompress(name, blob, package=what)
+    except ExtractError as e:
+        raise SysrootError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -561,99 +537,88 @@ def _merge_usr(parts: list[str]) -> list[str]:
     return ["usr", *parts] if parts and parts[0] in _MERGED else parts
 
 
-def _normalise(base: list[str], path: str) -> list[str] | None:
-    """Lexically resolve *path* (relative to directory *base*, or absolute from the
-    root); None if it climbs above the root."""
-    stack = [] if path.startswith("/") else list(base)
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return None
-            stack.pop()
-        else:
-            stack.append(part)
-    return stack
+_DEB_ADVICE = "Nothing of this sysroot was installed; the package or mirror is damaged or hostile"
 
 
-def plan_deb(package: str, members: Iterable[RawMember]) -> list[DebEntry]:
+def plan_deb(
+    package: str,
+    members: Iterable[RawMember],
+    *,
+    archive_name: str = "data.tar",
+    archive_size: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[DebEntry]:
     """Check a ``data.tar``'s members and say where each goes; pure (no file system).
 
-    Refuses (with :class:`SysrootError`) absolute member names, ``..`` components, NUL
-    bytes, device and fifo members, symlinks whose target climbs above the root, and
-    hard links to anything but an earlier regular file.  Absolute symlink targets are
-    taken as relative to the sysroot root and rewritten relative to the link, and
-    every path (members and targets) has ``/bin``, ``/sbin`` and ``/lib*`` merged into
-    ``/usr`` so that links and the things they name agree.
+    The checks are the extractor's (:class:`monorepo.extract.Planner`, ``tree`` layout,
+    the same :class:`~monorepo.extract.Limits` as every archive): no absolute paths, no
+    ``..``, no NUL bytes, no device or fifo members, no symlink whose target leaves the
+    root (through the package's other links too), hard links only to an earlier
+    regular file, and the caps on members, bytes (links counted), ratio, depth and path
+    length.  What is the sysroot's own comes first: every path (members and link
+    targets) has ``/bin``, ``/sbin`` and ``/lib*`` merged into ``/usr`` so that links
+    and the things they name agree, and absolute symlink targets are taken as relative
+    to the sysroot root and rewritten relative to the link.  *archive_size* is the
+    compressed member's size (None: not known, the ratio is not checked).  Raises
+    :class:`SysrootError`.
     """
-
-    def refuse(member: str, reason: str) -> SysrootError:
-        return SysrootError(
-            f"{package}: refusing member '{member}' of its data.tar: {reason}. Nothing of"
-            " this sysroot was installed; the package or mirror is damaged or hostile"
-        )
-
+    planner = Planner(package, archive_name, archive_size, limits, "tree", _DEB_ADVICE)
     plan: list[DebEntry] = []
     by_rel: dict[str, DebEntry] = {}
-    for raw in members:
-        name = raw.name
-        if "\0" in name:
-            raise refuse(name, "its path contains a NUL byte")
-        if name.startswith("/"):
-            raise refuse(name, "its path is absolute")
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise refuse(name, "its path has a '..' component")
-        if raw.kind in ("chardev", "blockdev", "fifo", "other"):
-            raise refuse(name, f"it is a {raw.kind}, which a sysroot must not contain")
-        if not parts:
-            continue
-        parts = _merge_usr(parts)
-        rel = "/".join(parts)
-        entry: DebEntry
-        if raw.kind == "symlink":
-            if not raw.link or "\0" in raw.link:
-                raise refuse(name, "it is a symlink with an empty or NUL-containing target")
-            original_parent = [p for p in name.split("/") if p not in ("", ".")][:-1]
-            target = _normalise(original_parent, raw.link)
-            if target is None:
-                raise refuse(name, f"it is a symlink to '{raw.link}', which leaves the sysroot")
-            target = _merge_usr(target)
-            link = posixpath.relpath("/" + "/".join(target), "/" + "/".join(parts[:-1]))
-            entry = DebEntry(name, rel, "symlink", False, link)
-        elif raw.kind == "hardlink":
-            target_parts = _normalise([], raw.link.lstrip("/"))
-            found = by_rel.get("/".join(_merge_usr(target_parts))) if target_parts else None
-            if found is None or found.kind not in ("file", "hardlink"):
-                raise refuse(
-                    name, f"it is a hard link to '{raw.link}', not an earlier regular file"
-                )
-            entry = DebEntry(name, rel, "hardlink", found.executable, found.link or found.rel)
-        else:
-            kind: Literal["file", "dir"] = "dir" if raw.kind == "dir" else "file"
-            entry = DebEntry(name, rel, kind, bool(raw.mode & 0o111))
-        plan.append(entry)
-        by_rel[rel] = entry
+    try:
+        for raw in members:
+            merged = _merged(raw, planner)
+            if merged is None:
+                continue
+            planned = planner.add(merged)
+            if not planned.rel:
+                continue
+            entry: DebEntry
+            if planned.kind == "symlink":
+                entry = DebEntry(raw.name, planned.rel, "symlink", False, planned.link)
+            elif planned.kind == "hardlink":
+                found = by_rel[planned.link]
+                entry = DebEntry(raw.name, planned.rel, "hardlink", found.executable, planned.link)
+            else:  # a repeated file is written again, the later one winning, as dpkg does
+                kind: Literal["file", "dir"] = "dir" if planned.kind == "dir" else "file"
+                entry = DebEntry(raw.name, planned.rel, kind, bool(raw.mode & 0o111))
+            plan.append(entry)
+            by_rel.setdefault(planned.rel, entry)
+        planner.finish()
+    except ExtractError as e:
+        raise SysrootError(str(e)) from e
     return plan
 
 
-def _tar_raw(info: tarfile.TarInfo) -> RawMember:
-    if info.isreg():
-        return RawMember(info.name, "file", info.size, info.mode)
-    if info.isdir():
-        return RawMember(info.name, "dir", 0, info.mode)
-    if info.issym():
-        return RawMember(info.name, "symlink", 0, info.mode, info.linkname)
-    if info.islnk():
-        return RawMember(info.name, "hardlink", 0, info.mode, info.linkname)
-    if info.ischr():
-        return RawMember(info.name, "chardev")
-    if info.isblk():
-        return RawMember(info.name, "blockdev")
-    if info.isfifo():
-        return RawMember(info.name, "fifo")
-    return RawMember(info.name, "other")
+def _merged(raw: RawMember, planner: Planner) -> RawMember | None:
+    """*raw* with its path and link target merged into ``/usr`` and an absolute symlink
+    target made relative; None for a link that merging makes point at itself (``lib64 ->
+    usr/lib64``: the directory it stood for is merged already).  A path the planner will
+    refuse anyway is passed on unchanged, for the planner's message."""
+
+    def merge(path: str) -> str | None:
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if path.startswith("/") or "\0" in path or ".." in parts or not parts:
+            return None
+        return "/".join(_merge_usr(parts))
+
+    name = merge(raw.name)
+    if name is None:
+        return raw
+    if raw.kind == "hardlink":
+        return replace(raw, name=name, link=merge(raw.link) or raw.link)
+    if raw.kind != "symlink" or not raw.link or "\0" in raw.link:
+        return replace(raw, name=name)
+    parent = [p for p in raw.name.split("/") if p not in ("", ".")][:-1]
+    absolute = raw.link.startswith("/")
+    target = resolve_path([] if absolute else parent, raw.link.lstrip("/"))
+    if target is None:
+        raise planner.refuse(raw.name, f"is a symlink to '{raw.link}', which leaves the sysroot")
+    target = _merge_usr(target)
+    if "/".join(target) == name:
+        return None
+    link = posixpath.relpath("/" + "/".join(target), "/" + name.rpartition("/")[0])
+    return replace(raw, name=name, link=link)
 
 
 class _Writer:
@@ -733,8 +698,15 @@ def unpack_deb(deb: bytes, root: Path, *, package: str, writer: _Writer | None =
     writer = writer or _Writer(root)
     try:
         with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
-            infos = tar.getmembers()
-            plan = plan_deb(package, (_tar_raw(info) for info in infos))
+            infos: list[tarfile.TarInfo] = []
+
+            def raw_members() -> Iterator[RawMember]:
+                # Planned while the headers are read: a member flood is refused early.
+                for info in tar:
+                    infos.append(info)
+                    yield tar_raw(info)
+
+            plan = plan_deb(package, raw_members(), archive_name=name, archive_size=len(blob))
             by_name = {info.name: info for info in infos}
             for entry in plan:
                 source = tar.extractfile(by_name[entry.original]) if entry.kind == "file" else None
@@ -1330,10 +1302,10 @@ def _assemble(
         (staging / TOML_NAME).write_text(_render(info), encoding="utf-8")
         _replace(staging, dest)
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
         raise SysrootError(f"cannot write the sysroot at {dest}: {e}") from e
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
         raise
     reporter.message("info", f"sysroot ready at {dest}")
     return read_sysroot(dest)
@@ -1345,7 +1317,7 @@ def _replace(staging: Path, dest: Path) -> None:
         trash = Path(tempfile.mkdtemp(prefix=f".old-{dest.name}-", dir=dest.parent))
         os.rename(dest, trash / "old")
         os.rename(staging, dest)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash, ignore_errors=True)
     else:
         os.rename(staging, dest)
 

@@ -51,6 +51,7 @@ from packaging.utils import canonicalize_name
 from monorepo import lockfile
 from monorepo.config import ProjectConfig, load_config
 from monorepo.errors import LockFileError, MonorepoError
+from monorepo.fstree import temporary_directory
 from monorepo.lockfile import (
     ArchiveSource,
     LockDocument,
@@ -639,9 +640,9 @@ def _rebuild(ctx: _Ctx, pkg: LockedPackage) -> tuple[Mapping[str, Entry] | None,
     assert ctx.lock is not None
     try:
         patches = _patches_for([pkg], ctx.lock, base=ctx.root, offline=True).get(pkg.dir, ())
-        with tempfile.TemporaryDirectory(prefix="monorepo-verify-") as tmp:
+        with temporary_directory(prefix="monorepo-verify-") as tmp:
             entries = materialize_entries(
-                pkg, Path(tmp) / "tree", patches=patches, store=ContentStore(), offline=True
+                pkg, tmp / "tree", patches=patches, store=ContentStore(), offline=True
             )
     except MonorepoError as error:
         return None, (

@@ -22,7 +22,6 @@ any other cycle is an error naming it, because no order can build it from source
 from __future__ import annotations
 
 import heapq
-import os
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
+from monorepo import fstree
 from monorepo.errors import PullError
 from monorepo.lockfile import LockDocument, LockedPackage
 
@@ -75,7 +75,7 @@ def detect_c_extension(tree: Path, paths: Iterable[str] | None = None) -> bool:
             if rel.endswith(_C_SUFFIXES) and _SKIP_DIRS.isdisjoint(rel.split("/")[:-1]):
                 return True
     else:
-        for _dirpath, dirnames, filenames in os.walk(tree):
+        for _dirpath, dirnames, filenames in fstree.walk(tree):  # os.walk recurses
             dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
             for name in filenames:
                 if name.endswith(_C_SUFFIXES):

@@ -77,3 +77,22 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         return project
 
     return factory
+
+
+@pytest.fixture
+def deep_tree() -> Iterator[Callable[..., Path]]:
+    """``deep_tree(root, depth=1200)``: :func:`fixtures.hostile.deep_tree`, removed again
+    at teardown, since pytest's own cleanup of old temporary directories uses
+    ``shutil.rmtree``, which recurses once per level on Python 3.11."""
+    from fixtures import hostile
+    from monorepo.fstree import remove_tree
+
+    made: list[Path] = []
+
+    def factory(root: Path, depth: int = 1200) -> Path:
+        made.append(root / "d")
+        return hostile.deep_tree(root, depth)
+
+    yield factory
+    for top in made:
+        remove_tree(top, ignore_errors=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import gzip
+import io
 import os
+import re
 import stat
 import tarfile
 from collections.abc import Callable
@@ -14,7 +18,14 @@ import pytest
 
 from fixtures import hostile
 from monorepo.errors import ExtractError
-from monorepo.extract import ExtractorPool, Limits, Planner, RawMember, extract_sdist
+from monorepo.extract import (
+    ExtractorPool,
+    Limits,
+    Planner,
+    RawMember,
+    extract_sdist,
+    read_archive,
+)
 from monorepo.treehash import hash_entries, scan_tree, tree_hash
 
 
@@ -125,6 +136,89 @@ def test_decompression_bomb_by_total_size(layout: tuple[Path, Path]) -> None:
     refuse(bomb, dest, "evil-1.0/zeros.bin", "over the limit of 1048576", limits)
 
 
+def _refused(archive: Path, dest: Path, limits: Limits | None = None) -> str:
+    """Extract, expect a refusal, and check that nothing at all was written."""
+    outer = dest.parent.parent.parent
+    before = snapshot(outer)
+    with pytest.raises(ExtractError) as info:
+        extract_sdist(archive, dest, package="evil", limits=limits or Limits())
+    assert snapshot(outer) == before  # no staging dir, no file, nothing new
+    return str(info.value)
+
+
+def test_hard_link_bomb_is_refused_by_ratio_before_anything_is_written(
+    layout: tuple[Path, Path],
+) -> None:
+    # 1 MiB of random bytes and 2,500 hard links to it: a 1 MB sdist that would write
+    # 2.5 GB, every link being extracted as a copy.  Each link counts its target's bytes.
+    archives, dest = layout
+    bomb = hostile.hardlink_bomb(archives)
+    assert bomb.stat().st_size < 2 * 1024**2
+    message = _refused(bomb, dest)
+    assert re.match(
+        r"evil: refusing evil-1\.0-hardlink-bomb\.tar\.gz: member 'evil-1\.0/copy-\d+\.bin' is a"
+        r" hard link to 'evil-1\.0/blob\.bin', extracted as a copy of its 1048576 bytes, which"
+        r" brings the uncompressed size to \d+ bytes, \d+ times the archive's \d+ bytes, over"
+        r" the limit of 200 \(a decompression bomb\?\)",
+        message,
+    ), message
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".tar"])
+def test_hard_links_count_toward_the_total_size(layout: tuple[Path, Path], suffix: str) -> None:
+    archives, dest = layout
+    bomb = hostile.hardlink_bomb(archives, size=64 * 1024, links=40)
+    if suffix != ".tar.gz":  # the same members, read by tarfile from the file
+        other = hostile.write_tar(
+            archives / f"bomb{suffix}", _members(gzip.decompress(bomb.read_bytes()))
+        )
+        bomb = other
+    message = _refused(bomb, dest, Limits(max_total_size=1024**2, max_ratio=1e9))
+    # setup.py, the 64 KiB file and 14 links fit in 1 MiB; the 15th link (copy-00014) is
+    # the 16th copy, one too many.
+    assert "member 'evil-1.0/copy-00014.bin' is a hard link to 'evil-1.0/blob.bin'" in message
+    assert "over the limit of 1048576" in message
+
+
+def _members(stream: bytes) -> list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]:
+    out: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tf:
+        for info in tf:
+            member = tf.extractfile(info) if info.isreg() else None
+            out.append((info, member.read()) if member is not None else info)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.xz", ".zip"])
+def test_deep_nesting_is_refused_before_anything_is_written(
+    layout: tuple[Path, Path], suffix: str
+) -> None:
+    archives, dest = layout
+    deep = hostile.deep_nesting(archives, suffix=suffix)
+    message = _refused(deep, dest)
+    assert message.startswith(f"evil: refusing {deep.name}: member 'evil-1.0/d/d/d/"), message
+    name = f"{hostile.TOP}/{'d/' * 1200}{hostile.DEEP_FILE}"
+    assert f"d/deep.txt ({len(name)} characters)' is nested 1201 levels deep" in message
+    assert "over the limit of 128 levels" in message
+    assert len(message) < 600  # the member's name is shortened, not quoted whole
+
+
+def test_depth_and_path_length_are_counted_below_the_top_directory(
+    layout: tuple[Path, Path],
+) -> None:
+    archives, dest = layout
+    at_limit = hostile.deep_nesting(archives, depth=127)  # 128 components with the file
+    extract_sdist(at_limit, dest, package="evil")
+    assert (dest / ("d/" * 127 + hostile.DEEP_FILE)).read_bytes() == b"deep\n"
+    # Five directories of 250 bytes: shallow, but a path of 5 x 251 + 1 = 1256 bytes.
+    name = f"{hostile.TOP}/{('n' * 250 + '/') * 5}x"
+    long_path = hostile.write_tar(
+        archives / "evil-1.0-long.tar.gz", [hostile._dir(hostile.TOP), hostile._file(name)]
+    )
+    message = _refused(long_path, dest.with_name("long"))
+    assert "has a path of 1256 bytes, over the limit of 1024 bytes" in message
+
+
 def test_member_count_limit(layout: tuple[Path, Path]) -> None:
     archives, dest = layout
     good = hostile.good_sdist(archives)
@@ -204,7 +298,7 @@ def test_corrupt_archive(layout: tuple[Path, Path]) -> None:
 
 def test_unsupported_suffix_and_existing_dest(layout: tuple[Path, Path]) -> None:
     archives, dest = layout
-    with pytest.raises(ExtractError, match="not a supported sdist archive"):
+    with pytest.raises(ExtractError, match="not a supported archive"):
         extract_sdist(archives / "evil-1.0.rar", dest, package="evil")
     dest.mkdir()
     with pytest.raises(ExtractError, match="already exists"):
@@ -320,6 +414,64 @@ def test_planner_limits_apply_while_reading() -> None:
         planner.add(RawMember("p/b", "file", 600))
 
 
+def test_planner_counts_every_member_kind_toward_the_size_limits() -> None:
+    limits = Limits(max_total_size=1000)
+    planner = Planner("pkg", "pkg-1.0.tar.gz", 10**6, limits)
+    planner.add(RawMember("p/a", "file", 400))
+    planner.add(RawMember("p/b", "hardlink", link="p/a"))  # a copy: 800 bytes so far
+    with pytest.raises(ExtractError, match="'p/c' is a hard link to 'p/b', extracted as a copy"):
+        planner.add(RawMember("p/c", "hardlink", link="p/b"))  # a link to a link copies a too
+    planner = Planner("pkg", "pkg-1.0.tar.gz", 10**6, limits)
+    planner.add(RawMember("p/a", "file", 990))
+    with pytest.raises(ExtractError, match="'p/l' brings the uncompressed size to 1001 bytes"):
+        planner.add(RawMember("p/l", "symlink", link="a" * 11))  # a link's target counts
+    ratio = Planner("pkg", "pkg-1.0.tar.gz", 10, Limits(max_ratio=100))
+    ratio.add(RawMember("p/a", "file", 600))
+    with pytest.raises(ExtractError, match="over the limit of 100 \\(a decompression bomb"):
+        ratio.add(RawMember("p/b", "hardlink", link="p/a"))
+
+
+def test_planner_depth_and_path_length() -> None:
+    limits = Limits(max_depth=3, max_path_length=10)
+    plan(RawMember("p/a/b/c", "file"), limits=limits)
+    with pytest.raises(ExtractError, match="'p/a/b/c/d' is nested 4 levels deep, over the limit"):
+        plan(RawMember("p/a/b/c/d", "file"), limits=limits)
+    with pytest.raises(ExtractError, match="'p/a/b/c/d/' is nested 4 levels deep"):
+        plan(RawMember("p/a/b/c/d/", "dir"), limits=limits)  # directories too
+    with pytest.raises(ExtractError, match="'p/l' is a symlink with an over-long target"):
+        plan(RawMember("p/l", "symlink", link="a/" * 2049))
+    plan(RawMember("p/abcdefghij", "file"), limits=limits)
+    with pytest.raises(ExtractError, match="has a path of 11 bytes, over the limit of 10 bytes"):
+        plan(RawMember("p/abcdefghi\u00e9", "file"), limits=limits)  # bytes, not characters
+
+
+def test_planner_tree_layout_keeps_paths_under_the_same_rules() -> None:
+    planner = Planner("pkg", "pkg-1.0-py3-none-any.whl", 10**6, layout="tree")
+    for member in (
+        RawMember("./", "dir"),
+        RawMember("pkg/__init__.py", "file", 3),
+        RawMember("pkg-1.0.dist-info/METADATA", "file", 3),
+        RawMember("pkg/", "dir"),
+        RawMember("pkg/", "dir"),  # a directory listed twice is harmless
+    ):
+        planner.add(member)
+    assert [m.rel for m in planner.finish()] == [
+        "",
+        "pkg/__init__.py",
+        "pkg-1.0.dist-info/METADATA",
+        "pkg",
+        "pkg",
+    ]
+    for bad, reason in (
+        (RawMember("../x", "file"), "'..'"),
+        (RawMember("/x", "file"), "absolute"),
+        (RawMember("d/" * 128 + "f", "file"), "levels deep"),
+        (RawMember("x", "blockdev"), "block device"),
+    ):
+        with pytest.raises(ExtractError, match=reason):
+            Planner("pkg", "pkg.whl", 10**6, layout="tree").add(bad)
+
+
 def test_message_names_package_archive_member(layout: tuple[Path, Path]) -> None:
     archives, dest = layout
     builders: list[Callable[[Path], Path]] = [hostile.path_traversal, hostile.zip_traversal]
@@ -353,8 +505,9 @@ HOSTILE_TARS: list[tuple[Callable[[Path], Path], str]] = [
     (hostile.duplicate_same_size, "evil-1.0/setup.py"),
     (hostile.no_top_dir, "setup.py"),
     (hostile.two_top_dirs, "other-1.0"),
+    (hostile.deep_nesting, f"{hostile.TOP}/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d"),
 ]
-"""Every hostile tar of the corpus but the bomb (a bomb is no bomb once uncompressed)."""
+"""Every hostile tar of the corpus but the bombs (a bomb is no bomb once uncompressed)."""
 
 
 def _as_plain_tar(archive: Path) -> Path:
@@ -379,7 +532,7 @@ def test_hostile_tar_is_refused_alike_from_memory_and_from_the_file(
         assert not any(p.name.startswith(".tmp-") for p in dest.parent.iterdir())
         messages.append(str(info.value).replace(archive.name, "ARCHIVE"))
     assert messages[0] == messages[1]
-    assert f"member '{member}' " in messages[0]
+    assert f"member '{member}" in messages[0]
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".tar.xz", ".tar", ".zip"])
@@ -444,7 +597,7 @@ def test_a_store_entry_is_extracted_under_the_name_it_is_given(
     entry.write_bytes(hostile.good_sdist(archives, ".zip").read_bytes())
     extract_sdist(entry, dest, package="good", name="good-1.0.zip")
     assert (dest / "setup.py").is_file()
-    with pytest.raises(ExtractError, match="refusing 0123abcd: not a supported sdist"):
+    with pytest.raises(ExtractError, match="refusing 0123abcd: not a supported archive"):
         extract_sdist(entry, dest.with_name("other"), package="good")
 
 
@@ -558,10 +711,129 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for library, errors in ((zlib, (zlib.error,)), (isal_zlib, (zlib.error, isal_zlib.error))):
         monkeypatch.setattr(extract, "_inflate_library", lambda lib=library, e=errors: (lib, e))
         for name, data in cases.items():
-            archive = tmp_path / f"{name}.tar.gz"
-            archive.write_bytes(data)
-            results[library.__name__, name] = extract._gunzip(archive, 1 << 30)
+            results[library.__name__, name] = extract._gunzip(data, 1 << 30)
     for name in cases:
         assert results["zlib", name] == results["isal.isal_zlib", name], name
     assert results["zlib", "whole"] == results["zlib", "members"] == stream
     assert results["zlib", "truncated"] is None and results["zlib", "damaged"] is None
+
+
+# --- one extractor: reading an archive applies the rules of extracting it ------------------
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.bz2", ".zip"])
+def test_read_archive_returns_the_members_asked_for_and_writes_nothing(
+    tmp_path: Path, suffix: str
+) -> None:
+    archive = hostile.good_sdist(tmp_path, suffix)
+    before = snapshot(tmp_path)
+    listing = read_archive(
+        archive.read_bytes(), package="good", name=archive.name, want=("setup.py", "nothere")
+    )
+    assert snapshot(tmp_path) == before
+    assert listing.top == hostile.GOOD_TOP
+    assert listing.contents == {"setup.py": hostile.GOOD_FILES["setup.py"][0]}
+    rels = {m.rel for m in listing.members}
+    assert {"setup.py", "good/__init__.py", hostile.GOOD_SYMLINK[0]} <= rels
+    # From the file, and with the members chosen from the checked plan.
+    chosen = read_archive(archive, package="good", want=lambda plan: [m.rel for m in plan][-2:])
+    assert set(chosen.contents) <= rels
+
+
+HOSTILE_ARCHIVES: list[Callable[[Path], Path]] = [
+    *(build for build, _ in HOSTILE_TARS),
+    hostile.decompression_bomb,
+    hostile.hardlink_bomb,
+    hostile.zip_traversal,
+    hostile.zip_symlink_escape,
+    functools.partial(hostile.deep_nesting, suffix=".zip"),
+]
+
+
+@pytest.mark.parametrize("build", HOSTILE_ARCHIVES)
+def test_read_archive_refuses_what_extraction_refuses_with_the_same_message(
+    layout: tuple[Path, Path], build: Callable[[Path], Path]
+) -> None:
+    archives, dest = layout
+    archive = build(archives)
+    with pytest.raises(ExtractError) as extracting:
+        extract_sdist(archive, dest, package="evil")
+    with pytest.raises(ExtractError) as reading:
+        read_archive(archive.read_bytes(), package="evil", name=archive.name, want=("setup.py",))
+    assert str(reading.value) == str(extracting.value)
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names of everything *path* calls (``tarfile.open``, ``zf.extractall``)."""
+
+    def dotted(node: ast.expr) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return f"{dotted(node.value)}.{node.attr}"
+        return "?"
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {dotted(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+
+
+def test_every_archive_is_opened_through_the_one_extractor() -> None:
+    """One extraction code path: nothing unpacks an archive but monorepo.extract, and the
+    few modules that open one hand it to the extractor's rules (DESIGN.md section 9)."""
+    package = Path(__file__).resolve().parent.parent / "monorepo"
+    opening = {"tarfile.open", "zipfile.ZipFile", "tarfile.TarFile"}
+    decompressing = {"gzip.decompress", "lzma.decompress", "bz2.decompress", "gzip.open"}
+    openers: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        calls = _calls(path)
+        assert "_safe_extract" not in text, path.name
+        assert not {c for c in calls if c.endswith((".extractall", ".extract"))} - {
+            "extractor.extract"  # ExtractorPool.extract: extract_sdist in a worker
+        }, path.name
+        if path.name != "extract.py":
+            assert not calls & decompressing, path.name
+            if calls & opening:
+                openers[path.name] = calls & opening
+    # lazywheel hands the open zip to extract.read_zip; sysroot plans a .deb's data.tar
+    # with extract.Planner; elfcheck reads the ELF headers of wheels the build just made.
+    assert set(openers) == {"lazywheel.py", "sysroot.py", "elfcheck.py"}, openers
+    assert "extract.read_zip(" in (package / "lazywheel.py").read_text(encoding="utf-8")
+    sysroot = (package / "sysroot.py").read_text(encoding="utf-8")
+    assert "Planner(" in sysroot and "extract.decompress(" in sysroot
+    metadata = (package / "metadata.py").read_text(encoding="utf-8")
+    assert "extract.read_archive(" in metadata and "extract.extract_sdist(" in metadata
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) -> None:
+    import bz2
+    import lzma
+
+    from monorepo.extract import decompress
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    small = bytes(1000)
+    assert decompress(f"data.tar{suffix}", compress(small), package="p") == small
+    limits = Limits(max_total_size=1024**2)  # room for 1 MiB of members, 16 MiB of headers
+    bomb = compress(bytes(40 * 1024**2))
+    with pytest.raises(ExtractError, match=f"refusing data.tar{suffix}: it decompresses to more"):
+        decompress(f"data.tar{suffix}", bomb, package="p", limits=limits)
+    with pytest.raises(ExtractError, match="cannot be decompressed"):
+        decompress(f"data.tar{suffix}", b"garbage", package="p")
+
+
+def test_a_wheel_extracts_in_the_tree_layout_under_the_same_rules(tmp_path: Path) -> None:
+    """What a cross build's smoke test does with each wheel it imports on the target."""
+    from fixtures.builder import Release, wheel_bytes
+    from monorepo.extract import extract_archive
+
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    wheel.write_bytes(wheel_bytes(Release("demo", "1.0")))
+    written = extract_archive(wheel, tmp_path / "site", package="demo", layout="tree")
+    assert "demo/__init__.py" in written and "demo-1.0.dist-info/METADATA" in written
+    assert (tmp_path / "site" / "demo" / "__init__.py").is_file()
+    bomb = hostile.metadata_bomb_wheel(tmp_path)
+    with pytest.raises(ExtractError, match="a decompression bomb"):
+        extract_archive(bomb, tmp_path / "bomb", package="evil", layout="tree")
+    assert not (tmp_path / "bomb").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,16 +13,20 @@ from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
+from fixtures import hostile
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo.errors import HashMismatchError, MetadataError
+from monorepo.errors import ExtractError, HashMismatchError, MetadataError
+from monorepo.extract import extract_sdist
 from monorepo.finder import IndexFinder, IndexRelease
 from monorepo.index import DistFile, IndexClient
 from monorepo.metadata import (
     MetadataCache,
+    metadata_from_build_backend,
     metadata_from_pkg_info,
     metadata_from_wheel,
     parse_metadata,
+    sdist_pkg_info,
 )
 from monorepo.targets import Target
 
@@ -506,3 +511,55 @@ def test_hook_metadata_is_cached_across_clients(
         with IndexClient([server.url]) as client:
             assert client.metadata(only(client, "demo", "sdist")).requires_dist == reqs("dep>=3")
     assert log.read_text() == "ran\n"
+
+
+# --------------------------------------------- hostile archives: the extractor's rules apply
+
+
+HOSTILE_SDISTS = [hostile.hardlink_bomb, hostile.deep_nesting, hostile.path_traversal]
+
+
+@pytest.mark.parametrize("build", HOSTILE_SDISTS)
+def test_sdist_metadata_refuses_what_pull_refuses_and_leaves_nothing(
+    build: Callable[[Path], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    archive = build(tmp_path)
+    data = archive.read_bytes()
+    with pytest.raises(ExtractError) as pulling:
+        extract_sdist(archive, tmp_path / "pulled", package="evil 1.0")
+    with pytest.raises(ExtractError) as reading:
+        sdist_pkg_info(data, archive.name, label="evil 1.0")
+    with pytest.raises(ExtractError) as building:
+        metadata_from_build_backend(
+            data, archive.name, label="evil 1.0", index_urls=(), offline=True
+        )
+    # One rule set: the very refusal pull gives, naming the package and the limit.
+    assert str(reading.value) == str(building.value) == str(pulling.value)
+    assert str(reading.value).startswith(f"evil 1.0: refusing {archive.name}: member ")
+    assert list(temp.iterdir()) == []  # no scratch tree left behind
+
+
+def test_an_sdist_only_release_with_a_hard_link_bomb_is_refused_by_the_client(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    index = make_index([Release("evil", "1.0", wheels=(), files={BACKEND_FILE: BROKEN_BACKEND})])
+    index.publish_file("evil-1.0.tar.gz", hostile.hardlink_bomb(tmp_path).read_bytes())
+    client = IndexClient([serve(index).url], backoff=0.001)
+    with client, pytest.raises(ExtractError, match=r"hard link to 'evil-1\.0/blob\.bin'.*bomb"):
+        client.metadata(only(client, "evil", "sdist"))
+
+
+def test_a_wheel_whose_metadata_is_a_bomb_is_refused_whole_and_by_ranges(
+    make_index: MakeIndex, serve: Serve, tmp_path: Path
+) -> None:
+    wheel = hostile.metadata_bomb_wheel(tmp_path)
+    with pytest.raises(ExtractError, match=r"member 'evil-1\.0\.dist-info/METADATA' brings"):
+        metadata_from_wheel(wheel.read_bytes(), wheel.name)
+    index = make_index([Release("evil", "1.0", core_metadata_file=False, sdist=False)])
+    index.publish_file(wheel.name, wheel.read_bytes())
+    client = IndexClient([serve(index).url], backoff=0.001)
+    with client, pytest.raises(ExtractError, match="a decompression bomb"):
+        client.metadata(only(client, "evil", "wheel"))

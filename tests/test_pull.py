@@ -11,10 +11,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -758,6 +760,104 @@ def test_hostile_sdist_is_refused_naming_package_and_member(
     assert "evil" in str(info.value) and "escape.txt" in str(info.value)
     assert package_dirs(proj / "duni") == [] and leftovers(proj / "duni") == []
     assert not list(tmp_path.rglob("escape.txt"))
+
+
+EVIL_1 = Release("evil", "1.0")
+EVIL_2 = Release("evil", "2.0")
+HOSTILE_LIMITS = [
+    (
+        hostile.hardlink_bomb,
+        r"member 'evil-1\.0/copy-\d+\.bin' is a hard link .* over the limit of 200",
+    ),
+    (
+        hostile.deep_nesting,
+        r"member 'evil-1\.0/d/d/.* is nested 1201 levels deep, over the limit of 128",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "refusal"), HOSTILE_LIMITS)
+def test_pull_refuses_a_hostile_new_version_before_writing_anything(
+    project: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    build: Callable[[Path], Path],
+    refusal: str,
+) -> None:
+    # Without the sources pass, which would refuse the archive already (the next test).
+    proj, index, _ = project(
+        [LIB, EVIL_1, EVIL_2], ["lib", "evil==1.0"], tool_toml="build-dependencies = false"
+    )
+    monorepo.lock(proj)
+    pull(proj)
+    # Version 2.0's sdist, as the index publishes it (and the lock records), is hostile.
+    index.publish_file("evil-2.0.tar.gz", build(tmp_path).read_bytes())
+    set_deps(proj, ["lib", "evil==2.0"])
+    monorepo.lock(proj)
+    fresh_cache(monkeypatch, tmp_path)
+    before = snapshot(proj / "duni")
+    with pytest.raises(ExtractError) as info:
+        pull(proj)
+    message = str(info.value)
+    assert message.startswith("evil: refusing evil-2.0.tar.gz: member "), message
+    assert re.search(refusal, message), message
+    assert snapshot(proj / "duni") == before  # nothing written, nothing removed
+    assert leftovers(proj / "duni") == [] and leftovers(proj / "duni" / ".monorepo") == []
+    # The refusal is the same on every later pull (nothing half-done makes it worse).
+    with pytest.raises(ExtractError):
+        pull(proj)
+    assert snapshot(proj / "duni") == before
+
+
+@pytest.mark.parametrize(("build", "refusal"), HOSTILE_LIMITS)
+def test_lock_with_build_dependencies_refuses_a_hostile_sdist_and_leaves_no_scratch_tree(
+    project: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    build: Callable[[Path], Path],
+    refusal: str,
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    proj, index, _ = project([EVIL_1], ["evil"], tool_toml="build-dependencies = true")
+    index.publish_file("evil-1.0.tar.gz", build(tmp_path).read_bytes())
+    with pytest.raises(ExtractError) as info:
+        monorepo.lock(proj)
+    message = str(info.value)
+    assert message.startswith("evil: refusing evil-1.0.tar.gz: member "), message
+    assert re.search(refusal, message), message
+    assert not (proj / "pylock.toml").exists()
+    assert list(temp.iterdir()) == []
+
+
+def test_a_deep_tree_left_by_a_killed_pull_is_removed_by_the_next(
+    project: Any, deep_tree: Callable[..., Path]
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    # A tree 1,200 directories deep, set aside by a run killed before deleting it.
+    left = proj / "duni" / ".tmp-lib-old-0123456789ab"
+    deep_tree(left)
+    assert pull(proj).unchanged == ["lib"]
+    assert leftovers(proj / "duni") == []
+
+
+def test_a_deep_local_edit_is_named_and_force_replaces_it(
+    project: Any, deep_tree: Callable[..., Path]
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    deep = deep_tree(proj / "duni" / "lib" / "extra")
+    with pytest.raises(PullError) as info:
+        pull(proj)
+    assert f"added {deep.relative_to(proj / 'duni' / 'lib').as_posix()}" in str(info.value)
+    assert pull(proj, force=True).updated == ["lib"]
+    assert not (proj / "duni" / "lib" / "extra").exists()
+    assert leftovers(proj / "duni") == []
+    assert_tree_matches_lock(proj, by_key(LIB))
 
 
 def test_git_source_is_pulled_at_the_locked_commit_without_dot_git(

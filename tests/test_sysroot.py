@@ -10,17 +10,21 @@ installed and ``MONOREPO_TEST_SYSROOT`` names a sysroot (``.ci/run`` sets it up)
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from fixtures import hostile
 from monorepo.errors import HashMismatchError
 from monorepo.extract import RawMember
 from monorepo.reporter import RecordingReporter
@@ -254,7 +258,7 @@ def _raw(kind: str, name: str, link: str = "") -> RawMember:
     [
         (_raw("file", "/etc/passwd"), "absolute"),
         (_raw("file", "./usr/../../etc/x"), r"'\.\.'"),
-        (_raw("chardev", "./dev/null"), "chardev"),
+        (_raw("chardev", "./dev/null"), "character device"),
         (_raw("fifo", "./run/p"), "fifo"),
         (_raw("symlink", "./usr/x", "../../etc"), "leaves the sysroot"),
         (_raw("symlink", "./x", "/../../etc"), "leaves the sysroot"),
@@ -640,3 +644,45 @@ def test_cross_compiled_extension_imports_under_qemu(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[0] == "42"
+
+
+# --------------------------------------------------- hostile packages: the extractor's rules
+
+
+def _hostile_deb(archive: Path) -> bytes:
+    """A .deb whose data.tar.xz holds the members of a hostile sdist of the corpus."""
+    control = tar_xz([("file", "./control", b"Package: x\n")])
+    data = lzma.compress(gzip.decompress(archive.read_bytes()))
+    return ar_bytes(
+        [("debian-binary", b"2.0\n"), ("control.tar.xz", control), ("data.tar.xz", data)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (hostile.hardlink_bomb, r"is a hard link to 'evil-1\.0/blob\.bin', extracted as a copy"),
+        (hostile.deep_nesting, r"is nested 1202 levels deep, over the limit of 128 levels"),
+    ],
+)
+def test_a_deb_is_held_to_the_extractors_limits(
+    tmp_path: Path, build: Callable[[Path], Path], reason: str
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    deb = _hostile_deb(build(tmp_path))
+    with pytest.raises(SysrootError, match=r"evil: refusing data\.tar\.xz: member ") as info:
+        unpack_deb(deb, root, package="evil")
+    assert re.search(reason, str(info.value)), str(info.value)
+    assert "Nothing of this sysroot was installed" in str(info.value)
+    assert list(root.iterdir()) == []
+
+
+def test_a_deb_whose_data_is_a_decompression_bomb_is_refused_while_decompressing(
+    tmp_path: Path,
+) -> None:
+    data = lzma.compress(bytes(48 * 1024**2))  # a few KB that would inflate to 48 MiB
+    deb = ar_bytes([("debian-binary", b"2.0\n"), ("data.tar.xz", data)])
+    with pytest.raises(SysrootError, match=r"refusing data\.tar\.xz: it decompresses to more"):
+        unpack_deb(deb, tmp_path, package="evil")
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -299,4 +300,23 @@ def test_manifest_and_hash_sort_once_and_agree(tmp_path: Path) -> None:
     entries = scan_tree(root)
     assert treehash._manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
     assert "caf\u00e9.txt" in manifest(entries)
+    assert parse_manifest(manifest(entries)) == entries
+
+
+def test_a_tree_1200_directories_deep_is_hashed_scanned_and_listed(
+    tmp_path: Path, deep_tree: Callable[..., Path]
+) -> None:
+    """Made on disk (extraction refuses it): every walk of the tree hash is iterative."""
+    root = tmp_path / "deep"
+    deep = deep_tree(root)
+    (deep.parent / "empty").mkdir()
+    rel = deep.relative_to(root).as_posix()
+    entries = scan_tree(root)
+    assert set(entries) == {rel, f"{rel.rpartition('/')[0]}/empty"}
+    assert entries[rel].digest == sha(b"deep\n")
+    stamps: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+    assert hash_entries(scan_tree(root, stamps=stamps)) == tree_hash(root)
+    assert list(stamps) == [rel]
+    (scanned,) = scan_trees([root])
+    assert scanned == entries
     assert parse_manifest(manifest(entries)) == entries

@@ -555,6 +555,24 @@ def test_report_to_dict_is_the_documented_json_schema(pulled: Any) -> None:
 # -------------------------------------------------------------------------------- CLI
 
 
+def test_a_tree_1200_directories_deep_is_verified_with_the_json_intact(
+    pulled: Any, capsys: pytest.CaptureFixture[str], deep_tree: Callable[..., Path]
+) -> None:
+    # Made on disk (extraction refuses such a tree): an edit, and a directory of its own.
+    p = pulled()
+    deep = deep_tree(p.duni / "lib" / "extra")
+    (deep.parent / "ext.c").write_text("int x;\n")  # found only by a walk to the bottom
+    deep_tree(p.duni / "stray")
+    assert main(["--project", str(p.root), "verify", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    tree = next(c for c in data["checks"] if c["name"] == "tree")
+    paths = {path for item in tree["items"] for path in item["paths"]}
+    assert f"duni/{deep.relative_to(p.duni).as_posix()}" in paths
+    assert "duni/stray" in paths
+    workspace = [item["message"] for item in tree["items"] if item["code"] == "workspace"]
+    assert any("c-extension" in message for message in workspace), workspace
+
+
 def test_cli_text_json_and_exit_codes(pulled: Any, capsys: pytest.CaptureFixture[str]) -> None:
     p = pulled()
     assert main(["--project", str(p.root), "verify"]) == 0
