@@ -6,8 +6,9 @@ silently destroys work, so it keeps a record of what it wrote:
 
 ``duni/.monorepo/<dir>.manifest``
     the per-file manifest (:func:`monorepo.treehash.manifest`) of the tree pull last
-    placed at ``duni/<dir>``, plus an ``# input`` line naming the lock entry it was
-    built from (source hash or commit, patch hashes).
+    placed at ``duni/<dir>``, plus a ``# source`` line (the source's URL, size and
+    sha256, or git URL and commit) and an ``# input`` line, a digest of the lock entry
+    it was built from (that source and the patch hashes).
 ``duni/.monorepo/<dir>.pending``
     the manifest of a tree pull is about to rename into place (exists only while
     that happens, or after a run was killed in the middle of it).
@@ -19,9 +20,14 @@ silently destroys work, so it keeps a record of what it wrote:
 
 Rules, per locked package:
 
-* **Up to date** when ``duni/<dir>`` hashes to the lock's ``tree-hash``; when the
-  lock has none, when it hashes to the manifest and the manifest's input is this
-  lock entry.  Such a directory is not touched.
+* **Up to date** when the manifest's input is this lock entry (the same source URL,
+  size and sha256, or commit, and patches) and ``duni/<dir>`` hashes to the lock's
+  ``tree-hash`` (to the manifest's when the lock has none).  Such a directory is not
+  touched.  The source identity is checked whatever the tree hash says: when the
+  lock names another source than the one vendored (or there is no record of it),
+  the source is fetched again, a cached file only if it was downloaded from that
+  very URL, and must match the lock, so an edited hash, size or URL fails with a
+  hash mismatch instead of being recorded as describing the tree already there.
 * Otherwise the tree is built beside it (``duni/.tmp-<dir>-new-*``).  If the lock
   records a tree hash and the new tree differs, pull stops: the upstream source or
   an overlay changed since ``lock``.  If the existing directory already has the new
@@ -73,7 +79,7 @@ from monorepo import lockfile
 from monorepo.atomic import write_bytes, write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
-from monorepo.errors import LockFileError, PullError
+from monorepo.errors import HashMismatchError, LockFileError, PullError
 from monorepo.extract import ExtractorPool
 from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistSource, VcsSource
 from monorepo.overlays import Overlay, load_overlays
@@ -143,6 +149,8 @@ class _Record:
 
     entries: Mapping[str, Entry]
     key: str | None
+    source: Mapping[str, Any] | None = None
+    """:func:`source_identity` of the lock entry (None in a record without it)."""
 
     @property
     def hash(self) -> str:
@@ -193,8 +201,42 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _record_text(entries: Mapping[str, Entry], key: str) -> str:
-    return manifest(entries) + f"# input {key}\n"
+def source_identity(pkg: LockedPackage) -> dict[str, Any]:
+    """What the lock entry says its source is: URL, size and sha256, or git URL and commit.
+
+    Pull records it with every tree it writes and compares it with the lock on every
+    run, whatever the tree hash says: a lock whose sha256, size or URL was edited
+    (by hand, or by a branch) names another source than the one vendored, and pull
+    must fetch that source and check it rather than keep the old tree under the new
+    name (see :meth:`_Puller.sync`).
+    """
+    source = pkg.source
+    if isinstance(source, VcsSource):
+        return {
+            "kind": "git",
+            "url": source.url,
+            "commit": source.commit,
+            "subdirectory": source.subdirectory,
+        }
+    kind = "sdist" if isinstance(source, SdistSource) else "archive"
+    return {"kind": kind, "url": source.url, "sha256": source.sha256.lower(), "size": source.size}
+
+
+def describe_source_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """``sha256 abc -> def, size 10 -> 11``: the fields of two source identities that differ."""
+    if old is None:
+        return "the record of the pull does not name its source (written by an older monorepo)"
+    parts = [
+        f"{field} {old.get(field)} -> {new.get(field)}"
+        for field in ("kind", "url", "sha256", "size", "commit", "subdirectory")
+        if old.get(field) != new.get(field)
+    ]
+    return ", ".join(parts) if parts else "the overlay patches changed"
+
+
+def _record_text(entries: Mapping[str, Entry], identity: Mapping[str, Any], key: str) -> str:
+    source = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return manifest(entries) + f"# source {source}\n# input {key}\n"
 
 
 def _read_record(path: Path) -> _Record | None:
@@ -205,27 +247,34 @@ def _read_record(path: Path) -> _Record | None:
     except (OSError, UnicodeDecodeError, TreeHashError):
         return None
     key = None
+    source: Mapping[str, Any] | None = None
     for line in text.splitlines():
         if line.startswith("# input "):
             key = line.removeprefix("# input ")
-    return _Record(entries, key)
+        elif line.startswith("# source "):
+            source = _parse_source(line.removeprefix("# source "))
+    return _Record(entries, key, source)
+
+
+def _parse_source(text: str) -> Mapping[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _input_key(pkg: LockedPackage, patches: Sequence[Patch]) -> str:
-    """A digest of everything in the lock entry that decides the tree's content."""
-    source = pkg.source
-    described: dict[str, Any]
-    if isinstance(source, VcsSource):
-        described = {
-            "kind": "git",
-            "url": source.url,
-            "commit": source.commit,
-            "subdirectory": source.subdirectory,
-        }
-    else:
-        kind = "sdist" if isinstance(source, SdistSource) else "archive"
-        described = {"kind": kind, "sha256": source.sha256.lower(), "size": source.size}
-    data = {"source": described, "patches": [[p.path, p.sha256] for p in patches]}
+    """A digest of everything in the lock entry that decides the tree's content.
+
+    The source's URL is part of it: a hash proves what bytes are, but the lock also
+    says where they come from, and an edited URL (another version's file name) must
+    be checked like an edited hash.
+    """
+    data = {
+        "source": source_identity(pkg),
+        "patches": [[p.path, p.sha256] for p in patches],
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -473,7 +522,9 @@ def _download_ahead(
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="fetch")
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     return {
-        pkg.dir: pool.submit(fetch_source, pkg, store=store, fetch=fetch, offline=offline)
+        pkg.dir: pool.submit(
+            fetch_source, pkg, store=store, fetch=fetch, offline=offline, same_origin=True
+        )
         for pkg in wanted
     }
 
@@ -612,6 +663,7 @@ class _Puller:
         d = pkg.dir
         target, manifest_path, pending_path = self._paths(d)
         patches = self.patches.get(d, ())
+        identity = source_identity(pkg)
         key = _input_key(pkg, patches)
         # Checking a tree is Python under the GIL (a stat and a few objects per file,
         # the manifest parsed, entries hashed): threads doing it at once only fight over
@@ -630,18 +682,20 @@ class _Puller:
                 pending_path.unlink()
 
             want = pkg.tree_hash
-            if current is not None:
-                fresh = (
-                    current_hash == want
-                    if want is not None
-                    else recorded is not None
-                    and recorded.key == key
-                    and recorded.hash == current_hash
-                )
-                if fresh:
-                    if recorded is None or recorded.hash != current_hash or recorded.key != key:
-                        _write_atomic(manifest_path, _record_text(current, key))
-                    return _Outcome("unchanged", tree_hash=current_hash, entries=current)
+            # A tree is up to date only as what this very lock entry gave: the record
+            # must name the entry's source (URL, size, sha256 or commit) and patches,
+            # whatever the tree hash says.  Otherwise the source is fetched again
+            # below and must match the lock, so an edited lock is never taken as
+            # describing the tree that is there.
+            if (
+                current is not None
+                and recorded is not None
+                and recorded.key == key
+                and current_hash == (want if want is not None else recorded.hash)
+            ):
+                if recorded.hash != current_hash or recorded.source != identity:
+                    _write_atomic(manifest_path, _record_text(current, identity, key))
+                return _Outcome("unchanged", tree_hash=current_hash, entries=current)
 
             own = not exists or (recorded is not None and recorded.hash == current_hash)
             if exists and not own and not self.force and recorded is not None:
@@ -659,17 +713,28 @@ class _Puller:
         aside = self.duni / f"{STAGING_PREFIX}{d}-old-{token}"
         stamps: dict[str, tuple[Stamp, str]] = {}
         try:
-            entries = materialize_entries(
-                pkg,
-                staging,
-                patches=patches,
-                store=self.store,
-                fetch=self.fetch,
-                offline=self.offline,
-                stamps=stamps,
-                extractor=self.extractor,
-                fetched=download.result if download is not None else None,
-            )
+            try:
+                entries = materialize_entries(
+                    pkg,
+                    staging,
+                    patches=patches,
+                    store=self.store,
+                    fetch=self.fetch,
+                    offline=self.offline,
+                    stamps=stamps,
+                    extractor=self.extractor,
+                    fetched=download.result if download is not None else None,
+                    same_origin=True,
+                )
+            except HashMismatchError as error:
+                if recorded is None or recorded.source == identity:
+                    raise
+                change = describe_source_change(recorded.source, identity)
+                raise HashMismatchError(
+                    f"duni/{d} was pulled from another source than pylock.toml now names for"
+                    f" {pkg.name} {pkg.version} ({change}), so that source was downloaded"
+                    f" again to check it, and it does not match: {error}"
+                ) from error
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
                 raise PullError(
@@ -679,7 +744,7 @@ class _Puller:
                     " (and review the change) before pulling"
                 )
             if current_hash == new_hash:
-                _write_atomic(manifest_path, _record_text(entries, key))
+                _write_atomic(manifest_path, _record_text(entries, identity, key))
                 return _Outcome("unchanged", tree_hash=new_hash, entries=entries)
             if exists and not own and not self.force:
                 return _Outcome(
@@ -687,7 +752,7 @@ class _Puller:
                     f"duni/{d} ({pkg.name} {pkg.version}) was not created by monorepo pull"
                     " (no record of it in duni/.monorepo) and differs from the locked source",
                 )
-            _write_atomic(pending_path, _record_text(entries, key))
+            _write_atomic(pending_path, _record_text(entries, identity, key))
             if exists:
                 os.rename(target, aside)
             os.rename(staging, target)

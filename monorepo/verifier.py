@@ -35,6 +35,7 @@ whose schema (``"schema": 1``) docs/audits.md documents.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -85,7 +86,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TREE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _STATE_DIR = ".monorepo"
-_INPUT_LINE = re.compile(r"# input ([0-9a-f]{64})\n")
+_RECORD_TAIL = re.compile(r"(?:# source (.*)\n)?# input ([0-9a-f]{64})\n")
 _GENERATED = ("README.md", "workspace.toml")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -459,7 +460,7 @@ def _check_package_tree(
 ) -> _TreeOutcome:
     """The tree check of one package, given its scanned entries (None: not a directory)."""
     from monorepo.patches import Patch
-    from monorepo.puller import _input_key
+    from monorepo.puller import _input_key, describe_source_change, source_identity
 
     target = ctx.duni / pkg.dir
     shown = ctx.dir_rel(pkg)
@@ -494,13 +495,14 @@ def _check_package_tree(
     key = _input_key(pkg, patches)
     items: list[Item] = []
     if record is not None and record.key is not None and record.key != key:
+        change = describe_source_change(record.source, source_identity(pkg))
         items.append(
             Item(
                 subject,
                 "source-changed",
-                f"{pkg.version}: {shown} was pulled from another lock entry (the source hash,"
-                " commit or patches in pylock.toml changed since the last pull); check the"
-                " source with `monorepo verify --remote`, then run `monorepo pull`",
+                f"{pkg.version}: {shown} was pulled from another lock entry than pylock.toml"
+                f" has now ({change}); check the source with `monorepo verify --remote`, then"
+                " run `monorepo pull`, which downloads it again and checks it",
                 (shown,),
             )
         )
@@ -590,6 +592,8 @@ class _Manifest:
     entries: Mapping[str, Entry]
     hash: str
     key: str | None
+    source: Mapping[str, Any] | None = None
+    """The source identity pull recorded (:func:`monorepo.puller.source_identity`)."""
 
 
 def _read_manifest(path: Path, scanned: tuple[Mapping[str, Entry], str, str]) -> _Manifest | None:
@@ -609,21 +613,39 @@ def _read_manifest(path: Path, scanned: tuple[Mapping[str, Entry], str, str]) ->
     actual, actual_text, actual_hash = scanned
     if text.startswith(actual_text):
         rest = text[len(actual_text) :]
-        found = _INPUT_LINE.fullmatch(rest)
-        if found is not None or not rest:
-            return _Manifest(actual, actual_hash, found[1] if found is not None else None)
+        found = _RECORD_TAIL.fullmatch(rest)
+        if found is not None:
+            return _Manifest(actual, actual_hash, found[2], _source(found[1]))
+        if not rest:
+            return _Manifest(actual, actual_hash, None)
     try:
         entries = parse_manifest(text)
     except TreeHashError:
         return None
     key: str | None = None
     recorded: str | None = None
+    source: Mapping[str, Any] | None = None
     for line in text.splitlines():
         if line.startswith("# input "):
             key = line.removeprefix("# input ")
         elif line.startswith("# tree-hash "):
             recorded = line.removeprefix("# tree-hash ")
-    return _Manifest(entries, recorded if recorded is not None else hash_entries(entries), key)
+        elif line.startswith("# source "):
+            source = _source(line.removeprefix("# source "))
+    return _Manifest(
+        entries, recorded if recorded is not None else hash_entries(entries), key, source
+    )
+
+
+def _source(text: str | None) -> Mapping[str, Any] | None:
+    """A record's ``# source`` JSON (None when absent or damaged)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _rebuild(ctx: _Ctx, pkg: LockedPackage) -> tuple[Mapping[str, Entry] | None, str]:

@@ -799,6 +799,106 @@ def test_recorded_tree_hash_mismatch_is_refused(project: Any) -> None:
     assert package_dirs(proj / "duni") == [] and leftovers(proj / "duni") == []
 
 
+def edit_sha256(p: LockedPackage) -> LockedPackage:
+    assert isinstance(p.source, SdistSource)
+    return dataclasses.replace(p, source=dataclasses.replace(p.source, sha256="b" * 64))
+
+
+def edit_size(p: LockedPackage) -> LockedPackage:
+    assert isinstance(p.source, SdistSource) and p.source.size is not None
+    return dataclasses.replace(p, source=dataclasses.replace(p.source, size=p.source.size + 1))
+
+
+def edit_version_and_filename(p: LockedPackage) -> LockedPackage:
+    # Another version's file name, the hash left alone: the hash still names the
+    # bytes in the cache, but not what that URL serves.
+    assert isinstance(p.source, SdistSource)
+    url = p.source.url.replace("lib-1.0.tar.gz", "lib-1.1.tar.gz")
+    return dataclasses.replace(
+        p, version=Version("1.1"), source=dataclasses.replace(p.source, url=url)
+    )
+
+
+SOURCE_EDITS = {
+    "sha256": (edit_sha256, "sha256"),
+    "size": (edit_size, "size"),
+    "version-and-filename": (edit_version_and_filename, "url"),
+}
+
+
+@pytest.mark.parametrize("recorded_hash", [True, False], ids=["lock-tree-hash", "no-tree-hash"])
+@pytest.mark.parametrize("edit", sorted(SOURCE_EDITS))
+def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered(
+    project: Any, edit: str, recorded_hash: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli import main
+
+    change, field = SOURCE_EDITS[edit]
+    proj, index, server = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    index.publish(Release("lib", "1.1", files={"lib/new.py": "NEW = 1\n"}))
+    if not recorded_hash:
+        rewrite_lock(proj, without_tree_hash)
+    pull(proj)
+    state = proj / "duni" / ".monorepo"
+    record = (state / "lib.manifest").read_text()
+    before = snapshot(proj / "duni")
+    locked = (proj / "pylock.toml").read_text()
+    rewrite_lock(proj, lambda p: change(p) if p.name == "lib" else p)
+
+    def source_changed() -> list[str]:
+        report = monorepo.verify(proj)
+        assert not report.passed
+        return [i.message for i in report.check("tree").items if i.code == "source-changed"]
+
+    (message,) = source_changed()
+    assert f"{field} " in message and "duni/lib" in message
+    server.clear_requests()
+    # The library: the lock's source is downloaded again, and it does not match.
+    with pytest.raises((HashMismatchError, PullError)) as info:
+        pull(proj)
+    text = str(info.value)
+    assert "duni/lib" in text and f"{field} " in text, text
+    assert server.requests_for(r"^/files/lib-1\.[01]\.tar\.gz$"), "the source was not fetched"
+    # The CLI: an error, no "unchanged" summary.
+    assert main(["--project", str(proj), "pull"]) != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and "unchanged" not in err
+    # Nothing was rewritten: the record still names what was vendored, so verify
+    # keeps saying so, run after run.
+    assert (state / "lib.manifest").read_text() == record
+    assert snapshot(proj / "duni") == before
+    assert len(source_changed()) == 1
+    # With the lock restored, all is well again.
+    (proj / "pylock.toml").write_text(locked)
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    assert monorepo.verify(proj).check("tree").passed  # (no tree hash: the lock check fails)
+
+
+def test_a_source_moved_to_another_url_is_downloaded_from_there_before_the_tree_is_kept(
+    project: Any, serve: Callable[..., IndexServer]
+) -> None:
+    # A mirror serving the same files: the same hashes, other URLs.  The tree stays,
+    # but only once the new URL has been shown to serve the locked bytes.
+    proj, index, server = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    mirror = serve(index)
+    text = (proj / "pylock.toml").read_text()
+    moved = text.replace(f"{server.base_url}/files/", f"{mirror.base_url}/files/")
+    (proj / "pylock.toml").write_text(moved)
+    assert [i.code for i in monorepo.verify(proj).check("tree").items] == ["source-changed"] * 2
+    with pytest.raises(PullError, match=r"not downloaded from .*--offline"):
+        pull(proj, offline=True)
+    result = pull(proj)
+    assert result.updated == [] and sorted(result.unchanged) == ["app", "lib"]
+    assert len(mirror.requests_for(r"^/files/(app|lib)-1\.0\.tar\.gz$")) == 2
+    assert monorepo.verify(proj).passed
+    mirror.clear_requests()
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    assert mirror.requests_for("^/files/") == []
+
+
 def test_overlay_patches_from_the_lock_are_applied_and_checked(
     project: Any, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 import monorepo
 from fixtures.builder import FixtureIndex, Release
@@ -232,6 +233,25 @@ def edit_lock_sha256(p: Pulled) -> None:
     rewrite_lock(p.root, only("app", change))
 
 
+def edit_lock_size(p: Pulled) -> None:
+    def change(x: LockedPackage) -> LockedPackage:
+        assert isinstance(x.source, SdistSource) and x.source.size is not None
+        return dataclasses.replace(x, source=dataclasses.replace(x.source, size=x.source.size + 1))
+
+    rewrite_lock(p.root, only("app", change))
+
+
+def edit_lock_version_and_filename(p: Pulled) -> None:
+    # another version and its file name, the hash and the tree hash left alone
+    def change(x: LockedPackage) -> LockedPackage:
+        assert isinstance(x.source, SdistSource)
+        url = x.source.url.replace("app-1.0.tar.gz", "app-1.1.tar.gz")
+        source = dataclasses.replace(x.source, url=url)
+        return dataclasses.replace(x, version=Version("1.1"), source=source)
+
+    rewrite_lock(p.root, only("app", change))
+
+
 def change_pyproject(p: Pulled) -> None:
     write_project(p.root, p.server, ["app", "other"])
 
@@ -252,6 +272,8 @@ TAMPERS = [
     (edit_workspace, "tree", "workspace", "duni/workspace.toml"),
     (edit_lock_tree_hash, "tree", "tree-hash", "duni/lib"),
     (edit_lock_sha256, "tree", "source-changed", "duni/app"),
+    (edit_lock_size, "tree", "source-changed", "duni/app"),
+    (edit_lock_version_and_filename, "tree", "source-changed", "duni/app"),
     (change_pyproject, "lock", "stale", "pyproject.toml"),
     (change_patch, "lock", "patch-changed", PATCH_REL),
 ]
