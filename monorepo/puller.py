@@ -414,15 +414,29 @@ def _patch(pkg: LockedPackage, overlay: Overlay, entry: Mapping[str, Any]) -> Pa
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path, reporter: Reporter) -> Iterator[None]:
-    lock = filelock.FileLock(path)
+def _exclusive(path: Path, reporter: Reporter) -> Iterator[int | None]:
+    """Hold the pull lock of a duni/; yields its descriptor (None where there is none).
+
+    The descriptor goes to the extraction workers, which inherit it (see
+    :mod:`monorepo.workerproc`): a lock is held as long as any process holds its open
+    file, so when a pull is killed the lock stays taken until the last of its workers
+    has exited too.  Whoever gets the lock next is then sure that no process is left
+    writing into duni/, and that every ``.tmp-*`` there is garbage to delete.
+    """
+    held: list[int] = []
+    lock = filelock.FileLock(path, on_acquired=held.append)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        reporter.message("info", f"waiting for another monorepo pull to finish ({path})")
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            reporter.message("info", f"waiting for another monorepo pull to finish ({path})")
+            lock.acquire()
+    except OSError as error:
+        raise PullError(
+            f"cannot take the pull lock {path}: {error}; check the permissions of {path.parent}"
+        ) from error
     try:
-        yield
+        yield held[-1] if held else None
     finally:
         lock.release()
 
@@ -575,12 +589,24 @@ def _ready_in_order(
     return lambda: ordered[ready.get()]
 
 
-def _clean_leftovers(duni: Path, state: Path) -> None:
-    """Delete what killed runs left: staging trees, set-aside trees, half-written files."""
-    for directory in (duni, state):
-        for entry in directory.iterdir():
-            if entry.name.startswith(STAGING_PREFIX):
-                _remove(entry)
+def _clean_leftovers(duni: Path, state: Path, store: ContentStore) -> None:
+    """Delete what killed runs left: staging trees, set-aside trees, half-written files.
+
+    Called with the pull lock held, which no process of an earlier pull holds any
+    more (:func:`_exclusive`): nobody owns a ``.tmp-*`` in duni/ now.  In the download
+    cache, shared with other projects, only the files of writers that are gone.
+    """
+    try:
+        for directory in (duni, state):
+            for entry in directory.iterdir():
+                if entry.name.startswith(STAGING_PREFIX):
+                    _remove(entry)
+    except OSError as error:
+        raise PullError(
+            f"cannot delete what an interrupted pull left in {duni}: {error}; check the"
+            f" permissions of {duni}, or delete its .tmp-* entries by hand"
+        ) from error
+    store.sweep()
 
 
 class _Puller:
@@ -860,8 +886,9 @@ def pull(
         raise PullError(f"--jobs must be at least 1, not {workers}")
     result = PullResult(duni=duni)
 
-    with _exclusive(state / "lock", reporter), contextlib.ExitStack() as stack:
-        _clean_leftovers(duni, state)
+    with _exclusive(state / "lock", reporter) as lock_fd, contextlib.ExitStack() as stack:
+        store = ContentStore()
+        _clean_leftovers(duni, state, store)
         patches = _patches_for(selected, lock, base=config.root, offline=offline)
         if fetch is None:
             from monorepo.http import HttpClient  # loads httpx: not for verify's imports
@@ -874,9 +901,12 @@ def pull(
         # every tree's walk), and a round trip to a worker costs about a millisecond
         # (web set, 53 sdists: 1.6 -> 1.3 s warm, 2.2 -> 1.9 s cold).
         extractor = stack.enter_context(
-            ExtractorPool(min(workers, os.cpu_count() or 1), min_size=0)
+            ExtractorPool(
+                min(workers, os.cpu_count() or 1),
+                min_size=0,
+                inherit_fds=() if lock_fd is None else (lock_fd,),
+            )
         )
-        store = ContentStore()
         downloads = _download_ahead(
             selected,
             duni,

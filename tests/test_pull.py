@@ -1182,3 +1182,124 @@ def test_noop_pull_reads_no_file_content_but_still_sees_edits(
     with pytest.raises(PullError, match=r"data\.txt"):
         monorepo.pull(proj)
     assert any(p.name == "data.txt" for p in reads)
+
+
+def test_pull_sweeps_what_dead_runs_left_in_duni_and_in_the_download_cache(
+    project: Any,
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    duni, store = proj / "duni", ContentStore()
+    dead = "c" * 64
+    planted = [
+        store.path_for(dead).parent / f".tmp-{dead}-killed",
+        store.origins_path(dead).parent / f".tmp-{dead}-killed",
+        duni / ".tmp-lib-new-0123" / "lib" / "half.py",
+        duni / ".monorepo" / ".tmp-lib.manifest-0123",
+    ]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial\n")
+    assert pull(proj).unchanged == ["lib"]
+    assert not any(p.exists() for p in planted)
+    assert leftovers(duni) == [] and leftovers(duni / ".monorepo") == []
+
+
+def wide_releases(count: int, files: int) -> list[Release]:
+    """Packages of many small files: extraction (creating files) takes a while."""
+    return [
+        Release(
+            f"wide{i}",
+            "1.0",
+            files={
+                f"wide{i}/m{j:05d}.txt": hashlib.sha256(f"{i}-{j}".encode()).hexdigest() * 8
+                for j in range(files)
+            },
+        )
+        for i in range(count)
+    ]
+
+
+def proc_children(pid: int) -> set[int]:
+    """The live direct children of *pid* (from /proc: every process's parent)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def proc_alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def staging(duni: Path) -> list[Path]:
+    return [p for p in duni.iterdir() if p.name.startswith(".tmp-")] if duni.is_dir() else []
+
+
+def _filling(duni: Path) -> bool:
+    return any(p.is_dir() and any(p.rglob("*.txt")) for p in staging(duni))
+
+
+def _one_in_place(duni: Path) -> bool:
+    return bool(staging(duni)) and any((duni / f"wide{i}").is_dir() for i in range(6))
+
+
+KILL_MOMENTS: dict[str, Callable[[Path], bool]] = {
+    "staging-created": lambda duni: bool(staging(duni)),
+    "extracting": _filling,
+    "one-package-in-place": _one_in_place,
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigkill_of_the_process_group_mid_extraction_takes_the_workers_too(
+    project: Any,
+) -> None:
+    import filelock
+
+    releases = wide_releases(4, 2500)
+    proj, _, _ = project(releases, [r.name for r in releases])
+    monorepo.lock(proj)  # the sources are in the cache: extraction starts at once
+    duni = proj / "duni"
+    # Each kill at another point, the second round on the leftovers of the first.
+    for moment in [*KILL_MOMENTS, *KILL_MOMENTS]:
+        shutil.rmtree(duni, ignore_errors=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(
+            [sys.executable, "-c", PULL_SCRIPT, str(proj)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a shell job has
+        )
+        deadline = time.monotonic() + 120
+        while not KILL_MOMENTS[moment](duni):
+            assert process.poll() is None, f"{moment}: the pull finished before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        workers = proc_children(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert workers, f"{moment}: no worker process was running"
+        # The next pull starts once it has the lock: by then no process of the killed
+        # one may be left writing into duni/.
+        lock = filelock.FileLock(duni / ".monorepo" / "lock")
+        lock.acquire(timeout=120)
+        try:
+            survivors = sorted(p for p in workers if proc_alive(p))
+        finally:
+            lock.release()
+        assert survivors == [], f"{moment}: workers outlived the pull"
+        timed_pull(proj)
+        assert_tree_matches_lock(proj, by_key(*releases))
