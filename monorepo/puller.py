@@ -17,6 +17,14 @@ silently destroys work, so it keeps a record of what it wrote:
     again) and, under the tree hash, the facts workspace.toml takes from the tree.
 ``duni/.monorepo/lock``
     a file lock: two pulls of the same project serialise instead of interleaving.
+    The extraction workers inherit it, so it stays taken until every process of a
+    pull is gone, even a killed one's.
+``duni/.monorepo/.gitignore``
+    ``*``: the records describe this checkout, they are not to be committed.
+
+None of these is ever reached through a symbolic link: duni/ is committed, so a
+branch could plant ``duni/.monorepo`` (or a file in it) as a link to elsewhere.
+Pull refuses to run until it is removed (:func:`state_problems`).
 
 Rules, per locked package:
 
@@ -63,6 +71,7 @@ import platform
 import queue
 import secrets
 import shutil
+import stat
 import struct
 import sys
 import threading
@@ -98,11 +107,24 @@ from monorepo.treehash import (
 )
 from monorepo.workspace import TreeFacts, read_tree_facts, render, workspace_data
 
-__all__ = ["STATE_DIR", "PullResult", "pull"]
+__all__ = [
+    "STATE_DIR",
+    "PullResult",
+    "describe_source_change",
+    "pull",
+    "source_identity",
+    "state_problems",
+]
 
 STATE_DIR = ".monorepo"
 """pull's records inside duni/ (manifests, the file lock)."""
 _GENERATED = frozenset({"README.md", "workspace.toml"})
+STATE_GITIGNORE = """\
+# Written by `monorepo pull`: its records of the trees it placed in duni/ on this
+# machine (manifests, file stamps, its lock).  They describe this checkout only and
+# are not committed; `monorepo pull` rebuilds them from the sources.
+*
+"""
 _MAX_LISTED = 20
 
 README = """\
@@ -122,7 +144,8 @@ To check that it still matches the lock, file by file:
 
 A change to a vendored package belongs in an overlay patch (then `monorepo lock`);
 `monorepo pull` refuses to overwrite local edits unless given `--force`.
-`.monorepo/` holds pull's records of what it wrote; leave it alone.
+`.monorepo/` holds pull's records of what it wrote on this machine (not committed:
+it has its own `.gitignore`); leave it alone.
 """
 
 
@@ -411,6 +434,75 @@ def _patch(pkg: LockedPackage, overlay: Overlay, entry: Mapping[str, Any]) -> Pa
 
 
 # --------------------------------------------------------------------------- pulling
+
+
+def state_problems(duni: Path) -> list[str]:
+    """Why pull may not use ``duni/.monorepo`` as it is (empty when it may).
+
+    duni/ is meant to be committed, so a branch can plant ``duni/.monorepo`` as a
+    symbolic link, or a link in it: pull would read its records from, write them to,
+    and delete ``*.manifest``, ``*.stat``, ``*.facts`` and ``.tmp-*`` files in
+    wherever it points.  The directory must be a real one holding only regular
+    files (its own records and lock; nothing else is ever put there).
+    """
+    state = duni / STATE_DIR
+    try:
+        st = os.lstat(state)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        return [f"{state} cannot be examined ({error})"]
+    if stat.S_ISLNK(st.st_mode):
+        return [f"{state} is a symbolic link (to {_link_target(state)})"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"{state} is not a directory"]
+    problems: list[str] = []
+    try:
+        entries = sorted(os.scandir(state), key=lambda e: e.name)
+    except OSError as error:
+        return [f"{state} cannot be listed ({error})"]
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            problems.append(f"{path} is a symbolic link (to {_link_target(path)})")
+        elif not entry.is_file(follow_symlinks=False):
+            problems.append(f"{path} is not a regular file")
+    return problems
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _state_dir(duni: Path) -> Path:
+    """``duni/.monorepo``, created if missing; a :class:`PullError` if it is not safe.
+
+    Checked before the lock inside it is taken (filelock would follow a planted link,
+    or fail with a bare OSError): see :func:`state_problems`.
+    """
+    state = duni / STATE_DIR
+    try:
+        duni.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(state)
+    except OSError as error:
+        raise PullError(
+            f"cannot create {state}: {error}; check the permissions of {duni.parent}"
+        ) from error
+    problems = state_problems(duni)
+    if problems:
+        raise PullError(
+            f"pull keeps its records in {state} and never reaches them through a symbolic"
+            " link or anything but a plain file, but:\n  "
+            + "\n  ".join(problems)
+            + f"\nNothing was written. Delete what is listed (`rm {state}` for a link in"
+            f" place of the directory): the records describe this checkout only, are not"
+            " meant to be committed, and the next pull rebuilds them from the sources."
+        )
+    return state
 
 
 @contextlib.contextmanager
@@ -873,13 +965,7 @@ def pull(
     _check_dirs(lock)
     selected = _select(lock, packages)
     duni = config.duni
-    state = duni / STATE_DIR
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PullError(
-            f"cannot create {state}: {error}; check the permissions of {duni.parent}"
-        ) from error
+    state = _state_dir(duni)
     _spread_package_trees(duni)
     workers = jobs if jobs is not None else min(8, (os.cpu_count() or 1) * 2)
     if workers < 1:
@@ -889,6 +975,7 @@ def pull(
     with _exclusive(state / "lock", reporter) as lock_fd, contextlib.ExitStack() as stack:
         store = ContentStore()
         _clean_leftovers(duni, state, store)
+        _write_atomic(state / ".gitignore", STATE_GITIGNORE)
         patches = _patches_for(selected, lock, base=config.root, offline=offline)
         if fetch is None:
             from monorepo.http import HttpClient  # loads httpx: not for verify's imports

@@ -190,6 +190,8 @@ class _Ctx:
         self.reporter = reporter
         self.jobs = jobs
         self.lock: LockDocument | None = None
+        self.records = True
+        """Whether pull's records in duni/.monorepo may be read (not through a link)."""
 
     def rel(self, path: Path) -> str:
         """*path* relative to the project, POSIX form, for messages and ``paths``."""
@@ -413,6 +415,21 @@ def _check_tree(
             )
         )
         return
+    from monorepo.puller import state_problems
+
+    for problem in state_problems(duni):
+        # Records read through a planted link would be someone else's claims.
+        ctx.records = False
+        state = ctx.rel(duni / _STATE_DIR)
+        result.fail(
+            Item(
+                state,
+                "state",
+                f"{problem}: pull's records are never reached through a link, and pull"
+                " refuses to run until it is deleted",
+                (state,),
+            )
+        )
     ctx.reporter.task("verify:tree", f"Hashing {len(selected)} trees", len(selected))
     # One pool hashes every file of every tree (treehash.scan_trees): a pool per package
     # inside a pool of packages would run many more threads than there are cores.
@@ -484,8 +501,12 @@ def _check_package_tree(
         return _TreeOutcome((Item(subject, "unreadable", f"{pkg.version}: {scanned}", (shown,)),))
     actual = scanned
     actual_text, actual_hash = _manifest_and_hash(actual)
-    record = _read_manifest(
-        ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest", (actual, actual_text, actual_hash)
+    record = (
+        _read_manifest(
+            ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest", (actual, actual_text, actual_hash)
+        )
+        if ctx.records
+        else None
     )
     patches = [
         Patch(path=str(p.get("path")), sha256=str(p.get("sha256", "")).lower(), text=b"")

@@ -1031,7 +1031,9 @@ def kill_then_finish(proj: Path, delay: float, releases: dict[str, Release]) -> 
     assert_tree_matches_lock(proj, releases)
     state = proj / "duni" / ".monorepo"
     assert sorted(
-        p.name for p in state.iterdir() if p.name != "lock" and p.suffix not in (".stat", ".facts")
+        p.name
+        for p in state.iterdir()
+        if p.name not in ("lock", ".gitignore") and p.suffix not in (".stat", ".facts")
     ) == sorted(f"{name}.manifest" for name in package_dirs(proj / "duni"))
 
 
@@ -1303,3 +1305,132 @@ def test_sigkill_of_the_process_group_mid_extraction_takes_the_workers_too(
         assert survivors == [], f"{moment}: workers outlived the pull"
         timed_pull(proj)
         assert_tree_matches_lock(proj, by_key(*releases))
+
+
+# --------------------------------------------------------- pull's own state, never via a link
+
+
+def outside_state(tmp_path: Path) -> Path:
+    """A directory a planted link points at, holding what pull would delete or overwrite."""
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    for name in ("other.manifest", "other.stat", "other.facts", ".tmp-precious", "lock"):
+        (outside / name).write_text(f"{name}: not pull's\n")
+    return outside
+
+
+def tree_state(root: Path) -> dict[str, tuple[bytes | str, int]]:
+    """Content (or link target) and mtime of everything under *root*."""
+    out: dict[str, tuple[bytes | str, int]] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = (os.readlink(path), st.st_mtime_ns)
+        elif path.is_file():
+            out[str(path.relative_to(root))] = (path.read_bytes(), st.st_mtime_ns)
+    return out
+
+
+def plant_state_link(duni: Path, outside: Path) -> None:
+    shutil.rmtree(duni / ".monorepo", ignore_errors=True)
+    duni.mkdir(exist_ok=True)
+    (duni / ".monorepo").symlink_to(outside)
+
+
+def plant_lock_link(duni: Path, outside: Path) -> None:
+    (duni / ".monorepo" / "lock").unlink(missing_ok=True)
+    (duni / ".monorepo" / "lock").symlink_to(outside / "lock")
+
+
+def plant_dangling_lock_link(duni: Path, outside: Path) -> None:
+    (duni / ".monorepo" / "lock").unlink(missing_ok=True)
+    (duni / ".monorepo" / "lock").symlink_to(outside / "no-such-dir" / "lock")
+
+
+def plant_record_links(duni: Path, outside: Path) -> None:
+    for name in ("lib.manifest", "lib.stat"):
+        (duni / ".monorepo" / name).unlink(missing_ok=True)
+        (duni / ".monorepo" / name).symlink_to(outside / f"other.{name.split('.')[1]}")
+
+
+def plant_dangling_state_link(duni: Path, outside: Path) -> None:
+    shutil.rmtree(duni / ".monorepo", ignore_errors=True)
+    duni.mkdir(exist_ok=True)
+    (duni / ".monorepo").symlink_to(outside / "no-such-dir")
+
+
+PLANTS = {
+    f.__name__.removeprefix("plant_"): f
+    for f in (
+        plant_state_link,
+        plant_dangling_state_link,
+        plant_lock_link,
+        plant_dangling_lock_link,
+        plant_record_links,
+    )
+}
+
+
+PLANT_CASES = [
+    (plant, first)
+    for plant in sorted(PLANTS)
+    for first in (True, False)
+    if first or plant != "record_links"  # (no records to replace before a first pull)
+]
+
+
+@pytest.mark.parametrize(
+    ("plant", "first_pull"),
+    PLANT_CASES,
+    ids=[f"{p}-{'pulled-before' if f else 'fresh'}" for p, f in PLANT_CASES],
+)
+def test_a_planted_link_among_pulls_records_is_refused_and_nothing_outside_is_touched(
+    project: Any, tmp_path: Path, plant: str, first_pull: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli import main
+
+    proj, _, _ = project([LIB, OTHER], ["lib"])
+    monorepo.lock(proj)
+    duni = proj / "duni"
+    if first_pull:
+        pull(proj)
+    else:
+        (duni / ".monorepo").mkdir(parents=True)
+    outside = outside_state(tmp_path)
+    PLANTS[plant](duni, outside)
+    before, inside = tree_state(outside), tree_state(duni)
+    with pytest.raises(PullError) as info:
+        pull(proj)
+    message = str(info.value)
+    assert ".monorepo" in message and "symbolic link" in message and "rm " in message
+    assert main(["--project", str(proj), "pull"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert tree_state(outside) == before  # nothing written or deleted there
+    assert tree_state(duni) == inside  # nor in duni/
+    # The tree check of verify says so, and reads no record through the link.
+    items = monorepo.verify(proj).check("tree").items
+    assert any(i.code == "state" and "symbolic link" in i.message for i in items), items
+    # Deleting what was planted is all it takes.
+    for path in [duni / ".monorepo", *(duni / ".monorepo").glob("*")]:
+        if path.is_symlink():
+            path.unlink()
+    result = pull(proj)
+    assert result.updated + result.unchanged == ["lib"]
+    assert_tree_matches_lock(proj, by_key(LIB))
+    assert tree_state(outside) == before
+
+
+def test_the_records_are_ignored_by_git_and_the_trees_are_not(project: Any) -> None:
+    import pygit2
+
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    repo = pygit2.init_repository(str(proj))
+    state = sorted(p.name for p in (proj / "duni" / ".monorepo").iterdir())
+    assert {"lib.manifest", "lock", ".gitignore"} <= set(state)
+    for name in state:
+        assert repo.path_is_ignored(f"duni/.monorepo/{name}"), name
+    for path in ("duni/lib/lib/__init__.py", "duni/workspace.toml", "duni/README.md"):
+        assert not repo.path_is_ignored(path), path

@@ -252,6 +252,13 @@ def edit_lock_version_and_filename(p: Pulled) -> None:
     rewrite_lock(p.root, only("app", change))
 
 
+def link_state(p: Pulled) -> None:
+    # pull's records moved elsewhere and a link planted in their place
+    elsewhere = p.root.parent / "elsewhere"
+    shutil.move(p.duni / ".monorepo", elsewhere)
+    (p.duni / ".monorepo").symlink_to(elsewhere)
+
+
 def change_pyproject(p: Pulled) -> None:
     write_project(p.root, p.server, ["app", "other"])
 
@@ -274,6 +281,7 @@ TAMPERS = [
     (edit_lock_sha256, "tree", "source-changed", "duni/app"),
     (edit_lock_size, "tree", "source-changed", "duni/app"),
     (edit_lock_version_and_filename, "tree", "source-changed", "duni/app"),
+    (link_state, "tree", "state", "duni/.monorepo"),
     (change_pyproject, "lock", "stale", "pyproject.toml"),
     (change_patch, "lock", "patch-changed", PATCH_REL),
 ]
