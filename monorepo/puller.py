@@ -945,6 +945,7 @@ def pull(
     offline: bool = False,
     force: bool = False,
     jobs: int | None = None,
+    frozen: bool = False,
     reporter: Reporter | None = None,
     fetch: Callable[[str], Iterator[bytes] | bytes] | None = None,
 ) -> PullResult:
@@ -954,14 +955,21 @@ def pull(
     *offline* uses only the download cache and cached git mirrors.  *force*
     overwrites local edits and directories pull did not create.  *jobs* is the
     number of packages extracted and hashed at once (default ``min(8, 2 * cpus)``);
-    sixteen sources (or *jobs*, if more) download at once, ahead of them.  *fetch*
-    replaces the HTTP download (tests, embedding).
+    sixteen sources (or *jobs*, if more) download at once, ahead of them.  *frozen*
+    pulls from the lock as it is; otherwise a lock that no longer fits pyproject.toml
+    (the reasons ``lock --check`` gives) raises :class:`~monorepo.errors.StaleLockError`
+    before anything is touched, like uv's ``--locked``.  *fetch* replaces the HTTP
+    download (tests, embedding).
     Raises :class:`~monorepo.errors.MonorepoError` subclasses; packages that were
     brought up to date before an error stay so.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
     lock = lockfile.read(config.root / lockfile.LOCK_NAME)
+    if not frozen:
+        from monorepo.freshness import require_fresh  # loads the resolver's markers
+
+        require_fresh(config, lock, command="pull", offline=offline)
     _check_dirs(lock)
     selected = _select(lock, packages)
     duni = config.duni

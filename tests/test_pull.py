@@ -38,6 +38,7 @@ from monorepo.errors import (
     IndexClientError,
     OverlayError,
     PullError,
+    StaleLockError,
 )
 from monorepo.http import HttpClient
 from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
@@ -929,14 +930,15 @@ def test_overlay_patches_from_the_lock_are_applied_and_checked(
         "overlays": [{"name": "mine", "spec": "my-overlay", "fingerprint": "x"}],
     }
     rewrite_lock(proj, patched, inputs=inputs)
-    assert pull(proj).updated == ["lib"]
+    # The lock names an overlay the project does not list: stale, so pulled frozen.
+    assert pull(proj, frozen=True).updated == ["lib"]
     init = proj / "duni" / "lib" / "lib" / "__init__.py"
     assert init.read_text().endswith("PATCHED = True\n")
-    assert pull(proj).unchanged == ["lib"]
+    assert pull(proj, frozen=True).unchanged == ["lib"]
     patch_file.write_bytes(PATCH_LIB + b"\n")
     shutil.rmtree(proj / "duni" / "lib")
     with pytest.raises(PullError, match=r"lib 1\.0.*0001\.patch.*overlay changed.*monorepo lock"):
-        pull(proj)
+        pull(proj, frozen=True)
 
 
 def test_a_dir_pull_did_not_create_is_adopted_when_right_and_refused_when_not(
@@ -965,6 +967,51 @@ def test_pull_named_packages_only(project: Any) -> None:
     assert package_dirs(proj / "duni") == ["lib"]
     with pytest.raises(PullError, match="nosuch"):
         pull(proj, packages=["nosuch"])
+
+
+def cli(proj: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "monorepo", "--project", str(proj), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as_it_is(
+    project: Any,
+) -> None:
+    proj, _, _ = project([APP, LIB, OTHER], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    duni = proj / "duni"
+    set_deps(proj, ["app", "other"])
+    before = snapshot(duni)
+    with pytest.raises(StaleLockError) as info:
+        pull(proj)
+    assert info.value.reasons == ("dependencies: other was added",)
+    check = cli(proj, "lock", "--check")
+    assert check.returncode == 1 and "other was added" in check.stderr
+    run = cli(proj, "pull")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
+    assert "pylock.toml is stale" in run.stderr and "- dependencies: other was added" in run.stderr
+    assert "`monorepo lock`" in run.stderr and "`monorepo pull --frozen`" in run.stderr
+    assert snapshot(duni) == before  # nothing touched
+    # --frozen: the lock as it is (uv's --frozen)
+    run = cli(proj, "pull", "--frozen")
+    assert run.returncode == 0, run.stderr
+    assert "0 updated, 2 unchanged" in run.stderr
+    assert sorted(pull(proj, frozen=True).unchanged) == ["app", "lib"]
+    # a loosened requirement the locked version still satisfies is not stale
+    set_deps(proj, ["app>=0.5"])
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    # re-locked, the new dependency is pulled
+    set_deps(proj, ["app", "other"])
+    monorepo.lock(proj)
+    assert pull(proj).updated == ["other"]
 
 
 def test_missing_lock_is_a_lock_file_error(make_project: Callable[..., Path]) -> None:
