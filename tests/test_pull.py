@@ -876,6 +876,31 @@ def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered
     assert monorepo.verify(proj).check("tree").passed  # (no tree hash: the lock check fails)
 
 
+def test_a_version_and_file_name_edited_without_the_url_make_the_lock_invalid(
+    project: Any,
+) -> None:
+    # PEP 751 checks the sdist's name against the version: both edited by hand agree,
+    # but the URL still downloads the old file, whose hash the lock still has.
+    proj, _, _ = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    record = (proj / "duni" / ".monorepo" / "lib.manifest").read_text()
+    path = proj / "pylock.toml"
+    text = path.read_text()
+    start = text.index('name = "lib"\nversion = "1.0"')
+    edited = text[start:].replace('version = "1.0"', 'version = "1.1"', 1)
+    edited = edited.replace('name = "lib-1.0.tar.gz"', 'name = "lib-1.1.tar.gz"', 1)
+    path.write_text(text[:start] + edited)
+    with pytest.raises(monorepo.LockFileError) as info:
+        pull(proj, frozen=True)
+    message = str(info.value)
+    assert "lib 1.1" in message and "'lib-1.1.tar.gz'" in message and "'lib-1.0.tar.gz'" in message
+    assert "monorepo lock" in message
+    (item,) = monorepo.verify(proj).check("lock").items
+    assert item.code == "invalid" and "lib-1.1.tar.gz" in item.message
+    assert (proj / "duni" / ".monorepo" / "lib.manifest").read_text() == record
+
+
 def test_a_source_moved_to_another_url_is_downloaded_from_there_before_the_tree_is_kept(
     project: Any, serve: Callable[..., IndexServer]
 ) -> None:

@@ -252,6 +252,17 @@ def edit_lock_version_and_filename(p: Pulled) -> None:
     rewrite_lock(p.root, only("app", change))
 
 
+def edit_lock_version_and_name(p: Pulled) -> None:
+    # by hand, as PEP 751 wants them to agree: the version and the sdist's file name,
+    # not the URL (which still downloads 1.0, whose hash is the one in the lock)
+    path = p.root / "pylock.toml"
+    text = path.read_text()
+    start = text.index('name = "app"\nversion = "1.0"')
+    edited = text[start:].replace('version = "1.0"', 'version = "1.1"', 1)
+    edited = edited.replace('name = "app-1.0.tar.gz"', 'name = "app-1.1.tar.gz"', 1)
+    path.write_text(text[:start] + edited)
+
+
 def link_state(p: Pulled) -> None:
     # pull's records moved elsewhere and a link planted in their place
     elsewhere = p.root.parent / "elsewhere"
@@ -305,6 +316,16 @@ def test_tamper_is_caught_by_the_right_check_naming_the_path(
     matching = [i for i in failed[check] if i.code == code and path in i.paths]
     assert matching, [i.to_dict() for i in failed[check]]
     assert path in matching[0].message or matching[0].subject in (path, "pyproject.toml")
+
+
+def test_a_lock_whose_version_and_file_name_were_edited_is_invalid(pulled: Any) -> None:
+    p = pulled()
+    edit_lock_version_and_name(p)
+    report = verify(p.root)
+    (item,) = report.check("lock").items
+    assert item.code == "invalid" and "app-1.1.tar.gz" in item.message
+    assert "app-1.0.tar.gz" in item.message and "monorepo lock" in item.message
+    assert report.check("tree").skipped
 
 
 def test_workspace_difference_names_the_package_and_key(pulled: Any) -> None:
