@@ -70,6 +70,7 @@ import os
 import platform
 import queue
 import secrets
+import shlex
 import shutil
 import stat
 import struct
@@ -436,14 +437,15 @@ def _patch(pkg: LockedPackage, overlay: Overlay, entry: Mapping[str, Any]) -> Pa
 # --------------------------------------------------------------------------- pulling
 
 
-def state_problems(duni: Path) -> list[str]:
-    """Why pull may not use ``duni/.monorepo`` as it is (empty when it may).
+def state_problems(duni: Path) -> list[tuple[Path, str]]:
+    """What makes ``duni/.monorepo`` unfit for pull's records: (path, why) pairs.
 
     duni/ is meant to be committed, so a branch can plant ``duni/.monorepo`` as a
     symbolic link, or a link in it: pull would read its records from, write them to,
     and delete ``*.manifest``, ``*.stat``, ``*.facts`` and ``.tmp-*`` files in
     wherever it points.  The directory must be a real one holding only regular
-    files (its own records and lock; nothing else is ever put there).
+    files (its own records and lock; nothing else is ever put there).  Empty when
+    it is (or does not exist yet).
     """
     state = duni / STATE_DIR
     try:
@@ -451,22 +453,22 @@ def state_problems(duni: Path) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as error:
-        return [f"{state} cannot be examined ({error})"]
+        return [(state, f"cannot be examined ({error})")]
     if stat.S_ISLNK(st.st_mode):
-        return [f"{state} is a symbolic link (to {_link_target(state)})"]
+        return [(state, f"is a symbolic link (to {_link_target(state)})")]
     if not stat.S_ISDIR(st.st_mode):
-        return [f"{state} is not a directory"]
-    problems: list[str] = []
+        return [(state, "is not a directory")]
+    problems: list[tuple[Path, str]] = []
     try:
         entries = sorted(os.scandir(state), key=lambda e: e.name)
     except OSError as error:
-        return [f"{state} cannot be listed ({error})"]
+        return [(state, f"cannot be listed ({error})")]
     for entry in entries:
         path = Path(entry.path)
         if entry.is_symlink():
-            problems.append(f"{path} is a symbolic link (to {_link_target(path)})")
+            problems.append((path, f"is a symbolic link (to {_link_target(path)})"))
         elif not entry.is_file(follow_symlinks=False):
-            problems.append(f"{path} is not a regular file")
+            problems.append((path, "is not a regular file"))
     return problems
 
 
@@ -494,13 +496,15 @@ def _state_dir(duni: Path) -> Path:
         ) from error
     problems = state_problems(duni)
     if problems:
+        paths = " ".join(shlex.quote(str(path)) for path, _ in problems)
         raise PullError(
-            f"pull keeps its records in {state} and never reaches them through a symbolic"
-            " link or anything but a plain file, but:\n  "
-            + "\n  ".join(problems)
-            + f"\nNothing was written. Delete what is listed (`rm {state}` for a link in"
-            f" place of the directory): the records describe this checkout only, are not"
-            " meant to be committed, and the next pull rebuilds them from the sources."
+            f"pull keeps its records in {state}, which must be a real directory of plain"
+            " files, never reached through a symbolic link (duni/ is committed, and a"
+            " planted link would have pull write and delete files where it points), but:\n  "
+            + "\n  ".join(f"{path} {why}" for path, why in problems)
+            + f"\nNothing was written. Remove them (`rm -r {paths}`): the records describe"
+            " this checkout only, are not meant to be committed, and the next pull"
+            " rebuilds them from the sources."
         )
     return state
 

@@ -417,17 +417,17 @@ def _check_tree(
         return
     from monorepo.puller import state_problems
 
-    for problem in state_problems(duni):
+    for path, why in state_problems(duni):
         # Records read through a planted link would be someone else's claims.
         ctx.records = False
-        state = ctx.rel(duni / _STATE_DIR)
+        shown = ctx.rel(path)
         result.fail(
             Item(
-                state,
+                ctx.rel(duni / _STATE_DIR),
                 "state",
-                f"{problem}: pull's records are never reached through a link, and pull"
-                " refuses to run until it is deleted",
-                (state,),
+                f"{shown} {why}: pull's records are never read through a link, and pull"
+                f" refuses to run until it is removed (`rm -r {shown}`)",
+                (shown,),
             )
         )
     ctx.reporter.task("verify:tree", f"Hashing {len(selected)} trees", len(selected))
