@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         MonorepoError,
         OfflineError,
         ResolutionError,
+        StaleLockError,
     )
     from .graph import list_packages, why
     from .locker import CheckResult, LockResult, check, lock
@@ -56,6 +57,7 @@ _EXPORTS = {
     "OfflineError": "errors",
     "ResolutionError": "errors",
     "LockFileError": "errors",
+    "StaleLockError": "errors",
     "verify": "verifier",
     "VerifyReport": "verifier",
     "list_packages": "graph",
@@ -78,6 +80,7 @@ __all__ = [
     "PullResult",
     "Reporter",
     "ResolutionError",
+    "StaleLockError",
     "VerifyReport",
     "__version__",
     "build",

@@ -251,6 +251,14 @@ def _load_workspace(config: ProjectConfig) -> tuple[list[str], dict[str, _Pkg]]:
         raise BuildError(
             f"{path} is inconsistent (its build-order and packages differ); run `monorepo pull`"
         )
+    missing = sorted(d for d in locked if d not in raw)
+    if missing:
+        listed = ", ".join(f"{locked[d].name} {locked[d].version}" for d in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise BuildError(
+            f"pylock.toml locks {listed}{more}, which {path} does not describe: duni/ is"
+            " older than the lock; run `monorepo pull`"
+        )
     pkgs: dict[str, _Pkg] = {}
     for d, entry in raw.items():
         lp = locked.get(d)
@@ -1209,16 +1217,19 @@ def build(
     packages: Sequence[str] = (),
     reporter: Reporter | None = None,
     isolate: bool | None = None,
+    frozen: bool = False,
 ) -> BuildResult:
     """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
 
     *out* is the wheel directory (default ``duni-build/<target>/wheels``); *jobs* the
     number of builds run at once (default: CPUs); *packages* limits the build to
     those names (plus what their builds need); *isolate* forces (True) or forbids
-    (False) a network namespace (default: when available).  A package that fails is
-    reported in :attr:`BuildResult.failed` with its log; the others still build.
-    Raises :class:`BuildError` for input problems: no workspace, unknown target or
-    package, missing system libraries.
+    (False) a network namespace (default: when available).  *frozen* builds from the
+    lock as it is; otherwise a lock that no longer fits pyproject.toml raises
+    :class:`~monorepo.errors.StaleLockError` (exit 1), like uv's ``--locked``.
+    A package that fails is reported in :attr:`BuildResult.failed` with its log; the
+    others still build.  Raises :class:`BuildError` for input problems: no workspace,
+    unknown target or package, missing system libraries.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
@@ -1235,6 +1246,16 @@ def build(
         )
     cross = not is_native(chosen)
     sysroot = _sysroot(chosen) if cross else None
+    lock_path = config.root / lockfile.LOCK_NAME
+    if not frozen and lock_path.exists():  # (no lock at all: _load_workspace says what to do)
+        from monorepo.freshness import require_fresh
+
+        require_fresh(
+            config,
+            lockfile.read(lock_path),
+            command="build",
+            offline=True,  # build is offline: git overlays from their cached mirrors
+        )
     order, pkgs = _load_workspace(config)
     root = config.root / BUILD_DIR / chosen.name
     wheels = Path(out).resolve() if out is not None else root / "wheels"

@@ -11,10 +11,20 @@ Layout under the root (default ``paths.cache_root() / "store"``)::
     sha256/ab/abcdef0123...    the file whose sha256 is abcdef0123... (full hex name,
                                fanned out by its first two hex digits)
     sha256/ab/.tmp-abcdef...-* a download in progress (renamed into place when verified)
-    locks/abcdef0123....lock   the per-hash lock taken while fetching that hash
+    origins/ab/abcdef0123...   the URLs that file was downloaded from, one per line
+    locks/abcdef0123....lock   the per-hash lock held while writing that hash's files
 
 Only verified bytes are ever renamed into place (``os.replace`` in the same
-directory, so the rename is atomic); a reader never sees a partial file.
+directory, so the rename is atomic); a reader never sees a partial file.  Every
+write of an entry or of its origins happens under the entry's lock, so a
+``.tmp-<hash>-*`` file whose lock is free belongs to a process that died:
+:meth:`ContentStore.sweep` deletes those.
+
+Origins: a hash proves what the bytes are, not where the lock said they come
+from.  An entry downloaded from one URL serves every lock entry with its hash,
+except where the caller asks for the same origin (``pull``: a lock entry whose URL
+was edited, keeping the hash, must not be taken from the store as if that URL had
+been checked); then the file is downloaded from that URL again and must match.
 """
 
 from __future__ import annotations
@@ -27,10 +37,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
+from monorepo.atomic import write_bytes
 from monorepo.errors import HashMismatchError
 from monorepo.paths import cache_root
+
+_TMP = ".tmp-"
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -63,33 +76,78 @@ class ContentStore:
         locks.mkdir(parents=True, exist_ok=True)
         return FileLock(locks / f"{digest}.lock")
 
-    def get(self, sha256: str, *, size: int | None = None) -> Path | None:
+    def origins_path(self, sha256: str) -> Path:
+        """Where the URLs the entry for *sha256* was downloaded from are listed."""
+        digest = _normalise(sha256, "")
+        return self.root / "origins" / digest[:2] / digest
+
+    def origins(self, sha256: str) -> frozenset[str]:
+        """The URLs the entry for *sha256* is known to have been downloaded from."""
+        try:
+            text = self.origins_path(sha256).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return frozenset()
+        return frozenset(line for line in text.splitlines() if line)
+
+    def _add_origin(self, digest: str, origin: str) -> None:
+        """Record *origin* for the entry (the caller holds the entry's lock)."""
+        known = self.origins(digest)
+        if origin in known or "\n" in origin or "\r" in origin:
+            return  # (a URL with a line break is never recorded: it would read as two)
+        text = "".join(f"{url}\n" for url in sorted(known | {origin}))
+        with contextlib.suppress(OSError):  # only costs a download next time
+            write_bytes(self.origins_path(digest), text.encode(), prefix=f"{_TMP}{digest}-")
+
+    def get(
+        self, sha256: str, *, size: int | None = None, origin: str | None = None
+    ) -> Path | None:
         """The entry's path if present and intact, else None (a corrupt entry is deleted).
 
         Re-hashing on every use costs one read of a file that is about to be read
         anyway, and it is what lets the store be trusted without trusting the disk.
+        An intact entry of another *size* than the caller expects is the caller's
+        mistake (a lock whose size was edited), not the entry's: it is kept.  With
+        *origin*, only an entry downloaded from that URL counts.
         """
         digest = _normalise(sha256, "")
         path = self.path_for(digest)
-        if _intact(path, digest, size):
+        state = _check(path, digest, size)
+        if state == "intact":
+            if origin is not None and origin not in self.origins(digest):
+                return None
             return path
-        if not path.exists():
+        if state != "corrupt":
             return None
         # Corrupt: delete under the lock so that a concurrent writer's fresh, verified
         # entry is never the one removed.
         with self._lock(digest):
-            if _intact(path, digest, size):
-                return path
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            state = _check(path, digest, size)
+            if state == "corrupt":
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if state == "intact" and (origin is None or origin in self.origins(digest)):
+            return path
         return None
 
     def put_bytes(
-        self, data: bytes, *, sha256: str, size: int | None = None, what: str = ""
+        self,
+        data: bytes,
+        *,
+        sha256: str,
+        size: int | None = None,
+        what: str = "",
+        origin: str | None = None,
     ) -> Path:
-        """Store *data* after checking it against *sha256* and *size*; bad bytes never land."""
+        """Store *data* after checking it against *sha256* and *size*; bad bytes never land.
+
+        *origin*, the URL the bytes came from, is recorded for :meth:`get`'s *origin*.
+        """
         digest = _normalise(sha256, what)
-        return self._store(digest, iter((data,)), size, what)
+        with self._lock(digest):
+            path = self._store(digest, iter((data,)), size, what)
+            if origin is not None:
+                self._add_origin(digest, origin)
+        return path
 
     def get_or_fetch(
         self,
@@ -98,29 +156,82 @@ class ContentStore:
         *,
         size: int | None = None,
         what: str = "",
+        origin: str | None = None,
+        same_origin: bool = False,
     ) -> Path:
         """The entry for *sha256*, calling *fetch* only if no intact entry exists.
 
         A lock per hash makes a second process wait for the first one's download and
         then find the entry, instead of downloading the same file again or racing it.
         *fetch* may return the bytes or yield chunks, which are hashed while written.
+        *origin* is the URL *fetch* downloads from, recorded with the entry; with
+        *same_origin* an entry not downloaded from *origin* is fetched again (and must
+        match the hash like any download).
         """
         digest = _normalise(sha256, what)
-        found = self.get(digest, size=size)
+        wanted = origin if same_origin else None
+        found = self.get(digest, size=size, origin=wanted)
         if found is not None:
             return found
         with self._lock(digest):
-            found = self.get(digest, size=size)
+            found = self.get(digest, size=size, origin=wanted)
             if found is not None:
                 return found
+            self._sweep_digest(digest)
             payload = fetch()
             chunks = iter((payload,)) if isinstance(payload, bytes) else payload
-            return self._store(digest, chunks, size, what)
+            path = self._store(digest, chunks, size, what)
+            if origin is not None:
+                self._add_origin(digest, origin)
+            return path
+
+    def sweep(self) -> list[Path]:
+        """Delete the temporary files of writers that died (a killed pull or lock).
+
+        A ``.tmp-<hash>-*`` file is written only by a process holding that hash's
+        lock, so when the lock can be taken at once nobody owns the file any more.
+        A temporary file of a live writer is left alone.  Returns what was deleted.
+        """
+        swept: list[Path] = []
+        for kind in ("sha256", "origins"):
+            try:
+                fans = list(os.scandir(self.root / kind))
+            except OSError:
+                continue
+            for fan in fans:
+                if not fan.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    names = [e.name for e in os.scandir(fan.path) if e.name.startswith(_TMP)]
+                except OSError:
+                    continue
+                digests = {n[len(_TMP) : len(_TMP) + 64] for n in names}
+                for digest in sorted(d for d in digests if _is_digest(d)):
+                    lock = self._lock(digest)
+                    try:
+                        lock.acquire(timeout=0)
+                    except Timeout:
+                        continue  # a live writer's
+                    try:
+                        swept += self._sweep_digest(digest)
+                    finally:
+                        lock.release()
+        return swept
+
+    def _sweep_digest(self, digest: str) -> list[Path]:
+        """Delete *digest*'s temporary files (the caller holds its lock, so they are stale)."""
+        swept: list[Path] = []
+        for directory in (self.path_for(digest).parent, self.origins_path(digest).parent):
+            for path in directory.glob(f"{_TMP}{digest}-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    swept.append(path)
+        return swept
 
     def _store(self, digest: str, chunks: Iterator[bytes], size: int | None, what: str) -> Path:
         path = self.path_for(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{digest}-", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP}{digest}-", dir=path.parent)
         tmp = Path(tmp_name)
         try:
             # No fsync: an entry torn by a crash fails its hash on next use and is
@@ -169,11 +280,19 @@ def _mismatch(
     )
 
 
-def _intact(path: Path, digest: str, size: int | None) -> bool:
+def _is_digest(text: str) -> bool:
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def _check(path: Path, digest: str, size: int | None) -> str:
+    """``"intact"``, ``"missing"``, ``"corrupt"`` (bytes that do not hash to the name) or
+    ``"other-size"`` (intact, but not of the *size* the caller expects)."""
     try:
         with path.open("rb") as f:
-            if size is not None and os.fstat(f.fileno()).st_size != size:
-                return False
-            return hashlib.file_digest(f, "sha256").hexdigest() == digest
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+            length = f.tell()
     except (FileNotFoundError, IsADirectoryError):
-        return False
+        return "missing"
+    if actual != digest:
+        return "corrupt"
+    return "intact" if size is None or length == size else "other-size"

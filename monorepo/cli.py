@@ -2,9 +2,9 @@
 
 Each subcommand parses its flags, calls one public function, and renders the
 result as text or ``--json``.  Exit codes: 0 success, 1 a check found a problem
-(``lock --check`` stale, ``verify`` failed), 2 usage or input error.  A
-:class:`~monorepo.errors.MonorepoError` is printed as its one-paragraph message,
-never as a traceback.
+(``lock --check`` stale, ``verify`` failed, ``pull`` or ``build`` refusing a stale
+lock), 2 usage or input error.  A :class:`~monorepo.errors.MonorepoError` is printed
+as its one-paragraph message, never as a traceback, and exits with its ``exit_code``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,12 @@ class CliReporter:
             print(text, file=self.stream)
 
 
+_FROZEN_HELP = (
+    "use pylock.toml as it is, without checking that it still fits pyproject.toml"
+    " (by default a stale lock is refused, as with uv's --locked)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monorepo",
@@ -139,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite local edits to directories in duni/"
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages processed at once")
+    p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=_cmd_pull)
 
@@ -174,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         help="wheel directory (default duni-build/<target>/wheels)",
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages built at once")
+    p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(run=_cmd_build)
     return parser
@@ -249,6 +257,7 @@ def _cmd_pull(args: argparse.Namespace, reporter: CliReporter) -> int:
         offline=args.offline,
         force=args.force,
         jobs=args.jobs,
+        frozen=args.frozen,
         reporter=reporter,
     )
     if args.json:
@@ -322,6 +331,7 @@ def _cmd_build(args: argparse.Namespace, reporter: CliReporter) -> int:
         out=args.out,
         jobs=args.jobs,
         packages=args.packages,
+        frozen=args.frozen,
         reporter=reporter,
     )
     if args.json:
@@ -360,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonorepoError as exc:
         reporter.close()
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         reporter.close()
         print("interrupted", file=sys.stderr)

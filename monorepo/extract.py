@@ -1240,8 +1240,8 @@ _Request = tuple[str, str, str, Limits, "str | None"]
 class _Worker:
     """One worker interpreter serving extractions over its stdin and stdout."""
 
-    def __init__(self) -> None:
-        self.process = workerproc.spawn("monorepo.extract", "_serve")
+    def __init__(self, inherit_fds: tuple[int, ...] = ()) -> None:
+        self.process = workerproc.spawn("monorepo.extract", "_serve", inherit_fds=inherit_fds)
         if self._exchange(None) != "ready":
             self.stop()
             raise WorkerLost("no handshake")
@@ -1304,11 +1304,19 @@ class ExtractorPool:
     Archives smaller than *min_size* bytes are extracted in the calling thread, where a
     round trip costs more than it saves, and so is everything once a worker could not
     be started or was lost.  Thread safe; :meth:`close` stops the workers.
+    *inherit_fds*: descriptors every worker holds until it exits (pull's lock).
     """
 
-    def __init__(self, processes: int | None = None, *, min_size: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        processes: int | None = None,
+        *,
+        min_size: int = 256 * 1024,
+        inherit_fds: tuple[int, ...] = (),
+    ) -> None:
         self.processes = processes if processes is not None else (os.cpu_count() or 1)
         self.min_size = min_size
+        self.inherit_fds = inherit_fds
         self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -1324,7 +1332,12 @@ class ExtractorPool:
         their interpreters start up while it downloads, not when the first archive is
         ready (about a tenth of a second each)."""
         if self.processes > 0 and not self._in_thread:
-            workerproc.prestart("monorepo.extract", "_serve", self.processes - len(self._workers))
+            workerproc.prestart(
+                "monorepo.extract",
+                "_serve",
+                self.processes - len(self._workers),
+                inherit_fds=self.inherit_fds,
+            )
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -1373,7 +1386,7 @@ class ExtractorPool:
                     return None
                 if len(self._workers) < self.processes:
                     try:
-                        worker = _Worker()
+                        worker = _Worker(self.inherit_fds)
                     except WorkerLost:
                         self._in_thread = True
                         return None
@@ -1399,5 +1412,5 @@ class ExtractorPool:
             self._in_thread = True
         for worker in workers:
             worker.stop()
-        workerproc.stop_spares("monorepo.extract", "_serve")
+        workerproc.stop_spares("monorepo.extract", "_serve", inherit_fds=self.inherit_fds)
         self._idle.put(None)

@@ -5,7 +5,10 @@ added or removed, a requirement or constraint now excludes a locked version, or
 an input that decides resolution changed (targets, indexes, exclude-newer,
 prerelease policy, git sources, overlays).  A loosened requirement that the
 locked version still satisfies keeps the lock fresh: re-locking would prefer the
-same versions anyway.  Everything here is pure: config and lock in, reasons out.
+same versions anyway.  :func:`stale_reasons` is pure: config and lock in, reasons
+out; :func:`current_reasons` gathers what it needs from the machine (the index
+URL, the overlays) first, and :func:`require_fresh` is the refusal ``pull`` and
+``build`` make, like uv's ``--locked`` (``frozen`` skips it, like uv's ``--frozen``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from .config import ProjectConfig
-from .lockfile import LockDocument, LockedPackage
+from .errors import StaleLockError
+from .lockfile import LOCK_NAME, LockDocument, LockedPackage
 
 #: inputs compared as a whole: any change is stale
 EXACT_INPUTS = (
@@ -177,3 +181,44 @@ def canonical_inputs(
         "build-dependencies": config.build_dependencies,
         "overlays": [dict(o) for o in overlays],
     }
+
+
+def current_reasons(
+    config: ProjectConfig,
+    lock: LockDocument,
+    *,
+    index_url: str | None = None,
+    offline: bool = False,
+) -> list[str]:
+    """:func:`stale_reasons` against the project as it is now: the index URL it
+    resolves to (*index_url* as a flag would give it) and its overlays, git ones at
+    the commits the lock pinned.  The rule of ``lock --check``."""
+    from .config import resolve_index_url
+    from .overlays import project_overlays
+
+    primary, _ = resolve_index_url(config, flag=index_url)
+    overlays = project_overlays(config, lock, upgrade=False, offline=offline)
+    inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
+    return stale_reasons(config, lock, inputs)
+
+
+def require_fresh(
+    config: ProjectConfig, lock: LockDocument, *, command: str, offline: bool = False
+) -> None:
+    """Raise :class:`StaleLockError` when *lock* no longer fits *config*.
+
+    *command* (``pull``, ``build``) words the way out: re-lock, or use the lock as it
+    is with ``--frozen``.  Neither command re-locks on its own: a lock changes only
+    when asked to, and what is vendored or built is always what the lock says.
+    """
+    reasons = current_reasons(config, lock, offline=offline)
+    if not reasons:
+        return
+    then = " and `monorepo pull`" if command == "build" else ""
+    raise StaleLockError(
+        f"{config.root / LOCK_NAME} is stale, it no longer fits {config.pyproject.name}:\n  - "
+        + "\n  - ".join(reasons)
+        + f"\nRun `monorepo lock`{then} to update it, or `monorepo {command} --frozen` to"
+        f" {command} from the lock as it is.",
+        reasons,
+    )

@@ -306,12 +306,11 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
     The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.freshness`).
     A missing or unreadable lock is stale, not an error.
     """
-    from .freshness import canonical_inputs, stale_reasons
+    from .freshness import current_reasons
     from .lockfile import LOCK_NAME, parse
-    from .overlays import project_overlays
 
     config = load_config(Path(project))
-    primary, _ = resolve_index_url(config, flag=index_url)
+    resolve_index_url(config, flag=index_url)  # no usable index: an error, lock or not
     path = config.root / LOCK_NAME
     try:
         existing = parse(path.read_text(encoding="utf-8"), path=path)
@@ -319,7 +318,5 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
         return CheckResult(path, False, (f"{path} does not exist",))
     except LockFileError as exc:
         return CheckResult(path, False, (str(exc),))
-    overlays = project_overlays(config, existing, upgrade=False)
-    inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
-    reasons = stale_reasons(config, existing, inputs)
+    reasons = current_reasons(config, existing, index_url=index_url)
     return CheckResult(path, not reasons, tuple(reasons))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import tomlkit
 from packaging.pylock import Pylock, PylockValidationError
@@ -298,6 +299,13 @@ def parse(text: str, *, path: Path) -> LockDocument:
             raise LockFileError(
                 f"{path}: packages[{i}] ({p.get('name', '?')}): {exc!r} is missing or malformed. Run `monorepo lock`."
             ) from None
+        problem = _sdist_name_problem(p, packages[-1].source)
+        if problem:
+            raise LockFileError(
+                f"{path}: packages[{i}] ({p.get('name', '?')} {p.get('version', '?')}): {problem}:"
+                " the lock was edited (its version and file name no longer name the file it"
+                " downloads). Review the change, and run `monorepo lock` to regenerate it."
+            )
     extra_tool = {k: v for k, v in tool.items() if k not in ("format", "inputs")}
     return LockDocument(
         packages=tuple(packages),
@@ -308,6 +316,25 @@ def parse(text: str, *, path: Path) -> LockDocument:
         dependency_groups=tuple(data.get("dependency-groups", ())),
         tool=extra_tool,
     )
+
+
+def _sdist_name_problem(p: Mapping[str, Any], source: Source) -> str:
+    """Why the sdist's ``name`` is not the file its ``url`` names ('' when it is).
+
+    PEP 751 checks the name against the version, not against the URL: a lock whose
+    version and sdist name were both edited would still download (and hash-check)
+    the old file, so the pair must agree with the URL, as ``lock`` writes them.
+    """
+    sdist = p.get("sdist")
+    if not isinstance(sdist, Mapping) or not isinstance(source, SdistSource):
+        return ""
+    name = sdist.get("name")
+    if name is None:
+        return ""
+    from_path = unquote(urlsplit(source.url).path.rsplit("/", 1)[-1])
+    if name in (source.filename, from_path):
+        return ""
+    return f"its sdist is named {name!r}, but its url is the file {from_path!r}"
 
 
 def _parse_package(p: Mapping[str, Any]) -> LockedPackage:

@@ -6,8 +6,9 @@ silently destroys work, so it keeps a record of what it wrote:
 
 ``duni/.monorepo/<dir>.manifest``
     the per-file manifest (:func:`monorepo.treehash.manifest`) of the tree pull last
-    placed at ``duni/<dir>``, plus an ``# input`` line naming the lock entry it was
-    built from (source hash or commit, patch hashes).
+    placed at ``duni/<dir>``, plus a ``# source`` line (the source's URL, size and
+    sha256, or git URL and commit) and an ``# input`` line, a digest of the lock entry
+    it was built from (that source and the patch hashes).
 ``duni/.monorepo/<dir>.pending``
     the manifest of a tree pull is about to rename into place (exists only while
     that happens, or after a run was killed in the middle of it).
@@ -16,12 +17,25 @@ silently destroys work, so it keeps a record of what it wrote:
     again) and, under the tree hash, the facts workspace.toml takes from the tree.
 ``duni/.monorepo/lock``
     a file lock: two pulls of the same project serialise instead of interleaving.
+    The extraction workers inherit it, so it stays taken until every process of a
+    pull is gone, even a killed one's.
+``duni/.monorepo/.gitignore``
+    ``*``: the records describe this checkout, they are not to be committed.
+
+None of these is ever reached through a symbolic link: duni/ is committed, so a
+branch could plant ``duni/.monorepo`` (or a file in it) as a link to elsewhere.
+Pull refuses to run until it is removed (:func:`state_problems`).
 
 Rules, per locked package:
 
-* **Up to date** when ``duni/<dir>`` hashes to the lock's ``tree-hash``; when the
-  lock has none, when it hashes to the manifest and the manifest's input is this
-  lock entry.  Such a directory is not touched.
+* **Up to date** when the manifest's input is this lock entry (the same source URL,
+  size and sha256, or commit, and patches) and ``duni/<dir>`` hashes to the lock's
+  ``tree-hash`` (to the manifest's when the lock has none).  Such a directory is not
+  touched.  The source identity is checked whatever the tree hash says: when the
+  lock names another source than the one vendored (or there is no record of it),
+  the source is fetched again, a cached file only if it was downloaded from that
+  very URL, and must match the lock, so an edited hash, size or URL fails with a
+  hash mismatch instead of being recorded as describing the tree already there.
 * Otherwise the tree is built beside it (``duni/.tmp-<dir>-new-*``).  If the lock
   records a tree hash and the new tree differs, pull stops: the upstream source or
   an overlay changed since ``lock``.  If the existing directory already has the new
@@ -56,6 +70,8 @@ import os
 import platform
 import queue
 import secrets
+import shlex
+import stat
 import struct
 import sys
 import threading
@@ -72,7 +88,7 @@ from monorepo import lockfile
 from monorepo.atomic import write_bytes, write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
-from monorepo.errors import LockFileError, PullError
+from monorepo.errors import HashMismatchError, LockFileError, PullError
 from monorepo.extract import ExtractorPool
 from monorepo.fstree import remove_tree
 from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistSource, VcsSource
@@ -92,11 +108,24 @@ from monorepo.treehash import (
 )
 from monorepo.workspace import TreeFacts, read_tree_facts, render, workspace_data
 
-__all__ = ["STATE_DIR", "PullResult", "pull"]
+__all__ = [
+    "STATE_DIR",
+    "PullResult",
+    "describe_source_change",
+    "pull",
+    "source_identity",
+    "state_problems",
+]
 
 STATE_DIR = ".monorepo"
 """pull's records inside duni/ (manifests, the file lock)."""
 _GENERATED = frozenset({"README.md", "workspace.toml"})
+STATE_GITIGNORE = """\
+# Written by `monorepo pull`: its records of the trees it placed in duni/ on this
+# machine (manifests, file stamps, its lock).  They describe this checkout only and
+# are not committed; `monorepo pull` rebuilds them from the sources.
+*
+"""
 _MAX_LISTED = 20
 
 README = """\
@@ -116,7 +145,8 @@ To check that it still matches the lock, file by file:
 
 A change to a vendored package belongs in an overlay patch (then `monorepo lock`);
 `monorepo pull` refuses to overwrite local edits unless given `--force`.
-`.monorepo/` holds pull's records of what it wrote; leave it alone.
+`.monorepo/` holds pull's records of what it wrote on this machine (not committed:
+it has its own `.gitignore`); leave it alone.
 """
 
 
@@ -143,6 +173,8 @@ class _Record:
 
     entries: Mapping[str, Entry]
     key: str | None
+    source: Mapping[str, Any] | None = None
+    """:func:`source_identity` of the lock entry (None in a record without it)."""
 
     @property
     def hash(self) -> str:
@@ -190,8 +222,42 @@ def _remove(path: Path) -> None:
     remove_tree(path)  # iterative: a tree of any depth (shutil.rmtree recurses on 3.11)
 
 
-def _record_text(entries: Mapping[str, Entry], key: str) -> str:
-    return manifest(entries) + f"# input {key}\n"
+def source_identity(pkg: LockedPackage) -> dict[str, Any]:
+    """What the lock entry says its source is: URL, size and sha256, or git URL and commit.
+
+    Pull records it with every tree it writes and compares it with the lock on every
+    run, whatever the tree hash says: a lock whose sha256, size or URL was edited
+    (by hand, or by a branch) names another source than the one vendored, and pull
+    must fetch that source and check it rather than keep the old tree under the new
+    name (see :meth:`_Puller.sync`).
+    """
+    source = pkg.source
+    if isinstance(source, VcsSource):
+        return {
+            "kind": "git",
+            "url": source.url,
+            "commit": source.commit,
+            "subdirectory": source.subdirectory,
+        }
+    kind = "sdist" if isinstance(source, SdistSource) else "archive"
+    return {"kind": kind, "url": source.url, "sha256": source.sha256.lower(), "size": source.size}
+
+
+def describe_source_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """``sha256 abc -> def, size 10 -> 11``: the fields of two source identities that differ."""
+    if old is None:
+        return "the record of the pull does not name its source (written by an older monorepo)"
+    parts = [
+        f"{field} {old.get(field)} -> {new.get(field)}"
+        for field in ("kind", "url", "sha256", "size", "commit", "subdirectory")
+        if old.get(field) != new.get(field)
+    ]
+    return ", ".join(parts) if parts else "the overlay patches changed"
+
+
+def _record_text(entries: Mapping[str, Entry], identity: Mapping[str, Any], key: str) -> str:
+    source = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return manifest(entries) + f"# source {source}\n# input {key}\n"
 
 
 def _read_record(path: Path) -> _Record | None:
@@ -202,27 +268,34 @@ def _read_record(path: Path) -> _Record | None:
     except (OSError, UnicodeDecodeError, TreeHashError):
         return None
     key = None
+    source: Mapping[str, Any] | None = None
     for line in text.splitlines():
         if line.startswith("# input "):
             key = line.removeprefix("# input ")
-    return _Record(entries, key)
+        elif line.startswith("# source "):
+            source = _parse_source(line.removeprefix("# source "))
+    return _Record(entries, key, source)
+
+
+def _parse_source(text: str) -> Mapping[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _input_key(pkg: LockedPackage, patches: Sequence[Patch]) -> str:
-    """A digest of everything in the lock entry that decides the tree's content."""
-    source = pkg.source
-    described: dict[str, Any]
-    if isinstance(source, VcsSource):
-        described = {
-            "kind": "git",
-            "url": source.url,
-            "commit": source.commit,
-            "subdirectory": source.subdirectory,
-        }
-    else:
-        kind = "sdist" if isinstance(source, SdistSource) else "archive"
-        described = {"kind": kind, "sha256": source.sha256.lower(), "size": source.size}
-    data = {"source": described, "patches": [[p.path, p.sha256] for p in patches]}
+    """A digest of everything in the lock entry that decides the tree's content.
+
+    The source's URL is part of it: a hash proves what bytes are, but the lock also
+    says where they come from, and an edited URL (another version's file name) must
+    be checked like an edited hash.
+    """
+    data = {
+        "source": source_identity(pkg),
+        "patches": [[p.path, p.sha256] for p in patches],
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -361,16 +434,102 @@ def _patch(pkg: LockedPackage, overlay: Overlay, entry: Mapping[str, Any]) -> Pa
 # --------------------------------------------------------------------------- pulling
 
 
+def state_problems(duni: Path) -> list[tuple[Path, str]]:
+    """What makes ``duni/.monorepo`` unfit for pull's records: (path, why) pairs.
+
+    duni/ is meant to be committed, so a branch can plant ``duni/.monorepo`` as a
+    symbolic link, or a link in it: pull would read its records from, write them to,
+    and delete ``*.manifest``, ``*.stat``, ``*.facts`` and ``.tmp-*`` files in
+    wherever it points.  The directory must be a real one holding only regular
+    files (its own records and lock; nothing else is ever put there).  Empty when
+    it is (or does not exist yet).
+    """
+    state = duni / STATE_DIR
+    try:
+        st = os.lstat(state)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        return [(state, f"cannot be examined ({error})")]
+    if stat.S_ISLNK(st.st_mode):
+        return [(state, f"is a symbolic link (to {_link_target(state)})")]
+    if not stat.S_ISDIR(st.st_mode):
+        return [(state, "is not a directory")]
+    problems: list[tuple[Path, str]] = []
+    try:
+        entries = sorted(os.scandir(state), key=lambda e: e.name)
+    except OSError as error:
+        return [(state, f"cannot be listed ({error})")]
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
+            problems.append((path, f"is a symbolic link (to {_link_target(path)})"))
+        elif not entry.is_file(follow_symlinks=False):
+            problems.append((path, "is not a regular file"))
+    return problems
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _state_dir(duni: Path) -> Path:
+    """``duni/.monorepo``, created if missing; a :class:`PullError` if it is not safe.
+
+    Checked before the lock inside it is taken (filelock would follow a planted link,
+    or fail with a bare OSError): see :func:`state_problems`.
+    """
+    state = duni / STATE_DIR
+    try:
+        duni.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(state)
+    except OSError as error:
+        raise PullError(
+            f"cannot create {state}: {error}; check the permissions of {duni.parent}"
+        ) from error
+    problems = state_problems(duni)
+    if problems:
+        paths = " ".join(shlex.quote(str(path)) for path, _ in problems)
+        raise PullError(
+            f"pull keeps its records in {state}, which must be a real directory of plain"
+            " files, never reached through a symbolic link (duni/ is committed, and a"
+            " planted link would have pull write and delete files where it points), but:\n  "
+            + "\n  ".join(f"{path} {why}" for path, why in problems)
+            + f"\nNothing was written. Remove them (`rm -r {paths}`): the records describe"
+            " this checkout only, are not meant to be committed, and the next pull"
+            " rebuilds them from the sources."
+        )
+    return state
+
+
 @contextlib.contextmanager
-def _exclusive(path: Path, reporter: Reporter) -> Iterator[None]:
-    lock = filelock.FileLock(path)
+def _exclusive(path: Path, reporter: Reporter) -> Iterator[int | None]:
+    """Hold the pull lock of a duni/; yields its descriptor (None where there is none).
+
+    The descriptor goes to the extraction workers, which inherit it (see
+    :mod:`monorepo.workerproc`): a lock is held as long as any process holds its open
+    file, so when a pull is killed the lock stays taken until the last of its workers
+    has exited too.  Whoever gets the lock next is then sure that no process is left
+    writing into duni/, and that every ``.tmp-*`` there is garbage to delete.
+    """
+    held: list[int] = []
+    lock = filelock.FileLock(path, on_acquired=held.append)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        reporter.message("info", f"waiting for another monorepo pull to finish ({path})")
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            reporter.message("info", f"waiting for another monorepo pull to finish ({path})")
+            lock.acquire()
+    except OSError as error:
+        raise PullError(
+            f"cannot take the pull lock {path}: {error}; check the permissions of {path.parent}"
+        ) from error
     try:
-        yield
+        yield held[-1] if held else None
     finally:
         lock.release()
 
@@ -470,7 +629,9 @@ def _download_ahead(
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="fetch")
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     return {
-        pkg.dir: pool.submit(fetch_source, pkg, store=store, fetch=fetch, offline=offline)
+        pkg.dir: pool.submit(
+            fetch_source, pkg, store=store, fetch=fetch, offline=offline, same_origin=True
+        )
         for pkg in wanted
     }
 
@@ -521,12 +682,24 @@ def _ready_in_order(
     return lambda: ordered[ready.get()]
 
 
-def _clean_leftovers(duni: Path, state: Path) -> None:
-    """Delete what killed runs left: staging trees, set-aside trees, half-written files."""
-    for directory in (duni, state):
-        for entry in directory.iterdir():
-            if entry.name.startswith(STAGING_PREFIX):
-                _remove(entry)
+def _clean_leftovers(duni: Path, state: Path, store: ContentStore) -> None:
+    """Delete what killed runs left: staging trees, set-aside trees, half-written files.
+
+    Called with the pull lock held, which no process of an earlier pull holds any
+    more (:func:`_exclusive`): nobody owns a ``.tmp-*`` in duni/ now.  In the download
+    cache, shared with other projects, only the files of writers that are gone.
+    """
+    try:
+        for directory in (duni, state):
+            for entry in directory.iterdir():
+                if entry.name.startswith(STAGING_PREFIX):
+                    _remove(entry)
+    except OSError as error:
+        raise PullError(
+            f"cannot delete what an interrupted pull left in {duni}: {error}; check the"
+            f" permissions of {duni}, or delete its .tmp-* entries by hand"
+        ) from error
+    store.sweep()
 
 
 class _Puller:
@@ -609,6 +782,7 @@ class _Puller:
         d = pkg.dir
         target, manifest_path, pending_path = self._paths(d)
         patches = self.patches.get(d, ())
+        identity = source_identity(pkg)
         key = _input_key(pkg, patches)
         # Checking a tree is Python under the GIL (a stat and a few objects per file,
         # the manifest parsed, entries hashed): threads doing it at once only fight over
@@ -627,18 +801,20 @@ class _Puller:
                 pending_path.unlink()
 
             want = pkg.tree_hash
-            if current is not None:
-                fresh = (
-                    current_hash == want
-                    if want is not None
-                    else recorded is not None
-                    and recorded.key == key
-                    and recorded.hash == current_hash
-                )
-                if fresh:
-                    if recorded is None or recorded.hash != current_hash or recorded.key != key:
-                        _write_atomic(manifest_path, _record_text(current, key))
-                    return _Outcome("unchanged", tree_hash=current_hash, entries=current)
+            # A tree is up to date only as what this very lock entry gave: the record
+            # must name the entry's source (URL, size, sha256 or commit) and patches,
+            # whatever the tree hash says.  Otherwise the source is fetched again
+            # below and must match the lock, so an edited lock is never taken as
+            # describing the tree that is there.
+            if (
+                current is not None
+                and recorded is not None
+                and recorded.key == key
+                and current_hash == (want if want is not None else recorded.hash)
+            ):
+                if recorded.hash != current_hash or recorded.source != identity:
+                    _write_atomic(manifest_path, _record_text(current, identity, key))
+                return _Outcome("unchanged", tree_hash=current_hash, entries=current)
 
             own = not exists or (recorded is not None and recorded.hash == current_hash)
             if exists and not own and not self.force and recorded is not None:
@@ -656,17 +832,28 @@ class _Puller:
         aside = self.duni / f"{STAGING_PREFIX}{d}-old-{token}"
         stamps: dict[str, tuple[Stamp, str]] = {}
         try:
-            entries = materialize_entries(
-                pkg,
-                staging,
-                patches=patches,
-                store=self.store,
-                fetch=self.fetch,
-                offline=self.offline,
-                stamps=stamps,
-                extractor=self.extractor,
-                fetched=download.result if download is not None else None,
-            )
+            try:
+                entries = materialize_entries(
+                    pkg,
+                    staging,
+                    patches=patches,
+                    store=self.store,
+                    fetch=self.fetch,
+                    offline=self.offline,
+                    stamps=stamps,
+                    extractor=self.extractor,
+                    fetched=download.result if download is not None else None,
+                    same_origin=True,
+                )
+            except HashMismatchError as error:
+                if recorded is None or recorded.source == identity:
+                    raise
+                change = describe_source_change(recorded.source, identity)
+                raise HashMismatchError(
+                    f"duni/{d} was pulled from another source than pylock.toml now names for"
+                    f" {pkg.name} {pkg.version} ({change}), so that source was downloaded"
+                    f" again to check it, and it does not match: {error}"
+                ) from error
             new_hash = hash_entries(entries)
             if want is not None and new_hash != want:
                 raise PullError(
@@ -676,7 +863,7 @@ class _Puller:
                     " (and review the change) before pulling"
                 )
             if current_hash == new_hash:
-                _write_atomic(manifest_path, _record_text(entries, key))
+                _write_atomic(manifest_path, _record_text(entries, identity, key))
                 return _Outcome("unchanged", tree_hash=new_hash, entries=entries)
             if exists and not own and not self.force:
                 return _Outcome(
@@ -684,7 +871,7 @@ class _Puller:
                     f"duni/{d} ({pkg.name} {pkg.version}) was not created by monorepo pull"
                     " (no record of it in duni/.monorepo) and differs from the locked source",
                 )
-            _write_atomic(pending_path, _record_text(entries, key))
+            _write_atomic(pending_path, _record_text(entries, identity, key))
             if exists:
                 os.rename(target, aside)
             os.rename(staging, target)
@@ -759,6 +946,7 @@ def pull(
     offline: bool = False,
     force: bool = False,
     jobs: int | None = None,
+    frozen: bool = False,
     reporter: Reporter | None = None,
     fetch: Callable[[str], Iterator[bytes] | bytes] | None = None,
 ) -> PullResult:
@@ -768,32 +956,35 @@ def pull(
     *offline* uses only the download cache and cached git mirrors.  *force*
     overwrites local edits and directories pull did not create.  *jobs* is the
     number of packages extracted and hashed at once (default ``min(8, 2 * cpus)``);
-    sixteen sources (or *jobs*, if more) download at once, ahead of them.  *fetch*
-    replaces the HTTP download (tests, embedding).
+    sixteen sources (or *jobs*, if more) download at once, ahead of them.  *frozen*
+    pulls from the lock as it is; otherwise a lock that no longer fits pyproject.toml
+    (the reasons ``lock --check`` gives) raises :class:`~monorepo.errors.StaleLockError`
+    before anything is touched, like uv's ``--locked``.  *fetch* replaces the HTTP
+    download (tests, embedding).
     Raises :class:`~monorepo.errors.MonorepoError` subclasses; packages that were
     brought up to date before an error stay so.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
     lock = lockfile.read(config.root / lockfile.LOCK_NAME)
+    if not frozen:
+        from monorepo.freshness import require_fresh  # loads the resolver's markers
+
+        require_fresh(config, lock, command="pull", offline=offline)
     _check_dirs(lock)
     selected = _select(lock, packages)
     duni = config.duni
-    state = duni / STATE_DIR
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PullError(
-            f"cannot create {state}: {error}; check the permissions of {duni.parent}"
-        ) from error
+    state = _state_dir(duni)
     _spread_package_trees(duni)
     workers = jobs if jobs is not None else min(8, (os.cpu_count() or 1) * 2)
     if workers < 1:
         raise PullError(f"--jobs must be at least 1, not {workers}")
     result = PullResult(duni=duni)
 
-    with _exclusive(state / "lock", reporter), contextlib.ExitStack() as stack:
-        _clean_leftovers(duni, state)
+    with _exclusive(state / "lock", reporter) as lock_fd, contextlib.ExitStack() as stack:
+        store = ContentStore()
+        _clean_leftovers(duni, state, store)
+        _write_atomic(state / ".gitignore", STATE_GITIGNORE)
         patches = _patches_for(selected, lock, base=config.root, offline=offline)
         if fetch is None:
             from monorepo.http import HttpClient  # loads httpx: not for verify's imports
@@ -806,9 +997,12 @@ def pull(
         # every tree's walk), and a round trip to a worker costs about a millisecond
         # (web set, 53 sdists: 1.6 -> 1.3 s warm, 2.2 -> 1.9 s cold).
         extractor = stack.enter_context(
-            ExtractorPool(min(workers, os.cpu_count() or 1), min_size=0)
+            ExtractorPool(
+                min(workers, os.cpu_count() or 1),
+                min_size=0,
+                inherit_fds=() if lock_fd is None else (lock_fd,),
+            )
         )
-        store = ContentStore()
         downloads = _download_ahead(
             selected,
             duni,

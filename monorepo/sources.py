@@ -69,6 +69,7 @@ def fetch_source(
     store: ContentStore,
     fetch: Fetch | None = None,
     offline: bool = False,
+    same_origin: bool = False,
 ) -> Path:
     """The locked source of *pkg* on disk: the stored archive file, or the exported git tree.
 
@@ -77,6 +78,9 @@ def fetch_source(
     policy).  A download whose size or sha256 differs from the lock is deleted and
     raises :class:`~monorepo.errors.HashMismatchError` naming the package, the URL and
     both digests.  ``file://`` URLs are read from disk and checked the same way.
+    With *same_origin*, a stored file counts only if it was downloaded from the URL
+    the lock names (see :mod:`monorepo.cache`): the URL is part of what the lock
+    says, and a stored file with the right hash does not show that the URL serves it.
     A git source is exported (without ``.git``) from the cached mirror at the locked
     commit; the returned directory is shared and must not be modified.
     """
@@ -87,11 +91,17 @@ def fetch_source(
         raise PullError(f"{_label(pkg)}: unknown source kind {type(source).__name__}")
     url = source.url
     what = f"{_label(pkg)} ({url})"
-    found = store.get(source.sha256, size=source.size)
+    found = store.get(source.sha256, size=source.size, origin=url if same_origin else None)
     if found is not None:
         return found
     is_file = urlsplit(url).scheme == "file"
     if offline and not is_file:
+        if same_origin and store.get(source.sha256, size=source.size) is not None:
+            raise PullError(
+                f"{_label(pkg)}: the download cache ({store.root}) has a file with its sha256,"
+                f" but not downloaded from {url}, and --offline forbids downloading it to check"
+                " that this URL serves it; run `monorepo pull` once online"
+            )
         raise PullError(
             f"{_label(pkg)}: {url} is not in the download cache ({store.root}) and --offline"
             " forbids downloading it; run `monorepo pull` once online to fill the cache"
@@ -114,7 +124,14 @@ def fetch_source(
                 return get(url)
 
         try:
-            return store.get_or_fetch(source.sha256, download, size=source.size, what=what)
+            return store.get_or_fetch(
+                source.sha256,
+                download,
+                size=source.size,
+                what=what,
+                origin=url,
+                same_origin=same_origin,
+            )
         except IndexClientError as error:
             raise PullError(f"{_label(pkg)}: cannot download its source: {error}") from error
 
@@ -215,6 +232,7 @@ def materialize_entries(
     stamps: dict[str, tuple[Stamp, str]] | None = None,
     extractor: ExtractorPool | None = None,
     fetched: Callable[[], Path] | None = None,
+    same_origin: bool = False,
 ) -> Mapping[str, Entry]:
     """Like :func:`materialize`, returning the tree's entries (for a manifest) instead.
 
@@ -223,6 +241,7 @@ def materialize_entries(
     *extractor* runs the extraction (in its worker processes) instead of this thread.
     *fetched* returns what :func:`fetch_source` would (or raises what it would), for a
     caller that fetched the source ahead (pull downloads while it extracts).
+    *same_origin* is :func:`fetch_source`'s.
     """
     if os.path.lexists(dest):
         raise PullError(
@@ -232,7 +251,9 @@ def materialize_entries(
     if fetched is not None:
         source = fetched()
     else:
-        source = fetch_source(pkg, store=store, fetch=fetch, offline=offline)
+        source = fetch_source(
+            pkg, store=store, fetch=fetch, offline=offline, same_origin=same_origin
+        )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

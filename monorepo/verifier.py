@@ -35,6 +35,7 @@ whose schema (``"schema": 1``) docs/audits.md documents.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -86,7 +87,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TREE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _STATE_DIR = ".monorepo"
-_INPUT_LINE = re.compile(r"# input ([0-9a-f]{64})\n")
+_RECORD_TAIL = re.compile(r"(?:# source (.*)\n)?# input ([0-9a-f]{64})\n")
 _GENERATED = ("README.md", "workspace.toml")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -190,6 +191,8 @@ class _Ctx:
         self.reporter = reporter
         self.jobs = jobs
         self.lock: LockDocument | None = None
+        self.records = True
+        """Whether pull's records in duni/.monorepo may be read (not through a link)."""
 
     def rel(self, path: Path) -> str:
         """*path* relative to the project, POSIX form, for messages and ``paths``."""
@@ -413,6 +416,21 @@ def _check_tree(
             )
         )
         return
+    from monorepo.puller import state_problems
+
+    for path, why in state_problems(duni):
+        # Records read through a planted link would be someone else's claims.
+        ctx.records = False
+        shown = ctx.rel(path)
+        result.fail(
+            Item(
+                ctx.rel(duni / _STATE_DIR),
+                "state",
+                f"{shown} {why}: pull's records are never read through a link, and pull"
+                f" refuses to run until it is removed (`rm -r {shown}`)",
+                (shown,),
+            )
+        )
     ctx.reporter.task("verify:tree", f"Hashing {len(selected)} trees", len(selected))
     # One pool hashes every file of every tree (treehash.scan_trees): a pool per package
     # inside a pool of packages would run many more threads than there are cores.
@@ -460,7 +478,7 @@ def _check_package_tree(
 ) -> _TreeOutcome:
     """The tree check of one package, given its scanned entries (None: not a directory)."""
     from monorepo.patches import Patch
-    from monorepo.puller import _input_key
+    from monorepo.puller import _input_key, describe_source_change, source_identity
 
     target = ctx.duni / pkg.dir
     shown = ctx.dir_rel(pkg)
@@ -484,8 +502,12 @@ def _check_package_tree(
         return _TreeOutcome((Item(subject, "unreadable", f"{pkg.version}: {scanned}", (shown,)),))
     actual = scanned
     actual_text, actual_hash = _manifest_and_hash(actual)
-    record = _read_manifest(
-        ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest", (actual, actual_text, actual_hash)
+    record = (
+        _read_manifest(
+            ctx.duni / _STATE_DIR / f"{pkg.dir}.manifest", (actual, actual_text, actual_hash)
+        )
+        if ctx.records
+        else None
     )
     patches = [
         Patch(path=str(p.get("path")), sha256=str(p.get("sha256", "")).lower(), text=b"")
@@ -495,13 +517,14 @@ def _check_package_tree(
     key = _input_key(pkg, patches)
     items: list[Item] = []
     if record is not None and record.key is not None and record.key != key:
+        change = describe_source_change(record.source, source_identity(pkg))
         items.append(
             Item(
                 subject,
                 "source-changed",
-                f"{pkg.version}: {shown} was pulled from another lock entry (the source hash,"
-                " commit or patches in pylock.toml changed since the last pull); check the"
-                " source with `monorepo verify --remote`, then run `monorepo pull`",
+                f"{pkg.version}: {shown} was pulled from another lock entry than pylock.toml"
+                f" has now ({change}); check the source with `monorepo verify --remote`, then"
+                " run `monorepo pull`, which downloads it again and checks it",
                 (shown,),
             )
         )
@@ -591,6 +614,8 @@ class _Manifest:
     entries: Mapping[str, Entry]
     hash: str
     key: str | None
+    source: Mapping[str, Any] | None = None
+    """The source identity pull recorded (:func:`monorepo.puller.source_identity`)."""
 
 
 def _read_manifest(path: Path, scanned: tuple[Mapping[str, Entry], str, str]) -> _Manifest | None:
@@ -610,21 +635,39 @@ def _read_manifest(path: Path, scanned: tuple[Mapping[str, Entry], str, str]) ->
     actual, actual_text, actual_hash = scanned
     if text.startswith(actual_text):
         rest = text[len(actual_text) :]
-        found = _INPUT_LINE.fullmatch(rest)
-        if found is not None or not rest:
-            return _Manifest(actual, actual_hash, found[1] if found is not None else None)
+        found = _RECORD_TAIL.fullmatch(rest)
+        if found is not None:
+            return _Manifest(actual, actual_hash, found[2], _source(found[1]))
+        if not rest:
+            return _Manifest(actual, actual_hash, None)
     try:
         entries = parse_manifest(text)
     except TreeHashError:
         return None
     key: str | None = None
     recorded: str | None = None
+    source: Mapping[str, Any] | None = None
     for line in text.splitlines():
         if line.startswith("# input "):
             key = line.removeprefix("# input ")
         elif line.startswith("# tree-hash "):
             recorded = line.removeprefix("# tree-hash ")
-    return _Manifest(entries, recorded if recorded is not None else hash_entries(entries), key)
+        elif line.startswith("# source "):
+            source = _source(line.removeprefix("# source "))
+    return _Manifest(
+        entries, recorded if recorded is not None else hash_entries(entries), key, source
+    )
+
+
+def _source(text: str | None) -> Mapping[str, Any] | None:
+    """A record's ``# source`` JSON (None when absent or damaged)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _rebuild(ctx: _Ctx, pkg: LockedPackage) -> tuple[Mapping[str, Entry] | None, str]:

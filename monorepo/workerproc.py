@@ -8,6 +8,15 @@ another core.  The workers are started with ``python -c`` rather than
 threaded process is ever forked.  ``start_new_session`` keeps ^C away from them, so the
 parent, which stops its workers itself, decides what an interrupt means.
 
+A worker never outlives its parent: it watches a pipe whose only writer is the
+parent, and exits at once when that pipe closes, which the kernel does when the
+parent dies, even by SIGKILL (a signal to the parent's process group does not reach
+a worker in its own session).  Otherwise a killed pull's workers went on writing
+into ``duni/`` while the next pull cleaned it up.  ``PR_SET_PDEATHSIG`` would be
+Linux only, and it fires when the *thread* that started the worker ends.  A caller
+may also hand its workers descriptors to inherit (``inherit_fds``): a lock held
+through one stays held until the last of them has exited.
+
 The protocol is one frame per value: an 8-byte big-endian length, then a pickle.  Only
 the parent's own children read what it sends, so pickle's trust model holds.
 """
@@ -22,12 +31,15 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO
 
 _FRAME = struct.Struct("!Q")
 _CHUNK = 1 << 20
-_CODE = "import sys; sys.path[:0] = {path!r}; from {module} import {function}; {function}()"
+_CODE = (
+    "import sys; sys.path[:0] = {path!r}; from monorepo.workerproc import watch_parent;"
+    " watch_parent({watch}); from {module} import {function}; {function}()"
+)
 
 
 class WorkerLost(Exception):
@@ -85,20 +97,25 @@ def index_workers() -> int:
     return 2 if cores() > 1 else 0
 
 
-def prestart(module: str, function: str, count: int = 1) -> None:
+def prestart(
+    module: str, function: str, count: int = 1, *, inherit_fds: Sequence[int] = ()
+) -> None:
     """Start *count* workers now, for the next :func:`spawn` calls of that kind to take.
 
     A worker's interpreter start-up and imports take about a tenth of a second; started
     first thing, they run on another core while this process does its own imports.
-    Spares nobody takes are stopped at exit.
+    Spares nobody takes are stopped at exit.  *inherit_fds*: see :func:`spawn`.
     """
+    inherited = tuple(inherit_fds)
     with _spares_lock:
         spares = _spares.setdefault((module, function), [])
-        while len(spares) < count:
+        while sum(_inherited.get(p) == inherited for p in spares) < count:
             try:
-                spares.append(_start(module, function))
+                spare = _start(module, function, inherited)
             except WorkerLost:
                 return
+            spares.append(spare)
+            _inherited[spare] = inherited
             global _stop_registered
             if not _stop_registered:
                 atexit.register(_stop_spares)
@@ -109,45 +126,67 @@ def _stop_spares() -> None:
     with _spares_lock:
         spares = [p for kind in _spares.values() for p in kind]
         _spares.clear()
+        _inherited.clear()
     for process in spares:
         stop(process)
 
 
-def stop_spares(module: str, function: str) -> None:
+def stop_spares(module: str, function: str, *, inherit_fds: Sequence[int] = ()) -> None:
     """Stop the spares of that kind nobody took (a caller that prestarted and is done)."""
+    inherited = tuple(inherit_fds)
     with _spares_lock:
-        spares = _spares.pop((module, function), [])
+        kind = _spares.get((module, function), [])
+        spares = [p for p in kind if _inherited.get(p) == inherited]
+        kind[:] = [p for p in kind if p not in spares]
+        for process in spares:
+            del _inherited[process]
     for process in spares:
         stop(process)
 
 
 _spares: dict[tuple[str, str], list[subprocess.Popen[bytes]]] = {}
+_inherited: dict[subprocess.Popen[bytes], tuple[int, ...]] = {}
+"""What each spare inherited: it serves only a spawn asking for the same."""
 _spares_lock = threading.Lock()
 _stop_registered = False
+_lifelines: dict[subprocess.Popen[bytes], int] = {}
+"""Worker -> the write end of the pipe it watches (closed once it has exited)."""
+_lifelines_lock = threading.Lock()
 
 
-def spawn(module: str, function: str) -> subprocess.Popen[bytes]:
+def spawn(
+    module: str, function: str, *, inherit_fds: Sequence[int] = ()
+) -> subprocess.Popen[bytes]:
     """Start ``python -c "from <module> import <function>; <function>()"`` with pipes,
     or take the spare :func:`prestart` started.
 
     The child sees this process's ``sys.path`` (so an editable or zipapp install finds
     the same monorepo) and environment; its stderr is discarded, since a failure
-    reaches the parent as a lost worker.  Raises :class:`WorkerLost` if it cannot start.
+    reaches the parent as a lost worker.  It exits when this process dies (see the
+    module docstring).  *inherit_fds* are descriptors the child inherits and keeps
+    open until it exits (pull passes its lock: the next pull waits for the workers of
+    a killed one).  Raises :class:`WorkerLost` if it cannot start.
     """
+    inherited = tuple(inherit_fds)
     with _spares_lock:
         spares = _spares.get((module, function), [])
-        while spares:
-            spare = spares.pop(0)
+        for spare in [p for p in spares if _inherited.get(p) == inherited]:
+            spares.remove(spare)
+            del _inherited[spare]
             if spare.poll() is None:
                 return spare
-    return _start(module, function)
+            _cut_lifeline(spare)
+    return _start(module, function, inherited)
 
 
-def _start(module: str, function: str) -> subprocess.Popen[bytes]:
+def _start(module: str, function: str, inherit_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
     if not sys.executable:
         raise WorkerLost("no interpreter to start")
     path = [p for p in sys.path if isinstance(p, str)]
-    code = _CODE.format(path=path, module=module, function=function)
+    # Both ends are created non-inheritable: only this worker gets the read end
+    # (pass_fds), and no other child of this process ever holds the write end.
+    watch, lifeline = os.pipe()
+    code = _CODE.format(path=path, module=module, function=function, watch=watch)
     try:
         process = subprocess.Popen(
             [sys.executable, "-c", code],
@@ -156,11 +195,44 @@ def _start(module: str, function: str) -> subprocess.Popen[bytes]:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=(watch, *inherit_fds),
         )
     except OSError as error:
+        os.close(lifeline)
         raise WorkerLost(str(error)) from error
+    finally:
+        os.close(watch)
+    with _lifelines_lock:
+        _lifelines[process] = lifeline
     _widen(process.stdin, process.stdout)
     return process
+
+
+def _cut_lifeline(process: subprocess.Popen[bytes]) -> None:
+    """Close the write end *process* watches (once it has exited: closing it ends it)."""
+    with _lifelines_lock:
+        lifeline = _lifelines.pop(process, None)
+    if lifeline is not None:
+        os.close(lifeline)
+
+
+def watch_parent(fd: int) -> None:
+    """In the worker: end this process at once when the parent is gone.
+
+    *fd* is the read end of a pipe whose only writer is the parent; a read returns
+    nothing once every writer is closed, which happens when the parent dies, however.
+    A thread waits for that: the worker's own work (a long extraction) does not have
+    to look.  ``os._exit``: what the worker was writing is unfinished work under a
+    ``.tmp-`` name, which the next pull deletes.
+    """
+
+    def wait() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass
+        os._exit(70)
+
+    threading.Thread(target=wait, name="watch-parent", daemon=True).start()
 
 
 #: Pipe capacity asked for (Linux's default ceiling for unprivileged processes).
@@ -207,6 +279,7 @@ def stop(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    _cut_lifeline(process)
     if then is not None:
         then()
     if process.stdout is not None:

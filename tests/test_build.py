@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,11 +40,13 @@ from monorepo.elfcheck import (
     platform_tag_matches,
     read_elf_header,
 )
-from monorepo.errors import BuildError
+from monorepo.errors import BuildError, StaleLockError
 from monorepo.reporter import RecordingReporter
 from monorepo.targets import host_target
+from monorepo.workspace import render
 
 HOST = host_target()
+ROOT = Path(__file__).resolve().parent.parent
 TARGET = (
     f'{{ name = "native", python = "{HOST.python}", platform = "{HOST.platform}",'
     f' machine = "{HOST.machine}" }}'
@@ -632,6 +635,50 @@ def test_build_without_pull_says_what_to_do(make_project: Callable[..., Path]) -
         build(proj)
     code, _out, err = run_cli(proj, [])
     assert code == 2 and "monorepo pull" in err
+
+
+def test_build_refuses_a_stale_lock_and_frozen_builds_it_as_it_is(
+    project: Callable[..., Path],
+) -> None:
+    proj = project([LIB], ["lib"])
+    pyproject = proj / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('dependencies = ["lib"]', 'dependencies = ["lib", "newdep"]')
+    )
+    with pytest.raises(StaleLockError) as info:
+        build(proj)
+    assert info.value.reasons == ("dependencies: newdep was added",)
+    wheels = proj / "duni-build" / "native" / "wheels"
+    assert not list(wheels.glob("*.whl"))
+    run = subprocess.run(
+        [sys.executable, "-m", "monorepo", "--project", str(proj), "build"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
+    assert "- dependencies: newdep was added" in run.stderr
+    assert "`monorepo lock` and `monorepo pull`" in run.stderr
+    assert "`monorepo build --frozen`" in run.stderr
+    assert not list(wheels.glob("*.whl"))
+    result = build(proj, frozen=True)
+    assert result.ok and names(result.built) == ["lib"]
+    code, _out, err = run_cli(proj, ["--frozen"])
+    assert code == 0, err
+
+
+def test_build_refuses_a_duni_older_than_the_lock(project: Callable[..., Path]) -> None:
+    # The lock gained a package that no pull has vendored yet: workspace.toml lacks it.
+    proj = project([LIB, Release("other", "1.5")], ["lib", "other"])
+    workspace = proj / "duni" / "workspace.toml"
+    data = tomllib.loads(workspace.read_text())
+    data["build-order"].remove("other")
+    del data["packages"]["other"]
+    workspace.write_text(render(data))
+    with pytest.raises(BuildError, match=r"locks other 1\.5, which .*older than the lock.*pull"):
+        build(proj)
 
 
 def run_cli(proj: Path, args: list[str]) -> tuple[int, str, str]:

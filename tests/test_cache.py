@@ -6,8 +6,10 @@ import hashlib
 import multiprocessing
 import os
 import re
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,11 +95,25 @@ def test_corrupt_entry_is_detected_and_dropped(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_truncated_entry_fails_the_size_check(tmp_path: Path) -> None:
+def test_truncated_entry_is_dropped(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    path = store.put_bytes(DATA, sha256=SHA)
+    path.write_bytes(DATA[:-10])
+    assert store.get(SHA, size=len(DATA)) is None
+    assert not path.exists()
+
+
+def test_an_intact_entry_of_another_size_than_asked_is_not_served_but_kept(
+    tmp_path: Path,
+) -> None:
+    # A lock whose size was edited must not make the store throw away a good file.
     store = ContentStore(tmp_path)
     path = store.put_bytes(DATA, sha256=SHA)
     assert store.get(SHA, size=len(DATA) + 1) is None
-    assert not path.exists()
+    assert path.read_bytes() == DATA
+    with pytest.raises(HashMismatchError, match=f"expects sha256 {SHA} and {len(DATA) + 1}"):
+        store.get_or_fetch(SHA, lambda: DATA, size=len(DATA) + 1, what="demo")
+    assert store.get(SHA, size=len(DATA)) == path
 
 
 def test_get_or_fetch_fetches_once_and_accepts_chunks(tmp_path: Path) -> None:
@@ -168,4 +184,96 @@ def test_two_processes_fetch_once(tmp_path: Path) -> None:
     assert len(counter.read_text().splitlines()) == 1
     store = ContentStore(tmp_path / "store")
     assert store.get(SHA) is not None
+    assert [p.name for p in store.path_for(SHA).parent.iterdir()] == [SHA]
+
+
+# ---------------------------------------------------------------------------- origins
+
+
+def test_the_url_a_file_came_from_is_recorded_and_same_origin_fetches_from_another(
+    tmp_path: Path,
+) -> None:
+    store = ContentStore(tmp_path)
+    fetched: list[str] = []
+
+    def from_url(url: str, data: bytes = DATA) -> Callable[[], bytes]:
+        def fetch() -> bytes:
+            fetched.append(url)
+            return data
+
+        return fetch
+
+    a, b = "https://a.example/demo-1.0.tar.gz", "https://b.example/demo-1.1.tar.gz"
+    path = store.get_or_fetch(SHA, from_url(a), origin=a)
+    assert store.origins(SHA) == {a}
+    # by hash alone the entry serves any URL ...
+    assert store.get_or_fetch(SHA, from_url(b), origin=b) == path and fetched == [a]
+    assert store.get(SHA, origin=b) is None
+    # ... but not when the caller needs the bytes to come from that URL
+    with pytest.raises(HashMismatchError, match=r"b\.example"):
+        store.get_or_fetch(
+            SHA, from_url(b, b"other bytes"), origin=b, same_origin=True, what="b.example"
+        )
+    assert fetched == [a, b] and store.origins(SHA) == {a}
+    assert path.read_bytes() == DATA  # the good entry is kept
+    assert store.get_or_fetch(SHA, from_url(b), origin=b, same_origin=True) == path
+    assert store.origins(SHA) == {a, b}
+    assert store.get_or_fetch(SHA, from_url(b), origin=b, same_origin=True) == path
+    assert fetched == [a, b, b]
+    # a URL with a line break is never recorded: it would read back as two
+    odd = "https://c.example/x\nhttps://d.example/demo-1.0.tar.gz"
+    assert store.get_or_fetch(SHA, from_url(odd), origin=odd, same_origin=True) == path
+    assert store.origins(SHA) == {a, b}
+
+
+# ------------------------------------------------------------------------------ sweep
+
+HOLD = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_sweep_deletes_temporary_files_of_dead_writers_only(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    dead, live = SHA, hashlib.sha256(b"live").hexdigest()
+    for digest in (dead, live):
+        store.path_for(digest).parent.mkdir(parents=True, exist_ok=True)
+        store.origins_path(digest).parent.mkdir(parents=True, exist_ok=True)
+    leftovers = [
+        store.path_for(dead).parent / f".tmp-{dead}-abc",
+        store.origins_path(dead).parent / f".tmp-{dead}-def",
+    ]
+    in_progress = store.path_for(live).parent / f".tmp-{live}-xyz"
+    unrelated = store.path_for(dead).parent / ".tmp-not-a-digest"
+    for path in [*leftovers, in_progress, unrelated]:
+        path.write_bytes(b"partial")
+    (tmp_path / "locks").mkdir(exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path / "locks" / f"{live}.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert sorted(store.sweep()) == sorted(leftovers)
+        assert not any(p.exists() for p in leftovers)
+        assert in_progress.exists() and unrelated.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.sweep() == [in_progress]
+    assert unrelated.exists()
+
+
+def test_a_fetch_deletes_what_a_dead_writer_of_the_same_hash_left(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    stale = store.path_for(SHA).parent / f".tmp-{SHA}-killed"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(DATA[:100])
+    store.get_or_fetch(SHA, lambda: DATA)
     assert [p.name for p in store.path_for(SHA).parent.iterdir()] == [SHA]

@@ -40,6 +40,7 @@ from monorepo.errors import (
     IndexClientError,
     OverlayError,
     PullError,
+    StaleLockError,
 )
 from monorepo.http import HttpClient
 from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
@@ -899,6 +900,131 @@ def test_recorded_tree_hash_mismatch_is_refused(project: Any) -> None:
     assert package_dirs(proj / "duni") == [] and leftovers(proj / "duni") == []
 
 
+def edit_sha256(p: LockedPackage) -> LockedPackage:
+    assert isinstance(p.source, SdistSource)
+    return dataclasses.replace(p, source=dataclasses.replace(p.source, sha256="b" * 64))
+
+
+def edit_size(p: LockedPackage) -> LockedPackage:
+    assert isinstance(p.source, SdistSource) and p.source.size is not None
+    return dataclasses.replace(p, source=dataclasses.replace(p.source, size=p.source.size + 1))
+
+
+def edit_version_and_filename(p: LockedPackage) -> LockedPackage:
+    # Another version's file name, the hash left alone: the hash still names the
+    # bytes in the cache, but not what that URL serves.
+    assert isinstance(p.source, SdistSource)
+    url = p.source.url.replace("lib-1.0.tar.gz", "lib-1.1.tar.gz")
+    return dataclasses.replace(
+        p, version=Version("1.1"), source=dataclasses.replace(p.source, url=url)
+    )
+
+
+SOURCE_EDITS = {
+    "sha256": (edit_sha256, "sha256"),
+    "size": (edit_size, "size"),
+    "version-and-filename": (edit_version_and_filename, "url"),
+}
+
+
+@pytest.mark.parametrize("recorded_hash", [True, False], ids=["lock-tree-hash", "no-tree-hash"])
+@pytest.mark.parametrize("edit", sorted(SOURCE_EDITS))
+def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered(
+    project: Any, edit: str, recorded_hash: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli import main
+
+    change, field = SOURCE_EDITS[edit]
+    proj, index, server = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    index.publish(Release("lib", "1.1", files={"lib/new.py": "NEW = 1\n"}))
+    if not recorded_hash:
+        rewrite_lock(proj, without_tree_hash)
+    pull(proj)
+    state = proj / "duni" / ".monorepo"
+    record = (state / "lib.manifest").read_text()
+    before = snapshot(proj / "duni")
+    locked = (proj / "pylock.toml").read_text()
+    rewrite_lock(proj, lambda p: change(p) if p.name == "lib" else p)
+
+    def source_changed() -> list[str]:
+        report = monorepo.verify(proj)
+        assert not report.passed
+        return [i.message for i in report.check("tree").items if i.code == "source-changed"]
+
+    (message,) = source_changed()
+    assert f"{field} " in message and "duni/lib" in message
+    server.clear_requests()
+    # The library: the lock's source is downloaded again, and it does not match.
+    with pytest.raises((HashMismatchError, PullError)) as info:
+        pull(proj)
+    text = str(info.value)
+    assert "duni/lib" in text and f"{field} " in text, text
+    assert server.requests_for(r"^/files/lib-1\.[01]\.tar\.gz$"), "the source was not fetched"
+    # The CLI: an error, no "unchanged" summary.
+    assert main(["--project", str(proj), "pull"]) != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and "unchanged" not in err
+    # Nothing was rewritten: the record still names what was vendored, so verify
+    # keeps saying so, run after run.
+    assert (state / "lib.manifest").read_text() == record
+    assert snapshot(proj / "duni") == before
+    assert len(source_changed()) == 1
+    # With the lock restored, all is well again.
+    (proj / "pylock.toml").write_text(locked)
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    assert monorepo.verify(proj).check("tree").passed  # (no tree hash: the lock check fails)
+
+
+def test_a_version_and_file_name_edited_without_the_url_make_the_lock_invalid(
+    project: Any,
+) -> None:
+    # PEP 751 checks the sdist's name against the version: both edited by hand agree,
+    # but the URL still downloads the old file, whose hash the lock still has.
+    proj, _, _ = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    record = (proj / "duni" / ".monorepo" / "lib.manifest").read_text()
+    path = proj / "pylock.toml"
+    text = path.read_text()
+    start = text.index('name = "lib"\nversion = "1.0"')
+    edited = text[start:].replace('version = "1.0"', 'version = "1.1"', 1)
+    edited = edited.replace('name = "lib-1.0.tar.gz"', 'name = "lib-1.1.tar.gz"', 1)
+    path.write_text(text[:start] + edited)
+    with pytest.raises(monorepo.LockFileError) as info:
+        pull(proj, frozen=True)
+    message = str(info.value)
+    assert "lib 1.1" in message and "'lib-1.1.tar.gz'" in message and "'lib-1.0.tar.gz'" in message
+    assert "monorepo lock" in message
+    (item,) = monorepo.verify(proj).check("lock").items
+    assert item.code == "invalid" and "lib-1.1.tar.gz" in item.message
+    assert (proj / "duni" / ".monorepo" / "lib.manifest").read_text() == record
+
+
+def test_a_source_moved_to_another_url_is_downloaded_from_there_before_the_tree_is_kept(
+    project: Any, serve: Callable[..., IndexServer]
+) -> None:
+    # A mirror serving the same files: the same hashes, other URLs.  The tree stays,
+    # but only once the new URL has been shown to serve the locked bytes.
+    proj, index, server = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    mirror = serve(index)
+    text = (proj / "pylock.toml").read_text()
+    moved = text.replace(f"{server.base_url}/files/", f"{mirror.base_url}/files/")
+    (proj / "pylock.toml").write_text(moved)
+    assert [i.code for i in monorepo.verify(proj).check("tree").items] == ["source-changed"] * 2
+    with pytest.raises(PullError, match=r"not downloaded from .*--offline"):
+        pull(proj, offline=True)
+    result = pull(proj)
+    assert result.updated == [] and sorted(result.unchanged) == ["app", "lib"]
+    assert len(mirror.requests_for(r"^/files/(app|lib)-1\.0\.tar\.gz$")) == 2
+    assert monorepo.verify(proj).passed
+    mirror.clear_requests()
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    assert mirror.requests_for("^/files/") == []
+
+
 def test_overlay_patches_from_the_lock_are_applied_and_checked(
     project: Any, tmp_path: Path
 ) -> None:
@@ -929,14 +1055,15 @@ def test_overlay_patches_from_the_lock_are_applied_and_checked(
         "overlays": [{"name": "mine", "spec": "my-overlay", "fingerprint": "x"}],
     }
     rewrite_lock(proj, patched, inputs=inputs)
-    assert pull(proj).updated == ["lib"]
+    # The lock names an overlay the project does not list: stale, so pulled frozen.
+    assert pull(proj, frozen=True).updated == ["lib"]
     init = proj / "duni" / "lib" / "lib" / "__init__.py"
     assert init.read_text().endswith("PATCHED = True\n")
-    assert pull(proj).unchanged == ["lib"]
+    assert pull(proj, frozen=True).unchanged == ["lib"]
     patch_file.write_bytes(PATCH_LIB + b"\n")
     shutil.rmtree(proj / "duni" / "lib")
     with pytest.raises(PullError, match=r"lib 1\.0.*0001\.patch.*overlay changed.*monorepo lock"):
-        pull(proj)
+        pull(proj, frozen=True)
 
 
 def test_a_dir_pull_did_not_create_is_adopted_when_right_and_refused_when_not(
@@ -965,6 +1092,51 @@ def test_pull_named_packages_only(project: Any) -> None:
     assert package_dirs(proj / "duni") == ["lib"]
     with pytest.raises(PullError, match="nosuch"):
         pull(proj, packages=["nosuch"])
+
+
+def cli(proj: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "monorepo", "--project", str(proj), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as_it_is(
+    project: Any,
+) -> None:
+    proj, _, _ = project([APP, LIB, OTHER], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    duni = proj / "duni"
+    set_deps(proj, ["app", "other"])
+    before = snapshot(duni)
+    with pytest.raises(StaleLockError) as info:
+        pull(proj)
+    assert info.value.reasons == ("dependencies: other was added",)
+    check = cli(proj, "lock", "--check")
+    assert check.returncode == 1 and "other was added" in check.stderr
+    run = cli(proj, "pull")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
+    assert "pylock.toml is stale" in run.stderr and "- dependencies: other was added" in run.stderr
+    assert "`monorepo lock`" in run.stderr and "`monorepo pull --frozen`" in run.stderr
+    assert snapshot(duni) == before  # nothing touched
+    # --frozen: the lock as it is (uv's --frozen)
+    run = cli(proj, "pull", "--frozen")
+    assert run.returncode == 0, run.stderr
+    assert "0 updated, 2 unchanged" in run.stderr
+    assert sorted(pull(proj, frozen=True).unchanged) == ["app", "lib"]
+    # a loosened requirement the locked version still satisfies is not stale
+    set_deps(proj, ["app>=0.5"])
+    assert sorted(pull(proj).unchanged) == ["app", "lib"]
+    # re-locked, the new dependency is pulled
+    set_deps(proj, ["app", "other"])
+    monorepo.lock(proj)
+    assert pull(proj).updated == ["other"]
 
 
 def test_missing_lock_is_a_lock_file_error(make_project: Callable[..., Path]) -> None:
@@ -1031,7 +1203,9 @@ def kill_then_finish(proj: Path, delay: float, releases: dict[str, Release]) -> 
     assert_tree_matches_lock(proj, releases)
     state = proj / "duni" / ".monorepo"
     assert sorted(
-        p.name for p in state.iterdir() if p.name != "lock" and p.suffix not in (".stat", ".facts")
+        p.name
+        for p in state.iterdir()
+        if p.name not in ("lock", ".gitignore") and p.suffix not in (".stat", ".facts")
     ) == sorted(f"{name}.manifest" for name in package_dirs(proj / "duni"))
 
 
@@ -1182,3 +1356,253 @@ def test_noop_pull_reads_no_file_content_but_still_sees_edits(
     with pytest.raises(PullError, match=r"data\.txt"):
         monorepo.pull(proj)
     assert any(p.name == "data.txt" for p in reads)
+
+
+def test_pull_sweeps_what_dead_runs_left_in_duni_and_in_the_download_cache(
+    project: Any,
+) -> None:
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    duni, store = proj / "duni", ContentStore()
+    dead = "c" * 64
+    planted = [
+        store.path_for(dead).parent / f".tmp-{dead}-killed",
+        store.origins_path(dead).parent / f".tmp-{dead}-killed",
+        duni / ".tmp-lib-new-0123" / "lib" / "half.py",
+        duni / ".monorepo" / ".tmp-lib.manifest-0123",
+    ]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial\n")
+    assert pull(proj).unchanged == ["lib"]
+    assert not any(p.exists() for p in planted)
+    assert leftovers(duni) == [] and leftovers(duni / ".monorepo") == []
+
+
+def wide_releases(count: int, files: int) -> list[Release]:
+    """Packages of many small files: extraction (creating files) takes a while."""
+    return [
+        Release(
+            f"wide{i}",
+            "1.0",
+            files={
+                f"wide{i}/m{j:05d}.txt": hashlib.sha256(f"{i}-{j}".encode()).hexdigest() * 8
+                for j in range(files)
+            },
+        )
+        for i in range(count)
+    ]
+
+
+def proc_children(pid: int) -> set[int]:
+    """The live direct children of *pid* (from /proc: every process's parent)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def proc_alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def staging(duni: Path) -> list[Path]:
+    return [p for p in duni.iterdir() if p.name.startswith(".tmp-")] if duni.is_dir() else []
+
+
+def _filling(duni: Path) -> bool:
+    return any(p.is_dir() and any(p.rglob("*.txt")) for p in staging(duni))
+
+
+def _one_in_place(duni: Path) -> bool:
+    return bool(staging(duni)) and any((duni / f"wide{i}").is_dir() for i in range(6))
+
+
+KILL_MOMENTS: dict[str, Callable[[Path], bool]] = {
+    "staging-created": lambda duni: bool(staging(duni)),
+    "extracting": _filling,
+    "one-package-in-place": _one_in_place,
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigkill_of_the_process_group_mid_extraction_takes_the_workers_too(
+    project: Any,
+) -> None:
+    import filelock
+
+    releases = wide_releases(4, 2500)
+    proj, _, _ = project(releases, [r.name for r in releases])
+    monorepo.lock(proj)  # the sources are in the cache: extraction starts at once
+    duni = proj / "duni"
+    # Each kill at another point, the second round on the leftovers of the first.
+    for moment in [*KILL_MOMENTS, *KILL_MOMENTS]:
+        shutil.rmtree(duni, ignore_errors=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(
+            [sys.executable, "-c", PULL_SCRIPT, str(proj)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as a shell job has
+        )
+        deadline = time.monotonic() + 120
+        while not KILL_MOMENTS[moment](duni):
+            assert process.poll() is None, f"{moment}: the pull finished before it was killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        workers = proc_children(process.pid)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert workers, f"{moment}: no worker process was running"
+        # The next pull starts once it has the lock: by then no process of the killed
+        # one may be left writing into duni/.
+        lock = filelock.FileLock(duni / ".monorepo" / "lock")
+        lock.acquire(timeout=120)
+        try:
+            survivors = sorted(p for p in workers if proc_alive(p))
+        finally:
+            lock.release()
+        assert survivors == [], f"{moment}: workers outlived the pull"
+        timed_pull(proj)
+        assert_tree_matches_lock(proj, by_key(*releases))
+
+
+# --------------------------------------------------------- pull's own state, never via a link
+
+
+def outside_state(tmp_path: Path) -> Path:
+    """A directory a planted link points at, holding what pull would delete or overwrite."""
+    outside = tmp_path / "outside"
+    outside.mkdir(exist_ok=True)
+    for name in ("other.manifest", "other.stat", "other.facts", ".tmp-precious", "lock"):
+        (outside / name).write_text(f"{name}: not pull's\n")
+    return outside
+
+
+def tree_state(root: Path) -> dict[str, tuple[bytes | str, int]]:
+    """Content (or link target) and mtime of everything under *root*."""
+    out: dict[str, tuple[bytes | str, int]] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = (os.readlink(path), st.st_mtime_ns)
+        elif path.is_file():
+            out[str(path.relative_to(root))] = (path.read_bytes(), st.st_mtime_ns)
+    return out
+
+
+def plant_state_link(duni: Path, outside: Path) -> None:
+    shutil.rmtree(duni / ".monorepo", ignore_errors=True)
+    duni.mkdir(exist_ok=True)
+    (duni / ".monorepo").symlink_to(outside)
+
+
+def plant_lock_link(duni: Path, outside: Path) -> None:
+    (duni / ".monorepo" / "lock").unlink(missing_ok=True)
+    (duni / ".monorepo" / "lock").symlink_to(outside / "lock")
+
+
+def plant_dangling_lock_link(duni: Path, outside: Path) -> None:
+    (duni / ".monorepo" / "lock").unlink(missing_ok=True)
+    (duni / ".monorepo" / "lock").symlink_to(outside / "no-such-dir" / "lock")
+
+
+def plant_record_links(duni: Path, outside: Path) -> None:
+    for name in ("lib.manifest", "lib.stat"):
+        (duni / ".monorepo" / name).unlink(missing_ok=True)
+        (duni / ".monorepo" / name).symlink_to(outside / f"other.{name.split('.')[1]}")
+
+
+def plant_dangling_state_link(duni: Path, outside: Path) -> None:
+    shutil.rmtree(duni / ".monorepo", ignore_errors=True)
+    duni.mkdir(exist_ok=True)
+    (duni / ".monorepo").symlink_to(outside / "no-such-dir")
+
+
+PLANTS = {
+    f.__name__.removeprefix("plant_"): f
+    for f in (
+        plant_state_link,
+        plant_dangling_state_link,
+        plant_lock_link,
+        plant_dangling_lock_link,
+        plant_record_links,
+    )
+}
+
+
+PLANT_CASES = [
+    (plant, first)
+    for plant in sorted(PLANTS)
+    for first in (True, False)
+    if first or plant != "record_links"  # (no records to replace before a first pull)
+]
+
+
+@pytest.mark.parametrize(
+    ("plant", "first_pull"),
+    PLANT_CASES,
+    ids=[f"{p}-{'pulled-before' if f else 'fresh'}" for p, f in PLANT_CASES],
+)
+def test_a_planted_link_among_pulls_records_is_refused_and_nothing_outside_is_touched(
+    project: Any, tmp_path: Path, plant: str, first_pull: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli import main
+
+    proj, _, _ = project([LIB, OTHER], ["lib"])
+    monorepo.lock(proj)
+    duni = proj / "duni"
+    if first_pull:
+        pull(proj)
+    else:
+        (duni / ".monorepo").mkdir(parents=True)
+    outside = outside_state(tmp_path)
+    PLANTS[plant](duni, outside)
+    before, inside = tree_state(outside), tree_state(duni)
+    with pytest.raises(PullError) as info:
+        pull(proj)
+    message = str(info.value)
+    assert ".monorepo" in message and "symbolic link" in message and "rm " in message
+    assert main(["--project", str(proj), "pull"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert tree_state(outside) == before  # nothing written or deleted there
+    assert tree_state(duni) == inside  # nor in duni/
+    # The tree check of verify says so, and reads no record through the link.
+    items = monorepo.verify(proj).check("tree").items
+    assert any(i.code == "state" and "symbolic link" in i.message for i in items), items
+    # Deleting what was planted is all it takes.
+    for path in [duni / ".monorepo", *(duni / ".monorepo").glob("*")]:
+        if path.is_symlink():
+            path.unlink()
+    result = pull(proj)
+    assert result.updated + result.unchanged == ["lib"]
+    assert_tree_matches_lock(proj, by_key(LIB))
+    assert tree_state(outside) == before
+
+
+def test_the_records_are_ignored_by_git_and_the_trees_are_not(project: Any) -> None:
+    import pygit2
+
+    proj, _, _ = project([LIB], ["lib"])
+    monorepo.lock(proj)
+    pull(proj)
+    repo = pygit2.init_repository(str(proj))
+    state = sorted(p.name for p in (proj / "duni" / ".monorepo").iterdir())
+    assert {"lib.manifest", "lock", ".gitignore"} <= set(state)
+    for name in state:
+        assert repo.path_is_ignored(f"duni/.monorepo/{name}"), name
+    for path in ("duni/lib/lib/__init__.py", "duni/workspace.toml", "duni/README.md"):
+        assert not repo.path_is_ignored(path), path

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 import monorepo
 from fixtures.builder import FixtureIndex, Release
@@ -232,6 +233,43 @@ def edit_lock_sha256(p: Pulled) -> None:
     rewrite_lock(p.root, only("app", change))
 
 
+def edit_lock_size(p: Pulled) -> None:
+    def change(x: LockedPackage) -> LockedPackage:
+        assert isinstance(x.source, SdistSource) and x.source.size is not None
+        return dataclasses.replace(x, source=dataclasses.replace(x.source, size=x.source.size + 1))
+
+    rewrite_lock(p.root, only("app", change))
+
+
+def edit_lock_version_and_filename(p: Pulled) -> None:
+    # another version and its file name, the hash and the tree hash left alone
+    def change(x: LockedPackage) -> LockedPackage:
+        assert isinstance(x.source, SdistSource)
+        url = x.source.url.replace("app-1.0.tar.gz", "app-1.1.tar.gz")
+        source = dataclasses.replace(x.source, url=url)
+        return dataclasses.replace(x, version=Version("1.1"), source=source)
+
+    rewrite_lock(p.root, only("app", change))
+
+
+def edit_lock_version_and_name(p: Pulled) -> None:
+    # by hand, as PEP 751 wants them to agree: the version and the sdist's file name,
+    # not the URL (which still downloads 1.0, whose hash is the one in the lock)
+    path = p.root / "pylock.toml"
+    text = path.read_text()
+    start = text.index('name = "app"\nversion = "1.0"')
+    edited = text[start:].replace('version = "1.0"', 'version = "1.1"', 1)
+    edited = edited.replace('name = "app-1.0.tar.gz"', 'name = "app-1.1.tar.gz"', 1)
+    path.write_text(text[:start] + edited)
+
+
+def link_state(p: Pulled) -> None:
+    # pull's records moved elsewhere and a link planted in their place
+    elsewhere = p.root.parent / "elsewhere"
+    shutil.move(p.duni / ".monorepo", elsewhere)
+    (p.duni / ".monorepo").symlink_to(elsewhere)
+
+
 def change_pyproject(p: Pulled) -> None:
     write_project(p.root, p.server, ["app", "other"])
 
@@ -252,6 +290,9 @@ TAMPERS = [
     (edit_workspace, "tree", "workspace", "duni/workspace.toml"),
     (edit_lock_tree_hash, "tree", "tree-hash", "duni/lib"),
     (edit_lock_sha256, "tree", "source-changed", "duni/app"),
+    (edit_lock_size, "tree", "source-changed", "duni/app"),
+    (edit_lock_version_and_filename, "tree", "source-changed", "duni/app"),
+    (link_state, "tree", "state", "duni/.monorepo"),
     (change_pyproject, "lock", "stale", "pyproject.toml"),
     (change_patch, "lock", "patch-changed", PATCH_REL),
 ]
@@ -275,6 +316,16 @@ def test_tamper_is_caught_by_the_right_check_naming_the_path(
     matching = [i for i in failed[check] if i.code == code and path in i.paths]
     assert matching, [i.to_dict() for i in failed[check]]
     assert path in matching[0].message or matching[0].subject in (path, "pyproject.toml")
+
+
+def test_a_lock_whose_version_and_file_name_were_edited_is_invalid(pulled: Any) -> None:
+    p = pulled()
+    edit_lock_version_and_name(p)
+    report = verify(p.root)
+    (item,) = report.check("lock").items
+    assert item.code == "invalid" and "app-1.1.tar.gz" in item.message
+    assert "app-1.0.tar.gz" in item.message and "monorepo lock" in item.message
+    assert report.check("tree").skipped
 
 
 def test_workspace_difference_names_the_package_and_key(pulled: Any) -> None:
