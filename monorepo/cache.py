@@ -14,22 +14,29 @@ Layout under the root (default ``paths.cache_root() / "store"``)::
     locks/abcdef0123....lock   the per-hash lock taken while fetching that hash
 
 Only verified bytes are ever renamed into place (``os.replace`` in the same
-directory, so the rename is atomic); a reader never sees a partial file.
+directory, so the rename is atomic); a reader never sees a partial file.  Whatever
+else is found under an entry's name (a directory, a symlink, a FIFO, a truncated or
+damaged file) is removed and fetched again: the store heals rather than fails.  A
+write that fails for want of space says the cache's disk is full
+(:func:`~monorepo.errors.disk_full`), not that the file being written is at fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from filelock import FileLock
 
-from monorepo.errors import HashMismatchError
+from monorepo.errors import HashMismatchError, StorageError, disk_full
 from monorepo.paths import cache_root
 
 _HEX = frozenset("0123456789abcdef")
@@ -58,31 +65,87 @@ class ContentStore:
         digest = _normalise(sha256, "")
         return self.root / "sha256" / digest[:2] / digest
 
-    def _lock(self, digest: str) -> FileLock:
+    @contextlib.contextmanager
+    def _lock(self, digest: str, what: str = "") -> Iterator[None]:
         locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(locks / f"{digest}.lock")
+        with self._writing(what):
+            locks.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(locks / f"{digest}.lock")
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Word a failed write into the store as the store's problem, naming its directory.
+
+        A full disk (or quota) and a store that may not be written are said to be so;
+        other errors pass unchanged (a source read from a ``file://`` URL words its own).
+        """
+        try:
+            yield
+        except OSError as error:
+            label = f"{what}: cannot store the download" if what else "cannot store a download"
+            full = disk_full(
+                error,
+                self.root,
+                what=label,
+                fix="empty the download cache (it only saves downloads) or set"
+                " MONOREPO_CACHE_DIR to a directory on another disk",
+            )
+            if full is not None:
+                raise full from error
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StorageError(
+                    f"{label}: the download cache {self.root} cannot be written"
+                    f" ({error.strerror or error}). Fix its permissions, or set"
+                    " MONOREPO_CACHE_DIR to a directory you can write."
+                ) from error
+            raise
 
     def get(self, sha256: str, *, size: int | None = None) -> Path | None:
-        """The entry's path if present and intact, else None (a corrupt entry is deleted).
+        """The entry's path if present and intact, else None (anything else is deleted).
 
         Re-hashing on every use costs one read of a file that is about to be read
         anyway, and it is what lets the store be trusted without trusting the disk.
+        Whatever else holds the entry's name (a damaged or truncated file, a directory,
+        a symlink, a FIFO) is removed, so the next fetch puts the right file there.
         """
         digest = _normalise(sha256, "")
         path = self.path_for(digest)
-        if _intact(path, digest, size):
+        state = _state(path, digest, size)
+        if state == "intact":
             return path
-        if not path.exists():
+        if state == "absent":
             return None
-        # Corrupt: delete under the lock so that a concurrent writer's fresh, verified
+        # Damaged: delete under the lock so that a concurrent writer's fresh, verified
         # entry is never the one removed.
         with self._lock(digest):
-            if _intact(path, digest, size):
+            if _state(path, digest, size) == "intact":
                 return path
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            self._discard(path)
         return None
+
+    def _discard(self, path: Path) -> None:
+        """Remove whatever is at *path* (and a non-directory where its fan-out directory
+        belongs), or say which entry must be removed by hand."""
+        try:
+            parent = path.parent
+            if os.path.lexists(parent) and (parent.is_symlink() or not parent.is_dir()):
+                parent.unlink()
+                return
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"the download cache entry {path} is damaged (not a file with the content its"
+                f" name promises) and cannot be removed: {error.strerror or error}. Delete it"
+                " by hand (the cache only saves downloads), then run the command again."
+            ) from error
 
     def put_bytes(
         self, data: bytes, *, sha256: str, size: int | None = None, what: str = ""
@@ -109,7 +172,7 @@ class ContentStore:
         found = self.get(digest, size=size)
         if found is not None:
             return found
-        with self._lock(digest):
+        with self._lock(digest, what):
             found = self.get(digest, size=size)
             if found is not None:
                 return found
@@ -119,18 +182,22 @@ class ContentStore:
 
     def _store(self, digest: str, chunks: Iterator[bytes], size: int | None, what: str) -> Path:
         path = self.path_for(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{digest}-", dir=path.parent)
+        with self._writing(what):
+            if _state(path, digest, size) not in ("absent", "intact"):
+                self._discard(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{digest}-", dir=path.parent)
         tmp = Path(tmp_name)
         try:
-            # No fsync: an entry torn by a crash fails its hash on next use and is
-            # fetched again, so durability costs a disk flush per download for nothing.
-            with os.fdopen(fd, "wb") as out:
-                actual, written = _write_hashed(out, chunks, size, digest, what)
-            if actual != digest or (size is not None and written != size):
-                raise _mismatch(what, digest, actual, size, written)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            with self._writing(what):
+                # No fsync: an entry torn by a crash fails its hash on next use and is
+                # fetched again, so durability costs a disk flush per download for nothing.
+                with os.fdopen(fd, "wb") as out:
+                    actual, written = _write_hashed(out, chunks, size, digest, what)
+                if actual != digest or (size is not None and written != size):
+                    raise _mismatch(what, digest, actual, size, written)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -169,11 +236,34 @@ def _mismatch(
     )
 
 
-def _intact(path: Path, digest: str, size: int | None) -> bool:
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)  # a symlink is not an entry, whatever it points to
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _state(path: Path, digest: str, size: int | None) -> Literal["intact", "absent", "damaged"]:
+    """Whether *path* is a regular file of *size* bytes hashing to *digest*."""
     try:
-        with path.open("rb") as f:
-            if size is not None and os.fstat(f.fileno()).st_size != size:
-                return False
-            return hashlib.file_digest(f, "sha256").hexdigest() == digest
-    except (FileNotFoundError, IsADirectoryError):
-        return False
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        return "absent"
+    except OSError:  # a symlink (ELOOP), a file where the fan-out directory belongs, ...
+        return "damaged"
+    try:
+        info = os.fstat(fd)
+        fits = stat.S_ISREG(info.st_mode) and (size is None or info.st_size == size)
+    except OSError:
+        fits = False
+    if not fits:  # checked before fdopen, which refuses a directory
+        os.close(fd)
+        return "damaged"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError:
+            return "damaged"
+    return "intact" if actual == digest else "damaged"
