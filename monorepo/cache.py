@@ -25,22 +25,30 @@ from.  An entry downloaded from one URL serves every lock entry with its hash,
 except where the caller asks for the same origin (``pull``: a lock entry whose URL
 was edited, keeping the hash, must not be taken from the store as if that URL had
 been checked); then the file is downloaded from that URL again and must match.
+
+Whatever else is found under an entry's name (a directory, a symlink, a FIFO, a truncated or
+damaged file) is removed and fetched again: the store heals rather than fails.  A
+write that fails for want of space says the cache's disk is full
+(:func:`~monorepo.errors.disk_full`), not that the file being written is at fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from filelock import FileLock, Timeout
 
 from monorepo.atomic import write_bytes
-from monorepo.errors import HashMismatchError
+from monorepo.errors import HashMismatchError, StorageError, disk_full
 from monorepo.paths import cache_root
 
 _TMP = ".tmp-"
@@ -71,10 +79,40 @@ class ContentStore:
         digest = _normalise(sha256, "")
         return self.root / "sha256" / digest[:2] / digest
 
-    def _lock(self, digest: str) -> FileLock:
+    def _lock(self, digest: str, what: str = "") -> FileLock:
+        """The per-hash lock (not yet taken), its directory made as a write into the store."""
         locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
+        with self._writing(what):
+            locks.mkdir(parents=True, exist_ok=True)
         return FileLock(locks / f"{digest}.lock")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Word a failed write into the store as the store's problem, naming its directory.
+
+        A full disk (or quota) and a store that may not be written are said to be so;
+        other errors pass unchanged (a source read from a ``file://`` URL words its own).
+        """
+        try:
+            yield
+        except OSError as error:
+            label = f"{what}: cannot store the download" if what else "cannot store a download"
+            full = disk_full(
+                error,
+                self.root,
+                what=label,
+                fix="empty the download cache (it only saves downloads) or set"
+                " MONOREPO_CACHE_DIR to a directory on another disk",
+            )
+            if full is not None:
+                raise full from error
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StorageError(
+                    f"{label}: the download cache {self.root} cannot be written"
+                    f" ({error.strerror or error}). Fix its permissions, or set"
+                    " MONOREPO_CACHE_DIR to a directory you can write."
+                ) from error
+            raise
 
     def origins_path(self, sha256: str) -> Path:
         """Where the URLs the entry for *sha256* was downloaded from are listed."""
@@ -101,33 +139,53 @@ class ContentStore:
     def get(
         self, sha256: str, *, size: int | None = None, origin: str | None = None
     ) -> Path | None:
-        """The entry's path if present and intact, else None (a corrupt entry is deleted).
+        """The entry's path if present and intact, else None (anything else is deleted).
 
         Re-hashing on every use costs one read of a file that is about to be read
         anyway, and it is what lets the store be trusted without trusting the disk.
         An intact entry of another *size* than the caller expects is the caller's
         mistake (a lock whose size was edited), not the entry's: it is kept.  With
-        *origin*, only an entry downloaded from that URL counts.
+        *origin*, only an entry downloaded from that URL counts.  Whatever else holds
+        the entry's name (a damaged or truncated file, a directory, a symlink, a FIFO) is
+        removed, so the next fetch puts the right file there.
         """
         digest = _normalise(sha256, "")
         path = self.path_for(digest)
-        state = _check(path, digest, size)
+        state = _state(path, digest, size)
         if state == "intact":
             if origin is not None and origin not in self.origins(digest):
                 return None
             return path
-        if state != "corrupt":
+        if state != "damaged":
             return None
-        # Corrupt: delete under the lock so that a concurrent writer's fresh, verified
+        # Damaged: delete under the lock so that a concurrent writer's fresh, verified
         # entry is never the one removed.
         with self._lock(digest):
-            state = _check(path, digest, size)
-            if state == "corrupt":
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            state = _state(path, digest, size)
+            if state == "damaged":
+                self._discard(path)
         if state == "intact" and (origin is None or origin in self.origins(digest)):
             return path
         return None
+
+    def _discard(self, path: Path) -> None:
+        """Remove whatever is at *path* (and a non-directory where its fan-out directory
+        belongs), or say which entry must be removed by hand."""
+        try:
+            parent = path.parent
+            if os.path.lexists(parent) and (parent.is_symlink() or not parent.is_dir()):
+                parent.unlink()
+                return
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"the download cache entry {path} is damaged (not a file with the content its"
+                f" name promises) and cannot be removed: {error.strerror or error}. Delete it"
+                " by hand (the cache only saves downloads), then run the command again."
+            ) from error
 
     def put_bytes(
         self,
@@ -173,10 +231,14 @@ class ContentStore:
         found = self.get(digest, size=size, origin=wanted)
         if found is not None:
             return found
-        with self._lock(digest):
-            found = self.get(digest, size=size, origin=wanted)
-            if found is not None:
-                return found
+        with self._lock(digest, what):
+            # Not self.get: it takes this lock to discard a damaged entry, and a second
+            # FileLock on one file blocks; _store discards it under the lock held here.
+            path = self.path_for(digest)
+            if _state(path, digest, size) == "intact" and (
+                wanted is None or wanted in self.origins(digest)
+            ):
+                return path
             self._sweep_digest(digest)
             payload = fetch()
             chunks = iter((payload,)) if isinstance(payload, bytes) else payload
@@ -230,18 +292,22 @@ class ContentStore:
 
     def _store(self, digest: str, chunks: Iterator[bytes], size: int | None, what: str) -> Path:
         path = self.path_for(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP}{digest}-", dir=path.parent)
+        with self._writing(what):
+            if _state(path, digest, size) == "damaged":
+                self._discard(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP}{digest}-", dir=path.parent)
         tmp = Path(tmp_name)
         try:
-            # No fsync: an entry torn by a crash fails its hash on next use and is
-            # fetched again, so durability costs a disk flush per download for nothing.
-            with os.fdopen(fd, "wb") as out:
-                actual, written = _write_hashed(out, chunks, size, digest, what)
-            if actual != digest or (size is not None and written != size):
-                raise _mismatch(what, digest, actual, size, written)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            with self._writing(what):
+                # No fsync: an entry torn by a crash fails its hash on next use and is
+                # fetched again, so durability costs a disk flush per download for nothing.
+                with os.fdopen(fd, "wb") as out:
+                    actual, written = _write_hashed(out, chunks, size, digest, what)
+                if actual != digest or (size is not None and written != size):
+                    raise _mismatch(what, digest, actual, size, written)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -284,15 +350,41 @@ def _is_digest(text: str) -> bool:
     return len(text) == 64 and _HEX.issuperset(text)
 
 
-def _check(path: Path, digest: str, size: int | None) -> str:
-    """``"intact"``, ``"missing"``, ``"corrupt"`` (bytes that do not hash to the name) or
-    ``"other-size"`` (intact, but not of the *size* the caller expects)."""
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)  # a symlink is not an entry, whatever it points to
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block the open
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _state(
+    path: Path, digest: str, size: int | None
+) -> Literal["intact", "absent", "damaged", "other-size"]:
+    """Whether *path* is a regular file hashing to *digest* (``"intact"``), nothing
+    (``"absent"``), anything else (``"damaged"``), or an intact file of another length
+    than the caller's *size* (``"other-size"``: the caller's mistake, a lock whose size
+    was edited, not the entry's, so it is kept)."""
     try:
-        with path.open("rb") as f:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        return "absent"
+    except OSError:  # a symlink (ELOOP), a file where the fan-out directory belongs, ...
+        return "damaged"
+    try:
+        info = os.fstat(fd)
+        fits = stat.S_ISREG(info.st_mode)
+    except OSError:
+        fits = False
+    if not fits:  # checked before fdopen, which refuses a directory
+        os.close(fd)
+        return "damaged"
+    with os.fdopen(fd, "rb") as f:
+        try:
             actual = hashlib.file_digest(f, "sha256").hexdigest()
-            length = f.tell()
-    except (FileNotFoundError, IsADirectoryError):
-        return "missing"
+        except OSError:
+            return "damaged"
     if actual != digest:
-        return "corrupt"
-    return "intact" if size is None or length == size else "other-size"
+        return "damaged"
+    return "intact" if size is None or info.st_size == size else "other-size"

@@ -4,7 +4,9 @@ Each subcommand parses its flags, calls one public function, and renders the
 result as text or ``--json``.  Exit codes: 0 success, 1 a check found a problem
 (``lock --check`` stale, ``verify`` failed, ``pull`` or ``build`` refusing a stale
 lock), 2 usage or input error.  A :class:`~monorepo.errors.MonorepoError` is printed
-as its one-paragraph message, never as a traceback, and exits with its ``exit_code``.
+as its one-paragraph message, never as a traceback, and exits with its ``exit_code``;
+so is an ``OSError`` the library let through (a write it did not word itself), naming
+the file and, when that is the trouble, its full disk.
 """
 
 from __future__ import annotations
@@ -357,6 +359,21 @@ def _json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _os_error_text(error: OSError) -> str:
+    """One paragraph for a file error no library module worded: which file, which disk."""
+    from .errors import disk_full
+
+    where = Path(error.filename).parent if error.filename else Path.cwd()
+    full = disk_full(error, where, what=f"cannot write {error.filename or 'a file'}")
+    if full is not None:
+        return str(full)
+    name = f"{error.filename}: " if error.filename else ""
+    return (
+        f"{name}{error.strerror or error}. Check that path's permissions and free space,"
+        " then run the command again."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monorepo`` console script."""
     from .errors import MonorepoError
@@ -371,6 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.close()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        reporter.close()
+        print(f"error: {_os_error_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         reporter.close()
         print("interrupted", file=sys.stderr)

@@ -65,7 +65,7 @@ from types import ModuleType
 from typing import IO, Any, Literal, Protocol, TypeVar, cast
 
 from monorepo import tarscan, workerproc
-from monorepo.errors import ExtractError
+from monorepo.errors import ExtractError, MonorepoError, disk_full
 from monorepo.fstree import remove_tree
 from monorepo.treehash import Stamp, file_stamp
 from monorepo.workerproc import WorkerLost
@@ -483,7 +483,8 @@ def extract_archive(
     every regular file written (hashed from the bytes in hand), which
     ``scan_tree(dest, stamps=...)`` turns into the tree's entries without reading the
     files again.  Raises :class:`~monorepo.errors.ExtractError` naming the package,
-    archive and member; *advice* ends the message of a refused member.
+    archive and member, or :class:`~monorepo.errors.DiskFullError` naming the directory
+    when a write fails for want of space (the archive is not at fault then).
     """
     source = _Archive.of(archive, name, package, limits, layout, advice)
     if os.path.lexists(dest):
@@ -664,7 +665,10 @@ class _Archive:
         return _emit_tar(self, sink)
 
 
-def _cannot_write(archive: _Archive, dest: Path, error: OSError) -> ExtractError:
+def _cannot_write(archive: _Archive, dest: Path, error: OSError) -> MonorepoError:
+    full = disk_full(error, dest.parent, what=f"{archive.package}: cannot extract {archive.name}")
+    if full is not None:
+        return full
     return ExtractError(
         f"{archive.package}: cannot extract {archive.name} into {dest}: {error}; check the"
         f" free space and permissions of {dest.parent}"
@@ -811,7 +815,16 @@ class _Writer:
             if mtime is not None:
                 _set_mtime(self.path(planned.rel), mtime)
         except OSError as e:
-            raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
+            raise self._failed(planned, e) from e
+
+    def _failed(self, planned: PlannedMember, error: BaseException) -> MonorepoError:
+        """A write that failed for want of space is the disk's fault, not the archive's."""
+        planner = self.planner
+        what = f"{planner.package}: cannot extract {planner.archive_name}"
+        full = disk_full(error, Path(self.root).parent, what=what)
+        if full is not None:
+            return full
+        return planner.refuse(planned.original, f"could not be extracted: {error}")
 
     def file(
         self,
@@ -840,7 +853,7 @@ class _Writer:
             finally:
                 os.close(fd)
         except (*_READ_ERRORS, OSError) as e:
-            raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
+            raise self._failed(planned, e) from e
         self.stamps[rel] = (file_stamp(st), digest.hexdigest())
 
     def duplicate(self, planned: PlannedMember, read: Callable[[], bytes | memoryview]) -> None:
@@ -864,7 +877,7 @@ class _Writer:
                 self._parents(planned.rel)
                 os.symlink(planned.link, self.path(planned.rel))
             except OSError as e:
-                raise self.planner.refuse(planned.original, f"could not be extracted: {e}") from e
+                raise self._failed(planned, e) from e
         for rel in self.made:
             os.chmod(self.path(rel), 0o755)
         return self.stamps

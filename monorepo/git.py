@@ -18,6 +18,7 @@ import pygit2
 
 from .errors import MonorepoError
 from .fstree import remove_tree
+from .http import DEFAULT_TIMEOUT, Deadline
 from .paths import cache_root
 
 
@@ -31,6 +32,20 @@ def _mirror_dir(url: str) -> Path:
 
 def _is_commit_id(rev: str | None) -> bool:
     return rev is not None and len(rev) == 40 and all(c in "0123456789abcdef" for c in rev.lower())
+
+
+def limit_waits() -> None:
+    """Give libgit2 the connect and read timeout of monorepo's HTTP client.
+
+    libgit2 does its own HTTP, and its default is to wait forever: a git server that
+    stopped answering held ``lock`` and ``pull`` until they were killed.  The timeout is
+    the HTTP client's (30 s), or the deadline's floor (``MONOREPO_HTTP_DEADLINE``) when
+    that is shorter.  A process-wide setting of libgit2, set before each fetch.
+    """
+    seconds = min(DEFAULT_TIMEOUT, Deadline.from_env().floor)
+    milliseconds = max(1, int(seconds * 1000))
+    pygit2.settings.server_connect_timeout = milliseconds
+    pygit2.settings.server_timeout = milliseconds
 
 
 def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> pygit2.Repository:
@@ -50,6 +65,7 @@ def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> 
             raise GitError(
                 f"{url}: commit {need} is not in the cache and --offline was given; run once without --offline."
             )
+        limit_waits()
         try:
             repo.remotes["origin"].fetch(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
         except pygit2.GitError as exc:
@@ -61,6 +77,7 @@ def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=path.parent))
+    limit_waits()
     try:
         pygit2.clone_repository(url, str(tmp), bare=True)
         repo = pygit2.Repository(str(tmp))

@@ -3,7 +3,10 @@
 Everything the index client reads goes through :meth:`HttpClient.get`, so the rules that
 make a lock run robust live in one place: transient failures (5xx, resets, read timeouts,
 truncated bodies) are retried with exponential backoff and jitter, while failures that
-another attempt cannot fix (4xx, TLS and certificate errors) fail at once; responses are kept
+another attempt cannot fix (4xx, TLS and certificate errors, redirect loops) fail at once;
+every request, all its attempts together, has a :class:`Deadline` scaled by its size, so a
+server that trickles its answer cannot hold a run forever; every httpx exception becomes a
+typed error naming the URL; responses are kept
 in :class:`~monorepo.httpcache.HttpCache` and revalidated; ``offline=True`` answers only from
 that cache.  One :class:`httpx.Client` is shared by all threads so connections are pooled
 over HTTP/1.1 keep-alive connections.  Not HTTP/2: httpcore's synchronous HTTP/2 reads all
@@ -11,25 +14,35 @@ streams of a connection behind one lock, so the index pool's threads wait on eac
 big pages (a warm lock of 117 packages measured 15% slower in ten alternated runs, one of
 them an 11 s outlier); separate connections read in parallel and fail one at a time.
 :meth:`HttpClient.get_range` and :meth:`HttpClient.get_suffix` read part of a file (HTTP
-``Range``) under the same retry rules; partial answers are never cached.
+``Range``) under the same retry rules; partial answers are never cached; and
+:meth:`HttpClient.stream` hands large files over in pieces, again under the same rules:
+one loop (:meth:`HttpClient._exchange`) makes every network request of the client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import random
 import re
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from monorepo import httpcache
-from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
+from monorepo.errors import (
+    ConfigError,
+    HashMismatchError,
+    IndexClientError,
+    OfflineError,
+    TooSlowError,
+)
 from monorepo.httpcache import CacheEntry, HttpCache
 from monorepo.paths import url_path
 from monorepo.reporter import NullReporter, Reporter
@@ -47,6 +60,134 @@ if TYPE_CHECKING:
 DEFAULT_BACKOFF = 0.5
 
 _RETRYABLE_STATUS = range(500, 600)
+
+_T = TypeVar("_T")
+
+DEADLINE_ENV = "MONOREPO_HTTP_DEADLINE"
+"""Seconds every request may take whatever its size (the deadline's floor)."""
+MIN_SPEED_ENV = "MONOREPO_HTTP_MIN_SPEED"
+"""kB/s (1000 bytes) a request must average beyond the floor."""
+DEFAULT_DEADLINE = 60.0
+DEFAULT_MIN_SPEED = 10.0
+DEFAULT_TIMEOUT = 30.0
+"""Seconds to connect, and to wait for each read, before an attempt fails (and is retried)."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long one request may take: *floor* seconds plus its size at *min_speed*.
+
+    The per-read timeout of :class:`HttpClient` stops a server that goes silent, but
+    not one that sends a byte every few seconds: each byte starts the timeout again,
+    and a 1 MB page would take weeks.  So each request (all of its attempts, retries
+    and waits included) must be done within ``floor + size / min_speed`` seconds,
+    where the size is the largest of what the caller expects (the lock's or the
+    index's size), what the server declares (``Content-Length``) and what has
+    arrived so far: a download of unknown size is allowed as long as it keeps
+    averaging *min_speed*.  Nothing a real index serves at a usable speed comes near
+    it; a trickling server is cut off and named (:class:`~monorepo.errors.TooSlowError`).
+    """
+
+    floor: float = DEFAULT_DEADLINE
+    """Seconds."""
+    min_speed: float = DEFAULT_MIN_SPEED * 1000
+    """Bytes per second."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Deadline:
+        """The deadline ``MONOREPO_HTTP_DEADLINE`` and ``MONOREPO_HTTP_MIN_SPEED`` ask for."""
+        env = os.environ if environ is None else environ
+        floor = _positive(env, DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
+        speed = _positive(env, MIN_SPEED_ENV, DEFAULT_MIN_SPEED, "kB/s")
+        return cls(floor=floor, min_speed=speed * 1000)
+
+    def allowed(self, size: int) -> float:
+        """Seconds a request of *size* bytes may take."""
+        return self.floor + size / self.min_speed
+
+    def describe(self) -> str:
+        return f"{self.floor:g} s plus its size at {self.min_speed / 1000:g} kB/s"
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(
+            f"the environment variable {name}={text!r} must be a positive number of {unit}"
+            f" (default {default:g}); correct or unset it."
+        )
+    return value
+
+
+@dataclass
+class _Budget:
+    """The time one logical request has left: its :class:`Deadline`, its bytes so far."""
+
+    url: str
+    deadline: Deadline
+    expected: int = 0
+    earlier: int = 0
+    """Bytes received by finished attempts (they took time too)."""
+    current: int = 0
+    """Bytes received by the attempt under way."""
+    started: float = field(default_factory=time.monotonic)
+
+    def expect(self, size: int) -> None:
+        self.expected = max(self.expected, size)
+
+    def allowed(self) -> float:
+        return self.deadline.allowed(max(self.expected, self.earlier + self.current))
+
+    def remaining(self) -> float:
+        return self.started + self.allowed() - time.monotonic()
+
+    def attempt_over(self) -> None:
+        self.earlier += self.current
+        self.current = 0
+
+    def check(self, cause: str = "") -> None:
+        """Raise :class:`TooSlowError` when the deadline has passed."""
+        if self.remaining() <= 0:
+            raise self.too_slow(cause)
+
+    def too_slow(self, cause: str = "") -> TooSlowError:
+        received = self.earlier + self.current
+        size = f" of {self.expected}" if self.expected else ""
+        why = f" (last failure: {cause})" if cause else ""
+        return TooSlowError(
+            f"GET {self.url} was too slow: {received}{size} bytes arrived in"
+            f" {_seconds(time.monotonic() - self.started)} s, past the"
+            f" {_seconds(self.allowed())} s it was allowed"
+            f" ({self.deadline.describe()}){why}. The server or the network is"
+            " too slow: retry later, or allow more time with the environment variables"
+            f" {DEADLINE_ENV} (seconds) and {MIN_SPEED_ENV} (kB/s)."
+        )
+
+    def timeout(self, base: float) -> float:
+        """The per-read timeout of the next attempt: never beyond the deadline."""
+        return max(0.001, min(base, self.remaining()))
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """An answer read to its end within its deadline (the body decoded)."""
+
+    url: str
+    status_code: int
+    reason_phrase: str
+    headers: dict[str, str]
+    """Lower-cased names."""
+    content: bytes
 
 
 def prepare() -> None:
@@ -220,11 +361,13 @@ def _check_integrity(url: str, body: bytes, sha256: str | None, size: int | None
 
 
 class HttpClient:
-    """Thread-safe GET with retries, caching and offline mode.
+    """Thread-safe GET with retries, a deadline, caching and offline mode.
 
     *retries* is the number of further attempts after the first.  *backoff* is the delay
     before the first retry, so tests can make retries instantaneous.  *cache* of ``None``
     disables caching (and makes ``offline`` able to read only ``file://`` URLs).
+    *timeout* is the per-read (and connect) timeout; *deadline* bounds each request as a
+    whole (default: :meth:`Deadline.from_env`).
     """
 
     def __init__(
@@ -233,16 +376,18 @@ class HttpClient:
         cache: HttpCache | None = None,
         offline: bool = False,
         reporter: Reporter | None = None,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retries: int = 3,
         backoff: float = DEFAULT_BACKOFF,
         max_connections: int = 16,
+        deadline: Deadline | None = None,
     ) -> None:
         self.cache = cache
         self.offline = offline
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         self.retries = max(0, retries)
         self.backoff = backoff
+        self.deadline = deadline if deadline is not None else Deadline.from_env()
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._timeout = timeout
@@ -335,9 +480,9 @@ class HttpClient:
             headers["Accept"] = accept
         if entry is not None:
             headers.update(entry.validators())
-        reply = self._request(url, headers)
+        reply = self._request(url, headers, size=size)
         received = httpcache.now()
-        reply_headers = {k.lower(): v for k, v in reply.headers.items()}
+        reply_headers = reply.headers
 
         if reply.status_code == 304 and entry is not None and cache is not None:
             full = cache.load(url, accept)
@@ -347,11 +492,11 @@ class HttpClient:
                     cache.store(url, accept, refreshed)
                 return self._from_entry(refreshed)
             # the entry vanished under us: ask again, unconditionally
-            reply = self._request(url, {"Accept": accept} if accept else {})
+            reply = self._request(url, {"Accept": accept} if accept else {}, size=size)
             received = httpcache.now()
-            reply_headers = {k.lower(): v for k, v in reply.headers.items()}
+            reply_headers = reply.headers
         if reply.status_code in (404, 410) and not_found_ok:
-            return Response(url=str(reply.url), status=404, body=b"", content_type="")
+            return Response(url=reply.url, status=404, body=b"", content_type="")
         if reply.status_code != 200:
             raise IndexClientError(
                 f"GET {url} answered HTTP {reply.status_code} {reply.reason_phrase}. Check "
@@ -361,7 +506,7 @@ class HttpClient:
         if immutable:
             _check_integrity(url, body, sha256, size)
         fresh = CacheEntry(
-            url=str(reply.url),
+            url=reply.url,
             status=200,
             body=body,
             headers={k: v for k, v in reply_headers.items() if k in httpcache.STORED_HEADERS},
@@ -410,7 +555,8 @@ class HttpClient:
                 "ranges are not cached). Run the same command once without --offline."
             )
         headers = {"Range": spec, "Accept-Encoding": "identity"}
-        reply = self._request(url, headers, final_status=frozenset({501}))
+        length = -start if end is None else end - start + 1
+        reply = self._request(url, headers, final_status=frozenset({501}), size=length)
         what = f"GET {url} (Range {spec})"
         if reply.status_code in (416, 501):
             raise RangeNotSupported(
@@ -418,7 +564,7 @@ class HttpClient:
             )
         if reply.status_code == 200:
             body = reply.content
-            return RangeResponse(str(reply.url), body, 0, len(body), partial=False)
+            return RangeResponse(reply.url, body, 0, len(body), partial=False)
         if reply.status_code != 206:
             raise IndexClientError(
                 f"{what} answered HTTP {reply.status_code} {reply.reason_phrase}. Check the "
@@ -442,7 +588,7 @@ class HttpClient:
                 f"{what} answered bytes {first}-{last}/{match.group(3)} with {len(body)} "
                 "bytes: not the range asked for. The server or a proxy mishandles ranges."
             )
-        return RangeResponse(str(reply.url), body, first, total, partial=True)
+        return RangeResponse(reply.url, body, first, total, partial=True)
 
     @staticmethod
     def _file_range(url: str, start: int, end: int | None) -> RangeResponse:
@@ -460,16 +606,20 @@ class HttpClient:
             raise IndexClientError(f"{url} cannot be read: {error}.") from error
         return RangeResponse(url, body, first, total, partial=True)
 
-    def stream(self, url: str, *, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+    def stream(
+        self, url: str, *, chunk_size: int = 1 << 16, size: int | None = None
+    ) -> Iterator[bytes]:
         """The body of *url* as chunks, for large immutable files the caller stores itself.
 
         Used for sdists and archives, which go to the content-addressed store (verified
         there by sha256), so the HTTP cache is bypassed rather than filled twice.  The
-        retry policy is :meth:`get`'s; a retry after some chunks were already yielded
-        resumes instead of restarting: it asks for the rest with a ``Range`` request
-        and, when the server ignores it (200 instead of 206), skips the bytes already
-        delivered, so the caller sees one continuous body.  ``file://`` URLs are read
-        from disk in chunks.  Offline, only ``file://`` works.
+        retry policy and the deadline (for *size* bytes, when the caller knows it) are
+        :meth:`get`'s; a retry after some chunks were already yielded resumes instead of
+        restarting: it asks for the rest with a ``Range`` request and, when the server
+        ignores it (200 instead of 206), skips the bytes already delivered, so the
+        caller sees one continuous body.  Network chunks are yielded as they arrive (the
+        deadline is checked on each); ``file://`` URLs are read from disk in chunks of
+        *chunk_size*.  Offline, only ``file://`` works.
         """
         if urlsplit(url).scheme == "file":
             path = url_path(urlsplit(url).path)
@@ -487,71 +637,173 @@ class HttpClient:
                 f"{url} is not available offline: --offline forbids downloading it. Run the "
                 "same command once without --offline to fill the cache."
             )
-        import httpx
-
         delivered = 0
+
+        def attempt(reply: httpx.Response, budget: _Budget) -> Iterator[bytes]:
+            nonlocal delivered
+            if reply.status_code == 206 and delivered:
+                skip = 0
+            elif reply.status_code == 200:
+                skip = delivered
+            else:
+                raise IndexClientError(
+                    f"GET {url} answered HTTP {reply.status_code} {reply.reason_phrase}."
+                    " Check the URL in pylock.toml and, for 401/403, the credentials the"
+                    " index needs."
+                )
+            total: int | None = None
+            declared = _declared_length(reply)
+            if declared is not None:
+                total = declared + (delivered - skip)
+                budget.expect(total)
+            for chunk in self._body(reply, budget):
+                if skip:
+                    unwanted = min(skip, len(chunk))
+                    chunk, skip = chunk[unwanted:], skip - unwanted
+                    if not chunk:
+                        continue
+                delivered += len(chunk)
+                yield chunk
+            if skip or (total is not None and delivered != total):
+                raise _Retryable(f"truncated body: {delivered} of {total} bytes received")
+
+        yield from self._exchange(
+            url,
+            lambda: {"Range": f"bytes={delivered}-"} if delivered else {},
+            attempt,
+            size=size,
+        )
+
+    def _request(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        final_status: frozenset[int] = frozenset(),
+        size: int | None = None,
+    ) -> _Reply:
+        """One logical GET read into memory; non-retryable answers returned, not raised.
+
+        A 5xx in *final_status* is an answer, not a transient failure (501 to a Range).
+        """
+
+        def attempt(reply: httpx.Response, budget: _Budget) -> Iterator[_Reply]:
+            declared = _declared_length(reply)
+            if declared is not None:
+                budget.expect(declared)
+            body = b"".join(self._body(reply, budget))
+            if declared is not None and declared != len(body):
+                raise _Retryable(f"truncated body: {len(body)} of {declared} bytes received")
+            yield _Reply(
+                url=str(reply.url),
+                status_code=reply.status_code,
+                reason_phrase=reply.reason_phrase,
+                headers={k.lower(): v for k, v in reply.headers.items()},
+                content=body,
+            )
+
+        for reply in self._exchange(
+            url, lambda: headers, attempt, final_status=final_status, size=size
+        ):
+            return reply
+        raise AssertionError("unreachable: an exchange yields or raises")  # pragma: no cover
+
+    def _exchange(
+        self,
+        url: str,
+        headers: Callable[[], dict[str, str]],
+        attempt: Callable[[httpx.Response, _Budget], Iterator[_T]],
+        *,
+        final_status: frozenset[int] = frozenset(),
+        size: int | None = None,
+    ) -> Iterator[_T]:
+        """Every network request of the client: attempts, retries, the deadline, the errors.
+
+        ``attempt(reply, budget)`` reads one answer (a streaming :class:`httpx.Response`,
+        already known not to be a retryable 5xx) and yields what the caller gets; it
+        raises :class:`_Retryable` for a failure another attempt may fix.  *headers*
+        is called before each attempt (a resumed download asks for the rest).  Up to
+        ``1 + retries`` attempts, all within one :class:`_Budget`; every httpx exception
+        leaves as :class:`_Retryable` (retried) or a typed error naming *url*.
+        """
+        budget = _Budget(url, self.deadline, size or 0)
         attempts = self.retries + 1
-        last_cause = ""
-        dropped = False
-        for attempt in range(attempts):
-            if attempt:
-                self._wait_before_retry(url, attempt, last_cause, dropped=dropped)
-            dropped = False
-            headers = {"Range": f"bytes={delivered}-"} if delivered else {}
+        last: _Retryable | None = None
+        for number in range(attempts):
             try:
-                with self._http().stream("GET", url, headers=headers) as reply:
-                    if reply.status_code in _RETRYABLE_STATUS:
+                with (
+                    self._classified(url, budget),
+                    self._http().stream(
+                        "GET", url, headers=headers(), timeout=budget.timeout(self._timeout)
+                    ) as reply,
+                ):
+                    if reply.status_code in _RETRYABLE_STATUS and (
+                        reply.status_code not in final_status
+                    ):
                         raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
-                    if reply.status_code == 206 and delivered:
-                        skip = 0
-                    elif reply.status_code == 200:
-                        skip = delivered
-                    else:
-                        raise IndexClientError(
-                            f"GET {url} answered HTTP {reply.status_code} "
-                            f"{reply.reason_phrase}. Check the URL in pylock.toml and, for "
-                            "401/403, the credentials the index needs."
-                        )
-                    total: int | None = None
-                    declared = reply.headers.get("content-length")
-                    if declared is not None and "content-encoding" not in reply.headers:
-                        try:
-                            total = int(declared) + (delivered - skip)
-                        except ValueError:
-                            total = None
-                    for chunk in reply.iter_bytes(chunk_size):
-                        if skip:
-                            unwanted = min(skip, len(chunk))
-                            chunk, skip = chunk[unwanted:], skip - unwanted
-                            if not chunk:
-                                continue
-                        delivered += len(chunk)
-                        yield chunk
-                    if skip or (total is not None and delivered != total):
-                        raise _Retryable(f"truncated body: {delivered} of {total} bytes received")
+                    yield from attempt(reply, budget)
                     return
             except _Retryable as error:
-                last_cause = str(error)
-            except httpx.TransportError as error:
-                if _is_tls_error(error):
-                    raise IndexClientError(
-                        f"GET {url} failed: TLS error ({error}). Not retried: check the "
-                        "server certificate, the system clock and SSL_CERT_FILE / the CA "
-                        "bundle."
-                    ) from error
-                if not isinstance(
-                    error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
-                ):
-                    raise IndexClientError(f"GET {url} failed: {error}") from error
-                last_cause = f"{type(error).__name__}: {error}"
-                dropped = _dropped(error)
-            except httpx.DecodingError as error:
-                last_cause = f"undecodable body: {error}"
+                budget.attempt_over()
+                if number + 1 < attempts:
+                    self._wait_before_retry(url, number + 1, budget, error)
+                last = error
         raise IndexClientError(
             f"GET {url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; last "
-            f"cause: {last_cause}. The server may be down or the network unreliable: retry "
+            f"cause: {last}. The server may be down or the network unreliable: retry "
             "later, or use --offline if the cache already holds what is needed."
         )
+
+    @staticmethod
+    def _body(reply: httpx.Response, budget: _Budget) -> Iterator[bytes]:
+        """The body's pieces as they arrive, the deadline checked on each one."""
+        for piece in reply.iter_bytes():
+            budget.current = reply.num_bytes_downloaded
+            budget.check()
+            yield piece
+        budget.current = reply.num_bytes_downloaded
+
+    @contextlib.contextmanager
+    def _classified(self, url: str, budget: _Budget) -> Iterator[None]:
+        """Turn every httpx exception into :class:`_Retryable` or a typed error naming *url*.
+
+        A timeout once the deadline has passed is :class:`TooSlowError` (the per-read
+        timeout is cut to what is left of it); TLS set-up failures and redirect loops are
+        not retried, as another attempt would fail the same way.
+        """
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError as error:
+            cause = f"{type(error).__name__}: {error}"
+            if isinstance(error, httpx.TimeoutException) and budget.remaining() <= 0:
+                raise budget.too_slow(cause) from error
+            if _is_tls_error(error):
+                raise IndexClientError(
+                    f"GET {url} failed: TLS error ({error}). Not retried: check the server "
+                    "certificate, the system clock and SSL_CERT_FILE / the CA bundle."
+                ) from error
+            if isinstance(
+                error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+            ):
+                raise _Retryable(cause, dropped=_dropped(error)) from error
+            raise IndexClientError(
+                f"GET {url} failed: {cause}. Check the URL and the proxy settings"
+                " (HTTPS_PROXY, HTTP_PROXY)."
+            ) from error
+        except httpx.TooManyRedirects as error:
+            raise IndexClientError(
+                f"GET {url} was redirected more than {self._http().max_redirects} times (last"
+                f" to {error.request.url}): the server sends it round in a loop. Check the URL;"
+                " if it is right, the server is misconfigured: report it to its operator."
+            ) from error
+        except httpx.DecodingError as error:
+            raise _Retryable(f"undecodable body: {error}") from error
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
+            raise IndexClientError(
+                f"GET {url} failed: {type(error).__name__}: {error}. Check the URL."
+            ) from error
 
     def _cache_location(self) -> str:
         return str(self.cache.root) if self.cache is not None else "no cache configured"
@@ -585,83 +837,41 @@ class HttpClient:
         return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
 
     def _wait_before_retry(
-        self, url: str, attempt: int, last_cause: str, *, dropped: bool = False
+        self, url: str, attempt: int, budget: _Budget, failure: _Retryable
     ) -> None:
         """Exponential backoff with jitter, so retrying clients do not arrive in step.
 
         A dropped connection is retried at once the first time (see :class:`_Retryable`).
+        The wait never goes past the deadline, and a request whose deadline has passed
+        is not tried again: it raises :class:`TooSlowError` naming the last failure.
         """
-        if dropped and attempt == 1:
+        cause = str(failure)
+        if failure.dropped and attempt == 1:
+            budget.check(cause)
             self.reporter.message(
                 "debug",
-                f"GET {url} failed ({last_cause}); retry 1 of {self.retries} at once on a "
+                f"GET {url} failed ({cause}); retry 1 of {self.retries} at once on a "
                 "new connection",
             )
             return
         delay = self.backoff * 2 ** (attempt - 1)
         delay += random.uniform(0, delay)
+        delay = min(delay, max(0.0, budget.remaining()))
         self.reporter.message(
             "debug",
-            f"GET {url} failed ({last_cause}); retry {attempt} of {self.retries} in {delay:.2f}s",
+            f"GET {url} failed ({cause}); retry {attempt} of {self.retries} in {delay:.2f}s",
         )
         time.sleep(delay)
+        budget.check(cause)
 
-    def _request(
-        self, url: str, headers: dict[str, str], *, final_status: frozenset[int] = frozenset()
-    ) -> httpx.Response:
-        """One logical GET: up to ``1 + retries`` attempts; non-retryable answers returned.
 
-        A 5xx in *final_status* is an answer, not a transient failure (501 to a Range).
-        """
-        attempts = self.retries + 1
-        last_cause = ""
-        dropped = False
-        for attempt in range(attempts):
-            if attempt:
-                self._wait_before_retry(url, attempt, last_cause, dropped=dropped)
-            try:
-                return self._attempt(url, headers, final_status)
-            except _Retryable as error:
-                last_cause = str(error)
-                dropped = error.dropped
-        raise IndexClientError(
-            f"GET {url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; last "
-            f"cause: {last_cause}. The index may be down or the network unreliable: retry "
-            "later, or use --offline if the cache already holds what is needed."
-        )
-
-    def _attempt(
-        self, url: str, headers: dict[str, str], final_status: frozenset[int] = frozenset()
-    ) -> httpx.Response:
-        import httpx
-
-        try:
-            reply = self._http().get(url, headers=headers)
-        except httpx.TransportError as error:
-            if _is_tls_error(error):
-                raise IndexClientError(
-                    f"GET {url} failed: TLS error ({error}). Not retried: check the server "
-                    "certificate, the system clock and SSL_CERT_FILE / the CA bundle."
-                ) from error
-            if isinstance(
-                error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
-            ):
-                raise _Retryable(
-                    f"{type(error).__name__}: {error}", dropped=_dropped(error)
-                ) from error
-            raise IndexClientError(f"GET {url} failed: {error}") from error
-        except httpx.DecodingError as error:
-            raise _Retryable(f"undecodable body: {error}") from error
-        if reply.status_code in _RETRYABLE_STATUS and reply.status_code not in final_status:
-            raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
-        declared = reply.headers.get("content-length")
-        if declared is not None and "content-encoding" not in reply.headers:
-            try:
-                expected = int(declared)
-            except ValueError:
-                expected = -1
-            if expected >= 0 and expected != len(reply.content):
-                raise _Retryable(
-                    f"truncated body: {len(reply.content)} of {expected} bytes received"
-                )
-        return reply
+def _declared_length(reply: httpx.Response) -> int | None:
+    """The body's length as sent (``Content-Length``), when it is also the length read."""
+    declared = reply.headers.get("content-length")
+    if declared is None or "content-encoding" in reply.headers:
+        return None
+    try:
+        value = int(declared)
+    except ValueError:
+        return None
+    return value if value >= 0 else None

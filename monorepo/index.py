@@ -22,7 +22,7 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo.errors import IndexClientError, MonorepoError
-from monorepo.http import DEFAULT_BACKOFF, HttpClient
+from monorepo.http import DEFAULT_BACKOFF, Deadline, HttpClient
 from monorepo.httpcache import HttpCache
 from monorepo.indexworker import (
     IndexWorker,
@@ -92,7 +92,8 @@ class IndexClient:
     With *workers*, pages are downloaded and parsed, and wheels' ``METADATA`` read, by
     that many :class:`~monorepo.indexworker.IndexWorker` processes (not for ``file://``
     indexes or offline), each request going to the least busy; anything they cannot do is
-    done here, so the answers are the same.
+    done here, so the answers are the same.  *deadline* bounds every request, here and in
+    the workers (default: :meth:`~monorepo.http.Deadline.from_env`).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class IndexClient:
         metadata_cache_dir: Path | None = None,
         page_cache_dir: Path | None = None,
         workers: int = 0,
+        deadline: Deadline | None = None,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -127,6 +129,7 @@ class IndexClient:
             retries=retries,
             backoff=backoff,
             max_connections=max_workers,
+            deadline=deadline,
         )
         self.metadata_cache = MetadataCache(metadata_cache_dir)
         self.page_cache = PageCache(page_cache_dir)
@@ -142,6 +145,7 @@ class IndexClient:
                 retries=retries,
                 backoff=backoff,
                 max_connections=max(4, max_workers // workers),
+                deadline=self.http.deadline,
             )
             with contextlib.suppress(WorkerLost):
                 for _ in range(workers):

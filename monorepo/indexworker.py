@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,7 +35,7 @@ from packaging.utils import NormalizedName
 
 from monorepo import lazywheel, workerproc
 from monorepo.errors import IndexClientError
-from monorepo.http import HttpClient, share_dns_lookups
+from monorepo.http import Deadline, HttpClient, share_dns_lookups
 from monorepo.http import prepare as http_prepare
 from monorepo.httpcache import CacheEntry, HttpCache
 from monorepo.metadatacache import MetadataCache
@@ -106,6 +106,8 @@ class WorkerSettings:
     retries: int
     backoff: float
     max_connections: int
+    deadline: Deadline = field(default_factory=Deadline)
+    """The parent's, so both read the environment the same way, and once."""
 
 
 class IndexWorker:
@@ -292,6 +294,7 @@ def _serve() -> None:
         retries=settings.retries,
         backoff=settings.backoff,
         max_connections=settings.max_connections,
+        deadline=settings.deadline,
     )
     page_cache = _LaterPageCache(settings.page_cache, behind)
     # Stored here, where the text arrives, rather than by the resolving process, which

@@ -88,7 +88,7 @@ from monorepo import lockfile
 from monorepo.atomic import write_bytes, write_text_if_changed
 from monorepo.cache import ContentStore
 from monorepo.config import load_config
-from monorepo.errors import HashMismatchError, LockFileError, PullError
+from monorepo.errors import HashMismatchError, LockFileError, MonorepoError, PullError, disk_full
 from monorepo.extract import ExtractorPool
 from monorepo.fstree import remove_tree
 from monorepo.lockfile import ArchiveSource, LockDocument, LockedPackage, SdistSource, VcsSource
@@ -534,6 +534,18 @@ def _exclusive(path: Path, reporter: Reporter) -> Iterator[int | None]:
         lock.release()
 
 
+def _write_failed(error: OSError, duni: Path, what: str) -> MonorepoError:
+    """A failed write in duni/: its disk is full, or it cannot be written (permissions)."""
+    fix = "set [tool.monorepo] duni to a directory on another disk"
+    full = disk_full(error, duni, what=what, fix=fix)
+    if full is not None:
+        return full
+    return PullError(
+        f"{what}: {error}; check the permissions and free space of {duni}, then run"
+        " `monorepo pull` again"
+    )
+
+
 def _check_dirs(lock: LockDocument) -> None:
     seen: dict[str, LockedPackage] = {}
     for pkg in lock.packages:
@@ -881,10 +893,8 @@ class _Puller:
                 _remove(aside)
             return _Outcome("updated", tree_hash=new_hash, entries=entries)
         except OSError as error:
-            raise PullError(
-                f"{pkg.name} {pkg.version}: cannot replace duni/{d}: {error}; check the"
-                f" permissions and free space of {self.duni}, then run `monorepo pull` again"
-            ) from error
+            what = f"{pkg.name} {pkg.version}: cannot replace duni/{d}"
+            raise _write_failed(error, self.duni, what) from error
         finally:
             if os.path.lexists(staging):
                 _remove(staging)
@@ -1066,7 +1076,10 @@ def pull(
             errors.sort(key=lambda item: order[item[0].dir])
             for pkg, other in errors[1:]:
                 reporter.message("warning", f"{pkg.name} {pkg.version}: {other}")
-            raise errors[0][1]
+            pkg, first = errors[0]
+            if isinstance(first, OSError):  # a record in duni/.monorepo could not be written
+                raise _write_failed(first, duni, f"{pkg.name} {pkg.version}") from first
+            raise first
         if not packages:
             refusals += puller.remove_unlocked({p.dir for p in lock.packages}, result)
         if refusals:
@@ -1082,8 +1095,11 @@ def pull(
                 lock, trees, facts=lambda d, t: facts[d] if d in facts else puller.facts(d, t, None)
             )
         )
-        _write_atomic(duni / "README.md", README)
-        _write_atomic(duni / "workspace.toml", workspace)
+        try:
+            _write_atomic(duni / "README.md", README)
+            _write_atomic(duni / "workspace.toml", workspace)
+        except OSError as error:
+            raise _write_failed(error, duni, "cannot write duni/workspace.toml") from error
     for warning in result.warnings:
         reporter.message("warning", warning)
     return result

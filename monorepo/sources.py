@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from monorepo import fstree
 from monorepo.cache import ContentStore
-from monorepo.errors import IndexClientError, PullError
+from monorepo.errors import IndexClientError, PullError, disk_full
 from monorepo.extract import ExtractorPool, FileStamps, extract_sdist
 from monorepo.fstree import remove_tree
 from monorepo.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
@@ -176,7 +176,8 @@ def _copy_tree(src: Path, dest: Path, pkg: LockedPackage) -> None:
                 if not path.is_symlink():
                     path.chmod(0o755)
     except OSError as error:
-        raise PullError(
+        what = f"{_label(pkg)}: cannot copy its git export to {dest}"
+        raise disk_full(error, dest.parent, what=what) or PullError(
             f"{_label(pkg)}: cannot copy its git export {src} to {dest}: {error}; check the free"
             f" space and permissions of {dest.parent}"
         ) from error
@@ -257,7 +258,8 @@ def materialize_entries(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PullError(f"{_label(pkg)}: cannot create {dest.parent}: {error}") from error
+        what = f"{_label(pkg)}: cannot create {dest.parent}"
+        raise disk_full(error, dest.parent, what=what) or PullError(f"{what}: {error}") from error
     staging = dest.parent / f"{STAGING_PREFIX}{dest.name}-{secrets.token_hex(6)}"
     known: FileStamps = {}
     try:
@@ -278,7 +280,8 @@ def materialize_entries(
         os.rename(staging, dest)
     except OSError as error:
         remove_tree(staging, ignore_errors=True)
-        raise PullError(
+        what = f"{_label(pkg)}: cannot build its tree in {dest.parent}"
+        raise disk_full(error, dest.parent, what=what) or PullError(
             f"{_label(pkg)}: cannot move its tree into {dest}: {error}; check the free space and"
             f" permissions of {dest.parent}"
         ) from error

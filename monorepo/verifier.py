@@ -895,9 +895,12 @@ def _remote_archive(
 def _remote_git(pkg: LockedPackage, tmp: Path) -> tuple[list[Item], list[Item]]:
     import pygit2
 
+    from monorepo.git import limit_waits
+
     source = pkg.source
     assert isinstance(source, VcsSource)
     dest = tmp / f"git-{pkg.dir}"
+    limit_waits()
     try:
         repo = pygit2.clone_repository(source.url, str(dest), bare=True)
     except pygit2.GitError as error:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from monorepo.cache import ContentStore
-from monorepo.errors import HashMismatchError
+from monorepo.errors import HashMismatchError, StorageError
 
 DATA = b"an sdist, more or less\n" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -114,6 +114,87 @@ def test_an_intact_entry_of_another_size_than_asked_is_not_served_but_kept(
     with pytest.raises(HashMismatchError, match=f"expects sha256 {SHA} and {len(DATA) + 1}"):
         store.get_or_fetch(SHA, lambda: DATA, size=len(DATA) + 1, what="demo")
     assert store.get(SHA, size=len(DATA)) == path
+
+
+def _replace_entry(path: Path, kind: str, elsewhere: Path) -> None:
+    """Put something other than the right file at a store entry's name."""
+    path.unlink()
+    if kind == "directory":
+        path.mkdir()
+        (path / "inside").write_bytes(DATA)
+    elif kind == "symlink to the right bytes":
+        elsewhere.write_bytes(DATA)
+        path.symlink_to(elsewhere)
+    elif kind == "dangling symlink":
+        path.symlink_to(elsewhere.with_name("missing"))
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "truncated":
+        path.write_bytes(DATA[: len(DATA) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+ODD_ENTRIES = [
+    "directory",
+    "symlink to the right bytes",
+    "dangling symlink",
+    "fifo",
+    "truncated",
+    "empty",
+]
+
+
+@pytest.mark.parametrize("kind", ODD_ENTRIES)
+@pytest.mark.parametrize("size", [len(DATA), None])
+def test_an_entry_that_is_not_the_right_regular_file_heals(
+    tmp_path: Path, kind: str, size: int | None
+) -> None:
+    """A directory, a symlink (even to the right bytes), a FIFO or a short file under an
+    entry's name is removed and fetched again; nothing blocks, nothing is followed."""
+    store = ContentStore(tmp_path / "store")
+    elsewhere = tmp_path / "elsewhere"
+    path = store.put_bytes(DATA, sha256=SHA)
+    _replace_entry(path, kind, elsewhere)
+    assert store.get(SHA, size=size) is None
+    assert not os.path.lexists(path)
+    _replace_entry(store.put_bytes(DATA, sha256=SHA), kind, elsewhere)
+    fetched = store.get_or_fetch(SHA, lambda: DATA, size=size)
+    assert fetched == path and path.is_file() and not path.is_symlink()
+    assert path.read_bytes() == DATA
+    if kind == "symlink to the right bytes":
+        assert elsewhere.read_bytes() == DATA  # the link was removed, not its target
+
+
+def test_put_bytes_replaces_a_directory_at_the_entry(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    store.path_for(SHA).mkdir(parents=True)
+    assert store.put_bytes(DATA, sha256=SHA).read_bytes() == DATA
+
+
+def test_a_file_where_the_fan_out_directory_belongs_heals(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    path = store.path_for(SHA)
+    path.parent.parent.mkdir(parents=True)
+    path.parent.write_bytes(b"not a directory")
+    assert store.get(SHA) is None
+    assert store.get_or_fetch(SHA, lambda: DATA).read_bytes() == DATA
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may remove anything: no refusal to see")
+def test_a_damaged_entry_that_cannot_be_removed_names_it(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    path = store.put_bytes(DATA, sha256=SHA)
+    path.write_bytes(b"rotten")
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(StorageError) as caught:
+            store.get(SHA)
+    finally:
+        path.parent.chmod(0o755)
+    assert str(path) in str(caught.value) and "by hand" in str(caught.value)
 
 
 def test_get_or_fetch_fetches_once_and_accepts_chunks(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import ssl
 import subprocess
@@ -13,10 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo.errors import HashMismatchError, IndexClientError, OfflineError
-from monorepo.http import HttpClient, _is_tls_error
+from monorepo.errors import (
+    ConfigError,
+    HashMismatchError,
+    IndexClientError,
+    OfflineError,
+    TooSlowError,
+)
+from monorepo.http import DEADLINE_ENV, MIN_SPEED_ENV, Deadline, HttpClient, _is_tls_error
 from monorepo.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
 from monorepo.index import ACCEPT, IndexClient
 from monorepo.reporter import RecordingReporter
@@ -414,3 +423,195 @@ print(statuses.count(200), calls.count("localhost"), calls.count("no-such-host.i
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["8", "1", "2"]
     assert len(server.requests_for(PAGE)) == 8
+
+
+# ------------------------------------------------------------------------ the deadline
+
+#: One byte every 0.3 s: far within any read timeout, so only the deadline stops it.
+TRICKLE = {"times": 1000, "delay": 0.3}
+#: A one-second floor; the size allowance (1 MB/s) is a few ms for fixture files.
+SHORT = Deadline(floor=1.0, min_speed=1_000_000)
+
+
+def test_the_deadline_is_a_floor_plus_the_size_at_the_minimum_speed() -> None:
+    deadline = Deadline(floor=60, min_speed=10_000)
+    assert deadline.allowed(0) == 60
+    assert deadline.allowed(1_000_000) == 160
+    assert Deadline.from_env({}) == Deadline() == Deadline(60, 10_000)
+    assert Deadline.from_env({DEADLINE_ENV: "5", MIN_SPEED_ENV: " 2.5 "}) == Deadline(5, 2500)
+
+
+@pytest.mark.parametrize("name", [DEADLINE_ENV, MIN_SPEED_ENV])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_a_bad_deadline_setting_is_a_configuration_error_naming_it(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Deadline.from_env({name: value})
+    assert f"{name}={value!r}" in str(caught.value) and "positive number" in str(caught.value)
+
+
+def test_the_client_takes_its_deadline_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DEADLINE_ENV, "7")
+    monkeypatch.setenv(MIN_SPEED_ENV, "3")
+    assert HttpClient().deadline == Deadline(7, 3000)
+    with client("file:///nowhere/") as c:
+        assert c.http.deadline == Deadline(7, 3000)
+
+
+@pytest.mark.parametrize("what", ["page", "file", "range", "stream"])
+def test_a_trickling_answer_is_cut_at_its_deadline_naming_the_url(
+    index: FixtureIndex, serve: Serve, what: str
+) -> None:
+    server = serve(index)
+    wheel = next(e for e in index.files_for("demo") if e.kind == "wheel")
+    path = "/simple/demo/" if what == "page" else f"/files/{wheel.filename}"
+    server.add_fault("^" + re.escape(path) + "$", "trickle", **TRICKLE)  # type: ignore[arg-type]
+    url = server.base_url + path
+    with http(deadline=SHORT) as h, pytest.raises(TooSlowError) as caught:
+        if what == "page":
+            h.get(url, accept=ACCEPT)
+        elif what == "file":
+            h.get(url, sha256=wheel.sha256, size=wheel.size)
+        elif what == "range":
+            h.get_range(url, 0, 99)
+        else:
+            b"".join(h.stream(url))
+    message = str(caught.value)
+    assert message.startswith(f"GET {url} was too slow: ")
+    assert DEADLINE_ENV in message and MIN_SPEED_ENV in message
+    # The deadline covers every attempt: none is made after it passed.
+    assert len(server.requests_for("^" + re.escape(path) + "$")) == 1
+
+
+def test_the_deadline_grows_with_the_expected_size(index: FixtureIndex, serve: Serve) -> None:
+    """An answer that starts a second late is fine for a file of known size (at 100 B/s,
+    its bytes are allowed seconds), and too slow for one that is expected to be empty."""
+    server = serve(index)
+    url = server.base_url + "/files/demo-1.0.tar.gz"
+    size = (index.files_dir / "demo-1.0.tar.gz").stat().st_size
+    assert size > 500
+    server.add_fault(r"demo-1\.0\.tar\.gz$", "slow", times=2, delay=1.0)
+    late_start = Deadline(floor=0.2, min_speed=100)
+    with http(deadline=late_start) as h:
+        assert len(b"".join(h.stream(url, size=size))) == size
+        with pytest.raises(TooSlowError, match="ReadTimeout"):
+            b"".join(h.stream(url))
+
+
+@pytest.mark.parametrize("what", ["page", "stream", "range"])
+def test_a_redirect_loop_is_an_error_naming_the_url(
+    index: FixtureIndex, serve: Serve, what: str
+) -> None:
+    server = serve(index)
+    path = "/simple/demo/" if what == "page" else "/files/demo-1.0.tar.gz"
+    server.add_fault("^" + re.escape(path) + "$", "redirect", times=1000)
+    url = server.base_url + path
+    with http() as h, pytest.raises(IndexClientError) as caught:
+        if what == "page":
+            h.get(url, accept=ACCEPT)
+        elif what == "range":
+            h.get_range(url, 0, 99)
+        else:
+            b"".join(h.stream(url))
+    message = str(caught.value)
+    assert message.startswith(f"GET {url} was redirected more than 20 times")
+    assert "loop" in message
+    assert len(server.requests_for("^" + re.escape(path) + "$")) == 21  # not retried
+
+
+def test_an_invalid_url_is_an_error_naming_it() -> None:
+    url = "http://127.0.0.1:99999/x"  # no such port
+    with http() as h, pytest.raises(IndexClientError, match=re.escape(f"GET {url} failed")):
+        h.get(url)
+
+
+# ---------------------------------------------------- lock and pull, as a user runs them
+
+LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
+LIB = Release("lib", "1.0", files={"lib/data.txt": "x" * 2000})
+
+
+@pytest.fixture
+def lib_project(
+    make_index: MakeIndex, serve: Serve, make_project: Callable[..., Path]
+) -> tuple[Path, IndexServer]:
+    """A project needing lib 1.0 (a wheel with its .metadata file, and an sdist)."""
+    server = serve(make_index([LIB]))
+    text = (
+        '[project]\nname = "proj"\nversion = "0"\ndependencies = ["lib"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{LINUX}]\n'
+    )
+    return make_project(text), server
+
+
+def run_cli(proj: Path, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m monorepo`` with a one-second deadline floor (size allowance 1 MB/s)."""
+    env = {**os.environ, DEADLINE_ENV: "1", MIN_SPEED_ENV: "1000"}
+    if cache is not None:
+        env["MONOREPO_CACHE_DIR"] = str(cache)
+    return subprocess.run(
+        [sys.executable, "-m", "monorepo", "--project", str(proj), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def assert_one_paragraph_error(run: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """Exit 2, no traceback, and the last line of stderr the one error, naming *fragments*."""
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], run.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], run.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("what", "path"),
+    [
+        ("index page", "/simple/lib/"),
+        ("metadata file", "/files/lib-1.0-py3-none-any.whl.metadata"),
+        ("sdist, sources pass", "/files/lib-1.0.tar.gz"),
+    ],
+)
+def test_lock_stops_a_trickling_download_naming_the_url(
+    lib_project: tuple[Path, IndexServer], what: str, path: str
+) -> None:
+    proj, server = lib_project
+    server.add_fault("^" + re.escape(path) + "$", "trickle", **TRICKLE)  # type: ignore[arg-type]
+    run = run_cli(proj, "lock")
+    assert_one_paragraph_error(run, f"GET {server.base_url}{path} was too slow", DEADLINE_ENV)
+    assert not (proj / "pylock.toml").exists()
+
+
+def test_pull_stops_a_trickling_download_naming_the_url(
+    lib_project: tuple[Path, IndexServer], tmp_path: Path
+) -> None:
+    proj, server = lib_project
+    monorepo.lock(proj)
+    server.add_fault(r"^/files/lib-1\.0\.tar\.gz$", "trickle", **TRICKLE)  # type: ignore[arg-type]
+    run = run_cli(proj, "pull", cache=tmp_path / "empty-cache")
+    url = f"{server.base_url}/files/lib-1.0.tar.gz"
+    assert_one_paragraph_error(run, "lib 1.0", f"GET {url} was too slow", DEADLINE_ENV)
+    assert not (proj / "duni" / "lib").exists()
+
+
+def test_lock_and_pull_report_a_redirect_loop_in_one_paragraph(
+    lib_project: tuple[Path, IndexServer], tmp_path: Path
+) -> None:
+    proj, server = lib_project
+    server.add_fault(r"^/simple/lib/$", "redirect", times=1000)
+    run = run_cli(proj, "lock")
+    assert_one_paragraph_error(run, f"GET {server.url}lib/ was redirected more than 20 times")
+    server.clear_faults()
+    assert run_cli(proj, "lock", "--json").returncode == 0
+    server.add_fault(r"^/files/lib-1\.0\.tar\.gz$", "redirect", times=1000)
+    run = run_cli(proj, "pull", "--json", cache=tmp_path / "empty-cache")
+    url = f"{server.base_url}/files/lib-1.0.tar.gz"
+    assert_one_paragraph_error(run, "lib 1.0", f"GET {url} was redirected more than 20 times")
+    assert run.stdout == "" or "error" in json.loads(run.stdout)

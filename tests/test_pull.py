@@ -35,6 +35,7 @@ from fixtures.server import IndexServer
 from monorepo import lockfile
 from monorepo.cache import ContentStore
 from monorepo.errors import (
+    DiskFullError,
     ExtractError,
     HashMismatchError,
     IndexClientError,
@@ -345,6 +346,25 @@ def test_fetch_source_git_offline_needs_the_mirror(tmp_path: Path) -> None:
     with pytest.raises(PullError, match=r"gitlib 1\.0.*without --offline"):
         fetch_source(pkg, store=ContentStore(tmp_path / "store"), offline=True)
     assert os.path.isdir(fetch_source(pkg, store=ContentStore(tmp_path / "store")))
+
+
+def test_a_git_server_that_stops_answering_times_out(
+    tmp_path: Path, serve: Callable[..., IndexServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libgit2 waits forever by default; monorepo gives it the HTTP client's read timeout,
+    cut to the deadline's floor (one second here)."""
+    server = serve(tmp_path)
+    server.add_fault(r"/gitlib\.git/info/refs$", "slow", delay=10.0)
+    monkeypatch.setenv("MONOREPO_HTTP_DEADLINE", "1")
+    url = f"{server.base_url}/gitlib.git"
+    pkg = LockedPackage(
+        name=canonicalize_name("gitlib"),
+        version=Version("1.0"),
+        source=VcsSource(url=url, commit="0" * 40, requested=None),
+    )
+    with pytest.raises(PullError) as caught:
+        fetch_source(pkg, store=ContentStore(tmp_path / "store"))
+    assert url in str(caught.value) and "timed out" in str(caught.value)
 
 
 # --------------------------------------------------------------------------- pull
@@ -1606,3 +1626,105 @@ def test_the_records_are_ignored_by_git_and_the_trees_are_not(project: Any) -> N
         assert repo.path_is_ignored(f"duni/.monorepo/{name}"), name
     for path in ("duni/lib/lib/__init__.py", "duni/workspace.toml", "duni/README.md"):
         assert not repo.path_is_ignored(path), path
+# ------------------------------------------------- the store heals; a full disk is named
+
+
+def test_a_store_entry_replaced_by_a_directory_heals_on_the_next_pull(project: Any) -> None:
+    proj, _, _ = project([APP, LIB], ["app"])
+    monorepo.lock(proj)
+    pull(proj)
+    doc = lockfile.read(proj / "pylock.toml")
+    source = next(p for p in doc.packages if p.name == "lib").source
+    assert isinstance(source, SdistSource)
+    entry = ContentStore().path_for(source.sha256)
+    entry.unlink()
+    entry.mkdir()
+    (entry / "stray").write_bytes(b"not the sdist")
+    shutil.rmtree(proj / "duni" / "lib")  # so that pull needs the source again
+    result = pull(proj)
+    assert result.updated == ["lib"]
+    assert entry.is_file() and hashlib.sha256(entry.read_bytes()).hexdigest() == source.sha256
+    assert_tree_matches_lock(proj, by_key(APP, LIB))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """``small_disk(size)``: a fresh tmpfs of *size* (``mount -o size=``), unmounted at the
+    end; the test is skipped where mounting is not allowed (not root, no tmpfs)."""
+    mounts: list[Path] = []
+
+    def factory(size: str = "1m") -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs to fill needs root")
+        where = tmp_path / f"disk{len(mounts)}"
+        where.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)]
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        except OSError as error:
+            pytest.skip(f"cannot run mount: {error}")
+        if run.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip()}")
+        mounts.append(where)
+        return where
+
+    yield factory
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+
+
+def cli_pull(proj: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monorepo", "--project", str(proj), "pull"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_paragraph(run: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], run.stderr
+
+
+def test_a_full_disk_under_duni_is_named_and_not_blamed_on_the_archive(
+    project: Any, small_disk: Any
+) -> None:
+    disk = small_disk("1m")
+    duni = disk / "duni"
+    (big,) = big_releases(1, 3_000_000)  # 3 MB of text: more than the disk holds
+    proj, _, _ = project([big], ["big0"], tool_toml=f'duni = "{duni}"')
+    monorepo.lock(proj)
+    with pytest.raises(DiskFullError) as caught:
+        pull(proj)
+    message = str(caught.value)
+    assert f"the disk holding {duni} is full (the file system mounted at {disk})" in message
+    assert "big0" in message and "No space left on device" in message
+    assert "refusing" not in message and "lock another version" not in message
+    assert package_dirs(duni) == [] and leftovers(duni) == []  # nothing half-written
+    run = cli_pull(proj)
+    assert_one_paragraph(run, f"the disk holding {duni} is full")
+
+
+def test_a_full_download_cache_is_named_and_not_blamed_on_duni(
+    project: Any, small_disk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (big,) = big_releases(1, 3_000_000)  # its sdist is larger than the disk
+    proj, _, _ = project([big], ["big0"])
+    monorepo.lock(proj)
+    disk = small_disk("1m")
+    monkeypatch.setenv("MONOREPO_CACHE_DIR", str(disk / "cache"))
+    store = ContentStore()
+    with pytest.raises(DiskFullError) as caught:
+        pull(proj)
+    message = str(caught.value)
+    assert f"the disk holding {store.root} is full (the file system mounted at {disk})" in message
+    assert "big0 1.0" in message and "MONOREPO_CACHE_DIR" in message
+    assert "duni" not in message
+    assert store_files(store) == [] and not (proj / "duni" / "big0").exists()
+    run = cli_pull(proj)
+    assert_one_paragraph(run, f"the disk holding {store.root} is full")
