@@ -25,7 +25,7 @@ from packaging.version import Version
 
 from .buildsystem import read_build_system
 from .errors import ResolutionError
-from .lockfile import BUILD_GROUP, LockedPackage
+from .lockfile import BUILD_GROUP, ArchiveSource, LockedPackage, SdistSource
 from .overlays import OverlaySet
 from .reporter import NullReporter, Reporter
 from .resolver import Resolution, Scope
@@ -47,10 +47,16 @@ def annotate(
     reporter: Reporter,
     jobs: int = 8,
 ) -> list[LockedPackage]:
-    """Add tree-hash and build-system fields to every package that lacks them."""
+    """Add tree-hash and build-system fields to every package that lacks them.
+
+    Each source is downloaded for this anyway, so an sdist or archive whose index gave
+    no size (a PEP 503 HTML page has none) gets the size of the verified download: the
+    lock then records the same identity (url, size, sha256) whatever the index format.
+    """
     from .cache import ContentStore
     from .http import HttpClient
-    from .sources import materialize
+    from .sources import fetch_source, materialize_entries
+    from .treehash import hash_entries
 
     store = ContentStore()
     todo = [p for p in packages if "tree-hash" not in p.tool]
@@ -64,15 +70,17 @@ def annotate(
         matched = overlays.rule_for(pkg.name, pkg.version)
         rule = matched.rule if matched is not None else None
         what = f"{pkg.name} {pkg.version}"
+        fetched = fetch_source(pkg, store=store, fetch=http.stream, offline=offline)
         with tempfile.TemporaryDirectory(prefix="monorepo-src-") as tmp:
             tree = Path(tmp) / "tree"
-            tree_hash = materialize(
-                pkg,
-                tree,
-                patches=rule.patches if rule else (),
-                store=store,
-                fetch=http.stream,
-                offline=offline,
+            tree_hash = hash_entries(
+                materialize_entries(
+                    pkg,
+                    tree,
+                    patches=rule.patches if rule else (),
+                    store=store,
+                    fetched=lambda: fetched,
+                )
             )
             build = read_build_system(
                 tree, what=what, override=rule.build_requires if rule else None
@@ -81,7 +89,10 @@ def annotate(
         tool = dict(pkg.tool)
         tool["tree-hash"] = tree_hash
         tool.update(build.to_tool())
-        return dataclasses.replace(pkg, tool=tool)
+        source = pkg.source
+        if isinstance(source, SdistSource | ArchiveSource) and source.size is None:
+            source = dataclasses.replace(source, size=fetched.stat().st_size)
+        return dataclasses.replace(pkg, tool=tool, source=source)
 
     done: dict[int, LockedPackage] = {}
     with http, ThreadPoolExecutor(max_workers=jobs) as pool:

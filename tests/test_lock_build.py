@@ -139,3 +139,35 @@ def test_patch_changes_the_tree_hash_and_broken_patch_fails(setup: Any) -> None:
     with pytest.raises(OverlayError, match=r"(?s)lib.*0001-mark\.patch.*lib/__init__\.py"):
         monorepo.lock(proj2)
     assert (proj2 / "pylock.toml").read_bytes() == before
+
+
+@pytest.mark.parametrize("build", [True, False])
+def test_a_plain_html_index_locks_verifies_and_pulls(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    make_project: Callable[..., Path],
+    build: bool,
+) -> None:
+    """PEP 503 HTML pages give no size: the sources pass records the download's, and a lock
+    without one (build-dependencies = false, nothing downloaded) is still complete."""
+    index = make_index(RELEASES)
+    server = serve(index, formats=("html",))
+    proj = make_project(
+        f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+        f"build-dependencies = {'true' if build else 'false'}\n"
+    )
+    monorepo.lock(proj)
+    _, pkgs = load(proj)
+    for name, pkg in pkgs.items():
+        size = pkg["sdist"].get("size")
+        if build:
+            assert size == index.entries[pkg["sdist"]["name"]].size, name
+        else:
+            assert size is None, name
+    report = monorepo.verify(proj)
+    checks = {c.name: c for c in report.checks}
+    assert checks["lock"].passed, checks["lock"].items
+    monorepo.pull(proj)
+    report = monorepo.verify(proj, remote=True)
+    assert report.passed, [str(i) for c in report.checks for i in c.items]
