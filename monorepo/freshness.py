@@ -5,10 +5,13 @@ added or removed, a requirement or constraint now excludes a locked version, or
 an input that decides resolution changed (targets, indexes, exclude-newer,
 prerelease policy, git sources, overlays).  A loosened requirement that the
 locked version still satisfies keeps the lock fresh: re-locking would prefer the
-same versions anyway.  :func:`stale_reasons` is pure: config and lock in, reasons
-out; :func:`current_reasons` gathers what it needs from the machine (the index
-URL, the overlays) first, and :func:`require_fresh` is the refusal ``pull`` and
-``build`` make, like uv's ``--locked`` (``frozen`` skips it, like uv's ``--frozen``).
+same versions anyway.  A lock whose build closure does not hold together (a package
+builds with a version the lock lacks, or that its build requirement excludes) or was
+chosen by an earlier rule than this monorepo's is stale too: re-locking would change
+it.  :func:`stale_reasons` is pure: config and lock in, reasons out;
+:func:`current_reasons` gathers what it needs from the machine (the index URL, the
+overlays) first, and :func:`require_fresh` is the refusal ``pull`` and ``build`` make,
+like uv's ``--locked`` (``frozen`` skips it, like uv's ``--frozen``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .config import ProjectConfig
 from .errors import StaleLockError
 from .lockfile import LOCK_NAME, LockDocument, LockedPackage
+
+#: Revision of the rule that chooses the build closure (monorepo.buildclosure), recorded
+#: in the lock's inputs: a lock chosen by another rule is stale, as re-locking changes it.
+#: 2: all build requirements resolved together, one version of each tool unless they
+#: conflict (1, unrecorded: each package's requirements on their own).
+BUILD_CLOSURE_RULE = 2
 
 #: inputs compared as a whole: any change is stale
 EXACT_INPUTS = (
@@ -31,6 +41,7 @@ EXACT_INPUTS = (
     ("prereleases", "the prereleases policy"),
     ("sources", "[tool.monorepo.sources]"),
     ("build-dependencies", "build-dependencies"),
+    ("build-closure", "the rule monorepo chooses build dependencies by"),
     ("overlays", "the overlays (names, commits or content)"),
     ("requires-python", "requires-python"),
 )
@@ -65,6 +76,10 @@ def stale_reasons(
     reasons: list[str] = []
     locked = lock.inputs
     for key, label in EXACT_INPUTS:
+        if key == "build-closure" and _norm(locked.get("build-dependencies")) != _norm(
+            inputs.get("build-dependencies")
+        ):
+            continue  # said already: build-dependencies changed
         if _norm(locked.get(key)) != _norm(inputs.get(key)):
             reasons.append(
                 f"{label} changed ({_show(locked.get(key))} -> {_show(inputs.get(key))})"
@@ -107,6 +122,51 @@ def stale_reasons(
         )
     for req in config.overrides:
         reasons += _violations(req, by_name, envs, "override")
+    return reasons + build_closure_reasons(lock)
+
+
+def build_closure_reasons(lock: LockDocument) -> list[str]:
+    """Where the lock's build closure does not hold together (a hand edit, a bad merge).
+
+    Each package's ``build-closure`` must name locked packages and satisfy its
+    ``build-requires`` (those without a marker: markers are the build host's, which need
+    not be this machine), and every build-only package must be in some closure.
+    """
+    locked = {(p.name, p.version) for p in lock.packages}
+    used: set[tuple[NormalizedName, Version]] = set()
+    reasons: list[str] = []
+    for pkg in lock.packages:
+        closure = pkg.tool.get("build-closure")
+        if not isinstance(closure, list):
+            continue
+        label = f"{pkg.name} {pkg.version}"
+        pins: dict[NormalizedName, Version] = {}
+        for text in closure:
+            name, _, version = str(text).partition("==")
+            try:
+                key = (canonicalize_name(name), Version(version))
+            except InvalidVersion:
+                reasons.append(f"{label}: build-closure entry {text!r} is not name==version")
+                continue
+            if key not in locked:
+                reasons.append(f"{label} builds with {text}, which the lock does not hold")
+            pins[key[0]] = key[1]
+            used.add(key)
+        for text in pkg.tool.get("build-requires", ()):
+            try:
+                req = Requirement(str(text))
+            except InvalidRequirement:
+                reasons.append(f"{label}: build requirement {text!r} is not valid PEP 508")
+                continue
+            if req.marker is not None or req.url:
+                continue
+            pinned = pins.get(canonicalize_name(req.name))
+            if pinned is None or not req.specifier.contains(pinned, prereleases=True):
+                has = f"{req.name} {pinned}" if pinned is not None else f"no {req.name}"
+                reasons.append(f"{label} needs {req} to build, but its build closure has {has}")
+    for pkg in lock.packages:
+        if pkg.role == "build" and (pkg.name, pkg.version) not in used:
+            reasons.append(f"build-only {pkg.name} {pkg.version} is in no package's build closure")
     return reasons
 
 
@@ -179,6 +239,7 @@ def canonical_inputs(
             for name, s in sorted(config.sources.items())
         },
         "build-dependencies": config.build_dependencies,
+        "build-closure": BUILD_CLOSURE_RULE if config.build_dependencies else None,
         "overlays": [dict(o) for o in overlays],
     }
 

@@ -244,11 +244,15 @@ def resolve_document(
     index_urls: Sequence[str],
     overlays: OverlaySet,
     preferred: Mapping[NormalizedName, Version],
-    preferred_build: Mapping[NormalizedName, Version],
     offline: bool,
     reporter: Reporter,
 ) -> LockDocument:
-    """Resolve every target, merge, close over build dependencies: the new lock."""
+    """Resolve every target, merge, close over build dependencies: the new lock.
+
+    *preferred* (the existing lock's runtime versions) steers the runtime resolutions
+    only: the build closure is a function of the runtime set and the index
+    (:mod:`monorepo.buildclosure`), so a relock, ``-U`` and ``verify --resolve`` agree.
+    """
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)
     for target in config.targets:
@@ -266,7 +270,7 @@ def resolve_document(
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
         packages = _with_build_dependencies(
-            packages, config, client, overlays, dict(preferred_build), sources, offline, reporter
+            packages, config, client, overlays, sources, offline, reporter
         )
     return LockDocument(
         packages=sorted_packages(packages),
@@ -287,7 +291,6 @@ def _with_build_dependencies(
     config: ProjectConfig,
     client: IndexClient,
     overlays: OverlaySet,
-    preferred_build: Mapping[NormalizedName, Version],
     sources: Mapping[NormalizedName, str],
     offline: bool,
     reporter: Reporter,
@@ -298,13 +301,10 @@ def _with_build_dependencies(
         client, host, exclude_newer=config.exclude_newer, offline=offline, overlays=overlays
     )
 
-    def resolve_build(scope: Scope, runtime: Mapping[NormalizedName, Version]) -> Resolution:
-        policy = _policy(config, host, {**preferred_build, **runtime}, sources)
-        reporter.task("resolve:build", "Resolving build dependencies")
-        try:
-            return resolve([scope], finder, policy)
-        finally:
-            reporter.done("resolve:build")
+    def resolve_build(
+        scopes: Sequence[Scope], preferred: Mapping[NormalizedName, Version]
+    ) -> Resolution:
+        return resolve(scopes, finder, _policy(config, host, preferred, sources))
 
     def merge_build(resolution: Resolution) -> list[LockedPackage]:
         return merge({host.name: resolution}, [host], overlays=overlays, role="build")

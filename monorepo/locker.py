@@ -126,8 +126,9 @@ def lock(
 ) -> LockResult:
     """Resolve the project at *project* for all its targets and write pylock.toml.
 
-    Versions of an existing lock are preferred (minimal updates); *upgrade*
-    releases all of them, *upgrade_packages* only the named ones.  With
+    Runtime versions of an existing lock are preferred (minimal updates); *upgrade*
+    releases all of them, *upgrade_packages* only the named ones.  The build closure is
+    chosen afresh from the runtime set (:mod:`monorepo.buildclosure`).  With
     ``write=False`` nothing is written (``verify --resolve`` uses that).
     *exclude_newer* replaces the configured cut-off for this run (``verify
     --resolve`` pins a lock without one to its newest upload time).
@@ -156,20 +157,19 @@ def lock(
         existing = on_disk[1] if on_disk is not None else None
         if existing is not None:
             client.prefetch(p.name for p in existing.packages)
+        # Only runtime versions are preferred: the build closure is a function of the
+        # runtime set and the index (monorepo.buildclosure), never of the previous lock.
         preferred: dict[NormalizedName, Version] = {}
-        preferred_build: dict[NormalizedName, Version] = {}
         if existing is not None and not upgrade:
             released = {canonicalize_name(n) for n in upgrade_packages}
             for p in existing.packages:
-                if p.name not in released:
-                    (preferred if p.role == "runtime" else preferred_build).setdefault(
-                        p.name, p.version
-                    )
+                if p.name not in released and p.role == "runtime":
+                    preferred.setdefault(p.name, p.version)
         overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
         # Audits (write=False) always resolve; git sources can move without any page changing.
         key = None
         if write and not config.sources:
-            key = _memo_key(config, index_urls, overlays, preferred, preferred_build)
+            key = _memo_key(config, index_urls, overlays, preferred)
         reused = _reuse(key, client, path, reporter) if key is not None else None
         if reused is not None:
             text, document = reused
@@ -178,7 +178,7 @@ def lock(
             from .lockdoc import resolve_document
 
             document = resolve_document(
-                config, client, index_urls, overlays, preferred, preferred_build, offline, reporter
+                config, client, index_urls, overlays, preferred, offline, reporter
             )
             text = rendered(document, on_disk)
             if key is not None and all(_from_index(p) for p in document.packages):
@@ -196,7 +196,6 @@ def _memo_key(
     index_urls: Sequence[str],
     overlays: OverlaySet,
     preferred: Mapping[NormalizedName, Version],
-    preferred_build: Mapping[NormalizedName, Version],
 ) -> str:
     """Everything besides the index pages that decides this lock (see ``lockmemo``)."""
     from .freshness import canonical_inputs
@@ -210,7 +209,6 @@ def _memo_key(
             "inputs": canonical_inputs(config, index_urls, overlays.canonical()),
             "exclude-newer": config.exclude_newer.isoformat() if config.exclude_newer else None,
             "preferred": sorted((str(n), str(v)) for n, v in preferred.items()),
-            "preferred-build": sorted((str(n), str(v)) for n, v in preferred_build.items()),
             "build-host": _build_host() if config.build_dependencies else None,
         }
     )

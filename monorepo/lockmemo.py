@@ -29,7 +29,7 @@ from monorepo import paths
 from monorepo.atomic import write_bytes
 
 #: Bump when an entry's layout or what the key covers changes.
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ class Scope:
     kind: Literal["project", "extra", "group"]
     name: str
     requirements: tuple[Requirement, ...]
+    #: who asks, in conflict explanations, when not the project itself (a build's requirements)
+    description: str | None = None
 
     @property
     def identifier(self) -> str:
@@ -181,6 +183,8 @@ class Scope:
 
     @property
     def label(self) -> str:
+        if self.description is not None:
+            return self.description
         return (
             "the project" if self.kind == "project" else f"the project's {self.kind} '{self.name}'"
         )
@@ -312,6 +316,11 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         files costs a handful of file checks, not thousands.
         """
         if identifier.startswith(VIRTUAL_PREFIX):
+            # A scope has one candidate; once backtracking has ruled it out there is none
+            # left.  Offering it again made resolvelib pin and reject the same scope until
+            # max_rounds whenever two scopes' requirements conflicted directly.
+            if any(True for _ in incompatibilities[identifier]):
+                return []
             return [Candidate(name=NormalizedName(identifier), version=Version("0"))]
         reqs = list(requirements[identifier])
         bad = {c.version for c in incompatibilities[identifier]}

@@ -271,6 +271,17 @@ def _check_lock(ctx: _Ctx, result: CheckResult, index_url: str | None) -> None:
     for pkg in doc.packages:
         for problem in _incomplete(pkg, need_tree_hash=build_deps):
             result.fail(Item(str(pkg.name), "incomplete", f"{pkg.version}: {problem}"))
+        if isinstance(pkg.source, SdistSource | ArchiveSource) and pkg.source.size is None:
+            # PEP 751 makes the size optional and a PEP 503 HTML page gives none; the
+            # sha256 is the identity, the size only caps a download early.
+            result.warnings.append(
+                Item(
+                    str(pkg.name),
+                    "no-size",
+                    f"{pkg.version}: the lock records no size for {pkg.source.url} (the index"
+                    " gave none), so a download of it is checked by sha256 alone",
+                )
+            )
         other = seen_dirs.setdefault(pkg.dir, pkg)
         if other is not pkg:
             result.fail(
@@ -293,8 +304,6 @@ def _incomplete(pkg: LockedPackage, *, need_tree_hash: bool) -> list[str]:
             out.append(f"vcs commit-id {source.commit!r} is not a full commit id")
     elif not _SHA256.match(source.sha256):
         out.append(f"source hash {source.sha256!r} is not a sha256 hex digest")
-    elif isinstance(source, SdistSource) and source.size is None:
-        out.append("the sdist has no size")
     d = tool.get("dir")
     if not isinstance(d, str) or not d or d.startswith(".") or "/" in d or d in _GENERATED:
         out.append(f"[packages.tool.monorepo] dir {d!r} is missing or not a plain directory name")

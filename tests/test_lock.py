@@ -332,6 +332,24 @@ def test_conflict_is_explained_in_words(project: Any) -> None:
     assert "shared" in text and "override" in text
 
 
+def test_scopes_that_conflict_directly_are_explained(project: Any) -> None:
+    """The project and one of its groups ask for disjoint versions of one package.
+
+    Each scope is a single virtual candidate; the resolver used to offer it again after
+    ruling it out, pinning and rejecting it until it gave up with "took too long"
+    (70 seconds per failed build-closure trial on the real index).
+    """
+    releases = [Release("shared", "1.0"), Release("shared", "2.0")]
+    extra = '[dependency-groups]\ntest = ["shared>=2"]\n'
+    proj, _ = project(releases, ["shared<2"], extra_toml=extra)
+    with pytest.raises(ResolutionError) as info:
+        monorepo.lock(proj)
+    text = str(info.value)
+    assert "took too long" not in text
+    assert "the project requires shared<2" in text
+    assert "the project's group 'test' requires shared>=2" in text
+
+
 def test_missing_package_is_explained(project: Any) -> None:
     proj, _ = project([Release("a", "1.0")], ["nosuch"])
     with pytest.raises(ResolutionError, match="no usable release of nosuch"):
