@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .builder import BuildResult, build
-    from .config import ProjectConfig, load_config
-    from .errors import (
+    from monorepo._core.reporter import NullReporter, Reporter
+    from monorepo.building.builder import BuildResult, build
+    from monorepo.errors import (
         ConfigError,
         IndexClientError,
         LockFileError,
@@ -27,30 +27,30 @@ if TYPE_CHECKING:
         ResolutionError,
         StaleLockError,
     )
-    from .graph import list_packages, why
-    from .locker import CheckResult, LockResult, check, lock
-    from .lockfile import LockDocument, LockedPackage
-    from .lockfile import read as read_lock
-    from .puller import PullResult, pull
-    from .reporter import NullReporter, Reporter
-    from .verifier import VerifyReport, verify
+    from monorepo.locking.graph import list_packages, why
+    from monorepo.locking.locker import CheckResult, LockResult, check, lock
+    from monorepo.project.config import ProjectConfig, load_config
+    from monorepo.project.lockfile import LockDocument, LockedPackage
+    from monorepo.project.lockfile import read as read_lock
+    from monorepo.vendor.pull import PullResult, pull
+    from monorepo.vendor.verify.verifier import VerifyReport, verify
 
 _EXPORTS = {
-    "build": "builder",
-    "BuildResult": "builder",
-    "lock": "locker",
-    "check": "locker",
-    "LockResult": "locker",
-    "pull": "puller",
-    "PullResult": "puller",
-    "CheckResult": "locker",
-    "load_config": "config",
-    "ProjectConfig": "config",
-    "read_lock": "lockfile",
-    "LockDocument": "lockfile",
-    "LockedPackage": "lockfile",
-    "Reporter": "reporter",
-    "NullReporter": "reporter",
+    "build": "building.builder",
+    "BuildResult": "building.builder",
+    "lock": "locking.locker",
+    "check": "locking.locker",
+    "LockResult": "locking.locker",
+    "pull": "vendor.pull",
+    "PullResult": "vendor.pull",
+    "CheckResult": "locking.locker",
+    "load_config": "project.config",
+    "ProjectConfig": "project.config",
+    "read_lock": "project.lockfile",
+    "LockDocument": "project.lockfile",
+    "LockedPackage": "project.lockfile",
+    "Reporter": "_core.reporter",
+    "NullReporter": "_core.reporter",
     "MonorepoError": "errors",
     "ConfigError": "errors",
     "IndexClientError": "errors",
@@ -58,10 +58,10 @@ _EXPORTS = {
     "ResolutionError": "errors",
     "LockFileError": "errors",
     "StaleLockError": "errors",
-    "verify": "verifier",
-    "VerifyReport": "verifier",
-    "list_packages": "graph",
-    "why": "graph",
+    "verify": "vendor.verify.verifier",
+    "VerifyReport": "vendor.verify.verifier",
+    "list_packages": "locking.graph",
+    "why": "locking.graph",
 }
 
 __all__ = [

@@ -30,20 +30,20 @@ import pytest
 import monorepo
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo import builder as builder_mod
-from monorepo.builder import BuildResult, build, check_system_libraries, network_isolation
-from monorepo.cli import main
-from monorepo.elfcheck import (
+from monorepo._core.reporter import RecordingReporter
+from monorepo.building import builder as builder_mod
+from monorepo.building.builder import BuildResult, build, check_system_libraries, network_isolation
+from monorepo.building.elfcheck import (
     EM_AARCH64,
     EM_X86_64,
     check_wheel,
     platform_tag_matches,
     read_elf_header,
 )
+from monorepo.cli.commands import main
 from monorepo.errors import BuildError, StaleLockError
-from monorepo.reporter import RecordingReporter
-from monorepo.targets import host_target
-from monorepo.workspace import render
+from monorepo.project.targets import host_target
+from monorepo.vendor.workspace import render
 
 HOST = host_target()
 ROOT = Path(__file__).resolve().parent.parent
@@ -1013,7 +1013,7 @@ def test_cross_target_without_sysroot_says_how_to_make_one(
 
 def test_build_env_sync_installs_replaces_and_removes(tmp_path: Path) -> None:
     from fixtures.builder import build_wheel
-    from monorepo.buildenv import BuildEnv
+    from monorepo.building.buildenv import BuildEnv
 
     one = build_wheel(
         Release("helper", "1.0", files={"helper/old.py": "X = 1\n"}), "py3-none-any", tmp_path / "w"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from monorepo.cache import ContentStore
 from monorepo.errors import HashMismatchError, StorageError
+from monorepo.sources.store import ContentStore
 
 DATA = b"an sdist, more or less\n" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -18,7 +18,7 @@ import pytest
 
 from fixtures import hostile
 from monorepo.errors import ExtractError
-from monorepo.extract import (
+from monorepo.extract.archive import (
     ExtractorPool,
     Limits,
     Planner,
@@ -26,7 +26,7 @@ from monorepo.extract import (
     extract_sdist,
     read_archive,
 )
-from monorepo.treehash import hash_entries, scan_tree, tree_hash
+from monorepo.sources.treehash import hash_entries, scan_tree, tree_hash
 
 
 def snapshot(root: Path) -> set[str]:
@@ -674,12 +674,12 @@ def test_pool_survives_a_lost_worker_and_stops_its_workers(tmp_path: Path) -> No
 
 
 def test_prestarted_workers_are_taken_and_the_spares_stopped_on_close(tmp_path: Path) -> None:
-    from monorepo import workerproc
+    from monorepo._core.speed import workerproc
 
     archive = hostile.good_sdist(tmp_path)
     pool = ExtractorPool(2, min_size=0)
     pool.prestart()
-    spares = list(workerproc._spares[("monorepo.extract", "_serve")])
+    spares = list(workerproc._spares[("monorepo.extract.archive", "_serve")])
     assert len(spares) == 2 and all(p.poll() is None for p in spares)
     pool.extract(archive, tmp_path / "out", package="good")
     (worker,) = pool._workers
@@ -695,7 +695,7 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for a good archive, several gzip members, and a truncated or damaged stream."""
     import zlib
 
-    from monorepo import extract
+    from monorepo.extract import archive as extract
 
     isal_zlib = pytest.importorskip("isal.isal_zlib")
     stream = gzip.decompress(hostile.good_sdist(tmp_path).read_bytes())
@@ -784,24 +784,27 @@ def test_every_archive_is_opened_through_the_one_extractor() -> None:
     opening = {"tarfile.open", "zipfile.ZipFile", "tarfile.TarFile"}
     decompressing = {"gzip.decompress", "lzma.decompress", "bz2.decompress", "gzip.open"}
     openers: dict[str, set[str]] = {}
-    for path in sorted(package.glob("*.py")):
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
         text = path.read_text(encoding="utf-8")
         calls = _calls(path)
-        assert "_safe_extract" not in text, path.name
+        assert "_safe_extract" not in text, name
         assert not {c for c in calls if c.endswith((".extractall", ".extract"))} - {
             "extractor.extract"  # ExtractorPool.extract: extract_sdist in a worker
-        }, path.name
-        if path.name != "extract.py":
-            assert not calls & decompressing, path.name
+        }, name
+        if not name.startswith("extract/"):
+            assert not calls & decompressing, name
             if calls & opening:
-                openers[path.name] = calls & opening
+                openers[name] = calls & opening
     # lazywheel hands the open zip to extract.read_zip; sysroot plans a .deb's data.tar
     # with extract.Planner; elfcheck reads the ELF headers of wheels the build just made.
-    assert set(openers) == {"lazywheel.py", "sysroot.py", "elfcheck.py"}, openers
-    assert "extract.read_zip(" in (package / "lazywheel.py").read_text(encoding="utf-8")
-    sysroot = (package / "sysroot.py").read_text(encoding="utf-8")
+    assert set(openers) == {"index/lazywheel.py", "sysroot/make.py", "building/elfcheck.py"}, (
+        openers
+    )
+    assert "extract.read_zip(" in (package / "index/lazywheel.py").read_text(encoding="utf-8")
+    sysroot = (package / "sysroot/make.py").read_text(encoding="utf-8")
     assert "Planner(" in sysroot and "extract.decompress(" in sysroot
-    metadata = (package / "metadata.py").read_text(encoding="utf-8")
+    metadata = (package / "index/metadata.py").read_text(encoding="utf-8")
     assert "extract.read_archive(" in metadata and "extract.extract_sdist(" in metadata
 
 
@@ -810,7 +813,7 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
     import bz2
     import lzma
 
-    from monorepo.extract import decompress
+    from monorepo.extract.archive import decompress
 
     compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
     small = bytes(1000)
@@ -826,7 +829,7 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
 def test_a_wheel_extracts_in_the_tree_layout_under_the_same_rules(tmp_path: Path) -> None:
     """What a cross build's smoke test does with each wheel it imports on the target."""
     from fixtures.builder import Release, wheel_bytes
-    from monorepo.extract import extract_archive
+    from monorepo.extract.archive import extract_archive
 
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     wheel.write_bytes(wheel_bytes(Release("demo", "1.0")))

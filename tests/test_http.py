@@ -18,6 +18,7 @@ import pytest
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
+from monorepo._core.reporter import RecordingReporter
 from monorepo.errors import (
     ConfigError,
     HashMismatchError,
@@ -25,10 +26,9 @@ from monorepo.errors import (
     OfflineError,
     TooSlowError,
 )
-from monorepo.http import DEADLINE_ENV, MIN_SPEED_ENV, Deadline, HttpClient, _is_tls_error
-from monorepo.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
-from monorepo.index import ACCEPT, IndexClient
-from monorepo.reporter import RecordingReporter
+from monorepo.index.client import ACCEPT, IndexClient
+from monorepo.index.http import DEADLINE_ENV, MIN_SPEED_ENV, Deadline, HttpClient, _is_tls_error
+from monorepo.index.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -403,7 +403,7 @@ def counting(*args, **kwargs):
     calls.append(args[0])
     return real(*args, **kwargs)
 socket.getaddrinfo = counting
-from monorepo.http import HttpClient, share_dns_lookups
+from monorepo.index.http import HttpClient, share_dns_lookups
 share_dns_lookups()
 share_dns_lookups()  # once is enough: not wrapped twice
 client = HttpClient(max_connections=8)

@@ -17,7 +17,7 @@ from packaging.version import Version
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, IndexClientError
-from monorepo.index import DistFile, IndexClient, parse_html_page, parse_json_page
+from monorepo.index.client import DistFile, IndexClient, parse_html_page, parse_json_page
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

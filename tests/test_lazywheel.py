@@ -22,11 +22,11 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer, RequestRecord
 from monorepo.errors import OfflineError
-from monorepo.http import HttpClient
-from monorepo.httpcache import HttpCache
-from monorepo.index import DistFile, IndexClient
-from monorepo.lazywheel import DEFAULT_TAIL, wheel_metadata
-from monorepo.metadata import metadata_from_wheel, parse_metadata
+from monorepo.index.client import DistFile, IndexClient
+from monorepo.index.http import HttpClient
+from monorepo.index.httpcache import HttpCache
+from monorepo.index.lazywheel import DEFAULT_TAIL, wheel_metadata
+from monorepo.index.metadata import metadata_from_wheel, parse_metadata
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

@@ -19,9 +19,9 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo.cli import main
+from monorepo.cli.commands import main
 from monorepo.errors import ConfigError, OfflineError, ResolutionError
-from monorepo.targets import Target
+from monorepo.project.targets import Target
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 WINDOWS = '{ name = "windows", python = "3.11", platform = "windows", machine = "AMD64" }'

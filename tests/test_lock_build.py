@@ -15,7 +15,7 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import OverlayError, ResolutionError
-from monorepo.targets import host_target
+from monorepo.project.targets import host_target
 from tests.test_lock_overlays import write_overlay
 
 TARGET = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
@@ -175,7 +175,7 @@ def test_build_closure_is_the_same_bytes_whatever_the_state(
 ) -> None:
     """Empty or warm cache, with or without a lock, -U, answers reordered, 0 to 3 index
     workers: the same pylock.toml, with one version of each build tool."""
-    from monorepo import workerproc
+    from monorepo._core.speed import workerproc
 
     server = serve(make_index(CAPPED))
     proj = make_project(

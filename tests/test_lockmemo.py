@@ -12,8 +12,10 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile, lockmemo, paths
-from monorepo.reporter import RecordingReporter
+from monorepo._core import paths
+from monorepo._core.reporter import RecordingReporter
+from monorepo.locking.speed import reuse as lockmemo
+from monorepo.project import lockfile
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

@@ -17,10 +17,9 @@ from fixtures import hostile
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import ExtractError, HashMismatchError, MetadataError
-from monorepo.extract import extract_sdist
-from monorepo.finder import IndexFinder, IndexRelease
-from monorepo.index import DistFile, IndexClient
-from monorepo.metadata import (
+from monorepo.extract.archive import extract_sdist
+from monorepo.index.client import DistFile, IndexClient
+from monorepo.index.metadata import (
     MetadataCache,
     metadata_from_build_backend,
     metadata_from_pkg_info,
@@ -28,7 +27,8 @@ from monorepo.metadata import (
     parse_metadata,
     sdist_pkg_info,
 )
-from monorepo.targets import Target
+from monorepo.project.targets import Target
+from monorepo.resolve.finder import IndexFinder, IndexRelease
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

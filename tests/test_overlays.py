@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from monorepo.errors import OverlayError
-from monorepo.overlays import (
+from monorepo.overlays.rules import (
     GitReplacement,
     OverlaySet,
     UrlReplacement,

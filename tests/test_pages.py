@@ -14,10 +14,10 @@ from packaging.version import Version
 
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo.finder import IndexFinder
-from monorepo.index import IndexClient
-from monorepo.pages import ProjectReleases, json_page_records
-from monorepo.targets import Target
+from monorepo.index.client import IndexClient
+from monorepo.index.pages import ProjectReleases, json_page_records
+from monorepo.project.targets import Target
+from monorepo.resolve.finder import IndexFinder
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

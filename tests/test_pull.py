@@ -32,8 +32,6 @@ from fixtures import hostile
 from fixtures.builder import FixtureIndex, Release, sdist_bytes, source_tree
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile
-from monorepo.cache import ContentStore
 from monorepo.errors import (
     DiskFullError,
     ExtractError,
@@ -43,12 +41,14 @@ from monorepo.errors import (
     PullError,
     StaleLockError,
 )
-from monorepo.http import HttpClient
-from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
-from monorepo.patches import Patch
-from monorepo.puller import PullResult, pull
-from monorepo.sources import fetch_source, materialize
-from monorepo.treehash import tree_hash
+from monorepo.index.http import HttpClient
+from monorepo.project import lockfile
+from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
+from monorepo.sources.fetch import fetch_source, materialize
+from monorepo.sources.patches import Patch
+from monorepo.sources.store import ContentStore
+from monorepo.sources.treehash import tree_hash
+from monorepo.vendor.pull import PullResult, pull
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -573,7 +573,7 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     import random
     from concurrent.futures import Future
 
-    from monorepo.puller import _download_order, _largest_first, _ready_in_order
+    from monorepo.vendor.pull import _download_order, _largest_first, _ready_in_order
 
     rng = random.Random(7)
     sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000, "eee": 1_000}
@@ -952,7 +952,7 @@ SOURCE_EDITS = {
 def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered(
     project: Any, edit: str, recorded_hash: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     change, field = SOURCE_EDITS[edit]
     proj, index, server = project([APP, LIB], ["app"])
@@ -1167,7 +1167,7 @@ def test_missing_lock_is_a_lock_file_error(make_project: Callable[..., Path]) ->
 
 # ------------------------------------------------------- processes: concurrency and SIGKILL
 
-PULL_SCRIPT = "import sys, json; from monorepo.puller import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
+PULL_SCRIPT = "import sys, json; from monorepo.vendor.pull import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
 
 
 def pull_process(proj: Path) -> subprocess.Popen[str]:
@@ -1322,7 +1322,7 @@ def test_every_state_a_kill_between_two_renames_leaves_is_recovered(
 
 
 def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     proj, _, _ = project([APP, LIB], ["app"])
     monorepo.lock(proj)
@@ -1350,7 +1350,7 @@ def test_noop_pull_reads_no_file_content_but_still_sees_edits(
     make_index: Any, serve: Any, make_project: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stat cache: an unchanged tree is not re-read; a same-size edit still is."""
-    import monorepo.treehash as treehash
+    import monorepo.sources.treehash as treehash
 
     server = serve(make_index([Release("lib", "1.0", files={"lib/data.txt": "aaaa\n"})]))
     proj = make_project(
@@ -1579,7 +1579,7 @@ PLANT_CASES = [
 def test_a_planted_link_among_pulls_records_is_refused_and_nothing_outside_is_touched(
     project: Any, tmp_path: Path, plant: str, first_pull: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     proj, _, _ = project([LIB, OTHER], ["lib"])
     monorepo.lock(proj)

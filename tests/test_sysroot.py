@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from fixtures import hostile
+from monorepo._core.reporter import RecordingReporter
 from monorepo.errors import HashMismatchError
-from monorepo.extract import RawMember
-from monorepo.reporter import RecordingReporter
-from monorepo.sysroot import (
+from monorepo.extract.archive import RawMember
+from monorepo.sysroot.make import (
     TOML_NAME,
     DebPackage,
     SysrootError,

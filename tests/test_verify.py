@@ -25,12 +25,12 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile
-from monorepo.cli import main
+from monorepo.cli.commands import main
 from monorepo.errors import LockFileError
-from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
-from monorepo.puller import pull
-from monorepo.verifier import SCHEMA, Item, VerifyReport, verify
+from monorepo.project import lockfile
+from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
+from monorepo.vendor.pull import pull
+from monorepo.vendor.verify.verifier import SCHEMA, Item, VerifyReport, verify
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -162,7 +162,7 @@ def test_an_offline_verify_loads_neither_httpx_nor_pygit2(pulled: Any) -> None:
     """Start-up is most of a small verify: the HTTP client and libgit2 load only when needed."""
     p = pulled(deps=("other",))  # no git source, no patch
     code = (
-        "import sys\nfrom monorepo.verifier import verify\n"
+        "import sys\nfrom monorepo.vendor.verify.verifier import verify\n"
         "assert verify(sys.argv[1]).passed\n"
         "print(sorted(m for m in ('httpx', 'pygit2') if m in sys.modules))"
     )
@@ -398,7 +398,7 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
     pulled: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pull's manifest of an unchanged tree is exactly the scanned tree's: no parse needed."""
-    import monorepo.verifier as verifier
+    import monorepo.vendor.verify.verifier as verifier
 
     p = pulled("build-dependencies = false\n")
     parsed: list[str] = []
@@ -417,7 +417,7 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
 
 
 def test_tree_progress_advances_once_per_package(pulled: Any) -> None:
-    from monorepo.reporter import NullReporter
+    from monorepo._core.reporter import NullReporter
 
     class Counting(NullReporter):
         def __init__(self) -> None:

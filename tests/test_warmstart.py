@@ -8,7 +8,8 @@ from pathlib import Path
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo import lockfile, warmstart
+from monorepo.locking.speed import warmstart
+from monorepo.project import lockfile
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]

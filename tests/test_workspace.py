@@ -11,8 +11,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from monorepo.errors import PullError
-from monorepo.lockfile import LockDocument, LockedPackage, SdistSource
-from monorepo.workspace import build_order, detect_c_extension, render, workspace_data
+from monorepo.project.lockfile import LockDocument, LockedPackage, SdistSource
+from monorepo.vendor.workspace import build_order, detect_c_extension, render, workspace_data
 
 
 def pkg(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fixtures.builder import Release
 from fixtures.server import IndexServer
-from monorepo.index import IndexClient
-from monorepo.writebehind import WriteBehind
+from monorepo._core.speed.writebehind import WriteBehind
+from monorepo.index.client import IndexClient
 from tests.test_indexworker import MakeIndex, Serve
 
 

@@ -1,0 +1,1 @@
+"""Speed-only machinery of the ground floor: worker processes and write-behind."""

@@ -1,0 +1,1 @@
+"""``monorepo build``: duni/ built into wheels, offline, in dependency order."""

@@ -1,0 +1,1 @@
+"""The one extractor: every archive the tool opens, checked by one set of rules."""

@@ -1,0 +1,1 @@
+"""Overlays: per-package rules layered over what the index serves."""

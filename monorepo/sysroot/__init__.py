@@ -1,0 +1,1 @@
+"""Target sysroots from Debian packages, for cross builds (``python -m monorepo.sysroot``)."""
