@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from monorepo._core.version import VERSION as __version__
 
 if TYPE_CHECKING:
     from monorepo._core.reporter import NullReporter, Reporter
-    from monorepo.building.builder import BuildResult, build
+    from monorepo.building.builder import build
+    from monorepo.building.results import BuildResult
     from monorepo.errors import (
         ConfigError,
         IndexClientError,
@@ -33,11 +34,12 @@ if TYPE_CHECKING:
     from monorepo.project.lockfile import LockDocument, LockedPackage
     from monorepo.project.lockfile import read as read_lock
     from monorepo.vendor.pull import PullResult, pull
-    from monorepo.vendor.verify.verifier import VerifyReport, verify
+    from monorepo.vendor.verify.report import VerifyReport
+    from monorepo.vendor.verify.verifier import verify
 
 _EXPORTS = {
     "build": "building.builder",
-    "BuildResult": "building.builder",
+    "BuildResult": "building.results",
     "lock": "locking.locker",
     "check": "locking.locker",
     "LockResult": "locking.locker",
@@ -59,7 +61,7 @@ _EXPORTS = {
     "LockFileError": "errors",
     "StaleLockError": "errors",
     "verify": "vendor.verify.verifier",
-    "VerifyReport": "vendor.verify.verifier",
+    "VerifyReport": "vendor.verify.report",
     "list_packages": "locking.graph",
     "why": "locking.graph",
 }

@@ -32,7 +32,7 @@ from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo._core.reporter import RecordingReporter
 from monorepo.building import builder as builder_mod
-from monorepo.building.builder import BuildResult, build, check_system_libraries, network_isolation
+from monorepo.building.builder import build
 from monorepo.building.elfcheck import (
     EM_AARCH64,
     EM_X86_64,
@@ -40,6 +40,9 @@ from monorepo.building.elfcheck import (
     platform_tag_matches,
     read_elf_header,
 )
+from monorepo.building.isolation import network_isolation
+from monorepo.building.results import BuildResult
+from monorepo.building.syslibs import check_system_libraries
 from monorepo.cli.commands import main
 from monorepo.errors import BuildError, StaleLockError
 from monorepo.project.targets import host_target

@@ -14,14 +14,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from monorepo.errors import ConfigError
-from monorepo.project.config import (
-    GitSource,
-    ProjectConfig,
-    load_config,
-    parse_config,
-    pip_config_files,
-    resolve_index_url,
-)
+from monorepo.project.config import GitSource, ProjectConfig, load_config, parse_config
+from monorepo.project.indexurl import pip_config_files, resolve_index_url
 from monorepo.project.targets import Target, host_target
 
 MIRROR = "https://mirror.example/simple"

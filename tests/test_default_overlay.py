@@ -12,7 +12,7 @@ from packaging.version import Version
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo.overlays.rules import DEFAULT_SPEC, default_overlay_dir, load_project_overlays
+from monorepo.overlays.loading import DEFAULT_SPEC, default_overlay_dir, load_project_overlays
 
 TARGET = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 

@@ -18,14 +18,9 @@ import pytest
 
 from fixtures import hostile
 from monorepo.errors import ExtractError
-from monorepo.extract.archive import (
-    ExtractorPool,
-    Limits,
-    Planner,
-    RawMember,
-    extract_sdist,
-    read_archive,
-)
+from monorepo.extract.archive import extract_sdist, read_archive
+from monorepo.extract.rules import Limits, Planner, RawMember
+from monorepo.extract.speed.pool import ExtractorPool
 from monorepo.sources.treehash import hash_entries, scan_tree, tree_hash
 
 
@@ -679,7 +674,7 @@ def test_prestarted_workers_are_taken_and_the_spares_stopped_on_close(tmp_path: 
     archive = hostile.good_sdist(tmp_path)
     pool = ExtractorPool(2, min_size=0)
     pool.prestart()
-    spares = list(workerproc._spares[("monorepo.extract.archive", "_serve")])
+    spares = list(workerproc._spares[("monorepo.extract.speed.pool", "_serve")])
     assert len(spares) == 2 and all(p.poll() is None for p in spares)
     pool.extract(archive, tmp_path / "out", package="good")
     (worker,) = pool._workers
@@ -695,7 +690,7 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for a good archive, several gzip members, and a truncated or damaged stream."""
     import zlib
 
-    from monorepo.extract import archive as extract
+    from monorepo.extract import compression
 
     isal_zlib = pytest.importorskip("isal.isal_zlib")
     stream = gzip.decompress(hostile.good_sdist(tmp_path).read_bytes())
@@ -709,9 +704,9 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     }
     results = {}
     for library, errors in ((zlib, (zlib.error,)), (isal_zlib, (zlib.error, isal_zlib.error))):
-        monkeypatch.setattr(extract, "_inflate_library", lambda lib=library, e=errors: (lib, e))
+        monkeypatch.setattr(compression, "_inflate_library", lambda lib=library, e=errors: (lib, e))
         for name, data in cases.items():
-            results[library.__name__, name] = extract._gunzip(data, 1 << 30)
+            results[library.__name__, name] = compression.gunzip(data, 1 << 30)
     for name in cases:
         assert results["zlib", name] == results["isal.isal_zlib", name], name
     assert results["zlib", "whole"] == results["zlib", "members"] == stream
@@ -796,16 +791,14 @@ def test_every_archive_is_opened_through_the_one_extractor() -> None:
             assert not calls & decompressing, name
             if calls & opening:
                 openers[name] = calls & opening
-    # lazywheel hands the open zip to extract.read_zip; sysroot plans a .deb's data.tar
-    # with extract.Planner; elfcheck reads the ELF headers of wheels the build just made.
-    assert set(openers) == {"index/lazywheel.py", "sysroot/make.py", "building/elfcheck.py"}, (
-        openers
-    )
-    assert "extract.read_zip(" in (package / "index/lazywheel.py").read_text(encoding="utf-8")
-    sysroot = (package / "sysroot/make.py").read_text(encoding="utf-8")
-    assert "Planner(" in sysroot and "extract.decompress(" in sysroot
+    # lazywheel hands the open zip to archive.read_zip; sysroot plans a .deb's data.tar
+    # with the rules' Planner; elfcheck reads the ELF headers of wheels the build just made.
+    assert set(openers) == {"index/lazywheel.py", "sysroot/deb.py", "building/elfcheck.py"}, openers
+    assert "read_zip(" in (package / "index/lazywheel.py").read_text(encoding="utf-8")
+    sysroot = (package / "sysroot/deb.py").read_text(encoding="utf-8")
+    assert "Planner(" in sysroot and "compression.decompress(" in sysroot
     metadata = (package / "index/metadata.py").read_text(encoding="utf-8")
-    assert "extract.read_archive(" in metadata and "extract.extract_sdist(" in metadata
+    assert "archive.read_archive(" in metadata and "archive.extract_sdist(" in metadata
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
@@ -813,7 +806,7 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
     import bz2
     import lzma
 
-    from monorepo.extract.archive import decompress
+    from monorepo.extract.compression import decompress
 
     compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
     small = bytes(1000)

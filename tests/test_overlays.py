@@ -15,15 +15,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from monorepo.errors import OverlayError
-from monorepo.overlays.rules import (
-    GitReplacement,
-    OverlaySet,
-    UrlReplacement,
+from monorepo.overlays.loading import (
     default_overlay_dir,
     directory_fingerprint,
     load_overlay,
     load_overlays,
 )
+from monorepo.overlays.rules import GitReplacement, OverlaySet, UrlReplacement
 
 DEMO = canonicalize_name("demo")
 

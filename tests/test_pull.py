@@ -573,7 +573,7 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     import random
     from concurrent.futures import Future
 
-    from monorepo.vendor.pull import _download_order, _largest_first, _ready_in_order
+    from monorepo.vendor.speed.downloads import download_order, largest_first, ready_in_order
 
     rng = random.Random(7)
     sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000, "eee": 1_000}
@@ -584,13 +584,13 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     proj, _, _ = project(releases, list(sizes))
     monorepo.lock(proj)
     packages = lockfile.read(proj / "pylock.toml").packages
-    assert [p.dir for p in _largest_first(packages)] == ["bbb", "ddd", "ccc", "eee", "aaa"]
-    assert [p.dir for p in _download_order(packages)] == ["bbb", "aaa", "ddd", "eee", "ccc"]
+    assert [p.dir for p in largest_first(packages)] == ["bbb", "ddd", "ccc", "eee", "aaa"]
+    assert [p.dir for p in download_order(packages)] == ["bbb", "aaa", "ddd", "eee", "ccc"]
 
     # Extraction: the largest package whose download is done; one without a download
     # (its directory exists: sync decides) is ready at once.
     downloads: dict[str, Future[Path]] = {d: Future() for d in ("bbb", "ddd", "eee", "aaa")}
-    take = _ready_in_order(_largest_first(packages), downloads)
+    take = ready_in_order(largest_first(packages), downloads)
     assert take().dir == "ccc"
     for d in ("aaa", "eee", "ddd"):
         downloads[d].set_result(proj)
@@ -1626,6 +1626,8 @@ def test_the_records_are_ignored_by_git_and_the_trees_are_not(project: Any) -> N
         assert repo.path_is_ignored(f"duni/.monorepo/{name}"), name
     for path in ("duni/lib/lib/__init__.py", "duni/workspace.toml", "duni/README.md"):
         assert not repo.path_is_ignored(path), path
+
+
 # ------------------------------------------------- the store heals; a full disk is named
 
 

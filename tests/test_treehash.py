@@ -298,7 +298,7 @@ def test_manifest_and_hash_sort_once_and_agree(tmp_path: Path) -> None:
     (root / "odd name\nwith newline\\and backslash").write_text("odd")
     (root / "caf\u00e9.txt").write_text("non-ASCII but nothing to escape")
     entries = scan_tree(root)
-    assert treehash._manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
+    assert treehash.manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
     assert "caf\u00e9.txt" in manifest(entries)
     assert parse_manifest(manifest(entries)) == entries
 

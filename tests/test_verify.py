@@ -30,7 +30,8 @@ from monorepo.errors import LockFileError
 from monorepo.project import lockfile
 from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
 from monorepo.vendor.pull import pull
-from monorepo.vendor.verify.verifier import SCHEMA, Item, VerifyReport, verify
+from monorepo.vendor.verify.report import SCHEMA, Item, VerifyReport
+from monorepo.vendor.verify.verifier import verify
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -398,17 +399,17 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
     pulled: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pull's manifest of an unchanged tree is exactly the scanned tree's: no parse needed."""
-    import monorepo.vendor.verify.verifier as verifier
+    import monorepo.sources.manifest as manifest
 
     p = pulled("build-dependencies = false\n")
     parsed: list[str] = []
-    real = verifier.parse_manifest
+    real = manifest.parse_manifest
 
     def counting(text: str) -> Any:
         parsed.append(text)
         return real(text)
 
-    monkeypatch.setattr(verifier, "parse_manifest", counting)
+    monkeypatch.setattr(manifest, "parse_manifest", counting)
     assert verify(p.root).passed
     assert parsed == []
     edit_byte(p)

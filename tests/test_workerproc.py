@@ -95,7 +95,7 @@ def test_a_worker_holds_an_inherited_lock_until_it_is_gone(tmp_path: Path) -> No
 def test_a_worker_stopped_normally_exits_cleanly() -> None:
     from monorepo._core.speed import workerproc
 
-    process = workerproc.spawn("monorepo.extract.archive", "_serve")
+    process = workerproc.spawn("monorepo.extract.speed.pool", "_serve")
     workerproc.stop(process)
     assert process.returncode == 0
     assert process not in workerproc._lifelines

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-__all__ = ["copy_tree", "remove_tree", "temporary_directory", "walk"]
+__all__ = ["Stamp", "copy_tree", "file_stamp", "remove_tree", "temporary_directory", "walk"]
 
 _DIR_FLAGS = (
     os.O_RDONLY
@@ -34,6 +34,16 @@ _DIR_FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
+
+
+#: what identifies an unchanged file without reading it: size, mtime, inode, ctime (ns)
+Stamp = tuple[int, int, int, int]
+
+
+def file_stamp(st: os.stat_result) -> Stamp:
+    """The stat fields a content change cannot leave all equal (ctime moves on any write,
+    even one that restores the mtime), as git's index uses them."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def walk(

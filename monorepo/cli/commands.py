@@ -18,179 +18,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
-from monorepo import __version__
-from monorepo._core.reporter import Level
 from monorepo._core.speed import workerproc
+from monorepo._core.terminal import TerminalReporter
+from monorepo.cli.parser import parser
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class CliReporter:
-    """Progress on a terminal (rich, on stderr), warnings always, debug with -v."""
-
-    def __init__(self, *, verbose: int, quiet: bool, stream: TextIO | None = None) -> None:
-        self.verbose = verbose
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-        if not quiet and self.stream.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-            )
-
-            self._progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(file=self.stream),
-                transient=True,
-            )
-            self._progress.start()
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def task(self, key: str, description: str, total: int | None = None) -> None:
-        if self._progress is not None:
-            self._tasks[key] = self._progress.add_task(description, total=total)
-        elif self.verbose:
-            self._print(description + "...")
-
-    def advance(self, key: str, steps: int = 1) -> None:
-        if self._progress is not None and key in self._tasks:
-            self._progress.advance(self._tasks[key], steps)
-
-    def done(self, key: str) -> None:
-        if self._progress is not None and key in self._tasks:
-            self._progress.remove_task(self._tasks.pop(key))
-
-    def message(self, level: Level, text: str) -> None:
-        if (
-            level == "warning"
-            or (level == "info" and not self.quiet)
-            or (level == "debug" and self.verbose)
-        ):
-            prefix = "warning: " if level == "warning" else ""
-            self._print(prefix + text)
-
-    def _print(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=self.stream)
-
-
-_FROZEN_HELP = (
-    "use pylock.toml as it is, without checking that it still fits pyproject.toml"
-    " (by default a stale lock is refused, as with uv's --locked)"
-)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="monorepo",
-        description="Lock, vendor, audit and build a whole Python dependency set from source.",
-    )
-    parser.add_argument("--version", action="version", version=f"monorepo {__version__}")
-    parser.add_argument(
-        "--project",
-        type=Path,
-        default=Path("."),
-        metavar="DIR",
-        help="the project directory (default: .)",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="say more (repeat for debug output)"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="say only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("lock", help="resolve pyproject.toml into pylock.toml")
-    p.add_argument(
-        "--check", action="store_true", help="exit 1 if pylock.toml is stale instead of writing it"
-    )
-    p.add_argument(
-        "--upgrade", "-U", action="store_true", help="ignore the existing lock's versions"
-    )
-    p.add_argument(
-        "--upgrade-package",
-        "-P",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="release one package's locked version (repeatable)",
-    )
-    p.add_argument(
-        "--offline", action="store_true", help="use only the HTTP cache, never the network"
-    )
-    p.add_argument(
-        "--index-url", metavar="URL", help="the package index (overrides every configuration)"
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_lock)
-
-    p = sub.add_parser("pull", help="vendor every locked source into duni/")
-    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="pull only these locked packages")
-    p.add_argument(
-        "--offline", action="store_true", help="use only the download cache, never the network"
-    )
-    p.add_argument(
-        "--force", action="store_true", help="overwrite local edits to directories in duni/"
-    )
-    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages processed at once")
-    p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_pull)
-
-    p = sub.add_parser("verify", help="audit pylock.toml and duni/ (and, optionally, the sources)")
-    p.add_argument("packages", nargs="*", metavar="PACKAGE", help="check only these packages")
-    p.add_argument(
-        "--remote", action="store_true", help="download every source again and check its hash"
-    )
-    p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
-    p.add_argument("--index-url", metavar="URL", help="the package index (for --resolve)")
-    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages checked at once")
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_verify)
-
-    p = sub.add_parser("list", help="the locked packages")
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_list)
-
-    p = sub.add_parser("why", help="the dependency paths from the project to a package")
-    p.add_argument("package", metavar="PACKAGE")
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_why)
-
-    p = sub.add_parser("build", help="build duni/ into wheels, offline")
-    p.add_argument(
-        "packages", nargs="*", metavar="PACKAGE", help="build only these (and what they need)"
-    )
-    p.add_argument("--target", metavar="NAME", help="a target of [tool.monorepo] targets")
-    p.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="wheel directory (default duni-build/<target>/wheels)",
-    )
-    p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages built at once")
-    p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
-    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.set_defaults(run=_cmd_build)
-    return parser
-
-
-def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
+def _cmd_lock(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     if not args.check and not args.offline:
         # The lock's index workers import on other cores while this process does.
         workerproc.prestart("monorepo.index.speed.worker", "_serve", workerproc.index_workers())
@@ -251,7 +88,7 @@ def _cmd_lock(args: argparse.Namespace, reporter: CliReporter) -> int:
     return EXIT_OK
 
 
-def _cmd_pull(args: argparse.Namespace, reporter: CliReporter) -> int:
+def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.vendor.pull import pull
 
     result = pull(
@@ -278,8 +115,9 @@ def _cmd_pull(args: argparse.Namespace, reporter: CliReporter) -> int:
     return EXIT_OK
 
 
-def _cmd_verify(args: argparse.Namespace, reporter: CliReporter) -> int:
-    from monorepo.vendor.verify.verifier import text_lines, verify
+def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
+    from monorepo.vendor.verify.report import text_lines
+    from monorepo.vendor.verify.verifier import verify
 
     report = verify(
         args.project,
@@ -298,7 +136,7 @@ def _cmd_verify(args: argparse.Namespace, reporter: CliReporter) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
-def _cmd_list(args: argparse.Namespace, reporter: CliReporter) -> int:
+def _cmd_list(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.locking.graph import list_packages
 
     rows = list_packages(args.project)
@@ -311,7 +149,7 @@ def _cmd_list(args: argparse.Namespace, reporter: CliReporter) -> int:
     return EXIT_OK
 
 
-def _cmd_why(args: argparse.Namespace, reporter: CliReporter) -> int:
+def _cmd_why(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.locking.graph import why
 
     paths = why(args.project, args.package)
@@ -325,7 +163,7 @@ def _cmd_why(args: argparse.Namespace, reporter: CliReporter) -> int:
     return EXIT_OK
 
 
-def _cmd_build(args: argparse.Namespace, reporter: CliReporter) -> int:
+def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.building.builder import build
 
     result = build(
@@ -375,14 +213,24 @@ def _os_error_text(error: OSError) -> str:
     )
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace, TerminalReporter], int]] = {
+    "lock": _cmd_lock,
+    "pull": _cmd_pull,
+    "verify": _cmd_verify,
+    "list": _cmd_list,
+    "why": _cmd_why,
+    "build": _cmd_build,
+}
+"""Each subcommand's handler: it calls one public function and renders the result."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monorepo`` console script."""
     from monorepo.errors import MonorepoError
 
-    parser = _parser()
-    args = parser.parse_args(argv)
-    reporter = CliReporter(verbose=args.verbose, quiet=args.quiet)
-    run: Callable[[argparse.Namespace, CliReporter], int] = args.run
+    args = parser().parse_args(argv)
+    reporter = TerminalReporter(verbose=args.verbose, quiet=args.quiet)
+    run = COMMANDS[args.command]
     try:
         return run(args, reporter)
     except MonorepoError as exc:

@@ -24,7 +24,8 @@ from packaging.utils import NormalizedName, canonicalize_name
 from monorepo._core.memo import Memo
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import IndexClientError, MonorepoError
-from monorepo.index.http import DEFAULT_BACKOFF, Deadline, HttpClient
+from monorepo.index.deadline import Deadline
+from monorepo.index.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.index.httpcache import HttpCache
 from monorepo.index.pages import (
     DistFile,
@@ -44,6 +45,7 @@ from monorepo.index.speed.worker import (
     read_page,
     read_wheel_metadata,
 )
+from monorepo.project.indexurl import normalize_index_url
 
 if TYPE_CHECKING:
     from packaging.metadata import Metadata
@@ -74,14 +76,6 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
-def _normalise_index_url(url: str) -> str:
-    url = url.strip()
-    if "://" not in url:
-        # A bare path is a local index: make it a file:// URL (relative to the cwd).
-        url = Path(url).resolve().as_uri()
-    return url if url.endswith("/") else url + "/"
-
-
 class IndexClient:
     """Reads projects' files and metadata from one or more simple indexes.
 
@@ -93,7 +87,7 @@ class IndexClient:
     that many :class:`~monorepo.indexworker.IndexWorker` processes (not for ``file://``
     indexes or offline), each request going to the least busy; anything they cannot do is
     done here, so the answers are the same.  *deadline* bounds every request, here and in
-    the workers (default: :meth:`~monorepo.http.Deadline.from_env`).
+    the workers (default: :meth:`~monorepo.index.deadline.Deadline.from_env`).
     """
 
     def __init__(
@@ -117,7 +111,11 @@ class IndexClient:
                 "No package index is configured: set [tool.monorepo] index-url or "
                 "MONOREPO_INDEX_URL."
             )
-        self.index_urls = tuple(_normalise_index_url(url) for url in index_urls)
+        # The one rule for index URLs; a relative path is a directory below the working
+        # directory (callers that have a project have made theirs absolute already).
+        self.index_urls = tuple(
+            normalize_index_url(url, base=Path.cwd(), where="index URL") for url in index_urls
+        )
         self.offline = offline
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         http_cache = HttpCache(cache_dir)

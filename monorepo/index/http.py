@@ -24,28 +24,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from monorepo._core.paths import url_path
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import (
-    ConfigError,
     HashMismatchError,
     IndexClientError,
     OfflineError,
-    TooSlowError,
 )
 from monorepo.index import httpcache
+from monorepo.index.deadline import DEFAULT_TIMEOUT, Budget, Deadline
 from monorepo.index.httpcache import CacheEntry, HttpCache
+from monorepo.index.retry import RETRYABLE_STATUS, Retryable, dropped, is_tls_error
 
 if TYPE_CHECKING:
     import ssl
@@ -59,123 +58,8 @@ if TYPE_CHECKING:
 #: Seconds before the first retry; doubled for each further one (plus up to as much jitter).
 DEFAULT_BACKOFF = 0.5
 
-_RETRYABLE_STATUS = range(500, 600)
 
 _T = TypeVar("_T")
-
-DEADLINE_ENV = "MONOREPO_HTTP_DEADLINE"
-"""Seconds every request may take whatever its size (the deadline's floor)."""
-MIN_SPEED_ENV = "MONOREPO_HTTP_MIN_SPEED"
-"""kB/s (1000 bytes) a request must average beyond the floor."""
-DEFAULT_DEADLINE = 60.0
-DEFAULT_MIN_SPEED = 10.0
-DEFAULT_TIMEOUT = 30.0
-"""Seconds to connect, and to wait for each read, before an attempt fails (and is retried)."""
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """How long one request may take: *floor* seconds plus its size at *min_speed*.
-
-    The per-read timeout of :class:`HttpClient` stops a server that goes silent, but
-    not one that sends a byte every few seconds: each byte starts the timeout again,
-    and a 1 MB page would take weeks.  So each request (all of its attempts, retries
-    and waits included) must be done within ``floor + size / min_speed`` seconds,
-    where the size is the largest of what the caller expects (the lock's or the
-    index's size), what the server declares (``Content-Length``) and what has
-    arrived so far: a download of unknown size is allowed as long as it keeps
-    averaging *min_speed*.  Nothing a real index serves at a usable speed comes near
-    it; a trickling server is cut off and named (:class:`~monorepo.errors.TooSlowError`).
-    """
-
-    floor: float = DEFAULT_DEADLINE
-    """Seconds."""
-    min_speed: float = DEFAULT_MIN_SPEED * 1000
-    """Bytes per second."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Deadline:
-        """The deadline ``MONOREPO_HTTP_DEADLINE`` and ``MONOREPO_HTTP_MIN_SPEED`` ask for."""
-        env = os.environ if environ is None else environ
-        floor = _positive(env, DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
-        speed = _positive(env, MIN_SPEED_ENV, DEFAULT_MIN_SPEED, "kB/s")
-        return cls(floor=floor, min_speed=speed * 1000)
-
-    def allowed(self, size: int) -> float:
-        """Seconds a request of *size* bytes may take."""
-        return self.floor + size / self.min_speed
-
-    def describe(self) -> str:
-        return f"{self.floor:g} s plus its size at {self.min_speed / 1000:g} kB/s"
-
-
-def _positive(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(
-            f"the environment variable {name}={text!r} must be a positive number of {unit}"
-            f" (default {default:g}); correct or unset it."
-        )
-    return value
-
-
-@dataclass
-class _Budget:
-    """The time one logical request has left: its :class:`Deadline`, its bytes so far."""
-
-    url: str
-    deadline: Deadline
-    expected: int = 0
-    earlier: int = 0
-    """Bytes received by finished attempts (they took time too)."""
-    current: int = 0
-    """Bytes received by the attempt under way."""
-    started: float = field(default_factory=time.monotonic)
-
-    def expect(self, size: int) -> None:
-        self.expected = max(self.expected, size)
-
-    def allowed(self) -> float:
-        return self.deadline.allowed(max(self.expected, self.earlier + self.current))
-
-    def remaining(self) -> float:
-        return self.started + self.allowed() - time.monotonic()
-
-    def attempt_over(self) -> None:
-        self.earlier += self.current
-        self.current = 0
-
-    def check(self, cause: str = "") -> None:
-        """Raise :class:`TooSlowError` when the deadline has passed."""
-        if self.remaining() <= 0:
-            raise self.too_slow(cause)
-
-    def too_slow(self, cause: str = "") -> TooSlowError:
-        received = self.earlier + self.current
-        size = f" of {self.expected}" if self.expected else ""
-        why = f" (last failure: {cause})" if cause else ""
-        return TooSlowError(
-            f"GET {self.url} was too slow: {received}{size} bytes arrived in"
-            f" {_seconds(time.monotonic() - self.started)} s, past the"
-            f" {_seconds(self.allowed())} s it was allowed"
-            f" ({self.deadline.describe()}){why}. The server or the network is"
-            " too slow: retry later, or allow more time with the environment variables"
-            f" {DEADLINE_ENV} (seconds) and {MIN_SPEED_ENV} (kB/s)."
-        )
-
-    def timeout(self, base: float) -> float:
-        """The per-read timeout of the next attempt: never beyond the deadline."""
-        return max(0.001, min(base, self.remaining()))
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"
 
 
 @dataclass(frozen=True)
@@ -197,34 +81,6 @@ def prepare() -> None:
     worker waiting for its settings) calls this so that request does not wait for them.
     """
     _tls_context()
-
-
-def share_dns_lookups() -> None:
-    """Make this process ask the resolver once per host, not once per connection.
-
-    For processes that only make index requests (the index workers call it): httpcore
-    opens each new pooled connection with its own ``getaddrinfo``, so a cold lock asked
-    the system resolver up to sixteen times per host and process.  Where the resolver
-    drops a query now and then (glibc then waits its 5 s timeout; measured here on one
-    lookup in forty), that made about one cold lock in three 5 s slower.  Answers are
-    kept for the life of the process, seconds for a lock; failures are not kept, and
-    concurrent lookups of the same host share one query.
-    """
-    import socket
-
-    from monorepo._core.memo import Memo
-
-    original = socket.getaddrinfo
-    if getattr(original, "_monorepo_shared", False):
-        return
-    answers = Memo(keep_failures=False)  # a failed lookup is asked again next time
-
-    def getaddrinfo(*args: Any, **kwargs: Any) -> list[Any]:
-        key = (*args, *sorted(kwargs.items()))
-        return list(answers.get(key, lambda: original(*args, **kwargs)))
-
-    getaddrinfo._monorepo_shared = True  # type: ignore[attr-defined]
-    socket.getaddrinfo = getaddrinfo
 
 
 @functools.cache
@@ -268,71 +124,6 @@ class RangeNotSupported(IndexClientError):
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way another attempt may fix; carries the cause for the report.
-
-    *dropped* marks a connection the server closed under us: usually a pooled keep-alive
-    connection that went stale, which a new connection fixes at once (urllib3 retries
-    those without waiting too), so the first retry does not back off.
-    """
-
-    def __init__(self, cause: str, *, dropped: bool = False) -> None:
-        super().__init__(cause)
-        self.dropped = dropped
-
-
-def _dropped(error: httpx.TransportError) -> bool:
-    """The connection was closed or reset mid-request (not refused, not timed out)."""
-    import httpx
-
-    return isinstance(error, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
-
-
-#: OpenSSL reasons that say the TLS set-up itself is wrong (certificate, protocol, plain
-#: HTTP on an https URL), which no retry fixes.  Other TLS failures (a decode or record
-#: alert, an unexpected EOF) are a server or network hiccup and are retried.
-_PERMANENT_TLS = (
-    "CERTIFICATE",
-    "WRONG_VERSION_NUMBER",
-    "RECORD_LAYER_FAILURE",
-    "HANDSHAKE_FAILURE",
-    "PROTOCOL_VERSION",
-    "UNSUPPORTED_PROTOCOL",
-    "NO_PROTOCOLS_AVAILABLE",
-    "UNKNOWN_CA",
-    "NO_SHARED_CIPHER",
-    "HOSTNAME",
-)
-
-
-def _is_tls_error(error: BaseException) -> bool:
-    """Certificate and handshake set-up failures: configuration problems, retrying only delays.
-
-    A set-up reason on a connection that was already up (a read or write of a reused
-    keep-alive connection) is not one: the handshake once succeeded, so what came back is a
-    broken record from a proxy or middlebox, and a new connection is the cure.  Seen here:
-    ``WRONG_VERSION_NUMBER`` on a read, one request in a few thousand, failing a whole lock.
-    """
-    import ssl
-
-    import httpx
-
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    if any(isinstance(e, ssl.SSLCertVerificationError | ssl.CertificateError) for e in chain):
-        return True
-    if isinstance(error, httpx.ReadError | httpx.WriteError):
-        return False
-    for link in chain:
-        text = str(link)
-        if "[SSL" in text or isinstance(link, ssl.SSLError):
-            return any(reason in text.upper() for reason in _PERMANENT_TLS)
-    return False
 
 
 def _content_type_for_path(path: Path) -> str:
@@ -639,7 +430,7 @@ class HttpClient:
             )
         delivered = 0
 
-        def attempt(reply: httpx.Response, budget: _Budget) -> Iterator[bytes]:
+        def attempt(reply: httpx.Response, budget: Budget) -> Iterator[bytes]:
             nonlocal delivered
             if reply.status_code == 206 and delivered:
                 skip = 0
@@ -665,7 +456,7 @@ class HttpClient:
                 delivered += len(chunk)
                 yield chunk
             if skip or (total is not None and delivered != total):
-                raise _Retryable(f"truncated body: {delivered} of {total} bytes received")
+                raise Retryable(f"truncated body: {delivered} of {total} bytes received")
 
         yield from self._exchange(
             url,
@@ -687,13 +478,13 @@ class HttpClient:
         A 5xx in *final_status* is an answer, not a transient failure (501 to a Range).
         """
 
-        def attempt(reply: httpx.Response, budget: _Budget) -> Iterator[_Reply]:
+        def attempt(reply: httpx.Response, budget: Budget) -> Iterator[_Reply]:
             declared = _declared_length(reply)
             if declared is not None:
                 budget.expect(declared)
             body = b"".join(self._body(reply, budget))
             if declared is not None and declared != len(body):
-                raise _Retryable(f"truncated body: {len(body)} of {declared} bytes received")
+                raise Retryable(f"truncated body: {len(body)} of {declared} bytes received")
             yield _Reply(
                 url=str(reply.url),
                 status_code=reply.status_code,
@@ -712,7 +503,7 @@ class HttpClient:
         self,
         url: str,
         headers: Callable[[], dict[str, str]],
-        attempt: Callable[[httpx.Response, _Budget], Iterator[_T]],
+        attempt: Callable[[httpx.Response, Budget], Iterator[_T]],
         *,
         final_status: frozenset[int] = frozenset(),
         size: int | None = None,
@@ -721,14 +512,14 @@ class HttpClient:
 
         ``attempt(reply, budget)`` reads one answer (a streaming :class:`httpx.Response`,
         already known not to be a retryable 5xx) and yields what the caller gets; it
-        raises :class:`_Retryable` for a failure another attempt may fix.  *headers*
+        raises :class:`Retryable` for a failure another attempt may fix.  *headers*
         is called before each attempt (a resumed download asks for the rest).  Up to
-        ``1 + retries`` attempts, all within one :class:`_Budget`; every httpx exception
-        leaves as :class:`_Retryable` (retried) or a typed error naming *url*.
+        ``1 + retries`` attempts, all within one :class:`Budget`; every httpx exception
+        leaves as :class:`Retryable` (retried) or a typed error naming *url*.
         """
-        budget = _Budget(url, self.deadline, size or 0)
+        budget = Budget(url, self.deadline, size or 0)
         attempts = self.retries + 1
-        last: _Retryable | None = None
+        last: Retryable | None = None
         for number in range(attempts):
             try:
                 with (
@@ -737,13 +528,13 @@ class HttpClient:
                         "GET", url, headers=headers(), timeout=budget.timeout(self._timeout)
                     ) as reply,
                 ):
-                    if reply.status_code in _RETRYABLE_STATUS and (
+                    if reply.status_code in RETRYABLE_STATUS and (
                         reply.status_code not in final_status
                     ):
-                        raise _Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
+                        raise Retryable(f"HTTP {reply.status_code} {reply.reason_phrase}")
                     yield from attempt(reply, budget)
                     return
-            except _Retryable as error:
+            except Retryable as error:
                 budget.attempt_over()
                 if number + 1 < attempts:
                     self._wait_before_retry(url, number + 1, budget, error)
@@ -755,7 +546,7 @@ class HttpClient:
         )
 
     @staticmethod
-    def _body(reply: httpx.Response, budget: _Budget) -> Iterator[bytes]:
+    def _body(reply: httpx.Response, budget: Budget) -> Iterator[bytes]:
         """The body's pieces as they arrive, the deadline checked on each one."""
         for piece in reply.iter_bytes():
             budget.current = reply.num_bytes_downloaded
@@ -764,8 +555,8 @@ class HttpClient:
         budget.current = reply.num_bytes_downloaded
 
     @contextlib.contextmanager
-    def _classified(self, url: str, budget: _Budget) -> Iterator[None]:
-        """Turn every httpx exception into :class:`_Retryable` or a typed error naming *url*.
+    def _classified(self, url: str, budget: Budget) -> Iterator[None]:
+        """Turn every httpx exception into :class:`Retryable` or a typed error naming *url*.
 
         A timeout once the deadline has passed is :class:`TooSlowError` (the per-read
         timeout is cut to what is left of it); TLS set-up failures and redirect loops are
@@ -779,7 +570,7 @@ class HttpClient:
             cause = f"{type(error).__name__}: {error}"
             if isinstance(error, httpx.TimeoutException) and budget.remaining() <= 0:
                 raise budget.too_slow(cause) from error
-            if _is_tls_error(error):
+            if is_tls_error(error):
                 raise IndexClientError(
                     f"GET {url} failed: TLS error ({error}). Not retried: check the server "
                     "certificate, the system clock and SSL_CERT_FILE / the CA bundle."
@@ -787,7 +578,7 @@ class HttpClient:
             if isinstance(
                 error, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
             ):
-                raise _Retryable(cause, dropped=_dropped(error)) from error
+                raise Retryable(cause, dropped=dropped(error)) from error
             raise IndexClientError(
                 f"GET {url} failed: {cause}. Check the URL and the proxy settings"
                 " (HTTPS_PROXY, HTTP_PROXY)."
@@ -799,7 +590,7 @@ class HttpClient:
                 " if it is right, the server is misconfigured: report it to its operator."
             ) from error
         except httpx.DecodingError as error:
-            raise _Retryable(f"undecodable body: {error}") from error
+            raise Retryable(f"undecodable body: {error}") from error
         except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise IndexClientError(
                 f"GET {url} failed: {type(error).__name__}: {error}. Check the URL."
@@ -837,11 +628,11 @@ class HttpClient:
         return Response(url=url, status=200, body=body, content_type=_content_type_for_path(path))
 
     def _wait_before_retry(
-        self, url: str, attempt: int, budget: _Budget, failure: _Retryable
+        self, url: str, attempt: int, budget: Budget, failure: Retryable
     ) -> None:
         """Exponential backoff with jitter, so retrying clients do not arrive in step.
 
-        A dropped connection is retried at once the first time (see :class:`_Retryable`).
+        A dropped connection is retried at once the first time (see :class:`Retryable`).
         The wait never goes past the deadline, and a request whose deadline has passed
         is not tried again: it raises :class:`TooSlowError` naming the last failure.
         """

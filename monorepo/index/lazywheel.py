@@ -78,18 +78,18 @@ def _read_member(
     """The wheel's METADATA, read once the whole member list passed the extractor's rules.
 
     A wheel is an archive like any other: its listing is checked by
-    :func:`monorepo.extract.read_zip` (paths, member count, declared and real sizes,
+    :func:`monorepo.extract.archive.read_zip` (paths, member count, declared and real sizes,
     ratio, depth) before the one member is inflated, so a wheel whose METADATA is a
     bomb, or whose other members are, is refused rather than read.  *size* is the
     wheel's size in bytes.
     """
-    from monorepo.extract import (
-        archive as extract,  # tar and the worker pool: only when a wheel is opened
-    )
+    # Imported here: tar and zip reading, only when a wheel is opened.
+    from monorepo.extract.archive import read_zip
+    from monorepo.extract.rules import PlannedMember
 
     chosen: list[str] = []
 
-    def choose(members: Sequence[extract.PlannedMember]) -> list[str]:
+    def choose(members: Sequence[PlannedMember]) -> list[str]:
         files = {m.rel: m.original for m in members if m.kind in ("file", "hardlink")}
         member = metadata_member(list(files), filename)
         chosen.append(member)
@@ -103,7 +103,7 @@ def _read_member(
             prepare.fetch(info.header_offset, min(later, default=archive.start_dir))
         return chosen
 
-    listing = extract.read_zip(
+    listing = read_zip(
         archive,
         package=filename,
         name=filename,

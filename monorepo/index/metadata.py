@@ -52,7 +52,7 @@ from monorepo.index import lazywheel
 from monorepo.index.speed.metadatacache import MetadataCache as MetadataCache  # its home before
 
 if TYPE_CHECKING:
-    from monorepo.index.client import DistFile
+    from monorepo.index.pages import DistFile
 
 #: PEP 517's fallback when an sdist has no ``[build-system]`` table.
 DEFAULT_BUILD_SYSTEM: dict[str, Any] = {
@@ -158,15 +158,13 @@ def _sdist_top_and_member(
 ) -> tuple[str, bytes | None]:
     """The sdist's single top-level directory, and ``<top>/<member>`` if it exists.
 
-    The whole archive is checked by the extractor's rules first (:func:`extract.read_archive`),
+    The whole archive is checked by the extractor's rules first (:func:`~monorepo.extract.archive.read_archive`),
     so an sdist that ``pull`` would refuse is refused here too, before its metadata is
     believed.  *label* names the package in a refusal (default: *filename*).
     """
-    from monorepo.extract import (
-        archive as extract,  # tar, zip and the worker pool: only when an sdist is read
-    )
+    from monorepo.extract import archive  # tar and zip reading: only when an sdist is read
 
-    listing = extract.read_archive(data, package=label or filename, name=filename, want=(member,))
+    listing = archive.read_archive(data, package=label or filename, name=filename, want=(member,))
     return listing.top, listing.contents.get(member)
 
 
@@ -330,11 +328,11 @@ def _build_backend_text(
     reporter: Reporter | None,
 ) -> bytes:
     with fstree.temporary_directory(prefix="monorepo-sdist-") as tmp:
-        from monorepo.extract import archive as extract  # see _sdist_top_and_member
+        from monorepo.extract import archive  # see _sdist_top_and_member
 
         # The one extractor, with the rules and limits of pull: no second rule set.
         tree = tmp / "tree"
-        extract.extract_sdist(data, tree, package=label, name=filename)
+        archive.extract_sdist(data, tree, package=label, name=filename)
         return _source_tree_text(
             tree, what=what, index_urls=index_urls, offline=offline, reporter=reporter
         )

@@ -254,8 +254,8 @@ def current_reasons(
     """:func:`stale_reasons` against the project as it is now: the index URL it
     resolves to (*index_url* as a flag would give it) and its overlays, git ones at
     the commits the lock pinned.  The rule of ``lock --check``."""
-    from monorepo.overlays.rules import project_overlays
-    from monorepo.project.config import resolve_index_url
+    from monorepo.overlays.loading import project_overlays
+    from monorepo.project.indexurl import resolve_index_url
 
     primary, _ = resolve_index_url(config, flag=index_url)
     overlays = project_overlays(config, lock, upgrade=False, offline=offline)

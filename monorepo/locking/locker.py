@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from monorepo import __version__
 from monorepo._core.paths import cache_root
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo._core.speed import workerproc
+from monorepo._core.version import VERSION as __version__
 from monorepo.errors import LockFileError
 from monorepo.locking.speed import reuse as lockmemo
 from monorepo.locking.speed import warmstart
-from monorepo.project.config import ProjectConfig, load_config, resolve_index_url
+from monorepo.project.config import ProjectConfig, load_config
+from monorepo.project.indexurl import resolve_index_url
 
 if TYPE_CHECKING:
     from monorepo.index.client import IndexClient
@@ -152,7 +153,7 @@ def lock(
         # Every page this lock will probably read, asked for at once, before the heavy
         # half of locking is even imported (see monorepo.warmstart and this module's doc).
         client.prefetch(_likely_pages(config))
-        from monorepo.overlays.rules import project_overlays
+        from monorepo.overlays.loading import project_overlays
         from monorepo.project.lockfile import LOCK_NAME, write_atomic
 
         path = config.root / LOCK_NAME

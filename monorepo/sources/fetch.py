@@ -25,14 +25,16 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from monorepo._core import fstree
-from monorepo._core.fstree import remove_tree
+from monorepo._core.fstree import Stamp, remove_tree
 from monorepo._core.paths import url_path
 from monorepo.errors import IndexClientError, PullError, disk_full
-from monorepo.extract.archive import ExtractorPool, FileStamps, extract_sdist
+from monorepo.extract.archive import extract_sdist
+from monorepo.extract.sinks import FileStamps
+from monorepo.extract.speed.pool import ExtractorPool
 from monorepo.project.lockfile import ArchiveSource, LockedPackage, SdistSource, VcsSource
 from monorepo.sources.patches import Patch, apply_patches
 from monorepo.sources.store import ContentStore
-from monorepo.sources.treehash import Entry, Stamp, TreeHashError, hash_entries, scan_tree
+from monorepo.sources.treehash import Entry, TreeHashError, hash_entries, scan_tree
 
 __all__ = ["STAGING_PREFIX", "Fetch", "fetch_source", "materialize", "materialize_entries"]
 

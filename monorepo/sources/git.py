@@ -19,7 +19,7 @@ import pygit2
 from monorepo._core.fstree import remove_tree
 from monorepo._core.paths import cache_root
 from monorepo.errors import MonorepoError
-from monorepo.index.http import DEFAULT_TIMEOUT, Deadline
+from monorepo.index.deadline import DEFAULT_TIMEOUT, Deadline
 
 
 class GitError(MonorepoError):

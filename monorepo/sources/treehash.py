@@ -51,6 +51,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from monorepo._core.fstree import Stamp, file_stamp
 from monorepo.errors import MonorepoError
 
 Kind = Literal["file", "symlink", "dir"]
@@ -165,16 +166,6 @@ def _hash_file(path: Path) -> str:
 def _symlink_digest(path: Path) -> str:
     target = os.readlink(path)
     return hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-#: what identifies an unchanged file without reading it: size, mtime, inode, ctime (ns)
-Stamp = tuple[int, int, int, int]
-
-
-def file_stamp(st: os.stat_result) -> Stamp:
-    """The stat fields a content change cannot leave all equal (ctime moves on any write,
-    even one that restores the mtime), as git's index uses them."""
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def scan_tree(
@@ -566,10 +557,10 @@ def manifest(entries: Mapping[str, Entry]) -> str:
     escape backslash, newline, carriage return and undecodable bytes (``\\xNN``) so the
     file stays one entry per line and valid UTF-8.
     """
-    return _manifest_and_hash(entries)[0]
+    return manifest_and_hash(entries)[0]
 
 
-def _manifest_and_hash(entries: Mapping[str, Entry]) -> tuple[str, str]:
+def manifest_and_hash(entries: Mapping[str, Entry]) -> tuple[str, str]:
     """(:func:`manifest`, :func:`hash_entries`) of *entries*, sorting them once."""
     keyed = _keyed(entries)
     tree = _hash_keyed(keyed)

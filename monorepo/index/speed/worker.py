@@ -39,10 +39,12 @@ from monorepo._core.speed.workerproc import WorkerLost
 from monorepo._core.speed.writebehind import WriteBehind
 from monorepo.errors import IndexClientError
 from monorepo.index import lazywheel
-from monorepo.index.http import Deadline, HttpClient, share_dns_lookups
+from monorepo.index.deadline import Deadline
+from monorepo.index.http import HttpClient
 from monorepo.index.http import prepare as http_prepare
 from monorepo.index.httpcache import CacheEntry, HttpCache
 from monorepo.index.pages import Groups, html_page_records, json_page_records
+from monorepo.index.speed.dns import share_dns_lookups
 from monorepo.index.speed.metadatacache import MetadataCache
 from monorepo.index.speed.pagecache import PageCache, body_digest
 
