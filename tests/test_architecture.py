@@ -351,3 +351,54 @@ def test_an_init_that_imports_fails(toy: Path) -> None:
 def test_a_long_module_fails(toy: Path) -> None:
     _write(toy, {"toy/low/long.py": "x = 1\n" * 5})
     assert long_modules(toy, "toy", limit=4) == ["toy.low.long has 5 lines"]
+
+
+# ------------------------------------------------------------- one definition each
+
+#: Concepts the code once defined twice (issue "house"): each must have one home.
+ONE_HOME = (
+    "PrereleasePolicy",
+    "Fetch",
+    "normalize_index_url",
+    "DEFAULT_BACKEND",
+    "DEFAULT_REQUIRES",
+    "tar_raw",
+    "resolve_path",
+    "read_workspace",
+    "read_record",
+    "record_text",
+    "input_key",
+    "source_identity",
+    "read_build_system",
+    "cache_root",
+    "CacheDir",
+)
+
+
+def definitions(root: Path, package: str) -> dict[str, list[str]]:
+    """Top-level name -> the modules that define it (def, class or assignment)."""
+    found: dict[str, list[str]] = {}
+    for module, path in modules(root, package).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in tree.body:
+            names: list[str] = []
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            for name in names:
+                found.setdefault(name, []).append(module)
+    return found
+
+
+def test_each_concept_has_one_definition() -> None:
+    defined = definitions(ROOT, "monorepo")
+    twice = {name: defined[name] for name in ONE_HOME if len(defined.get(name, [])) > 1}
+    assert twice == {}
+
+
+def test_a_concept_defined_twice_fails(toy: Path) -> None:
+    _write(toy, {"toy/high/again.py": "VALUE = 2\n"})
+    assert definitions(toy, "toy")["VALUE"] == ["toy.high.again", "toy.low.base"]

@@ -18,15 +18,17 @@ from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import ExtractError, HashMismatchError, MetadataError
 from monorepo.extract.archive import extract_sdist
-from monorepo.index.client import DistFile, IndexClient
+from monorepo.index.backend import BuildBackend
+from monorepo.index.client import IndexClient
 from monorepo.index.metadata import (
-    MetadataCache,
     metadata_from_build_backend,
     metadata_from_pkg_info,
     metadata_from_wheel,
     parse_metadata,
     sdist_pkg_info,
 )
+from monorepo.index.pages import DistFile
+from monorepo.index.speed.metadatacache import MetadataCache
 from monorepo.project.targets import Target
 from monorepo.resolve.finder import IndexFinder, IndexRelease
 
@@ -534,7 +536,10 @@ def test_sdist_metadata_refuses_what_pull_refuses_and_leaves_nothing(
         sdist_pkg_info(data, archive.name, label="evil 1.0")
     with pytest.raises(ExtractError) as building:
         metadata_from_build_backend(
-            data, archive.name, label="evil 1.0", index_urls=(), offline=True
+            data,
+            archive.name,
+            label="evil 1.0",
+            backend=BuildBackend(tmp_path / "envs", offline=True),
         )
     # One rule set: the very refusal pull gives, naming the package and the limit.
     assert str(reading.value) == str(building.value) == str(pulling.value)
@@ -563,3 +568,28 @@ def test_a_wheel_whose_metadata_is_a_bomb_is_refused_whole_and_by_ranges(
     client = IndexClient([serve(index).url], backoff=0.001)
     with client, pytest.raises(ExtractError, match="a decompression bomb"):
         client.metadata(only(client, "evil", "wheel"))
+
+
+def test_a_backend_is_run_with_the_build_system_the_lock_records(tmp_path: Path) -> None:
+    """One reading of [build-system] for every step: a table without ``requires`` means
+    PEP 518's setuptools requirement to the lock (which records it) and so to the metadata
+    hook too; it used to run such a backend with this interpreter, unlike the build."""
+    from monorepo.project.pyproject import DEFAULT_REQUIRES, read_build_system
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pyproject.toml").write_text(
+        '[build-system]\nbuild-backend = "inplace"\nbackend-path = ["."]\n'
+    )
+    (tree / "inplace.py").write_text("import sys\nraise SystemExit('ran by ' + sys.prefix)\n")
+    recorded = read_build_system(tree, what="demo")
+    assert [str(r) for r in recorded.requires] == list(DEFAULT_REQUIRES)
+    backend = BuildBackend(tmp_path / "envs", offline=True)
+    with pytest.raises(MetadataError) as caught:
+        backend.tree_metadata(tree, what="demo")
+    # The hook ran in a build environment made for that requirement (ensurepip brings
+    # setuptools on Python 3.11), or offline pip could not fill one: never this interpreter.
+    message = str(caught.value)
+    assert f"ran by {tmp_path / 'envs'}" in message or (
+        "installing the build requirements ['setuptools>=40.8.0'] failed" in message
+    ), message

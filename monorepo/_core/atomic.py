@@ -1,8 +1,11 @@
 """Replacing a file all at once: a temporary file in the same directory, then a rename.
 
-Every file monorepo writes (the lock, cache entries, pull's manifests, workspace.toml)
-goes through here, so a crash or a concurrent reader never sees half a file: the
-rename either happened or it did not.
+Every file monorepo writes in place (the lock, cache entries, pull's manifests,
+workspace.toml, build state, a build venv's records) goes through here, so a crash or
+a concurrent reader never sees half a file: the rename either happened or it did not.
+Two kinds of writes do not need it: files inside a staging directory that is renamed
+into place whole (an extracted tree, a sysroot), and the content store, which hashes a
+download while it writes it and renames it into place only once it is verified.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from monorepo._core.atomic import write_text_if_changed
 from monorepo.errors import BuildError
 
 __all__ = ["OFFLINE_ENV", "BuildEnv"]
@@ -129,9 +130,7 @@ class BuildEnv:
         return data if isinstance(data, dict) else {}
 
     def _write_state(self, data: Mapping[str, Any]) -> None:
-        tmp = self._state_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self._state_path())
+        write_text_if_changed(self._state_path(), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def installed(self) -> dict[str, str]:
         """Distribution name -> sha256 of the wheel it was installed from."""
@@ -201,12 +200,8 @@ class BuildEnv:
     def _install_guard(self) -> None:
         site = Path(self.scheme()["purelib"])
         site.mkdir(parents=True, exist_ok=True)
-        module = site / f"{_GUARD_MODULE}.py"
-        if not module.is_file() or module.read_text(encoding="utf-8") != _GUARD_SOURCE:
-            module.write_text(_GUARD_SOURCE, encoding="utf-8")
-        pth = site / _GUARD_PTH
-        if not pth.is_file():
-            pth.write_text(f"import {_GUARD_MODULE}\n", encoding="utf-8")
+        write_text_if_changed(site / f"{_GUARD_MODULE}.py", _GUARD_SOURCE)
+        write_text_if_changed(site / _GUARD_PTH, f"import {_GUARD_MODULE}\n")
 
     # ----------------------------------------------------------- installation
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from packaging.version import Version
 from monorepo.errors import BuildError
 from monorepo.project import lockfile
 from monorepo.project.config import ProjectConfig
-from monorepo.vendor.workspace import SELF_BUILDING
+from monorepo.vendor.workspace import SELF_BUILDING, read_workspace
 
 # --------------------------------------------------------------------- workspace
 
@@ -48,30 +47,18 @@ class Package:
 
 
 def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
+    """The build order and the packages to build: workspace.toml joined with the lock."""
     path = config.duni / "workspace.toml"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        order, raw = read_workspace(config.duni)
     except FileNotFoundError:
         raise BuildError(
             f"{path} does not exist: run `monorepo lock` and `monorepo pull` first"
         ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise BuildError(
-            f"cannot read {path} ({error}); run `monorepo pull` to regenerate it"
-        ) from error
-    if data.get("format") != 1:
-        raise BuildError(
-            f"{path} has format {data.get('format')!r}, this monorepo reads format 1;"
-            " run `monorepo pull` to regenerate it"
-        )
+    except ValueError as error:
+        raise BuildError(f"{path} {error}; run `monorepo pull` to regenerate it") from error
     lock = lockfile.read(config.root / lockfile.LOCK_NAME)
     locked = {p.dir: p for p in lock.packages}
-    raw = data.get("packages", {})
-    order = [str(d) for d in data.get("build-order", [])]
-    if not isinstance(raw, Mapping) or set(order) != set(raw):
-        raise BuildError(
-            f"{path} is inconsistent (its build-order and packages differ); run `monorepo pull`"
-        )
     missing = sorted(d for d in locked if d not in raw)
     if missing:
         listed = ", ".join(f"{locked[d].name} {locked[d].version}" for d in missing[:10])

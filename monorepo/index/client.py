@@ -22,8 +22,10 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo._core.memo import Memo
+from monorepo._core.paths import cache_root
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import IndexClientError, MonorepoError
+from monorepo.index.backend import BuildBackend
 from monorepo.index.deadline import Deadline
 from monorepo.index.http import DEFAULT_BACKOFF, HttpClient
 from monorepo.index.httpcache import HttpCache
@@ -130,6 +132,9 @@ class IndexClient:
             deadline=deadline,
         )
         self.metadata_cache = MetadataCache(metadata_cache_dir)
+        self.backend = BuildBackend(
+            cache_root() / "build-envs", self.index_urls, offline, self.reporter
+        )
         self.page_cache = PageCache(page_cache_dir)
         self._workers: list[IndexWorker] = []
         self._turn = 0
@@ -341,11 +346,9 @@ class IndexClient:
         return _metadata.release_metadata(
             files,
             target_tags=tags,
-            fetch=self.fetch,
-            ranges=self.http,
+            http=self.http,
             cache=self.metadata_cache,
-            index_urls=self.index_urls,
-            offline=self.offline,
+            backend=self.backend,
             reporter=self.reporter,
             read_wheel=self._read_wheel,
             read_core_metadata=self._read_core_metadata,

@@ -8,7 +8,7 @@ first source that is trustworthy, cheapest first (DESIGN.md section 3):
 2. the persistent :class:`MetadataCache`: what an earlier run learned about any of the
    files, keyed by the file's sha256 (files are immutable, so the answer is too);
 3. a wheel's ``*.dist-info/METADATA`` read with HTTP byte ranges
-   (:mod:`monorepo.lazywheel`): the very bytes a PEP 658 file would hold, for indexes that
+   (:mod:`monorepo.index.lazywheel`): the very bytes a PEP 658 file would hold, for indexes that
    publish none, at the cost of two or three small requests.  A target-compatible wheel,
    else the smallest wheel, since ``Requires-Dist`` uses markers and every wheel of a
    version carries the same list;
@@ -17,11 +17,11 @@ first source that is trustworthy, cheapest first (DESIGN.md section 3):
    it needs the whole sdist, tens of megabytes for some projects (a cold lock of 117
    packages spent most of its 10 s downloading sdists for this);
 5. the sdist's build backend, ``prepare_metadata_for_build_wheel`` through
-   ``pyproject_hooks`` in an isolated, cached build environment.
+   ``pyproject_hooks`` in an isolated, cached build environment
+   (:mod:`monorepo.index.backend`).
 
 Whatever 3-5 produce is stored in the cache, so a second run (and ``--offline``) asks
-nothing.  Every subprocess (pip, the hooks) has its output captured: it reaches the user
-only inside the error message of a failure.
+nothing.
 
 Parsing is deliberately tolerant: real metadata carries odd licences, classifiers and
 URLs, and none of that matters for resolution, so an invalid field is dropped.  Only an
@@ -31,42 +31,24 @@ unparsable ``Requires-Dist`` is an error, because resolving without it would be 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import subprocess
-import sys
-import tempfile
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from packaging.metadata import Metadata, RawMetadata, parse_email
 from packaging.tags import Tag
 from packaging.version import InvalidVersion, Version
 
-from monorepo._core import fstree, paths
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import MetadataError, OfflineError
 from monorepo.index import lazywheel
-from monorepo.index.speed.metadatacache import MetadataCache as MetadataCache  # its home before
+from monorepo.project.pyproject import read_build_system
 
 if TYPE_CHECKING:
+    from monorepo.index.backend import BuildBackend
+    from monorepo.index.http import HttpClient
     from monorepo.index.pages import DistFile
-
-#: PEP 517's fallback when an sdist has no ``[build-system]`` table.
-DEFAULT_BUILD_SYSTEM: dict[str, Any] = {
-    "requires": ["setuptools>=40.8.0"],
-    "build-backend": "setuptools.build_meta:__legacy__",
-}
-
-_TAIL_LINES = 25
-
-
-class Fetch(Protocol):
-    def __call__(self, url: str, *, sha256: str | None = None, size: int | None = None) -> bytes:
-        """The body of *url*, checked against the hash and size when given."""
-
+    from monorepo.index.speed.metadatacache import MetadataCache
 
 # --------------------------------------------------------------------------- pure parsing
 
@@ -182,260 +164,19 @@ def sdist_pkg_info(data: bytes, filename: str, *, label: str | None = None) -> M
 # --------------------------------------------------------------------------- build backend
 
 
-class _HookFailed(Exception):
-    def __init__(self, returncode: int, output: str) -> None:
-        super().__init__(f"exit status {returncode}")
-        self.returncode = returncode
-        self.output = output
-
-
-def _tail(text: str) -> str:
-    lines = text.strip().splitlines()[-_TAIL_LINES:]
-    return "\n".join(lines)
-
-
-def _quiet_runner(
-    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
-) -> None:
-    """Run a hook with its output captured: the library never writes to the terminal."""
-    env = dict(os.environ)
-    if extra_environ:
-        env.update(extra_environ)
-    result = subprocess.run(
-        list(cmd),
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
-
-
-def _venv_python(env_dir: Path) -> Path:
-    if sys.platform == "win32":
-        return env_dir / "Scripts" / "python.exe"
-    return env_dir / "bin" / "python"
-
-
-def build_env_python(
-    requires: Sequence[str],
-    *,
-    index_urls: Sequence[str],
-    offline: bool,
-    label: str,
-    reporter: Reporter,
-) -> Path:
-    """A Python with *requires* installed, created once per requirement set and reused.
-
-    The environment is keyed by the requirements, the indexes and the interpreter, and a
-    marker file is written only after pip succeeded, so a half-built environment (crash,
-    failed install) is rebuilt next time.  A file lock serialises concurrent builders.
-    """
-    # Imported here: only a build backend needs them, and they are a fifth of this
-    # module's import time, which every lock pays.
-    import venv
-
-    from filelock import FileLock
-
-    spec = "\n".join([sys.version, *sorted(requires), "--", *index_urls])
-    key = hashlib.sha256(spec.encode()).hexdigest()[:24]
-    root = paths.cache_root() / "build-envs"
-    env_dir = root / key
-    marker = env_dir / ".monorepo-complete"
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{key}.lock")):
-        if marker.exists():
-            return _venv_python(env_dir)
-        reporter.message("info", f"creating build environment for {label}: {', '.join(requires)}")
-        try:
-            venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-        except (OSError, subprocess.CalledProcessError) as error:
-            raise MetadataError(
-                f"{label}: could not create a build environment in {env_dir}: {error}."
-            ) from error
-        command = [
-            str(_venv_python(env_dir)),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--quiet",
-        ]
-        if offline:
-            command.append("--no-index")
-        else:
-            command += ["--index-url", index_urls[0]]
-            for extra in index_urls[1:]:
-                command += ["--extra-index-url", extra]
-        command += ["--", *requires]
-        result = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            hint = (
-                "--offline forbids downloading them and no build environment with them is "
-                "cached; run once without --offline."
-                if offline
-                else "check that the index provides them."
-            )
-            raise MetadataError(
-                f"{label}: installing the build requirements {list(requires)} failed ({hint})\n"
-                f"pip said:\n{_tail(result.stdout.decode('utf-8', 'replace'))}"
-            )
-        marker.write_text(spec)
-    return _venv_python(env_dir)
-
-
 def metadata_from_build_backend(
-    data: bytes,
-    filename: str,
-    *,
-    label: str,
-    index_urls: Sequence[str],
-    offline: bool,
-    reporter: Reporter | None = None,
+    data: bytes, filename: str, *, label: str, backend: BuildBackend
 ) -> Metadata:
     """Metadata an sdist's own build backend computes, from a temporary unpacked copy."""
-    what = f"{label} ({filename})"
-    text = _build_backend_text(
-        data,
-        filename,
-        label=label,
-        what=what,
-        index_urls=index_urls,
-        offline=offline,
-        reporter=reporter,
-    )
-    return parse_metadata(text, source=f"{what} (from its build backend)")
+    text = backend.sdist_metadata(data, filename, label=label)
+    return parse_metadata(text, source=f"{label} ({filename}) (from its build backend)")
 
 
-def _build_backend_text(
-    data: bytes,
-    filename: str,
-    *,
-    label: str,
-    what: str,
-    index_urls: Sequence[str],
-    offline: bool,
-    reporter: Reporter | None,
-) -> bytes:
-    with fstree.temporary_directory(prefix="monorepo-sdist-") as tmp:
-        from monorepo.extract import archive  # see _sdist_top_and_member
-
-        # The one extractor, with the rules and limits of pull: no second rule set.
-        tree = tmp / "tree"
-        archive.extract_sdist(data, tree, package=label, name=filename)
-        return _source_tree_text(
-            tree, what=what, index_urls=index_urls, offline=offline, reporter=reporter
-        )
-
-
-def _build_system(source_dir: Path, what: str) -> dict[str, Any]:
-    """The ``[build-system]`` table with PEP 517's defaults filled in."""
-    pyproject = source_dir / "pyproject.toml"
-    if not pyproject.is_file():
-        return dict(DEFAULT_BUILD_SYSTEM)
-    try:
-        table = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise MetadataError(f"{what}: pyproject.toml is not valid TOML: {error}.") from error
-    declared = table.get("build-system")
-    if not isinstance(declared, dict):
-        return dict(DEFAULT_BUILD_SYSTEM)
-    requires = declared.get("requires", [])
-    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-        raise MetadataError(
-            f"{what}: [build-system] requires in pyproject.toml must be a list of strings."
-        )
-    return {
-        "requires": requires,
-        "build-backend": declared.get("build-backend", DEFAULT_BUILD_SYSTEM["build-backend"]),
-        "backend-path": declared.get("backend-path"),
-    }
-
-
-def metadata_from_source_tree(
-    source_dir: Path,
-    *,
-    what: str,
-    index_urls: Sequence[str] = (),
-    offline: bool = False,
-    reporter: Reporter | None = None,
-) -> Metadata:
-    """Metadata computed by a source tree's build backend (PEP 517); *what* names it in errors.
-
-    ``prepare_metadata_for_build_wheel`` is asked first; pyproject_hooks falls back to
-    ``build_wheel`` and reads the wheel's dist-info when a backend lacks that hook.  With
-    non-empty ``[build-system] requires`` the hook runs in a cached isolated environment
-    filled from *index_urls* (pip's own configuration when empty); otherwise (an in-tree
-    backend) it runs with this interpreter.
-    """
-    text = _source_tree_text(
-        source_dir, what=what, index_urls=index_urls, offline=offline, reporter=reporter
-    )
-    backend = _build_system(source_dir, what)["build-backend"]
-    return parse_metadata(text, source=f"{what} (from build backend {backend})")
-
-
-def _source_tree_text(
-    source_dir: Path,
-    *,
-    what: str,
-    index_urls: Sequence[str],
-    offline: bool,
-    reporter: Reporter | None,
-) -> bytes:
-    """The ``METADATA`` bytes a source tree's build backend writes."""
-    from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
-
-    reporter = reporter if reporter is not None else NullReporter()
-    build_system = _build_system(source_dir, what)
-    requires = [str(item) for item in build_system.get("requires") or []]
-    if requires:
-        python = str(
-            build_env_python(
-                requires, index_urls=index_urls, offline=offline, label=what, reporter=reporter
-            )
-        )
-    else:
-        python = sys.executable
-    backend = str(build_system["build-backend"])
-    hooks = BuildBackendHookCaller(
-        str(source_dir),
-        backend,
-        backend_path=build_system.get("backend-path"),
-        runner=_quiet_runner,
-        python_executable=python,
-    )
-    with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as out:
-        reporter.message("debug", f"{what}: asking build backend {backend} for metadata")
-        try:
-            dist_info = hooks.prepare_metadata_for_build_wheel(out)
-        except _HookFailed as error:
-            raise MetadataError(
-                f"{what}: the build backend {backend} failed to prepare metadata ({error}). "
-                f"Its output ends with:\n{_tail(error.output)}\n"
-                "Fix the source with an overlay, or pin a version that has a wheel."
-            ) from error
-        except (BackendUnavailable, HookMissing) as error:
-            raise MetadataError(
-                f"{what}: the build backend {backend} is unusable "
-                f"({type(error).__name__}: {error}). Check the [build-system] table."
-            ) from error
-        try:
-            return (Path(out) / dist_info / "METADATA").read_bytes()
-        except OSError as error:
-            raise MetadataError(
-                f"{what}: the build backend {backend} wrote no METADATA in {dist_info}."
-            ) from error
+def metadata_from_source_tree(source_dir: Path, *, what: str, backend: BuildBackend) -> Metadata:
+    """Metadata computed by a source tree's build backend (PEP 517); *what* names it in errors."""
+    text = backend.tree_metadata(source_dir, what=what)
+    name = read_build_system(source_dir, what=what).backend
+    return parse_metadata(text, source=f"{what} (from build backend {name})")
 
 
 # --------------------------------------------------------------------------- the sequence
@@ -467,11 +208,9 @@ def release_metadata(
     files: Sequence[DistFile],
     *,
     target_tags: frozenset[Tag] = frozenset(),
-    fetch: Fetch,
-    ranges: lazywheel.RangeClient | None = None,
+    http: HttpClient,
     cache: MetadataCache | None = None,
-    index_urls: Sequence[str] = (),
-    offline: bool = False,
+    backend: BuildBackend | None = None,
     reporter: Reporter | None = None,
     read_wheel: Callable[[DistFile], bytes] | None = None,
     read_core_metadata: Callable[[DistFile], bytes] | None = None,
@@ -479,12 +218,17 @@ def release_metadata(
     """Core metadata of one version, given all its *files*, from the cheapest good source.
 
     The order is the module's: PEP 658 file, *cache*, a wheel read with byte ranges
-    through *ranges* (a whole download through *fetch* when None or refused), trusted
-    ``PKG-INFO``, and only then the sdist's build backend.  *target_tags* says which wheels
-    the target installs: their metadata is preferred.  *read_wheel*, when given, reads a
-    wheel's ``METADATA`` in place of *ranges*, and *read_core_metadata* its PEP 658 file
-    in place of *fetch* (the index client's worker processes do both).
+    through *http* (a whole download when the server refuses ranges), trusted
+    ``PKG-INFO``, and only then the sdist's build *backend* (None: not allowed, an
+    error).  *target_tags* says which wheels the target installs: their metadata is
+    preferred.  *read_wheel*, when given, reads a wheel's ``METADATA`` in place of
+    *http*'s byte ranges, and *read_core_metadata* its PEP 658 file (the index client's
+    worker processes do both).
     """
+
+    def fetch(url: str, *, sha256: str | None = None, size: int | None = None) -> bytes:
+        return http.get(url, sha256=sha256, size=size).body
+
     reporter = reporter if reporter is not None else NullReporter()
     if not files:
         raise MetadataError("no distribution files to read metadata from.")
@@ -536,13 +280,11 @@ def release_metadata(
         try:
             if read_wheel is not None:
                 text = read_wheel(wheel)
-            elif ranges is None:
-                text = lazywheel.metadata_from_zip(download(), wheel.filename)
             else:
                 text = lazywheel.wheel_metadata(
                     wheel.url,
                     wheel.filename,
-                    client=ranges,
+                    client=http,
                     download=download,
                     sha256=wheel.sha256,
                     size=wheel.size,
@@ -566,37 +308,10 @@ def release_metadata(
     # 5. the build backend
     if sdist is None or sdist_data is None:  # pragma: no cover - wheels or an sdist exist
         raise MetadataError(f"{label}: neither a wheel nor an sdist to read metadata from.")
-    what = f"{label} ({sdist.filename})"
-    text = _build_backend_text(
-        sdist_data,
-        sdist.filename,
-        label=label,
-        what=what,
-        index_urls=index_urls,
-        offline=offline,
-        reporter=reporter,
-    )
+    if backend is None:
+        raise MetadataError(
+            f"{label} ({sdist.filename}): only its build backend can say what it depends on,"
+            " and this index client runs no build backend (give it one to allow that)."
+        )
+    text = backend.sdist_metadata(sdist_data, sdist.filename, label=label)
     return keep(sdist, text, f"{sdist.filename}, from its build backend")
-
-
-def dist_metadata(
-    dist: DistFile,
-    *,
-    fetch: Fetch,
-    index_urls: Sequence[str],
-    offline: bool,
-    reporter: Reporter | None = None,
-    ranges: lazywheel.RangeClient | None = None,
-    cache: MetadataCache | None = None,
-) -> Metadata:
-    """Core metadata of the one file *dist*: :func:`release_metadata` over just that file."""
-    return release_metadata(
-        (dist,),
-        target_tags=dist.tags,
-        fetch=fetch,
-        ranges=ranges,
-        cache=cache,
-        index_urls=index_urls,
-        offline=offline,
-        reporter=reporter,
-    )

@@ -13,7 +13,6 @@ failed resolution can say why (:meth:`IndexFinder.sourceless`).
 from __future__ import annotations
 
 import threading
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,8 +27,12 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from monorepo.errors import MetadataError
-from monorepo.index.client import DistFile, IndexClient
+from monorepo.index.backend import BuildBackend
+from monorepo.index.client import IndexClient
+from monorepo.index.pages import DistFile
 from monorepo.overlays.rules import OverlaySet
+from monorepo.project import pyproject
+from monorepo.project.pyproject import project_table
 from monorepo.project.targets import Target
 from monorepo.resolve.resolver import Candidate, Dependencies, Wanted
 
@@ -186,7 +189,9 @@ class IndexFinder:
             deps = _dependencies(meta, f"{candidate.name} {candidate.version}")
         elif isinstance(source, GitRelease):
             deps = tree_dependencies(
-                source.tree, what=f"{candidate.name} @ {source.url}@{source.commit}"
+                source.tree,
+                what=f"{candidate.name} @ {source.url}@{source.commit}",
+                backend=self.client.backend,
             )[1]
         else:  # pragma: no cover - the finder only makes the two kinds above
             raise TypeError(source)
@@ -323,7 +328,9 @@ class IndexFinder:
         commit = git.resolve_rev(repo, rev, url=clone_url)
         tree = git.export_commit(clone_url, commit, offline=self.offline)
         project_dir = tree / subdirectory if subdirectory else tree
-        found_name, deps, version = tree_metadata(project_dir, what=f"{name} @ {url}")
+        found_name, deps, version = tree_metadata(
+            project_dir, what=f"{name} @ {url}", backend=self.client.backend
+        )
         if found_name != name:
             raise MetadataError(
                 f"{url} contains the project {found_name!r}, not {name!r}: fix the name in "
@@ -343,25 +350,20 @@ def _dependencies(meta: Metadata, what: str) -> Dependencies:
     )
 
 
-def tree_metadata(project_dir: Path, *, what: str) -> tuple[NormalizedName, Dependencies, Version]:
+def tree_metadata(
+    project_dir: Path, *, what: str, backend: BuildBackend | None
+) -> tuple[NormalizedName, Dependencies, Version]:
     """Name, dependencies and version of a source tree (a git checkout).
 
     Static ``[project]`` metadata (PEP 621) is read directly; when any of name,
     version or dependencies is dynamic, the build backend is asked.
     """
-    name, deps = tree_dependencies(project_dir, what=what)
-    return name, deps, _tree_version(project_dir, what=what)
+    name, deps = tree_dependencies(project_dir, what=what, backend=backend)
+    return name, deps, _tree_version(project_dir, what=what, backend=backend)
 
 
 def _read_project(project_dir: Path, what: str) -> dict[str, object]:
-    try:
-        data = tomllib.loads((project_dir / "pyproject.toml").read_text())
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise MetadataError(f"{what}: pyproject.toml is not valid TOML: {exc}") from None
-    project = data.get("project", {})
-    return project if isinstance(project, dict) else {}
+    return project_table(pyproject.load(project_dir, what=what))
 
 
 def _static(project: dict[str, object]) -> bool:
@@ -374,7 +376,9 @@ def _static(project: dict[str, object]) -> bool:
     )
 
 
-def tree_dependencies(project_dir: Path, *, what: str) -> tuple[NormalizedName, Dependencies]:
+def tree_dependencies(
+    project_dir: Path, *, what: str, backend: BuildBackend | None
+) -> tuple[NormalizedName, Dependencies]:
     project = _read_project(project_dir, what)
     if _static(project):
         reqs: list[Requirement] = []
@@ -398,11 +402,11 @@ def tree_dependencies(project_dir: Path, *, what: str) -> tuple[NormalizedName, 
         return canonicalize_name(str(project["name"])), Dependencies(tuple(reqs), spec)
     from monorepo.index.metadata import metadata_from_source_tree
 
-    meta = metadata_from_source_tree(project_dir, what=what)
+    meta = metadata_from_source_tree(project_dir, what=what, backend=_required(backend, what))
     return canonicalize_name(meta.name), _dependencies(meta, what)
 
 
-def _tree_version(project_dir: Path, *, what: str) -> Version:
+def _tree_version(project_dir: Path, *, what: str, backend: BuildBackend | None) -> Version:
     project = _read_project(project_dir, what)
     if _static(project):
         try:
@@ -413,4 +417,15 @@ def _tree_version(project_dir: Path, *, what: str) -> Version:
             ) from None
     from monorepo.index.metadata import metadata_from_source_tree
 
-    return metadata_from_source_tree(project_dir, what=what).version
+    return metadata_from_source_tree(
+        project_dir, what=what, backend=_required(backend, what)
+    ).version
+
+
+def _required(backend: BuildBackend | None, what: str) -> BuildBackend:
+    if backend is None:
+        raise MetadataError(
+            f"{what}: its [project] table is dynamic, so only its build backend can say"
+            " what it is, and this index client runs no build backend."
+        )
+    return backend

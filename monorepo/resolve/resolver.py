@@ -30,8 +30,8 @@ from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, Res
 from resolvelib.resolvers import RequirementInformation, ResolutionTooDeep
 
 from monorepo.errors import ResolutionError
+from monorepo.project.config import PrereleasePolicy
 
-PrereleasePolicy = Literal["if-necessary", "allow", "disallow"]
 VIRTUAL_PREFIX = ":"
 
 

@@ -33,12 +33,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo._core import fstree
-from monorepo.errors import PullError
+from monorepo.errors import MetadataError, PullError
+from monorepo.project import pyproject
 from monorepo.project.lockfile import LockDocument, LockedPackage
+from monorepo.project.pyproject import DEFAULT_BACKEND, DEFAULT_REQUIRES, declared
 
 __all__ = [
-    "DEFAULT_BACKEND",
-    "DEFAULT_REQUIRES",
     "FORMAT",
     "GENERATED",
     "README",
@@ -47,15 +47,12 @@ __all__ = [
     "build_order",
     "detect_c_extension",
     "read_tree_facts",
+    "read_workspace",
     "render",
     "workspace_data",
 ]
 
 FORMAT = 1
-DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
-"""PEP 517's fallback for a tree without ``build-backend``."""
-DEFAULT_REQUIRES = ("setuptools>=40.8.0",)
-"""PEP 518's fallback for a tree without ``[build-system] requires``."""
 SELF_BUILDING: frozenset[str] = frozenset({"flit-core"})
 """Backends known to build themselves through their in-tree backend."""
 GENERATED = frozenset({"README.md", "workspace.toml"})
@@ -144,14 +141,11 @@ class TreeFacts:
 
 def read_tree_facts(tree: Path, paths: Iterable[str] | None = None) -> TreeFacts:
     """Read *tree*'s :class:`TreeFacts` from disk (*paths*: see :func:`detect_c_extension`)."""
-    path = tree / "pyproject.toml"
     error = None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        data = {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        data, error = {}, f"cannot read {path} ({exc})"
+        data = pyproject.load(tree, what=str(tree))
+    except MetadataError as exc:
+        data, error = {}, str(exc)
     raw = data.get("build-system", {})
     table = raw if isinstance(raw, Mapping) else {}
     return TreeFacts(table, detect_c_extension(tree, paths), error)
@@ -170,18 +164,16 @@ def _build_system(pkg: LockedPackage, facts: TreeFacts | None) -> tuple[str, lis
     if facts is not None:
         if facts.error is not None:
             raise PullError(
-                f"{pkg.name} {pkg.version}: {facts.error}; fix it with an overlay"
-                " patch, or record build-requires for the package in an overlay rule"
+                f"{pkg.name} {pkg.version}: {facts.error} Or record build-requires for the"
+                " package in an overlay rule."
             )
         table = facts.build_system
-    requires = table.get("requires", list(DEFAULT_REQUIRES))
-    backend = table.get("build-backend") or DEFAULT_BACKEND
-    backend_path = table.get("backend-path", [])
-    return (
-        str(backend),
-        [str(r) for r in requires] if isinstance(requires, list) else list(DEFAULT_REQUIRES),
-        [str(p) for p in backend_path] if isinstance(backend_path, list) else [],
-    )
+    try:
+        return declared({"build-system": table}, what=f"{pkg.name} {pkg.version}")
+    except MetadataError as exc:
+        raise PullError(
+            f"{exc} Or record build-requires for the package in an overlay rule."
+        ) from exc
 
 
 def workspace_data(
@@ -352,6 +344,30 @@ def _find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
             cycle = path[on_path[node] :]
             return [*cycle, node]
     return sorted(graph)  # pragma: no cover - remaining nodes always contain a cycle
+
+
+def read_workspace(duni: Path) -> tuple[list[str], dict[str, Mapping[str, Any]]]:
+    """``duni/workspace.toml`` as pull wrote it: (build order, dir -> package entry).
+
+    The one reader of the file whose one writer is :func:`render`.  Raises
+    :class:`FileNotFoundError` when there is none, and :class:`ValueError` saying what is
+    wrong with a file this version cannot use (damaged, another :data:`FORMAT`, a
+    build order that names other packages than it describes).
+    """
+    path = duni / "workspace.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"cannot be read ({error})") from error
+    if data.get("format") != FORMAT:
+        raise ValueError(f"has format {data.get('format')!r}, this monorepo reads format {FORMAT}")
+    packages = data.get("packages", {})
+    order = [str(d) for d in data.get("build-order", [])]
+    if not isinstance(packages, Mapping) or set(order) != set(packages):
+        raise ValueError("is inconsistent (its build-order and packages differ)")
+    return order, {str(d): entry for d, entry in packages.items() if isinstance(entry, Mapping)}
 
 
 def render(data: Mapping[str, Any]) -> str:
