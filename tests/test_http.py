@@ -31,6 +31,7 @@ from monorepo.index.deadline import DEADLINE_ENV, MIN_SPEED_ENV, Deadline
 from monorepo.index.http import HttpClient
 from monorepo.index.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
 from monorepo.index.retry import is_tls_error
+from tests.helpers import index_client
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -51,7 +52,7 @@ def http(cache: Path | None = None, **kw: object) -> HttpClient:
 
 def client(url: str, cache_dir: Path | None = None, **kw: object) -> IndexClient:
     kw.setdefault("backoff", 0.001)
-    return IndexClient([url], cache_dir=cache_dir, **kw)  # type: ignore[arg-type]
+    return index_client([url], http_cache=cache_dir, **kw)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- retries

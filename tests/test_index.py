@@ -18,6 +18,7 @@ from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.index.client import DistFile, IndexClient, parse_html_page, parse_json_page
+from tests.helpers import index_client
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -32,7 +33,7 @@ RELEASES = [
 
 def client(*urls: str, **kw: object) -> IndexClient:
     kw.setdefault("backoff", 0.001)
-    return IndexClient(list(urls), **kw)  # type: ignore[arg-type]
+    return index_client(list(urls), **kw)  # type: ignore[arg-type]
 
 
 def by_name(files: tuple[DistFile, ...]) -> dict[str, DistFile]:

@@ -18,6 +18,7 @@ from monorepo._core.reporter import RecordingReporter
 from monorepo._core.speed import workerproc
 from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.index.client import DistFile, IndexClient
+from tests.helpers import index_client
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -41,13 +42,13 @@ RELEASES = [
 
 def _client(server: IndexServer, tmp: Path, *, workers: int, **kw: object) -> IndexClient:
     """A client with its own caches, so each one really reads the server."""
-    return IndexClient(
+    return index_client(
         [server.url],
         workers=workers,
         backoff=0.001,
-        cache_dir=tmp / "http",
-        page_cache_dir=tmp / "pages",
-        metadata_cache_dir=tmp / "metadata",
+        http_cache=tmp / "http",
+        page_cache=tmp / "pages",
+        metadata_cache=tmp / "metadata",
         **kw,  # type: ignore[arg-type]
     )
 

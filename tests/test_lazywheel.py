@@ -27,6 +27,7 @@ from monorepo.index.http import HttpClient
 from monorepo.index.httpcache import HttpCache
 from monorepo.index.lazywheel import DEFAULT_TAIL, wheel_metadata
 from monorepo.index.metadata import metadata_from_wheel, parse_metadata
+from tests.helpers import index_client
 
 MakeIndex = Callable[..., FixtureIndex]
 Serve = Callable[..., IndexServer]
@@ -79,7 +80,7 @@ def clients() -> Iterator[Callable[..., IndexClient]]:
     made: list[IndexClient] = []
 
     def factory(*urls: str, **kw: object) -> IndexClient:
-        client = IndexClient(list(urls), backoff=0.001, **kw)  # type: ignore[arg-type]
+        client = index_client(list(urls), backoff=0.001, **kw)  # type: ignore[arg-type]
         made.append(client)
         return client
 
@@ -208,7 +209,7 @@ def test_range_requests_are_retried_and_never_cached(
 ) -> None:
     server = serve(make_index([demo(sdist=False)]))
     server.add_fault(r"\.whl$", "status", status=503, times=1)
-    client = clients(server.url, cache_dir=tmp_path / "http")
+    client = clients(server.url, http_cache=tmp_path / "http")
     assert client.metadata(wheel_of(client)).requires_dist == reqs(*DEPS)
     assert [r.status for r in server.requests_for(r"\.whl$")] == [503, 206]
     assert HttpCache(tmp_path / "http").load(wheel_of(client).url, None) is None

@@ -49,6 +49,7 @@ from monorepo.sources.patches import Patch
 from monorepo.sources.store import ContentStore
 from monorepo.sources.treehash import tree_hash
 from monorepo.vendor.pull import PullResult, pull
+from tests.helpers import current_cache
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -138,10 +139,10 @@ def test_fetch_source_downloads_once_into_the_store(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     store = ContentStore(tmp_path / "store")
-    path = fetch_source(pkg, store=store)
+    path = fetch_source(pkg, cache=current_cache(), store=store)
     assert isinstance(pkg.source, SdistSource)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.source.sha256
-    again = fetch_source(pkg, store=store, offline=True)
+    again = fetch_source(pkg, cache=current_cache(), store=store, offline=True)
     assert again == path
     assert len(server.requests_for(r"^/files/lib-1\.0\.tar\.gz$")) == 1
 
@@ -153,7 +154,9 @@ def test_fetch_source_resumes_a_truncated_download(
     pkg = sdist_package(index, server, "lib", "1.0")
     server.add_fault(r"^/files/", "truncate")
     with HttpClient(backoff=0) as client:
-        path = fetch_source(pkg, store=ContentStore(tmp_path / "store"), fetch=client.stream)
+        path = fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), fetch=client.stream
+        )
     assert isinstance(pkg.source, SdistSource)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.source.sha256
     assert len(server.requests_for(r"^/files/")) == 2
@@ -168,7 +171,7 @@ def test_fetch_source_refuses_corrupt_bytes_and_stores_nothing(
     store = ContentStore(tmp_path / "store")
     server.add_fault(r"^/files/", "corrupt")
     with pytest.raises(HashMismatchError) as info:
-        fetch_source(pkg, store=store)
+        fetch_source(pkg, cache=current_cache(), store=store)
     message = str(info.value)
     assert "lib 1.0" in message
     assert pkg.source.url in message
@@ -200,10 +203,10 @@ def test_fetch_source_reads_file_urls_and_checks_them(
     )
     server.stop()
     store = ContentStore(tmp_path / "store")
-    assert fetch_source(local, store=store, offline=True).is_file()
+    assert fetch_source(local, cache=current_cache(), store=store, offline=True).is_file()
     index.replace_file("lib-1.0.tar.gz", b"tampered")
     with pytest.raises(HashMismatchError, match=r"lib 1\.0"):
-        fetch_source(local, store=ContentStore(tmp_path / "other"))
+        fetch_source(local, cache=current_cache(), store=ContentStore(tmp_path / "other"))
 
 
 def test_fetch_source_offline_without_cache_says_to_go_online(
@@ -212,7 +215,9 @@ def test_fetch_source_offline_without_cache_says_to_go_online(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     with pytest.raises(PullError, match=r"lib 1\.0.*once online"):
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"), offline=True)
+        fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), offline=True
+        )
     assert server.requests_for(r"^/files/") == []
 
 
@@ -225,7 +230,9 @@ def test_materialize_extracts_without_top_dir_and_returns_the_tree_hash(
     index, server, release = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     dest = tmp_path / "duni" / "lib"
-    digest = materialize(pkg, dest, patches=(), store=ContentStore(tmp_path / "store"))
+    digest = materialize(
+        pkg, dest, patches=(), cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert tree_files(dest) == expected_tree(release)
     assert digest == tree_hash(dest)
     assert leftovers(dest.parent) == []
@@ -237,11 +244,13 @@ def test_materialize_applies_patches_in_order(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     store = ContentStore(tmp_path / "store")
-    plain = materialize(pkg, tmp_path / "plain", store=store)
+    plain = materialize(pkg, tmp_path / "plain", cache=current_cache(), store=store)
     patch = Patch(
         "packages/lib/patches/0001.patch", hashlib.sha256(PATCH_LIB).hexdigest(), PATCH_LIB
     )
-    patched = materialize(pkg, tmp_path / "patched", patches=[patch], store=store)
+    patched = materialize(
+        pkg, tmp_path / "patched", patches=[patch], cache=current_cache(), store=store
+    )
     assert patched != plain
     assert patched == tree_hash(tmp_path / "patched")
     assert plain == tree_hash(tmp_path / "plain")
@@ -282,7 +291,9 @@ def test_materialize_rehashes_what_a_patch_touched_even_at_the_same_size(
         PATCH_SAME_SIZE,
     )
     dest = tmp_path / "patched"
-    digest = materialize(pkg, dest, patches=[patch], store=ContentStore(tmp_path / "store"))
+    digest = materialize(
+        pkg, dest, patches=[patch], cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert "'2.0'" in (dest / "lib" / "__init__.py").read_text()
     assert os.access(dest / "NEW.txt", os.X_OK)
     assert digest == tree_hash(dest)
@@ -297,7 +308,13 @@ def test_materialize_leaves_nothing_when_a_patch_fails(
     patch = Patch("p/0001.patch", hashlib.sha256(bad).hexdigest(), bad)
     dest = tmp_path / "duni" / "lib"
     with pytest.raises(OverlayError, match=r"0001\.patch"):
-        materialize(pkg, dest, patches=[patch], store=ContentStore(tmp_path / "store"))
+        materialize(
+            pkg,
+            dest,
+            patches=[patch],
+            cache=current_cache(),
+            store=ContentStore(tmp_path / "store"),
+        )
     assert not dest.exists()
     assert leftovers(dest.parent) == []
 
@@ -311,7 +328,7 @@ def test_materialize_refuses_an_existing_destination(
     dest.mkdir()
     (dest / "mine.txt").write_text("keep")
     with pytest.raises(PullError, match="already exists"):
-        materialize(pkg, dest, store=ContentStore(tmp_path / "store"))
+        materialize(pkg, dest, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert (dest / "mine.txt").read_text() == "keep"
 
 
@@ -325,13 +342,15 @@ def test_materialize_git_source_at_the_commit_without_dot_git(tmp_path: Path) ->
         source=VcsSource(url=str(repo), commit=first, requested=None),
     )
     dest = tmp_path / "duni" / "gitlib"
-    digest = materialize(pkg, dest, store=ContentStore(tmp_path / "store"))
+    digest = materialize(pkg, dest, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert tree_files(dest) == source_tree(Release("gitlib", "1.0"))
     assert not (dest / ".git").exists()
     assert digest == tree_hash(dest)
     # The export in the cache is shared: the copy must be independent of it.
     (dest / "pyproject.toml").write_text("edited")
-    other = materialize(pkg, tmp_path / "again", store=ContentStore(tmp_path / "store"))
+    other = materialize(
+        pkg, tmp_path / "again", cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert other == digest
 
 
@@ -344,8 +363,12 @@ def test_fetch_source_git_offline_needs_the_mirror(tmp_path: Path) -> None:
         source=VcsSource(url=str(repo), commit=commit, requested=None),
     )
     with pytest.raises(PullError, match=r"gitlib 1\.0.*without --offline"):
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"), offline=True)
-    assert os.path.isdir(fetch_source(pkg, store=ContentStore(tmp_path / "store")))
+        fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), offline=True
+        )
+    assert os.path.isdir(
+        fetch_source(pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"))
+    )
 
 
 def test_a_git_server_that_stops_answering_times_out(
@@ -363,7 +386,7 @@ def test_a_git_server_that_stops_answering_times_out(
         source=VcsSource(url=url, commit="0" * 40, requested=None),
     )
     with pytest.raises(PullError) as caught:
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"))
+        fetch_source(pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert url in str(caught.value) and "timed out" in str(caught.value)
 
 
@@ -1384,7 +1407,7 @@ def test_pull_sweeps_what_dead_runs_left_in_duni_and_in_the_download_cache(
     proj, _, _ = project([LIB], ["lib"])
     monorepo.lock(proj)
     pull(proj)
-    duni, store = proj / "duni", ContentStore()
+    duni, store = proj / "duni", ContentStore(current_cache().store)
     dead = "c" * 64
     planted = [
         store.path_for(dead).parent / f".tmp-{dead}-killed",
@@ -1638,7 +1661,7 @@ def test_a_store_entry_replaced_by_a_directory_heals_on_the_next_pull(project: A
     doc = lockfile.read(proj / "pylock.toml")
     source = next(p for p in doc.packages if p.name == "lib").source
     assert isinstance(source, SdistSource)
-    entry = ContentStore().path_for(source.sha256)
+    entry = ContentStore(current_cache().store).path_for(source.sha256)
     entry.unlink()
     entry.mkdir()
     (entry / "stray").write_bytes(b"not the sdist")
@@ -1720,7 +1743,7 @@ def test_a_full_download_cache_is_named_and_not_blamed_on_duni(
     monorepo.lock(proj)
     disk = small_disk("1m")
     monkeypatch.setenv("MONOREPO_CACHE_DIR", str(disk / "cache"))
-    store = ContentStore()
+    store = ContentStore(current_cache().store)
     with pytest.raises(DiskFullError) as caught:
         pull(proj)
     message = str(caught.value)

@@ -15,6 +15,7 @@ from pathlib import Path
 import filelock
 from packaging.utils import canonicalize_name
 
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.building.hooks import RELAY
 from monorepo.building.isolation import network_isolation
@@ -83,6 +84,7 @@ def build(
     reporter: Reporter | None = None,
     isolate: bool | None = None,
     frozen: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> BuildResult:
     """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
 
@@ -94,7 +96,9 @@ def build(
     :class:`~monorepo.errors.StaleLockError` (exit 1), like uv's ``--locked``.
     A package that fails is reported in :attr:`BuildResult.failed` with its log; the
     others still build.  Raises :class:`BuildError` for input problems: no workspace,
-    unknown target or package, missing system libraries.
+    unknown target or package, missing system libraries.  *cache_dir* is where the
+    freshness check finds git overlays' mirrors (default: ``MONOREPO_CACHE_DIR``, else
+    the user cache directory); nothing else of a build comes from the cache.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
@@ -119,6 +123,7 @@ def build(
             config,
             lockfile.read(lock_path),
             command="build",
+            cache=CacheDir.at(cache_dir),
             offline=True,  # build is offline: git overlays from their cached mirrors
         )
     order, pkgs = load_plan(config)

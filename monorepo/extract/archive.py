@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Literal, TypeVar
 
 from monorepo._core.fstree import remove_tree
+from monorepo._core.speed.switches import enabled
 from monorepo.errors import ExtractError, MonorepoError, disk_full
 from monorepo.extract.compression import gunzip, stream_limit
 from monorepo.extract.rules import (
@@ -270,7 +271,7 @@ def _emit_tar(archive: _Archive, sink: Callable[[Planner], Sink[_T]]) -> _T:
     if stream is not None:
         # The usual sdist's headers are read by tarscan, a fifth of tarfile's CPU; any
         # other archive (and every hostile one tarscan does not know) by tarfile.
-        members = tarscan.scan(stream)
+        members = tarscan.scan(stream) if enabled("tarscan") else None
         if members is not None:
             return _plan_tar(members, None, stream, archive, sink)
         try:

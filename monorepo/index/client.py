@@ -22,13 +22,10 @@ from packaging.tags import Tag
 from packaging.utils import NormalizedName, canonicalize_name
 
 from monorepo._core.memo import Memo
-from monorepo._core.paths import cache_root
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import IndexClientError, MonorepoError
 from monorepo.index.backend import BuildBackend
-from monorepo.index.deadline import Deadline
-from monorepo.index.http import DEFAULT_BACKOFF, HttpClient
-from monorepo.index.httpcache import HttpCache
+from monorepo.index.http import HttpClient
 from monorepo.index.pages import (
     DistFile,
     Groups,
@@ -85,28 +82,30 @@ class IndexClient:
     supplies all of its files, so a same-named project planted on a later index cannot
     shadow the real one (dependency confusion).  All public methods are thread-safe.
 
+    Its collaborators are passed in, made by the caller from the one cache directory:
+    *http* (which the client owns from then on: :meth:`close` closes it; offline when it
+    is), the speed-only *page_cache* and *metadata_cache* (None: none), and the build
+    *backend* that computes metadata no file of a release holds (None: such a release
+    fails with a :class:`~monorepo.errors.MetadataError` naming it).
+
     With *workers*, pages are downloaded and parsed, and wheels' ``METADATA`` read, by
-    that many :class:`~monorepo.indexworker.IndexWorker` processes (not for ``file://``
-    indexes or offline), each request going to the least busy; anything they cannot do is
-    done here, so the answers are the same.  *deadline* bounds every request, here and in
-    the workers (default: :meth:`~monorepo.index.deadline.Deadline.from_env`).
+    that many :class:`~monorepo.index.speed.worker.IndexWorker` processes (not for
+    ``file://`` indexes or offline), each request going to the least busy, with *http*'s
+    settings and caches; anything they cannot do is done here, so the answers are the
+    same.  *max_workers* threads fetch in this process.
     """
 
     def __init__(
         self,
         index_urls: Sequence[str],
         *,
-        offline: bool = False,
-        cache_dir: Path | None = None,
+        http: HttpClient,
+        page_cache: PageCache | None = None,
+        metadata_cache: MetadataCache | None = None,
+        backend: BuildBackend | None = None,
+        workers: int = 0,
         reporter: Reporter | None = None,
         max_workers: int = 16,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = DEFAULT_BACKOFF,
-        metadata_cache_dir: Path | None = None,
-        page_cache_dir: Path | None = None,
-        workers: int = 0,
-        deadline: Deadline | None = None,
     ) -> None:
         if not index_urls:
             raise IndexClientError(
@@ -118,37 +117,25 @@ class IndexClient:
         self.index_urls = tuple(
             normalize_index_url(url, base=Path.cwd(), where="index URL") for url in index_urls
         )
-        self.offline = offline
+        self.http = http
+        self.offline = http.offline
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
-        http_cache = HttpCache(cache_dir)
-        self.http = HttpClient(
-            cache=http_cache,
-            offline=offline,
-            reporter=self.reporter,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_connections=max_workers,
-            deadline=deadline,
-        )
-        self.metadata_cache = MetadataCache(metadata_cache_dir)
-        self.backend = BuildBackend(
-            cache_root() / "build-envs", self.index_urls, offline, self.reporter
-        )
-        self.page_cache = PageCache(page_cache_dir)
+        self.page_cache = page_cache
+        self.metadata_cache = metadata_cache
+        self.backend = backend
         self._workers: list[IndexWorker] = []
         self._turn = 0
-        if workers > 0 and not offline:
+        if workers > 0 and not self.offline:
             settings = WorkerSettings(
-                http_cache=http_cache.root,
-                page_cache=self.page_cache.root,
-                metadata_cache=self.metadata_cache.root,
-                offline=offline,
-                timeout=timeout,
-                retries=retries,
-                backoff=backoff,
+                http_cache=http.cache.root if http.cache is not None else None,
+                page_cache=page_cache.root if page_cache is not None else None,
+                metadata_cache=metadata_cache.root if metadata_cache is not None else None,
+                offline=self.offline,
+                timeout=http.timeout,
+                retries=http.retries,
+                backoff=http.backoff,
                 max_connections=max(4, max_workers // workers),
-                deadline=self.http.deadline,
+                deadline=http.deadline,
             )
             with contextlib.suppress(WorkerLost):
                 for _ in range(workers):

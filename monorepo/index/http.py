@@ -181,8 +181,8 @@ class HttpClient:
         self.deadline = deadline if deadline is not None else Deadline.from_env()
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        self._timeout = timeout
-        self._max_connections = max_connections
+        self.timeout = timeout
+        self.max_connections = max_connections
 
     def _http(self) -> httpx.Client:
         """Created on first network use: offline and file:// runs never open a pool."""
@@ -194,10 +194,10 @@ class HttpClient:
                     verify=_tls_context(),
                     http2=False,
                     follow_redirects=True,
-                    timeout=self._timeout,
+                    timeout=self.timeout,
                     limits=httpx.Limits(
-                        max_connections=self._max_connections,
-                        max_keepalive_connections=self._max_connections,
+                        max_connections=self.max_connections,
+                        max_keepalive_connections=self.max_connections,
                     ),
                     headers={"User-Agent": "monorepo (index client)"},
                 )
@@ -525,7 +525,7 @@ class HttpClient:
                 with (
                     self._classified(url, budget),
                     self._http().stream(
-                        "GET", url, headers=headers(), timeout=budget.timeout(self._timeout)
+                        "GET", url, headers=headers(), timeout=budget.timeout(self.timeout)
                     ) as reply,
                 ):
                     if reply.status_code in RETRYABLE_STATUS and (

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from monorepo._core import paths
 from monorepo._core.atomic import write_bytes
 
 #: Response headers kept with an entry: what freshness, revalidation and parsing need.
@@ -131,8 +130,8 @@ class HttpCache:
     cache is only ever an optimisation of what the network can answer again.
     """
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else paths.cache_root() / "http"
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def _path(self, key: str) -> Path:
         # Flat: a lock writes one entry per page, and on ext4 a directory costs an inode

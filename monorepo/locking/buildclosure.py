@@ -28,6 +28,7 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from monorepo._core.fstree import temporary_directory
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import ResolutionError
 from monorepo.overlays.rules import OverlaySet
@@ -51,6 +52,7 @@ def annotate(
     overlays: OverlaySet,
     offline: bool,
     reporter: Reporter,
+    cache: CacheDir,
     jobs: int = 8,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
@@ -64,7 +66,7 @@ def annotate(
     from monorepo.sources.store import ContentStore
     from monorepo.sources.treehash import hash_entries
 
-    store = ContentStore()
+    store = ContentStore(cache.store)
     todo = [p for p in packages if "tree-hash" not in p.tool]
     if not todo:
         return list(packages)
@@ -76,7 +78,7 @@ def annotate(
         matched = overlays.rule_for(pkg.name, pkg.version)
         rule = matched.rule if matched is not None else None
         what = f"{pkg.name} {pkg.version}"
-        fetched = fetch_source(pkg, store=store, fetch=http.stream, offline=offline)
+        fetched = fetch_source(pkg, store=store, cache=cache, fetch=http.stream, offline=offline)
         # Removed at any depth (a git source's tree is not capped like an archive's).
         with temporary_directory(prefix="monorepo-src-") as tmp:
             tree = tmp / "tree"
@@ -86,6 +88,7 @@ def annotate(
                     tree,
                     patches=rule.patches if rule else (),
                     store=store,
+                    cache=cache,
                     fetched=lambda: fetched,
                 )
             )
@@ -282,6 +285,7 @@ def close_over_build_dependencies(
     merge_build: MergeBuild,
     overlays: OverlaySet,
     offline: bool,
+    cache: CacheDir,
     reporter: Reporter | None = None,
 ) -> list[LockedPackage]:
     """Runtime packages (annotated) plus every build-only package, annotated too.
@@ -297,7 +301,7 @@ def close_over_build_dependencies(
     environment needs.
     """
     reporter = reporter or NullReporter()
-    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter)
+    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter, cache=cache)
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
     for p in runtime:  # the newest where targets disagree
@@ -325,7 +329,7 @@ def close_over_build_dependencies(
         if chosen == build_only:
             return finish(_assemble(members, groups, picked))
         new = [entries[k] for k in chosen if k not in annotated]
-        for p in annotate(new, overlays=overlays, offline=offline, reporter=reporter):
+        for p in annotate(new, overlays=overlays, offline=offline, reporter=reporter, cache=cache):
             annotated[(p.name, p.version)] = p
         build_only = chosen
     raise ResolutionError("The build-dependency closure did not converge; report this as a bug.")

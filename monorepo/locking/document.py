@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import Reporter
 from monorepo.errors import MonorepoError
 from monorepo.locking.buildclosure import build_host, close_over_build_dependencies
@@ -246,6 +247,7 @@ def resolve_document(
     preferred: Mapping[NormalizedName, Version],
     offline: bool,
     reporter: Reporter,
+    cache: CacheDir,
 ) -> LockDocument:
     """Resolve every target, merge, close over build dependencies: the new lock.
 
@@ -260,6 +262,7 @@ def resolve_document(
         finder = IndexFinder(
             client,
             target,
+            cache=cache,
             exclude_newer=config.exclude_newer,
             offline=offline,
             overlays=overlays,
@@ -270,7 +273,7 @@ def resolve_document(
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
         packages = _with_build_dependencies(
-            packages, config, client, overlays, sources, offline, reporter
+            packages, config, client, overlays, sources, offline, reporter, cache
         )
     return LockDocument(
         packages=sorted_packages(packages),
@@ -294,11 +297,17 @@ def _with_build_dependencies(
     sources: Mapping[NormalizedName, str],
     offline: bool,
     reporter: Reporter,
+    cache: CacheDir,
 ) -> list[LockedPackage]:
     """The sources pass: annotate every package and lock the build closure for the build host."""
     host = build_host()
     finder = IndexFinder(
-        client, host, exclude_newer=config.exclude_newer, offline=offline, overlays=overlays
+        client,
+        host,
+        cache=cache,
+        exclude_newer=config.exclude_newer,
+        offline=offline,
+        overlays=overlays,
     )
 
     def resolve_build(
@@ -316,6 +325,7 @@ def _with_build_dependencies(
         overlays=overlays,
         offline=offline,
         reporter=reporter,
+        cache=cache,
     )
 
 

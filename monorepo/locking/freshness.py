@@ -23,6 +23,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from monorepo._core.paths import CacheDir
 from monorepo.errors import StaleLockError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.lockfile import LOCK_NAME, LockDocument, LockedPackage
@@ -248,6 +249,7 @@ def current_reasons(
     config: ProjectConfig,
     lock: LockDocument,
     *,
+    cache: CacheDir,
     index_url: str | None = None,
     offline: bool = False,
 ) -> list[str]:
@@ -258,13 +260,18 @@ def current_reasons(
     from monorepo.project.indexurl import resolve_index_url
 
     primary, _ = resolve_index_url(config, flag=index_url)
-    overlays = project_overlays(config, lock, upgrade=False, offline=offline)
+    overlays = project_overlays(config, lock, upgrade=False, cache=cache, offline=offline)
     inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
     return stale_reasons(config, lock, inputs)
 
 
 def require_fresh(
-    config: ProjectConfig, lock: LockDocument, *, command: str, offline: bool = False
+    config: ProjectConfig,
+    lock: LockDocument,
+    *,
+    command: str,
+    cache: CacheDir,
+    offline: bool = False,
 ) -> None:
     """Raise :class:`StaleLockError` when *lock* no longer fits *config*.
 
@@ -272,7 +279,7 @@ def require_fresh(
     is with ``--frozen``.  Neither command re-locks on its own: a lock changes only
     when asked to, and what is vendored or built is always what the lock says.
     """
-    reasons = current_reasons(config, lock, offline=offline)
+    reasons = current_reasons(config, lock, cache=cache, offline=offline)
     if not reasons:
         return
     then = " and `monorepo pull`" if command == "build" else ""

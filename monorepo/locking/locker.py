@@ -1,9 +1,10 @@
 """``monorepo lock``: from a project's configuration to its pylock.toml.
 
 This module is the edge where configuration, the index client and the lock file meet:
-it reads the project and the existing lock, starts the index client, decides whether
-the last resolution can be reused (:mod:`monorepo.lockmemo`), has
-:mod:`monorepo.lockdoc` resolve and merge otherwise, and writes the file atomically.
+it reads the project and the existing lock, starts the index client (:func:`open_index`),
+decides whether the last resolution can be reused (:mod:`monorepo.locking.speed.reuse`),
+has :mod:`monorepo.locking.document` resolve and merge otherwise, and writes the file
+atomically.  The cache directory is decided here, once, and passed down.
 
 It is light on purpose.  The first index pages are asked for before the resolver,
 finder, lock format and overlays are imported (:func:`lock` imports them after its
@@ -13,11 +14,8 @@ downloading and parsing pages instead of waiting for their first request.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
-import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,13 +24,15 @@ from typing import TYPE_CHECKING
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from monorepo._core.paths import cache_root
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo._core.speed import workerproc
+from monorepo._core.speed.switches import enabled
 from monorepo._core.version import VERSION as __version__
 from monorepo.errors import LockFileError
 from monorepo.locking.speed import reuse as lockmemo
 from monorepo.locking.speed import warmstart
+from monorepo.locking.speed.rendering import rendered
 from monorepo.project.config import ProjectConfig, load_config
 from monorepo.project.indexurl import resolve_index_url
 
@@ -68,55 +68,6 @@ def read_existing(path: Path, reporter: Reporter) -> tuple[str, LockDocument] | 
         return None
 
 
-def _render_marker(text: str) -> Path:
-    """Where the cache remembers that this version of monorepo rendered exactly *text*."""
-    from monorepo.project.lockfile import RENDERER
-
-    key = hashlib.sha256(f"{__version__}\n{RENDERER}\n{text}".encode()).hexdigest()
-    return cache_root() / "rendered" / key[:2] / key
-
-
-@contextlib.contextmanager
-def _collections_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused for the block, then left as it was.
-
-    Rendering allocates tens of thousands of small tomlkit objects, and each allocation
-    burst triggers collections that walk everything a resolution left alive (versions,
-    candidates, parsed pages): measured on the data bench set, 0.15 s of rendering of which
-    0.06 s were collections.  Rendering makes no garbage cycles worth collecting early.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def rendered(document: LockDocument, existing: tuple[str, LockDocument] | None) -> str:
-    """``render(document)``, or the text on disk when it already is exactly that.
-
-    Rendering through tomlkit is a tenth of a warm lock, and a relock usually changes
-    nothing.  The text on disk is reused only when its data equals the new lock's and the
-    cache remembers that this version of monorepo rendered that very text (the marker is
-    keyed by the text's digest), so a hand-edited or older-format file is still rewritten.
-    """
-    from monorepo.project.lockfile import render, render_data
-
-    if existing is not None:
-        text, old = existing
-        if render_data(old) == render_data(document) and _render_marker(text).exists():
-            return text
-    with _collections_paused():
-        text = render(document)
-    with contextlib.suppress(OSError):
-        marker = _render_marker(text)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    return text
-
-
 def lock(
     project: Path | str = ".",
     *,
@@ -127,32 +78,30 @@ def lock(
     reporter: Reporter | None = None,
     write: bool = True,
     exclude_newer: datetime | None = None,
+    cache_dir: Path | str | None = None,
 ) -> LockResult:
     """Resolve the project at *project* for all its targets and write pylock.toml.
 
     Runtime versions of an existing lock are preferred (minimal updates); *upgrade*
     releases all of them, *upgrade_packages* only the named ones.  The build closure is
-    chosen afresh from the runtime set (:mod:`monorepo.buildclosure`).  With
+    chosen afresh from the runtime set (:mod:`monorepo.locking.buildclosure`).  With
     ``write=False`` nothing is written (``verify --resolve`` uses that).
     *exclude_newer* replaces the configured cut-off for this run (``verify
-    --resolve`` pins a lock without one to its newest upload time).
+    --resolve`` pins a lock without one to its newest upload time).  *cache_dir* is the
+    cache directory (default: ``MONOREPO_CACHE_DIR``, else the user cache directory).
     On any failure the existing lock is left untouched.
     """
-    from monorepo.index.client import IndexClient
-
     reporter = reporter or NullReporter()
+    cache = CacheDir.at(cache_dir)
     config = load_config(Path(project))
     if exclude_newer is not None:
         config = dataclasses.replace(config, exclude_newer=exclude_newer)
     primary, _where = resolve_index_url(config, flag=index_url)
     index_urls = [primary, *config.extra_index_urls]
-    # Other cores read and parse pages while this process resolves (monorepo.indexworker).
-    with IndexClient(
-        index_urls, offline=offline, reporter=reporter, workers=workerproc.index_workers()
-    ) as client:
+    with open_index(index_urls, cache=cache, offline=offline, reporter=reporter) as client:
         # Every page this lock will probably read, asked for at once, before the heavy
-        # half of locking is even imported (see monorepo.warmstart and this module's doc).
-        client.prefetch(_likely_pages(config))
+        # half of locking is even imported (see locking.speed.warmstart and this module's doc).
+        client.prefetch(_likely_pages(config, cache))
         from monorepo.overlays.loading import project_overlays
         from monorepo.project.lockfile import LOCK_NAME, write_atomic
 
@@ -162,19 +111,19 @@ def lock(
         if existing is not None:
             client.prefetch(p.name for p in existing.packages)
         # Only runtime versions are preferred: the build closure is a function of the
-        # runtime set and the index (monorepo.buildclosure), never of the previous lock.
+        # runtime set and the index (locking.buildclosure), never of the previous lock.
         preferred: dict[NormalizedName, Version] = {}
         if existing is not None and not upgrade:
             released = {canonicalize_name(n) for n in upgrade_packages}
             for p in existing.packages:
                 if p.name not in released and p.role == "runtime":
                     preferred.setdefault(p.name, p.version)
-        overlays = project_overlays(config, existing, upgrade=upgrade, offline=offline)
+        overlays = project_overlays(config, existing, upgrade=upgrade, cache=cache, offline=offline)
         # Audits (write=False) always resolve; git sources can move without any page changing.
         key = None
-        if write and not config.sources:
+        if write and not config.sources and enabled("lock-reuse"):
             key = _memo_key(config, index_urls, overlays, preferred)
-        reused = _reuse(key, client, path, reporter) if key is not None else None
+        reused = _reuse(key, client, path, reporter, cache) if key is not None else None
         if reused is not None:
             text, document = reused
         else:
@@ -182,16 +131,45 @@ def lock(
             from monorepo.locking.document import resolve_document
 
             document = resolve_document(
-                config, client, index_urls, overlays, preferred, offline, reporter
+                config, client, index_urls, overlays, preferred, offline, reporter, cache
             )
-            text = rendered(document, on_disk)
+            text = rendered(document, on_disk, root=cache.rendered)
             if key is not None and all(_from_index(p) for p in document.packages):
-                lockmemo.store(key, lockmemo.Memo(pages=client.pages_read(), text=text))
+                lockmemo.store(
+                    key, lockmemo.Memo(pages=client.pages_read(), text=text), root=cache.locks
+                )
     changed = write_atomic(path, text) if write else False
-    if write:
-        warmstart.remember(config.root, (p.name for p in document.packages))
+    if write and enabled("warm-start"):
+        warmstart.remember(config.root, (p.name for p in document.packages), cache=cache.warmstart)
     return LockResult(
         path=path, document=document, changed=changed, changes=diff_versions(existing, document)
+    )
+
+
+def open_index(
+    index_urls: Sequence[str], *, cache: CacheDir, offline: bool, reporter: Reporter
+) -> IndexClient:
+    """The index client of a lock, its collaborators made from the one cache directory.
+
+    Other cores read and parse pages while this process resolves
+    (:mod:`monorepo.index.speed.worker`); each speed-only cache can be switched off
+    (:mod:`monorepo._core.speed.switches`) without changing the result.
+    """
+    from monorepo.index.backend import BuildBackend
+    from monorepo.index.client import IndexClient
+    from monorepo.index.http import HttpClient
+    from monorepo.index.httpcache import HttpCache
+    from monorepo.index.speed.metadatacache import MetadataCache
+    from monorepo.index.speed.pagecache import PageCache
+
+    return IndexClient(
+        index_urls,
+        http=HttpClient(cache=HttpCache(cache.http), offline=offline, reporter=reporter),
+        page_cache=PageCache(cache.pages) if enabled("page-cache") else None,
+        metadata_cache=MetadataCache(cache.metadata) if enabled("metadata-cache") else None,
+        backend=BuildBackend(cache.build_envs, tuple(index_urls), offline, reporter),
+        workers=workerproc.index_workers(),
+        reporter=reporter,
     )
 
 
@@ -232,12 +210,12 @@ def _from_index(pkg: LockedPackage) -> bool:
 
 
 def _reuse(
-    key: str, client: IndexClient, path: Path, reporter: Reporter
+    key: str, client: IndexClient, path: Path, reporter: Reporter, cache: CacheDir
 ) -> tuple[str, LockDocument] | None:
     """The remembered lock for *key* when every page it read is unchanged, else None."""
     from monorepo.project.lockfile import parse
 
-    memo = lockmemo.load(key)
+    memo = lockmemo.load(key, root=cache.locks)
     if memo is None or not client.pages_unchanged(memo.pages):
         return None
     try:
@@ -252,7 +230,7 @@ def _reuse(
     return memo.text, document
 
 
-def _likely_pages(config: ProjectConfig) -> list[str]:
+def _likely_pages(config: ProjectConfig, cache: CacheDir) -> list[str]:
     """The project pages a lock of *config* will probably read, most certain first.
 
     The root requirements that apply to some target, then the packages the last lock of
@@ -270,7 +248,8 @@ def _likely_pages(config: ProjectConfig) -> list[str]:
         for r in requirements
         if r.marker is None or any(r.marker.evaluate(e) for e in envs)
     ]
-    names += warmstart.remembered(config.root)
+    if enabled("warm-start"):
+        names += warmstart.remembered(config.root, cache=cache.warmstart)
     return list(dict.fromkeys(names))
 
 
@@ -302,11 +281,17 @@ class CheckResult:
     reasons: tuple[str, ...]
 
 
-def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckResult:
+def check(
+    project: Path | str = ".",
+    *,
+    index_url: str | None = None,
+    cache_dir: Path | str | None = None,
+) -> CheckResult:
     """Whether pylock.toml is fresh for the project, without touching the network.
 
-    The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.freshness`).
-    A missing or unreadable lock is stale, not an error.
+    The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.locking.freshness`).
+    A missing or unreadable lock is stale, not an error.  *cache_dir*: see :func:`lock`
+    (git overlays are read from their cached mirrors).
     """
     from monorepo.locking.freshness import current_reasons
     from monorepo.project.lockfile import LOCK_NAME, parse
@@ -320,5 +305,5 @@ def check(project: Path | str = ".", *, index_url: str | None = None) -> CheckRe
         return CheckResult(path, False, (f"{path} does not exist",))
     except LockFileError as exc:
         return CheckResult(path, False, (str(exc),))
-    reasons = current_reasons(config, existing, index_url=index_url)
+    reasons = current_reasons(config, existing, index_url=index_url, cache=CacheDir.at(cache_dir))
     return CheckResult(path, not reasons, tuple(reasons))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 
 from monorepo._core import fstree
-from monorepo._core.paths import cache_root
+from monorepo._core.paths import CacheDir
 from monorepo.errors import LockFileError, OverlayError, PullError
 from monorepo.overlays.rules import (
     COMMIT_ID,
@@ -57,6 +57,7 @@ def load_overlays(
     specs: Sequence[str],
     *,
     base: Path,
+    cache: CacheDir,
     offline: bool = False,
     pinned: Mapping[str, str] | None = None,
 ) -> OverlaySet:
@@ -64,7 +65,9 @@ def load_overlays(
     pins = pinned or {}
     return OverlaySet(
         [
-            load_overlay(spec, base=base, offline=offline, pinned_commit=pins.get(spec))
+            load_overlay(
+                spec, base=base, cache=cache, offline=offline, pinned_commit=pins.get(spec)
+            )
             for spec in specs
         ]
     )
@@ -74,6 +77,7 @@ def load_overlay(
     spec: str,
     *,
     base: Path,
+    cache: CacheDir,
     offline: bool = False,
     pinned_commit: str | None = None,
 ) -> Overlay:
@@ -81,11 +85,13 @@ def load_overlay(
 
     For git, *pinned_commit* (from an existing lock) is used instead of resolving
     *rev* again, so a branch that moved on does not change a locked project;
-    *offline* uses the cached clone only.  *pinned_commit* is ignored for a
+    *offline* uses the cached clone only (mirrors and exports live in *cache*).  *pinned_commit* is ignored for a
     directory, whose fingerprint is a content hash (:func:`directory_fingerprint`).
     """
     if spec.startswith("git+"):
-        return _load_git_overlay(spec, base=base, offline=offline, pinned_commit=pinned_commit)
+        return _load_git_overlay(
+            spec, base=base, cache=cache, offline=offline, pinned_commit=pinned_commit
+        )
     root = (Path(base) / spec).resolve()
     if not root.is_dir():
         raise OverlayError(
@@ -232,9 +238,9 @@ def _split_git_spec(spec: str, base: Path) -> tuple[str, str]:
 
 
 def _load_git_overlay(
-    spec: str, *, base: Path, offline: bool, pinned_commit: str | None
+    spec: str, *, base: Path, cache: CacheDir, offline: bool, pinned_commit: str | None
 ) -> Overlay:
-    """A git overlay through :mod:`monorepo.git` (the mirror git sources use too),
+    """A git overlay through :mod:`monorepo.sources.git` (the mirror git sources use too),
     exported per commit under ``<cache>/overlays/<sha256 of the URL>/<commit>``."""
     from monorepo.sources import git  # libgit2 is loaded only by runs that need it
 
@@ -244,16 +250,18 @@ def _load_git_overlay(
             f"The lock pins overlay {spec} to {pinned_commit!r}, which is not a commit id. "
             "Run `monorepo lock` again to re-pin it."
         )
-    home = cache_root() / "overlays" / hashlib.sha256(url.encode()).hexdigest()
+    home = cache.overlays / hashlib.sha256(url.encode()).hexdigest()
     commit = pinned_commit.lower() if pinned_commit is not None else None
     if commit is None or not (home / commit).is_dir():
-        if offline and not git.mirror_exists(url):
+        if offline and not git.mirror_exists(url, cache=cache):
             raise OverlayError(
                 f"Overlay {spec} has never been fetched and --offline forbids fetching it. "
                 "Run the command once without --offline."
             )
         try:
-            repo = git.open_mirror(url, offline=offline, need=None if offline else commit)
+            repo = git.open_mirror(
+                url, cache=cache, offline=offline, need=None if offline else commit
+            )
         except git.GitError as exc:
             raise OverlayError(
                 f"Overlay {spec} could not be fetched: {exc} Check the URL and your network, "
@@ -284,7 +292,7 @@ def _load_git_overlay(
                 "regular files; replace it with the file it points to."
             )
         home.mkdir(parents=True, exist_ok=True)
-    root = git.export_commit(url, commit, offline=offline, dest=home / commit)
+    root = git.export_commit(url, commit, cache=cache, offline=offline, dest=home / commit)
     return read_overlay(root, spec=spec, commit=commit, fingerprint=commit)
 
 
@@ -295,6 +303,7 @@ def load_project_overlays(
     specs: Sequence[str],
     *,
     base: Path,
+    cache: CacheDir,
     offline: bool = False,
     pinned: Mapping[str, str] | None = None,
     include_default: bool = True,
@@ -306,7 +315,8 @@ def load_project_overlays(
     ``monorepo-default`` rather than a path, so a lock does not record where
     monorepo happens to be installed; its fingerprint still follows its content.
     """
-    overlays = list(load_overlays(specs, base=base, offline=offline, pinned=pinned).overlays)
+    loaded = load_overlays(specs, base=base, cache=cache, offline=offline, pinned=pinned)
+    overlays = list(loaded.overlays)
     root = default_overlay_dir()
     if include_default and (root / _OVERLAY_FILE).is_file() and DEFAULT_SPEC not in specs:
         overlays.append(
@@ -318,7 +328,12 @@ def load_project_overlays(
 
 
 def project_overlays(
-    config: ProjectConfig, existing: LockDocument | None, *, upgrade: bool, offline: bool = False
+    config: ProjectConfig,
+    existing: LockDocument | None,
+    *,
+    upgrade: bool,
+    cache: CacheDir,
+    offline: bool = False,
 ) -> OverlaySet:
     """The project's overlays, git ones at the commits the lock pinned (unless upgrading)."""
     pinned: dict[str, str] = {}
@@ -326,14 +341,21 @@ def project_overlays(
         for o in existing.inputs.get("overlays", []):
             if str(o.get("spec", "")).startswith("git+"):
                 pinned[o["spec"]] = o["fingerprint"]
-    return load_project_overlays(config.overlays, base=config.root, offline=offline, pinned=pinned)
+    return load_project_overlays(
+        config.overlays, base=config.root, cache=cache, offline=offline, pinned=pinned
+    )
 
 
 # --------------------------------------------------------------------------- locked
 
 
 def locked_patches(
-    packages: Sequence[LockedPackage], lock: LockDocument, *, base: Path, offline: bool
+    packages: Sequence[LockedPackage],
+    lock: LockDocument,
+    *,
+    base: Path,
+    cache: CacheDir,
+    offline: bool,
 ) -> dict[str, tuple[Patch, ...]]:
     """Each package's overlay patches (by dir), read from the overlays the lock pins.
 
@@ -363,7 +385,7 @@ def locked_patches(
         for o in needed.values()
         if str(o["spec"]).startswith("git+") and o.get("fingerprint")
     }
-    loaded = load_overlays(specs, base=base, offline=offline, pinned=pinned)
+    loaded = load_overlays(specs, base=base, cache=cache, offline=offline, pinned=pinned)
     overlays: dict[str, Overlay] = {o.spec: o for o in loaded.overlays}
     out: dict[str, tuple[Patch, ...]] = {}
     for pkg in wanted:

@@ -26,6 +26,8 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from monorepo._core.paths import CacheDir
+from monorepo._core.speed.switches import enabled
 from monorepo.errors import MetadataError
 from monorepo.index.backend import BuildBackend
 from monorepo.index.client import IndexClient
@@ -112,11 +114,13 @@ class IndexFinder:
         client: IndexClient,
         target: Target,
         *,
+        cache: CacheDir,
         exclude_newer: datetime | None = None,
         offline: bool = False,
         overlays: OverlaySet | None = None,
     ) -> None:
         self.client = client
+        self.cache = cache
         self.overlays = overlays or OverlaySet()
         self.target = target
         self.exclude_newer = exclude_newer
@@ -213,7 +217,12 @@ class IndexFinder:
         return Dependencies(kept + tuple(rule.add_dependencies), deps.requires_python)
 
     def prefetch(self, wanted: Iterable[Wanted]) -> None:
-        """Fetch these pages in the background, and crawl ahead from each (see :meth:`_crawl`)."""
+        """Fetch these pages in the background, and crawl ahead from each (see :meth:`_crawl`).
+
+        Speed only: off with ``MONOREPO_NO_SPEEDUPS=read-ahead``.
+        """
+        if not enabled("read-ahead"):
+            return
         for key in wanted:
             if key[0].startswith(":"):
                 continue
@@ -260,6 +269,9 @@ class IndexFinder:
         )
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
+        """Start reading these candidates' metadata (speed only, like :meth:`prefetch`)."""
+        if not enabled("read-ahead"):
+            return
         releases = [
             self._metadata_files(c) for c in candidates if isinstance(c.source, IndexRelease)
         ]
@@ -323,10 +335,13 @@ class IndexFinder:
             )
         clone_url, rev, subdirectory = git.split_git_url(url)
         repo = git.open_mirror(
-            clone_url, offline=self.offline, need=rev if rev and len(rev) == 40 else None
+            clone_url,
+            cache=self.cache,
+            offline=self.offline,
+            need=rev if rev and len(rev) == 40 else None,
         )
         commit = git.resolve_rev(repo, rev, url=clone_url)
-        tree = git.export_commit(clone_url, commit, offline=self.offline)
+        tree = git.export_commit(clone_url, commit, cache=self.cache, offline=self.offline)
         project_dir = tree / subdirectory if subdirectory else tree
         found_name, deps, version = tree_metadata(
             project_dir, what=f"{name} @ {url}", backend=self.client.backend

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from monorepo._core import fstree
 from monorepo._core.fstree import Stamp, remove_tree
-from monorepo._core.paths import url_path
+from monorepo._core.paths import CacheDir, url_path
 from monorepo.errors import IndexClientError, PullError, disk_full
 from monorepo.extract.archive import extract_sdist
 from monorepo.extract.sinks import FileStamps
@@ -69,6 +69,7 @@ def fetch_source(
     pkg: LockedPackage,
     *,
     store: ContentStore,
+    cache: CacheDir,
     fetch: Fetch | None = None,
     offline: bool = False,
     same_origin: bool = False,
@@ -83,12 +84,12 @@ def fetch_source(
     With *same_origin*, a stored file counts only if it was downloaded from the URL
     the lock names (see :mod:`monorepo.cache`): the URL is part of what the lock
     says, and a stored file with the right hash does not show that the URL serves it.
-    A git source is exported (without ``.git``) from the cached mirror at the locked
+    A git source is exported (without ``.git``) from the mirror in *cache* at the locked
     commit; the returned directory is shared and must not be modified.
     """
     source = pkg.source
     if isinstance(source, VcsSource):
-        return _export_git(pkg, source, offline=offline)
+        return _export_git(pkg, source, cache=cache, offline=offline)
     if not isinstance(source, SdistSource | ArchiveSource):  # pragma: no cover - exhaustive
         raise PullError(f"{_label(pkg)}: unknown source kind {type(source).__name__}")
     url = source.url
@@ -138,11 +139,11 @@ def fetch_source(
             raise PullError(f"{_label(pkg)}: cannot download its source: {error}") from error
 
 
-def _export_git(pkg: LockedPackage, source: VcsSource, *, offline: bool) -> Path:
+def _export_git(pkg: LockedPackage, source: VcsSource, *, cache: CacheDir, offline: bool) -> Path:
     from monorepo.sources import git  # loads pygit2: only for git sources
 
     try:
-        tree = git.export_commit(source.url, source.commit, offline=offline)
+        tree = git.export_commit(source.url, source.commit, cache=cache, offline=offline)
     except git.GitError as error:
         raise PullError(f"{_label(pkg)}: cannot export commit {source.commit}: {error}") from error
     if source.subdirectory:
@@ -230,6 +231,7 @@ def materialize_entries(
     *,
     patches: Sequence[Patch] = (),
     store: ContentStore,
+    cache: CacheDir,
     fetch: Fetch | None = None,
     offline: bool = False,
     stamps: dict[str, tuple[Stamp, str]] | None = None,
@@ -255,7 +257,7 @@ def materialize_entries(
         source = fetched()
     else:
         source = fetch_source(
-            pkg, store=store, fetch=fetch, offline=offline, same_origin=same_origin
+            pkg, store=store, cache=cache, fetch=fetch, offline=offline, same_origin=same_origin
         )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -301,6 +303,7 @@ def materialize(
     *,
     patches: Sequence[Patch] = (),
     store: ContentStore,
+    cache: CacheDir,
     fetch: Fetch | None = None,
     offline: bool = False,
 ) -> str:
@@ -314,5 +317,7 @@ def materialize(
     :class:`OverlayError` for a patch, :class:`PullError`).
     """
     return hash_entries(
-        materialize_entries(pkg, dest, patches=patches, store=store, fetch=fetch, offline=offline)
+        materialize_entries(
+            pkg, dest, patches=patches, store=store, cache=cache, fetch=fetch, offline=offline
+        )
     )

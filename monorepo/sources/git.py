@@ -17,7 +17,7 @@ from pathlib import Path
 import pygit2
 
 from monorepo._core.fstree import remove_tree
-from monorepo._core.paths import cache_root
+from monorepo._core.paths import CacheDir
 from monorepo.errors import MonorepoError
 from monorepo.index.deadline import DEFAULT_TIMEOUT, Deadline
 
@@ -26,8 +26,8 @@ class GitError(MonorepoError):
     """A git repository could not be fetched or a revision not found."""
 
 
-def _mirror_dir(url: str) -> Path:
-    return cache_root() / "git" / "db" / hashlib.sha256(url.encode()).hexdigest()[:32]
+def _mirror_dir(url: str, cache: CacheDir) -> Path:
+    return cache.git / "db" / hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
 def _is_commit_id(rev: str | None) -> bool:
@@ -48,13 +48,15 @@ def limit_waits() -> None:
     pygit2.settings.server_timeout = milliseconds
 
 
-def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> pygit2.Repository:
+def open_mirror(
+    url: str, *, cache: CacheDir, offline: bool = False, need: str | None = None
+) -> pygit2.Repository:
     """A bare mirror of *url* in the cache, fetched unless *offline*.
 
     With *need* (a commit id) already present, no fetch happens: locked commits
     never change, so a warm cache answers without the network.
     """
-    path = _mirror_dir(url)
+    path = _mirror_dir(url, cache)
     if path.exists():
         repo = pygit2.Repository(str(path))
         if need is not None and has_commit(repo, need):
@@ -94,9 +96,9 @@ def open_mirror(url: str, *, offline: bool = False, need: str | None = None) -> 
     return pygit2.Repository(str(path))
 
 
-def mirror_exists(url: str) -> bool:
+def mirror_exists(url: str, *, cache: CacheDir) -> bool:
     """Whether *url* was ever fetched into the cache (what ``--offline`` can use)."""
-    return (_mirror_dir(url) / "HEAD").is_file()
+    return (_mirror_dir(url, cache) / "HEAD").is_file()
 
 
 def has_commit(repo: pygit2.Repository, commit: str) -> bool:
@@ -136,17 +138,17 @@ def resolve_rev(repo: pygit2.Repository, rev: str | None, *, url: str) -> str:
 
 
 def export_commit(
-    url: str, commit: str, *, offline: bool = False, dest: Path | None = None
+    url: str, commit: str, *, cache: CacheDir, offline: bool = False, dest: Path | None = None
 ) -> Path:
     """The tree of *commit* as a plain directory (no ``.git``), written once.
 
     *dest* defaults to a shared place in the cache keyed by the commit id; an export is
     immutable, so an existing one is returned without touching the repository.
     """
-    dest = dest or cache_root() / "git" / "checkouts" / commit
+    dest = dest or cache.git / "checkouts" / commit
     if dest.exists():
         return dest
-    repo = open_mirror(url, offline=offline, need=commit)
+    repo = open_mirror(url, cache=cache, offline=offline, need=commit)
     if not has_commit(repo, commit):
         raise GitError(f"{url}: commit {commit} does not exist in the repository.")
     dest.parent.mkdir(parents=True, exist_ok=True)

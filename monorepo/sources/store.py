@@ -6,7 +6,7 @@ works from the store alone, and a store entry can always be checked against its
 name.  Entries are re-hashed on every use, so a disk error or a hand edit makes an
 entry disappear (and be fetched again) rather than reach a build.
 
-Layout under the root (default ``paths.cache_root() / "store"``)::
+Layout under the root (``CacheDir.store``: the cache directory's ``store``)::
 
     sha256/ab/abcdef0123...    the file whose sha256 is abcdef0123... (full hex name,
                                fanned out by its first two hex digits)
@@ -48,7 +48,6 @@ from typing import BinaryIO, Literal
 from filelock import FileLock, Timeout
 
 from monorepo._core.atomic import write_bytes
-from monorepo._core.paths import cache_root
 from monorepo.errors import HashMismatchError, StorageError, disk_full
 
 _TMP = ".tmp-"
@@ -71,8 +70,8 @@ def _normalise(sha256: str, what: str) -> str:
 class ContentStore:
     """Verified files addressed by sha256; safe for concurrent processes."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else cache_root() / "store"
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def path_for(self, sha256: str) -> Path:
         """Where the entry for *sha256* lives (whether or not it exists)."""

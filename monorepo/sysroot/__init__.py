@@ -13,7 +13,7 @@ cache:
    downloaded index must hash to.
 2. The packages :func:`root_packages` names are resolved with their ``Depends`` and
    ``Pre-Depends`` closure (:func:`resolve_closure`).
-3. Each ``.deb`` is downloaded into ``cache_root()/"debian"`` (verified against the
+3. Each ``.deb`` is downloaded into the cache directory's ``debian`` (verified against the
    SHA256 in ``Packages``), its ``ar`` container parsed (:func:`ar_members`) and its
    ``data.tar.*`` member unpacked under the safe rules of :func:`plan_deb` into a
    staging directory beside *DEST*: no absolute paths, no ``..``, no device files, no

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from monorepo._core.atomic import write_bytes
 from monorepo._core.fstree import remove_tree
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.sysroot.apt import (
@@ -236,6 +237,7 @@ def make_sysroot(
     refresh: bool = False,
     keyring: Path | None = DEFAULT_KEYRING,
     jobs: int = 8,
+    cache_dir: Path | str | None = None,
 ) -> SysrootInfo:
     """Make (or keep) a Debian sysroot for CPython *python* on *arch* at *dest*.
 
@@ -244,7 +246,8 @@ def make_sysroot(
     again and the tree rebuilt only if a package version changed.  *dest* may be
     absent, empty, or an earlier sysroot; anything else is refused.  Raises
     :class:`SysrootError` (and :class:`~monorepo.errors.HashMismatchError` for a
-    download that does not match the signed index).
+    download that does not match the signed index).  Indexes and ``.deb`` files are kept
+    in *cache_dir*'s ``debian`` (default: ``MONOREPO_CACHE_DIR``, else the user cache).
     """
     from filelock import FileLock
 
@@ -273,7 +276,7 @@ def make_sysroot(
                 " directory, or remove it"
             )
         url = (mirror or debian_mirror(suite)).rstrip("/")
-        cache = _cache_dir()
+        cache = CacheDir.at(cache_dir).debian
         fetch = _Fetcher(url, reporter)
         try:
             index = _load_index(fetch, suite, arch, cache, keyring, reporter)
@@ -314,12 +317,6 @@ def make_sysroot(
             extra=extra,
             reporter=reporter,
         )
-
-
-def _cache_dir() -> Path:
-    from monorepo._core.paths import cache_root
-
-    return cache_root() / "debian"
 
 
 def _assemble(

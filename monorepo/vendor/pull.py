@@ -78,6 +78,7 @@ from packaging.utils import canonicalize_name
 
 from monorepo._core.atomic import write_text_if_changed
 from monorepo._core.fstree import Stamp, remove_tree
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import HashMismatchError, LockFileError, PullError
 from monorepo.extract.speed.pool import ExtractorPool
@@ -236,6 +237,7 @@ class _Puller:
         duni: Path,
         *,
         store: ContentStore,
+        cache: CacheDir,
         fetch: Fetch,
         offline: bool,
         force: bool,
@@ -248,6 +250,7 @@ class _Puller:
         self.downloads = downloads if downloads is not None else {}
         self.state = duni / STATE_DIR
         self.store = store
+        self.cache = cache
         self.fetch = fetch
         self.offline = offline
         self.force = force
@@ -366,6 +369,7 @@ class _Puller:
                     staging,
                     patches=patches,
                     store=self.store,
+                    cache=self.cache,
                     fetch=self.fetch,
                     offline=self.offline,
                     stamps=stamps,
@@ -475,6 +479,7 @@ def pull(
     frozen: bool = False,
     reporter: Reporter | None = None,
     fetch: Callable[[str], Iterator[bytes] | bytes] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> PullResult:
     """Make ``duni/`` match pylock.toml (see the module docstring for the rules).
 
@@ -486,17 +491,20 @@ def pull(
     pulls from the lock as it is; otherwise a lock that no longer fits pyproject.toml
     (the reasons ``lock --check`` gives) raises :class:`~monorepo.errors.StaleLockError`
     before anything is touched, like uv's ``--locked``.  *fetch* replaces the HTTP
-    download (tests, embedding).
+    download (tests, embedding).  *cache_dir* is the cache directory (default:
+    ``MONOREPO_CACHE_DIR``, else the user cache directory): its download store, git
+    mirrors and overlay exports.
     Raises :class:`~monorepo.errors.MonorepoError` subclasses; packages that were
     brought up to date before an error stay so.
     """
     reporter = reporter if reporter is not None else NullReporter()
+    cache = CacheDir.at(cache_dir)
     config = load_config(Path(project))
     lock = lockfile.read(config.root / lockfile.LOCK_NAME)
     if not frozen:
         from monorepo.locking.freshness import require_fresh  # loads the resolver's markers
 
-        require_fresh(config, lock, command="pull", offline=offline)
+        require_fresh(config, lock, command="pull", cache=cache, offline=offline)
     _check_dirs(lock)
     selected = _select(lock, packages)
     duni = config.duni
@@ -508,10 +516,10 @@ def pull(
     result = PullResult(duni=duni)
 
     with exclusive(state / "lock", reporter) as lock_fd, contextlib.ExitStack() as stack:
-        store = ContentStore()
+        store = ContentStore(cache.store)
         clean_leftovers(duni, state, store)
         _write_atomic(state / ".gitignore", STATE_GITIGNORE)
-        patches = locked_patches(selected, lock, base=config.root, offline=offline)
+        patches = locked_patches(selected, lock, base=config.root, cache=cache, offline=offline)
         if fetch is None:
             from monorepo.index.http import HttpClient
 
@@ -534,6 +542,7 @@ def pull(
             duni,
             stack,
             store=store,
+            cache=cache,
             fetch=fetch,
             offline=offline,
             jobs=max(DOWNLOADS, workers),
@@ -543,6 +552,7 @@ def pull(
         puller = _Puller(
             duni,
             store=store,
+            cache=cache,
             fetch=fetch,
             offline=offline,
             force=force,

@@ -19,6 +19,10 @@ through one stays held until the last of them has exited.
 
 The protocol is one frame per value: an 8-byte big-endian length, then a pickle.  Only
 the parent's own children read what it sends, so pickle's trust model holds.
+
+Speed only: the index workers and the extraction workers run on it.  Without them
+(``MONOREPO_NO_SPEEDUPS=index-workers,extract-workers``) the same work runs in threads
+of the calling process, with the same results.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO
+
+from monorepo._core.speed.switches import enabled
 
 _FRAME = struct.Struct("!Q")
 _CHUNK = 1 << 20
@@ -93,8 +99,9 @@ def index_workers() -> int:
     None on one core, where they would only take turns with the resolver.  Otherwise
     two: the resolving process is idle half the time and a single worker was the busy
     one (on two cores, a cold lock of 117 packages took 1.74 s with one, 1.59 s with two).
+    None either with ``MONOREPO_NO_SPEEDUPS=index-workers``.
     """
-    return 2 if cores() > 1 else 0
+    return 2 if cores() > 1 and enabled("index-workers") else 0
 
 
 def prestart(

@@ -17,6 +17,9 @@ checksum that only the signed sum matches, a truncated stream ...).  The caller 
 reads the stream with :mod:`tarfile`, so every unusual archive, hostile ones included,
 is read and refused exactly as before.  Where both readers accept an archive they
 agree member for member (``tests/test_tarscan.py`` compares them).
+
+Speed only: anything it does not read exactly as tarfile would is left to tarfile.
+Turn it off with ``MONOREPO_NO_SPEEDUPS=tarscan``: every tar is then read by tarfile.
 """
 
 from __future__ import annotations

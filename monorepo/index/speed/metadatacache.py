@@ -3,6 +3,11 @@
 A module of its own, apart from :mod:`monorepo.metadata`, so that the index workers,
 which store the metadata they read, need not import that module's parsing and build
 backend machinery.
+
+It saves reading a release's metadata again (a PEP 658 file, byte ranges of a wheel,
+an sdist's build backend) in every later lock, and lets ``--offline`` lock from what
+an earlier run read.  Turn it off with ``MONOREPO_NO_SPEEDUPS=metadata-cache``: the
+sources are then read every time (offline, from the HTTP cache alone).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import contextlib
 import re
 from pathlib import Path
 
-from monorepo._core import paths
 from monorepo._core.atomic import write_bytes
 
 __all__ = ["MetadataCache"]
@@ -29,8 +33,8 @@ class MetadataCache:
     the cache only saves work the sources can repeat.
     """
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else paths.cache_root() / "metadata"
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def _path(self, sha256: str | None) -> Path | None:
         if sha256 is None or not _SHA256.match(sha256.lower()):

@@ -10,6 +10,8 @@ entry per page, never a stale answer.
 
 Like the other caches it is an optimisation only: a damaged or unreadable entry is a miss,
 write failures are ignored, and entries are replaced atomically.
+
+Turn it off with ``MONOREPO_NO_SPEEDUPS=page-cache``: every page is then parsed again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import hashlib
 import marshal
 from pathlib import Path
 
-from monorepo._core import paths
 from monorepo._core.atomic import write_bytes
 from monorepo.index.pages import Groups
 
@@ -36,8 +37,8 @@ class PageCache:
     """Entries under ``<root>/<key>`` (flat, as in the HTTP cache), key = sha256 of
     (format, URL, project)."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else paths.cache_root() / "pages"
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def _path(self, page_url: str, project: str) -> Path:
         key = hashlib.sha256(f"{_FORMAT}\n{page_url}\n{project}".encode()).hexdigest()

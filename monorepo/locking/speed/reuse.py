@@ -13,6 +13,8 @@ digests and the lock text.  Resolutions that read anything outside the index (gi
 sources, direct URLs) are never remembered: a branch can move without any page
 changing.  Audits (``verify --resolve``) always resolve.  As for every cache, a missing
 or damaged entry is a miss and write failures are ignored.
+
+Turn it off with ``MONOREPO_NO_SPEEDUPS=lock-reuse``: every lock then resolves.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monorepo._core import paths
 from monorepo._core.atomic import write_bytes
 
 #: Bump when an entry's layout or what the key covers changes.
@@ -47,14 +48,15 @@ def memo_key(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def _path(key: str, cache: Path | None) -> Path:
-    return (cache if cache is not None else paths.cache_root() / "locks") / key
+def _path(key: str, root: Path) -> Path:
+    return root / key
 
 
-def load(key: str, *, cache: Path | None = None) -> Memo | None:
-    """The entry for *key*, or None (missing, unreadable or not ours)."""
+def load(key: str, *, root: Path) -> Memo | None:
+    """The entry for *key* under *root* (``CacheDir.locks``), or None (missing, unreadable
+    or not ours)."""
     try:
-        data = json.loads(_path(key, cache).read_bytes())
+        data = json.loads(_path(key, root).read_bytes())
         pages, text = data["pages"], data["text"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -68,8 +70,8 @@ def load(key: str, *, cache: Path | None = None) -> Memo | None:
     return Memo(pages=pages, text=text)
 
 
-def store(key: str, memo: Memo, *, cache: Path | None = None) -> None:
-    """Remember *memo* under *key* (atomically; failures ignored)."""
+def store(key: str, memo: Memo, *, root: Path) -> None:
+    """Remember *memo* under *key* in *root* (atomically; failures ignored)."""
     data = json.dumps({"format": FORMAT, "pages": memo.pages, "text": memo.text})
     with contextlib.suppress(OSError):
-        write_bytes(_path(key, cache), data.encode(), prefix=".tmp-")
+        write_bytes(_path(key, root), data.encode(), prefix=".tmp-")

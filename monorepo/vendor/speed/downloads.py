@@ -1,4 +1,10 @@
-"""Speed only: sources downloaded ahead of extraction, in an order that keeps every core busy."""
+"""Speed only: sources downloaded ahead of extraction, in an order that keeps every core busy.
+
+The network stays busy from the start of a cold pull while the extractors work (data
+set: 7.8 s, of which 1.7 s is the download alone).  Turn it off with
+``MONOREPO_NO_SPEEDUPS=download-ahead``: each package's thread then fetches its own
+source before extracting it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from monorepo._core.paths import CacheDir
+from monorepo._core.speed.switches import enabled
 from monorepo.project.lockfile import (
     ArchiveSource,
     LockedPackage,
@@ -45,6 +53,7 @@ def download_ahead(
     stack: contextlib.ExitStack,
     *,
     store: ContentStore,
+    cache: CacheDir,
     fetch: Fetch,
     offline: bool,
     jobs: int,
@@ -61,6 +70,8 @@ def download_ahead(
     :func:`fetch_source` raises; the pool is shut down (pending fetches cancelled)
     when the pull ends.
     """
+    if not enabled("download-ahead"):
+        return {}  # each package's thread fetches its own source
     wanted = [
         pkg
         for pkg in download_order(packages)
@@ -73,7 +84,13 @@ def download_ahead(
     stack.callback(pool.shutdown, wait=True, cancel_futures=True)
     return {
         pkg.dir: pool.submit(
-            fetch_source, pkg, store=store, fetch=fetch, offline=offline, same_origin=True
+            fetch_source,
+            pkg,
+            store=store,
+            cache=cache,
+            fetch=fetch,
+            offline=offline,
+            same_origin=True,
         )
         for pkg in wanted
     }

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import Reporter
 from monorepo.project.config import ProjectConfig
 from monorepo.project.lockfile import (
@@ -27,8 +28,12 @@ _R = TypeVar("_R")
 class Context:
     """What every check needs: the config, the lock (when readable), paths and options."""
 
-    def __init__(self, config: ProjectConfig, reporter: Reporter, jobs: int) -> None:
+    def __init__(
+        self, config: ProjectConfig, reporter: Reporter, jobs: int, cache: CacheDir
+    ) -> None:
         self.config = config
+        self.cache = cache
+        """The cache directory: cached sources and git mirrors, read offline."""
         self.root = config.root
         self.duni = config.duni
         self.reporter = reporter

@@ -135,7 +135,7 @@ def _check_fresh(
     from monorepo.project.indexurl import resolve_index_url
 
     try:
-        overlays = project_overlays(ctx.config, doc, upgrade=False)
+        overlays = project_overlays(ctx.config, doc, upgrade=False, cache=ctx.cache)
         primary, _ = resolve_index_url(ctx.config, flag=index_url)
         inputs = canonical_inputs(
             ctx.config, [primary, *ctx.config.extra_index_urls], overlays.canonical()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def check_remote(ctx: Context, result: CheckResult, selected: Sequence[LockedPackage]) -> None:
     from monorepo.index.client import IndexClient
     from monorepo.index.http import HttpClient
+    from monorepo.index.httpcache import HttpCache
 
     archives = [p for p in selected if not isinstance(p.source, VcsSource)]
     gits = [p for p in selected if isinstance(p.source, VcsSource)]
@@ -38,10 +39,10 @@ def check_remote(ctx: Context, result: CheckResult, selected: Sequence[LockedPac
             {p.index for p in archives if isinstance(p.source, SdistSource) and p.index}
         )
         clients = {
+            # Fresh, empty caches: every answer comes from the index as it is now.
             url: IndexClient(
                 [url],
-                cache_dir=Path(tmp) / f"http-{i}",
-                metadata_cache_dir=Path(tmp) / f"meta-{i}",
+                http=HttpClient(cache=HttpCache(Path(tmp) / f"http-{i}"), max_connections=4),
                 max_workers=4,
             )
             for i, url in enumerate(indexes)

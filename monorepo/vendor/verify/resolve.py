@@ -50,6 +50,7 @@ def check_resolve(
             reporter=ctx.reporter,
             write=False,
             exclude_newer=cutoff,
+            cache_dir=ctx.cache.root,
         )
     except MonorepoError as error:
         result.fail(Item("pylock.toml", "resolve", f"resolving again failed: {error}"))

@@ -250,10 +250,17 @@ def _rebuild(ctx: Context, pkg: LockedPackage) -> tuple[Mapping[str, Entry] | No
 
     assert ctx.lock is not None
     try:
-        patches = locked_patches([pkg], ctx.lock, base=ctx.root, offline=True).get(pkg.dir, ())
+        patches = locked_patches([pkg], ctx.lock, base=ctx.root, cache=ctx.cache, offline=True).get(
+            pkg.dir, ()
+        )
         with temporary_directory(prefix="monorepo-verify-") as tmp:
             entries = materialize_entries(
-                pkg, tmp / "tree", patches=patches, store=ContentStore(), offline=True
+                pkg,
+                tmp / "tree",
+                patches=patches,
+                store=ContentStore(ctx.cache.store),
+                cache=ctx.cache,
+                offline=True,
             )
     except MonorepoError as error:
         return None, (

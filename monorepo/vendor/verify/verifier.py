@@ -40,6 +40,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import LockFileError
 from monorepo.project.config import load_config
@@ -91,12 +92,15 @@ def verify(
     index_url: str | None = None,
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    cache_dir: Path | str | None = None,
 ) -> VerifyReport:
     """Audit *project*'s lock and ``duni/`` (see the module docstring for the checks).
 
     *packages* limits the tree, remote and resolve checks to those locked names or
     dirs (then unknown directories and workspace.toml are not checked).  *remote*
     and *resolve* add the network checks.  Nothing in the project is written.
+    *cache_dir* is the cache directory the sources and git mirrors are read from
+    (default: ``MONOREPO_CACHE_DIR``, else the user cache directory).
     Raises :class:`~monorepo.errors.MonorepoError` only for input errors (no
     pyproject.toml, a package name that is not locked); everything else is a
     failed check in the report.
@@ -106,7 +110,7 @@ def verify(
     workers = jobs if jobs is not None else min(8, (os.cpu_count() or 1) * 2)
     if workers < 1:
         raise LockFileError(f"--jobs must be at least 1, not {workers}")
-    ctx = Context(config, reporter, workers)
+    ctx = Context(config, reporter, workers, CacheDir.at(cache_dir))
     names = [
         n
         for n in CHECKS
