@@ -47,6 +47,7 @@ from monorepo.cli.commands import main
 from monorepo.errors import BuildError, StaleLockError
 from monorepo.project.targets import host_target
 from monorepo.vendor.workspace import render
+from tests.helpers import write_overlay
 
 HOST = host_target()
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,15 +249,6 @@ LIB = Release("lib", "1.0")
 # ------------------------------------------------------------------------ helpers
 
 
-def write_overlay(root: Path, packages: dict[str, str]) -> Path:
-    (root / "packages").mkdir(parents=True, exist_ok=True)
-    (root / "overlay.toml").write_text('[overlay]\nname = "test"\nformat = 1\n')
-    for pkg, rules in packages.items():
-        (root / "packages" / pkg).mkdir(parents=True, exist_ok=True)
-        (root / "packages" / pkg / "overlay.toml").write_text(rules)
-    return root
-
-
 @pytest.fixture
 def project(
     make_index: Callable[..., FixtureIndex],
@@ -273,7 +265,7 @@ def project(
         deps_toml = ", ".join(f'"{d}"' for d in deps)
         extra = ""
         if overlay is not None:
-            write_overlay(tmp_path / "proj" / "fixes", overlay)
+            write_overlay(tmp_path / "proj" / "fixes", "test", overlay)
             extra = 'overlays = ["fixes"]\n'
         proj = make_project(
             f'[project]\nname = "p"\nversion = "0"\ndependencies = [{deps_toml}]\n'
@@ -829,6 +821,7 @@ def test_small_set_and_real_backends_build_offline_and_install(
     )
     write_overlay(
         proj / "fixes",
+        "test",
         {
             "monorepo-fixture-stext": (
                 '[[rule]]\nversions = ""\nreason = "test: must compile"\nc-extension = true\n'
@@ -917,7 +910,7 @@ def cross_project(
         deps_toml = ", ".join(f'"{d}"' for d in deps)
         extra = ""
         if overlay is not None:
-            write_overlay(tmp_path / "proj" / "fixes", overlay)
+            write_overlay(tmp_path / "proj" / "fixes", "test", overlay)
             extra = 'overlays = ["fixes"]\n'
         proj = make_project(
             f'[project]\nname = "p"\nversion = "0"\ndependencies = [{deps_toml}]\n'

@@ -809,7 +809,12 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
 
     from monorepo.extract.compression import decompress
 
-    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".xz": lzma.compress,
+    }
+    compress = compressors[suffix]
     small = bytes(1000)
     assert decompress(f"data.tar{suffix}", compress(small), package="p") == small
     limits = Limits(max_total_size=1024**2)  # room for 1 MiB of members, 16 MiB of headers

@@ -31,10 +31,7 @@ from monorepo.index.deadline import DEADLINE_ENV, MIN_SPEED_ENV, Deadline
 from monorepo.index.http import HttpClient
 from monorepo.index.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
 from monorepo.index.retry import is_tls_error
-from tests.helpers import index_client
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [Release("demo", "1.0"), Release("demo", "1.1"), Release("other", "2.0")]
 PAGE = r"^/simple/demo/$"

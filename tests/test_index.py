@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,13 +14,9 @@ from packaging.tags import Tag
 from packaging.version import Version
 
 from fixtures.builder import FixtureIndex, Release
-from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.index.client import DistFile, IndexClient, parse_html_page, parse_json_page
-from tests.helpers import index_client
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [
     Release("Foo.Bar", "1.0", requires_dist=("baz>=1",), requires_python=">=3.8"),

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.server import IndexServer
 from monorepo._core.reporter import RecordingReporter
 from monorepo._core.speed import workerproc
 from monorepo.errors import HashMismatchError, IndexClientError
 from monorepo.index.client import DistFile, IndexClient
-from tests.helpers import index_client
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [
     Release("app", "1.0", requires_dist=("lib>=1",), core_metadata_file=False),
@@ -320,6 +317,7 @@ def test_range_read_metadata_is_cached_by_the_worker(
         assert entry.exists()
         before = entry.stat().st_ino
         # the resolving process's own store finds the entry there and leaves it alone
+        assert client.metadata_cache is not None
         client.metadata_cache.store(lib.sha256, b"Metadata-Version: 2.1\nName: other\n")
         assert entry.stat().st_ino == before
         assert b"Name: lib" in entry.read_bytes() and str(meta.name) == "lib"

@@ -13,7 +13,7 @@ from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import LockFileError
 from monorepo.locking.graph import DependencyPath, list_packages, why
-from tests.test_lock_overlays import write_overlay
+from tests.helpers import write_overlay
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 

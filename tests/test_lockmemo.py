@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import monorepo
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
 from monorepo._core.reporter import RecordingReporter
 from monorepo.locking.speed import reuse as lockmemo
 from monorepo.project import lockfile
-from tests.helpers import current_cache
+from tests.helpers import MakeIndex, Serve, current_cache
 
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
 RELEASES = [Release("app", "1.0", requires_dist=("lib>=1",)), Release("lib", "1.0")]

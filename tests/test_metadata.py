@@ -8,13 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
 from fixtures import hostile
-from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
+from fixtures.builder import BACKEND_SOURCE, Release
 from fixtures.server import IndexServer
 from monorepo.errors import ExtractError, HashMismatchError, MetadataError
 from monorepo.extract.archive import extract_sdist
@@ -31,10 +30,7 @@ from monorepo.index.pages import DistFile
 from monorepo.index.speed.metadatacache import MetadataCache
 from monorepo.project.targets import Target
 from monorepo.resolve.finder import IndexFinder, IndexRelease
-from tests.helpers import current_cache, index_client
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from tests.helpers import MakeIndex, Serve, current_cache, index_client, reqs
 
 BACKEND_FILE = "_fixture_backend/fixture_backend.py"
 
@@ -67,10 +63,6 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
     raise RuntimeError("cannot prepare")
 """
 )
-
-
-def reqs(*items: str) -> list[Requirement]:
-    return [Requirement(item) for item in items]
 
 
 def only(client: IndexClient, project: str, kind: str) -> DistFile:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import textwrap
 from pathlib import Path
 
 import pygit2
@@ -22,7 +21,7 @@ from monorepo.overlays.loading import (
     load_overlays,
 )
 from monorepo.overlays.rules import GitReplacement, OverlaySet, UrlReplacement
-from tests.helpers import current_cache
+from tests.helpers import current_cache, write_overlay
 
 DEMO = canonicalize_name("demo")
 
@@ -59,23 +58,6 @@ c-extension = false
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONOREPO_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def write_overlay(root: Path, name: str, packages: dict[str, str], **files: bytes) -> Path:
-    """An overlay directory: *packages* maps a dir name to its overlay.toml text."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "overlay.toml").write_text(
-        f'[overlay]\nname = "{name}"\nformat = 1\ndescription = "test overlay"\n'
-    )
-    for pkg, text in packages.items():
-        d = root / "packages" / pkg
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "overlay.toml").write_text(textwrap.dedent(text))
-    for rel, data in files.items():
-        path = root / rel.replace("__", "/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
 
 
 def make_good(root: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from fixtures.builder import FixtureIndex, Release
-from fixtures.server import IndexServer
+from fixtures.builder import Release
 from monorepo.index.pages import ProjectReleases, json_page_records
 from monorepo.project.targets import Target
 from monorepo.resolve.finder import IndexFinder
-from tests.helpers import current_cache, index_client
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from tests.helpers import MakeIndex, Serve, current_cache, index_client
 
 PAGE_URL = "https://index.invalid/simple/demo/"
 

@@ -49,7 +49,7 @@ from monorepo.sources.patches import Patch
 from monorepo.sources.store import ContentStore
 from monorepo.sources.treehash import tree_hash
 from monorepo.vendor.pull import PullResult, pull
-from tests.helpers import current_cache
+from tests.helpers import current_cache, rewrite_lock, stat_snapshot
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -440,17 +440,6 @@ def package_dirs(duni: Path) -> list[str]:
     return sorted(p.name for p in duni.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every path below *root*: rewriting anything changes it."""
-    out: dict[str, tuple[int, int]] = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        if path.name == "lock" and path.parent.name == ".monorepo":
-            continue  # the file lock is opened (not written) on every run
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns)
-    return out
-
-
 def assert_tree_matches_lock(proj: Path, releases: dict[str, Release]) -> None:
     """Every locked dir holds its sdist's content (and the lock's tree hash when it has one)."""
     doc = lockfile.read(proj / "pylock.toml")
@@ -679,11 +668,11 @@ def test_second_pull_rewrites_nothing(project: Any) -> None:
     proj, _, server = project([APP, LIB], ["app"])
     monorepo.lock(proj)
     pull(proj)
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     server.clear_requests()
     result = pull(proj)
     assert result.updated == [] and sorted(result.unchanged) == ["app", "lib"]
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
     assert server.requests_for("^/files/") == []
 
 
@@ -839,18 +828,18 @@ def test_pull_refuses_a_hostile_new_version_before_writing_anything(
     set_deps(proj, ["lib", "evil==2.0"])
     monorepo.lock(proj)
     fresh_cache(monkeypatch, tmp_path)
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     with pytest.raises(ExtractError) as info:
         pull(proj)
     message = str(info.value)
     assert message.startswith("evil: refusing evil-2.0.tar.gz: member "), message
     assert re.search(refusal, message), message
-    assert snapshot(proj / "duni") == before  # nothing written, nothing removed
+    assert stat_snapshot(proj / "duni") == before  # nothing written, nothing removed
     assert leftovers(proj / "duni") == [] and leftovers(proj / "duni" / ".monorepo") == []
     # The refusal is the same on every later pull (nothing half-done makes it worse).
     with pytest.raises(ExtractError):
         pull(proj)
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
 
 
 @pytest.mark.parametrize(("build", "refusal"), HOSTILE_LIMITS)
@@ -920,13 +909,6 @@ def test_git_source_is_pulled_at_the_locked_commit_without_dot_git(
     assert tree_files(proj / "duni" / "lib") == expected_tree(LIB)
 
 
-def rewrite_lock(proj: Path, change: Callable[[LockedPackage], LockedPackage], **doc: Any) -> None:
-    path = proj / "pylock.toml"
-    old = lockfile.read(path)
-    new = dataclasses.replace(old, packages=tuple(change(p) for p in old.packages), **doc)
-    lockfile.write_atomic(path, lockfile.render(new))
-
-
 def test_recorded_tree_hash_mismatch_is_refused(project: Any) -> None:
     proj, _, _ = project([LIB], ["lib"])
     monorepo.lock(proj)
@@ -986,7 +968,7 @@ def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered
     pull(proj)
     state = proj / "duni" / ".monorepo"
     record = (state / "lib.manifest").read_text()
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     locked = (proj / "pylock.toml").read_text()
     rewrite_lock(proj, lambda p: change(p) if p.name == "lib" else p)
 
@@ -1011,7 +993,7 @@ def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered
     # Nothing was rewritten: the record still names what was vendored, so verify
     # keeps saying so, run after run.
     assert (state / "lib.manifest").read_text() == record
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
     assert len(source_changed()) == 1
     # With the lock restored, all is well again.
     (proj / "pylock.toml").write_text(locked)
@@ -1156,7 +1138,7 @@ def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as
     pull(proj)
     duni = proj / "duni"
     set_deps(proj, ["app", "other"])
-    before = snapshot(duni)
+    before = stat_snapshot(duni)
     with pytest.raises(StaleLockError) as info:
         pull(proj)
     assert info.value.reasons == ("dependencies: other was added",)
@@ -1167,7 +1149,7 @@ def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as
     assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
     assert "pylock.toml is stale" in run.stderr and "- dependencies: other was added" in run.stderr
     assert "`monorepo lock`" in run.stderr and "`monorepo pull --frozen`" in run.stderr
-    assert snapshot(duni) == before  # nothing touched
+    assert stat_snapshot(duni) == before  # nothing touched
     # --frozen: the lock as it is (uv's --frozen)
     run = cli(proj, "pull", "--frozen")
     assert run.returncode == 0, run.stderr

@@ -27,11 +27,11 @@ from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
 from monorepo.cli.commands import main
 from monorepo.errors import LockFileError
-from monorepo.project import lockfile
 from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
 from monorepo.vendor.pull import pull
 from monorepo.vendor.verify.report import SCHEMA, Item, VerifyReport
 from monorepo.vendor.verify.verifier import verify
+from tests.helpers import rewrite_lock, stat_snapshot
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -114,26 +114,8 @@ def pulled(
     return factory
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """(inode, mtime_ns, mode) of every path: anything verify wrote would change it."""
-    out = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        if path.name == "lock" and path.parent.name == ".monorepo":
-            continue
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_mode)
-    return out
-
-
 def failing(report: VerifyReport) -> dict[str, list[Item]]:
     return {c.name: c.items for c in report.checks if not c.passed}
-
-
-def rewrite_lock(root: Path, change: Callable[[LockedPackage], LockedPackage]) -> None:
-    path = root / "pylock.toml"
-    old = lockfile.read(path)
-    new = dataclasses.replace(old, packages=tuple(change(p) for p in old.packages))
-    lockfile.write_atomic(path, lockfile.render(new))
 
 
 def only(name: str, change: Callable[[LockedPackage], LockedPackage]) -> Callable[..., Any]:
@@ -148,13 +130,13 @@ def only(name: str, change: Callable[[LockedPackage], LockedPackage]) -> Callabl
 
 def test_a_clean_pulled_tree_passes_every_offline_check(pulled: Any) -> None:
     p = pulled()
-    before = snapshot(p.root)
+    before = stat_snapshot(p.root)
     report = verify(p.root)
     assert report.passed, report.to_dict()
     assert [c.name for c in report.checks] == ["lock", "tree"]
     assert all(c.passed and not c.items and not c.skipped for c in report.checks)
     assert report.check("tree").summary == "2 package trees"
-    assert snapshot(p.root) == before
+    assert stat_snapshot(p.root) == before
     # the overlay patch really is part of what was verified
     assert "PATCHED = True" in (p.duni / "lib" / "lib" / "__init__.py").read_text()
 
@@ -308,9 +290,9 @@ def test_tamper_is_caught_by_the_right_check_naming_the_path(
     p = pulled()
     assert verify(p.root).passed
     tamper(p)
-    before = snapshot(p.root)
+    before = stat_snapshot(p.root)
     report = verify(p.root)
-    assert snapshot(p.root) == before, "verify wrote to the project"
+    assert stat_snapshot(p.root) == before, "verify wrote to the project"
     assert not report.passed
     failed = failing(report)
     assert list(failed) == [check], report.to_dict()
@@ -400,10 +382,10 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
 ) -> None:
     """pull's manifest of an unchanged tree is exactly the scanned tree's: no parse needed."""
     import monorepo.sources.manifest as manifest
+    from monorepo.sources.treehash import parse_manifest as real
 
     p = pulled("build-dependencies = false\n")
     parsed: list[str] = []
-    real = manifest.parse_manifest
 
     def counting(text: str) -> Any:
         parsed.append(text)

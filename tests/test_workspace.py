@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ def pkg(
     deps: tuple[str, ...] = (),
     build: tuple[str, ...] | None = (),
     role: str = "runtime",
-    **tool: Any,
+    tool: Mapping[str, Any] | None = None,
+    **more: Any,
 ) -> LockedPackage:
-    data: dict[str, Any] = {"dir": canonicalize_name(name), "role": role, **tool}
+    """A lock entry; *tool* and *more* (for fields spelled as names) join its tool table."""
+    extra = {**(tool or {}), **more}
+    data: dict[str, Any] = {"dir": canonicalize_name(name), "role": role, **extra}
     if build is not None:
-        data["build-backend"] = tool.get("backend", "backend.api")
+        data["build-backend"] = extra.get("backend", "backend.api")
         data["build-requires"] = list(build)
     data.pop("backend", None)
     return LockedPackage(
@@ -73,7 +77,7 @@ def test_backend_needing_another_backend_comes_after_its_runtime_closure() -> No
         pkg("hatchling", deps=("packaging", "pathspec"), build=("flit-core>=3",), role="build"),
         pkg("packaging", build=("flit-core",), role="build"),
         pkg("pathspec", build=("flit-core",), role="build"),
-        pkg("flit-core", build=(), role="build", **{"backend-path": ["."]}),
+        pkg("flit-core", build=(), role="build", tool={"backend-path": ["."]}),
     )
     result = order(lock)
     pos = {d: i for i, d in enumerate(result)}
@@ -153,7 +157,7 @@ def test_overlay_fields_win_and_are_carried(tmp_path: Path) -> None:
     lock = lock_of(
         pkg(
             "native",
-            **{
+            tool={
                 "c-extension": False,
                 "cross-compile": True,
                 "system-libraries": {"debian": ["libssl-dev"]},
@@ -198,7 +202,7 @@ def test_detect_c_extension_from_a_listing_agrees_with_the_walk(
 
 
 def test_render_is_deterministic_and_parses_back(tmp_path: Path) -> None:
-    lock = lock_of(pkg("b", build=("a",)), pkg("a", **{"build-env": {"Z": "1", "A": "2"}}))
+    lock = lock_of(pkg("b", build=("a",)), pkg("a", tool={"build-env": {"Z": "1", "A": "2"}}))
     text = render(workspace_data(lock, {}))
     assert text == render(workspace_data(lock_of(*reversed(lock.packages)), {}))
     data = tomllib.loads(text)

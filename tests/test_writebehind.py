@@ -10,8 +10,7 @@ from fixtures.builder import Release
 from fixtures.server import IndexServer
 from monorepo._core.speed.writebehind import WriteBehind
 from monorepo.index.client import IndexClient
-from tests.helpers import index_client
-from tests.test_indexworker import MakeIndex, Serve
+from tests.helpers import MakeIndex, Serve, index_client
 
 
 def test_writes_wait_for_the_work_and_a_quiet_moment() -> None:
