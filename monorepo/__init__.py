@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from monorepo.project.config import ProjectConfig, load_config
     from monorepo.project.lockfile import LockDocument, LockedPackage
     from monorepo.project.lockfile import read as read_lock
-    from monorepo.vendor.pull import PullResult, pull
-    from monorepo.vendor.verify.report import VerifyReport
-    from monorepo.vendor.verify.verifier import verify
+    from monorepo.vendoring.pull import PullResult, pull
+    from monorepo.vendoring.verify.report import VerifyReport
+    from monorepo.vendoring.verify.verifier import verify
 
 _EXPORTS = {
     "build": "building.builder",
@@ -43,8 +43,8 @@ _EXPORTS = {
     "lock": "locking.locker",
     "check": "locking.locker",
     "LockResult": "locking.locker",
-    "pull": "vendor.pull",
-    "PullResult": "vendor.pull",
+    "pull": "vendoring.pull",
+    "PullResult": "vendoring.pull",
     "CheckResult": "locking.locker",
     "load_config": "project.config",
     "ProjectConfig": "project.config",
@@ -60,8 +60,8 @@ _EXPORTS = {
     "ResolutionError": "errors",
     "LockFileError": "errors",
     "StaleLockError": "errors",
-    "verify": "vendor.verify.verifier",
-    "VerifyReport": "vendor.verify.report",
+    "verify": "vendoring.verify.verifier",
+    "VerifyReport": "vendoring.verify.report",
     "list_packages": "locking.graph",
     "why": "locking.graph",
 }

@@ -35,7 +35,7 @@ ORDER: tuple[str, ...] = (
     "overlays",
     "resolve",
     "locking",
-    "vendor",
+    "vendoring",
     "sysroot",
     "building",
     "cli",
@@ -402,3 +402,33 @@ def test_each_concept_has_one_definition() -> None:
 def test_a_concept_defined_twice_fails(toy: Path) -> None:
     _write(toy, {"toy/high/again.py": "VALUE = 2\n"})
     assert definitions(toy, "toy")["VALUE"] == ["toy.high.again", "toy.low.base"]
+
+
+# ------------------------------------------------------------------- the public face
+
+
+def test_every_public_name_loads_from_its_home() -> None:
+    import monorepo
+
+    for name in monorepo.__all__:
+        assert getattr(monorepo, name) is not None, name
+
+
+def test_import_monorepo_and_the_version_stay_cheap() -> None:
+    """``import monorepo`` loads its version and nothing else of the package; ``monorepo
+    --version`` loads only the command line on top (the public names load on first use)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, monorepo\n"
+        "print(sorted(m for m in sys.modules if m.startswith('monorepo')))\n"
+        "from monorepo.cli import commands\n"
+        "print(sorted(m for m in sys.modules if m.startswith('monorepo.')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    first, cli = run.stdout.splitlines()
+    assert first == str(["monorepo", "monorepo._core", "monorepo._core.version"])
+    loaded = set(ast.literal_eval(cli))
+    assert not {m for m in loaded if m.split(".")[1] not in ("_core", "cli")}, loaded

@@ -46,7 +46,7 @@ from monorepo.building.syslibs import check_system_libraries
 from monorepo.cli.commands import main
 from monorepo.errors import BuildError, StaleLockError
 from monorepo.project.targets import host_target
-from monorepo.vendor.workspace import render
+from monorepo.vendoring.workspace import render
 from tests.helpers import write_overlay
 
 HOST = host_target()

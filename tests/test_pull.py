@@ -48,7 +48,7 @@ from monorepo.sources.fetch import fetch_source, materialize
 from monorepo.sources.patches import Patch
 from monorepo.sources.store import ContentStore
 from monorepo.sources.treehash import tree_hash
-from monorepo.vendor.pull import PullResult, pull
+from monorepo.vendoring.pull import PullResult, pull
 from tests.helpers import current_cache, rewrite_lock, stat_snapshot
 
 # ---------------------------------------------------------------------------- helpers
@@ -585,7 +585,7 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     import random
     from concurrent.futures import Future
 
-    from monorepo.vendor.speed.downloads import download_order, largest_first, ready_in_order
+    from monorepo.vendoring.speed.downloads import download_order, largest_first, ready_in_order
 
     rng = random.Random(7)
     sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000, "eee": 1_000}
@@ -1172,7 +1172,7 @@ def test_missing_lock_is_a_lock_file_error(make_project: Callable[..., Path]) ->
 
 # ------------------------------------------------------- processes: concurrency and SIGKILL
 
-PULL_SCRIPT = "import sys, json; from monorepo.vendor.pull import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
+PULL_SCRIPT = "import sys, json; from monorepo.vendoring.pull import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
 
 
 def pull_process(proj: Path) -> subprocess.Popen[str]:

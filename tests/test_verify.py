@@ -28,9 +28,9 @@ from fixtures.server import IndexServer
 from monorepo.cli.commands import main
 from monorepo.errors import LockFileError
 from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
-from monorepo.vendor.pull import pull
-from monorepo.vendor.verify.report import SCHEMA, Item, VerifyReport
-from monorepo.vendor.verify.verifier import verify
+from monorepo.vendoring.pull import pull
+from monorepo.vendoring.verify.report import SCHEMA, Item, VerifyReport
+from monorepo.vendoring.verify.verifier import verify
 from tests.helpers import rewrite_lock, stat_snapshot
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
@@ -145,7 +145,7 @@ def test_an_offline_verify_loads_neither_httpx_nor_pygit2(pulled: Any) -> None:
     """Start-up is most of a small verify: the HTTP client and libgit2 load only when needed."""
     p = pulled(deps=("other",))  # no git source, no patch
     code = (
-        "import sys\nfrom monorepo.vendor.verify.verifier import verify\n"
+        "import sys\nfrom monorepo.vendoring.verify.verifier import verify\n"
         "assert verify(sys.argv[1]).passed\n"
         "print(sorted(m for m in ('httpx', 'pygit2') if m in sys.modules))"
     )

@@ -14,7 +14,7 @@ from packaging.version import Version
 from monorepo.errors import PullError
 from monorepo.project.lockfile import LockDocument, LockedPackage, SdistSource
 from monorepo.project.pyproject import DEFAULT_REQUIRES
-from monorepo.vendor.workspace import (
+from monorepo.vendoring.workspace import (
     build_order,
     detect_c_extension,
     read_workspace,

@@ -12,7 +12,7 @@ from packaging.version import Version
 from monorepo.errors import BuildError
 from monorepo.project import lockfile
 from monorepo.project.config import ProjectConfig
-from monorepo.vendor.workspace import SELF_BUILDING, read_workspace
+from monorepo.vendoring.workspace import SELF_BUILDING, read_workspace
 
 # --------------------------------------------------------------------- workspace
 

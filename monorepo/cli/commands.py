@@ -89,7 +89,7 @@ def _cmd_lock(args: argparse.Namespace, reporter: TerminalReporter) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
-    from monorepo.vendor.pull import pull
+    from monorepo.vendoring.pull import pull
 
     result = pull(
         args.project,
@@ -116,8 +116,8 @@ def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
-    from monorepo.vendor.verify.report import text_lines
-    from monorepo.vendor.verify.verifier import verify
+    from monorepo.vendoring.verify.report import text_lines
+    from monorepo.vendoring.verify.verifier import verify
 
     report = verify(
         args.project,

@@ -48,12 +48,12 @@ from monorepo.project.lockfile import (
     LockDocument,
     LockedPackage,
 )
-from monorepo.vendor.verify.context import Context
-from monorepo.vendor.verify.lock import check_lock
-from monorepo.vendor.verify.remote import check_remote
-from monorepo.vendor.verify.report import CheckResult, Item, VerifyReport
-from monorepo.vendor.verify.resolve import check_resolve
-from monorepo.vendor.verify.tree import check_tree
+from monorepo.vendoring.verify.context import Context
+from monorepo.vendoring.verify.lock import check_lock
+from monorepo.vendoring.verify.remote import check_remote
+from monorepo.vendoring.verify.report import CheckResult, Item, VerifyReport
+from monorepo.vendoring.verify.resolve import check_resolve
+from monorepo.vendoring.verify.tree import check_tree
 
 __all__ = ["CHECKS", "verify"]
 

@@ -28,10 +28,10 @@ from monorepo.sources.treehash import (
     manifest_and_hash,
     scan_trees,
 )
-from monorepo.vendor.state import STATE_DIR, state_problems
-from monorepo.vendor.verify.context import Context
-from monorepo.vendor.verify.report import CheckResult, Item
-from monorepo.vendor.workspace import GENERATED, README, render, workspace_data
+from monorepo.vendoring.state import STATE_DIR, state_problems
+from monorepo.vendoring.verify.context import Context
+from monorepo.vendoring.verify.report import CheckResult, Item
+from monorepo.vendoring.workspace import GENERATED, README, render, workspace_data
 
 # ------------------------------------------------------------------------ check: tree
 

@@ -106,10 +106,15 @@ from monorepo.sources.treehash import (
     hash_entries,
     scan_tree,
 )
-from monorepo.vendor.speed.downloads import DOWNLOADS, download_ahead, largest_first, ready_in_order
-from monorepo.vendor.speed.placement import spread_package_trees
-from monorepo.vendor.speed.stamps import read_stamps, write_stamps
-from monorepo.vendor.state import (
+from monorepo.vendoring.speed.downloads import (
+    DOWNLOADS,
+    download_ahead,
+    largest_first,
+    ready_in_order,
+)
+from monorepo.vendoring.speed.placement import spread_package_trees
+from monorepo.vendoring.speed.stamps import read_stamps, write_stamps
+from monorepo.vendoring.state import (
     STATE_DIR,
     STATE_GITIGNORE,
     clean_leftovers,
@@ -117,7 +122,7 @@ from monorepo.vendor.state import (
     state_dir,
     write_failed,
 )
-from monorepo.vendor.workspace import (
+from monorepo.vendoring.workspace import (
     GENERATED,
     README,
     TreeFacts,

@@ -16,9 +16,9 @@ from monorepo.project.lockfile import (
     SdistSource,
     VcsSource,
 )
-from monorepo.vendor.verify.context import Context, label
-from monorepo.vendor.verify.report import CheckResult, Item
-from monorepo.vendor.workspace import GENERATED
+from monorepo.vendoring.verify.context import Context, label
+from monorepo.vendoring.verify.report import CheckResult, Item
+from monorepo.vendoring.workspace import GENERATED
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TREE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")

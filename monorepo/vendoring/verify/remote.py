@@ -15,8 +15,8 @@ from monorepo.project.lockfile import (
     SdistSource,
     VcsSource,
 )
-from monorepo.vendor.verify.context import Context, parallel
-from monorepo.vendor.verify.report import CheckResult, Item
+from monorepo.vendoring.verify.context import Context, parallel
+from monorepo.vendoring.verify.report import CheckResult, Item
 
 if TYPE_CHECKING:
     from monorepo.index.client import IndexClient

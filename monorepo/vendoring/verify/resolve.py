@@ -14,8 +14,8 @@ from monorepo.project.lockfile import (
     Source,
     VcsSource,
 )
-from monorepo.vendor.verify.context import Context
-from monorepo.vendor.verify.report import CheckResult, Item
+from monorepo.vendoring.verify.context import Context
+from monorepo.vendoring.verify.report import CheckResult, Item
 
 # --------------------------------------------------------------------- check: resolve
 
