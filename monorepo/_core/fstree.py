@@ -4,7 +4,7 @@ Python 3.11's ``os.walk``, ``shutil.rmtree``, ``shutil.copytree`` and
 ``tempfile.TemporaryDirectory`` (which removes with ``rmtree``) recurse once per
 directory level, so a tree a thousand directories deep kills them with
 RecursionError, half-way through: a removal leaves a partial tree behind, a walk
-an empty report.  Extraction refuses such trees (:class:`monorepo.extract.Limits`),
+an empty report.  Extraction refuses such trees (:class:`monorepo.extract.rules.Limits`),
 but a tree can also be made by hand, by a build, or by an older version of this
 tool, and ``pull``, ``verify`` and ``lock`` must still be able to hash, walk and
 remove it.  Everything here keeps its own stack instead of the interpreter's.

@@ -15,7 +15,7 @@ Layout, per target (``duni-build/<target>/``)::
 
 Bootstrap
 ---------
-Every build gets its own venv (:mod:`monorepo.buildenv`) holding exactly the wheels
+Every build gets its own venv (:mod:`monorepo.building.buildenv`) holding exactly the wheels
 its build needs: each build requirement matched to a locked package (the newest
 version it allows), plus that package's runtime dependencies, recursively.  A
 package is *ready* when all of those are built.  A backend that builds itself
@@ -29,7 +29,7 @@ Cross builds
 For a target that is not this machine, what the builds need is built natively
 first (in the project's native target's ``duni-build`` directory, shared with
 native builds), then the target's runtime packages with the sysroot's cross
-environment (:meth:`monorepo.sysroot.SysrootInfo.cross_env`), checked for the
+environment (:meth:`monorepo.sysroot.info.SysrootInfo.cross_env`), checked for the
 target, and imported on the target under its ``runner``.
 
 PEP 517 hooks run through ``pyproject-hooks`` in a subprocess of the venv's
@@ -50,7 +50,7 @@ its build at once, even when it catches the error.
 Checks
 ------
 After each build: the wheel's tags fit the target, every extension module is an
-ELF file for the target machine (:mod:`monorepo.elfcheck`), and a package an
+ELF file for the target machine (:mod:`monorepo.building.elfcheck`), and a package an
 overlay marks ``c-extension = true`` has one (a C library that was missing makes
 pyyaml and markupsafe fall back to pure Python silently).  Overlay
 ``system-libraries`` are checked before anything starts, all at once, with the

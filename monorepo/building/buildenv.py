@@ -20,7 +20,7 @@ Python in the build that connects a non-Unix socket or resolves a host name gets
 an immediate ``OSError`` *and* the attempt is appended to that file, so the
 builder fails the build even when a backend catches the error and carries on.
 Non-Python programs are kept off the network by the builder (a network namespace
-or a dead proxy; see :mod:`monorepo.builder`).
+or a dead proxy; see :mod:`monorepo.building.builder`).
 """
 
 from __future__ import annotations

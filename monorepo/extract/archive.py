@@ -149,7 +149,7 @@ def read_zip(
     advice: str = SDIST_ADVICE,
 ) -> Listing:
     """:func:`read_archive` of a zip already open (a remote wheel read by byte ranges,
-    :mod:`monorepo.lazywheel`); *size* is the archive's size in bytes."""
+    :mod:`monorepo.index.lazywheel`); *size* is the archive's size in bytes."""
     source = _Archive(None, None, name, package, limits, layout, advice, size)
     return _emit_zip(zf, source, functools.partial(Collector, want))
 

@@ -26,7 +26,7 @@ hold it in memory, and what they are asked for (PKG-INFO, METADATA) is a few KB.
 
 FileStamps = dict[str, tuple[Stamp, str]]
 """For each regular file written, its stat stamp and sha256: the form of
-:func:`monorepo.treehash.scan_tree`'s *stamps*, so hashing the new tree reads no file back."""
+:func:`monorepo.sources.treehash.scan_tree`'s *stamps*, so hashing the new tree reads no file back."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The links of a PEP 503 (HTML) project page: its ``<a>`` elements and ``<base href>``.
 
-Kept apart from :mod:`monorepo.pages` so that :mod:`html.parser` is imported only by a run
+Kept apart from :mod:`monorepo.index.pages` so that :mod:`html.parser` is imported only by a run
 that meets an HTML page; most indexes serve PEP 691 JSON.
 """
 

@@ -3,9 +3,9 @@
 :class:`IndexClient` asks the indexes for project pages (negotiating PEP 691 JSON, accepting
 PEP 503 HTML), memoises results so the resolver can ask freely, and fetches concurrently in
 a thread pool so that prefetching a whole frontier of names costs one round trip, not one per
-name.  Parsing lives in :mod:`monorepo.pages` (a page becomes a lazily parsed
-:class:`~monorepo.pages.ProjectReleases`), and an unchanged page body is not parsed again:
-:mod:`monorepo.pagecache` keeps the parsed form by the body's digest.
+name.  Parsing lives in :mod:`monorepo.index.pages` (a page becomes a lazily parsed
+:class:`~monorepo.index.pages.ProjectReleases`), and an unchanged page body is not parsed again:
+:mod:`monorepo.index.speed.pagecache` keeps the parsed form by the body's digest.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ class IndexClient:
         ``"<index URL> <name>"`` -> the body's sha256, None where that index lacks it.
 
         With :meth:`pages_unchanged`, this tells whether a resolution's every input from
-        the index is still byte for byte the same (``monorepo.lockmemo``).
+        the index is still byte for byte the same (``monorepo.locking.speed.reuse``).
         """
         with self._read_lock:
             return {
@@ -320,7 +320,7 @@ class IndexClient:
         """Core metadata of one version from any of its *files*; memoised.
 
         *tags* are the target's wheel tags: a wheel it would install is the preferred
-        source.  See :func:`monorepo.metadata.release_metadata` for the order of sources.
+        source.  See :func:`monorepo.index.metadata.release_metadata` for the order of sources.
         """
         key = (tuple(sorted(f.url for f in files)), tags)
         return self._metadata.get(key, lambda: self._release_metadata(files, tags))

@@ -7,7 +7,7 @@ another attempt cannot fix (4xx, TLS and certificate errors, redirect loops) fai
 every request, all its attempts together, has a :class:`Deadline` scaled by its size, so a
 server that trickles its answer cannot hold a run forever; every httpx exception becomes a
 typed error naming the URL; responses are kept
-in :class:`~monorepo.httpcache.HttpCache` and revalidated; ``offline=True`` answers only from
+in :class:`~monorepo.index.httpcache.HttpCache` and revalidated; ``offline=True`` answers only from
 that cache.  One :class:`httpx.Client` is shared by all threads so connections are pooled
 over HTTP/1.1 keep-alive connections.  Not HTTP/2: httpcore's synchronous HTTP/2 reads all
 streams of a connection behind one lock, so the index pool's threads wait on each other's

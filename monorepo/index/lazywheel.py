@@ -41,7 +41,7 @@ DEFAULT_TAIL = 64 * 1024
 
 
 class RangeClient(Protocol):
-    """What is needed of :class:`monorepo.http.HttpClient`."""
+    """What is needed of :class:`monorepo.index.http.HttpClient`."""
 
     def get_range(self, url: str, start: int, end: int) -> RangeResponse: ...
 

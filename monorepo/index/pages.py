@@ -11,7 +11,7 @@ two steps:
 1. :func:`json_page_records` / :func:`html_page_records` only sort the page's file entries
    under the version spelled in their file names, as PEP 691 spells them (plain dicts, the
    URL made absolute): a string split per file.  The groups are plain data, so they cross
-   to the resolving process and are cached on disk (:mod:`monorepo.pagecache`) cheaply.
+   to the resolving process and are cached on disk (:mod:`monorepo.index.speed.pagecache`) cheaply.
 2. :class:`ProjectReleases` parses each distinct version string once, and checks a group's
    entries and turns them into :class:`DistFile` records (with ``packaging``'s file-name
    parsers, which stay the authority on what a valid file name is) only when the resolver

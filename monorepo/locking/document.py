@@ -1,11 +1,11 @@
 """From a project's constraints to the packages of its lock: resolve, merge, close.
 
-The middle of ``monorepo lock``, between :mod:`monorepo.locker` (configuration, index
+The middle of ``monorepo lock``, between :mod:`monorepo.locking.locker` (configuration, index
 client, files) and the resolver: each target is resolved with its own
-:class:`~monorepo.finder.IndexFinder`, the per-target results are merged into one entry
+:class:`~monorepo.resolve.finder.IndexFinder`, the per-target results are merged into one entry
 per package version (with a marker saying which targets and which extras or groups need
 it), overlay rules are recorded, and the build dependencies are closed over for the
-build host.  Apart from :mod:`monorepo.locker` because it is the heavy half: the
+build host.  Apart from :mod:`monorepo.locking.locker` because it is the heavy half: the
 resolver, finder and lock format load while the first index pages are on their way.
 """
 
@@ -253,7 +253,7 @@ def resolve_document(
 
     *preferred* (the existing lock's runtime versions) steers the runtime resolutions
     only: the build closure is a function of the runtime set and the index
-    (:mod:`monorepo.buildclosure`), so a relock, ``-U`` and ``verify --resolve`` agree.
+    (:mod:`monorepo.locking.buildclosure`), so a relock, ``-U`` and ``verify --resolve`` agree.
     """
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)

@@ -28,7 +28,7 @@ from monorepo.errors import StaleLockError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.lockfile import LOCK_NAME, LockDocument, LockedPackage
 
-#: Revision of the rule that chooses the build closure (monorepo.buildclosure), recorded
+#: Revision of the rule that chooses the build closure (monorepo.locking.buildclosure), recorded
 #: in the lock's inputs: a lock chosen by another rule is stale, as re-locking changes it.
 #: 2: all build requirements resolved together, one version of each tool unless they
 #: conflict (1, unrecorded: each package's requirements on their own).

@@ -30,8 +30,7 @@ from monorepo._core.speed import workerproc
 from monorepo._core.speed.switches import enabled
 from monorepo._core.version import VERSION as __version__
 from monorepo.errors import LockFileError
-from monorepo.locking.speed import reuse as lockmemo
-from monorepo.locking.speed import warmstart
+from monorepo.locking.speed import reuse, warmstart
 from monorepo.locking.speed.rendering import rendered
 from monorepo.project.config import ProjectConfig, load_config
 from monorepo.project.indexurl import resolve_index_url
@@ -135,9 +134,7 @@ def lock(
             )
             text = rendered(document, on_disk, root=cache.rendered)
             if key is not None and all(_from_index(p) for p in document.packages):
-                lockmemo.store(
-                    key, lockmemo.Memo(pages=client.pages_read(), text=text), root=cache.locks
-                )
+                reuse.store(key, reuse.Memo(pages=client.pages_read(), text=text), root=cache.locks)
     changed = write_atomic(path, text) if write else False
     if write and enabled("warm-start"):
         warmstart.remember(config.root, (p.name for p in document.packages), cache=cache.warmstart)
@@ -179,11 +176,11 @@ def _memo_key(
     overlays: OverlaySet,
     preferred: Mapping[NormalizedName, Version],
 ) -> str:
-    """Everything besides the index pages that decides this lock (see ``lockmemo``)."""
+    """Everything besides the index pages that decides this lock (see ``locking.speed.reuse``)."""
     from monorepo.locking.freshness import canonical_inputs
     from monorepo.project.lockfile import RENDERER
 
-    return lockmemo.memo_key(
+    return reuse.memo_key(
         {
             "monorepo": __version__,
             "renderer": RENDERER,
@@ -215,7 +212,7 @@ def _reuse(
     """The remembered lock for *key* when every page it read is unchanged, else None."""
     from monorepo.project.lockfile import parse
 
-    memo = lockmemo.load(key, root=cache.locks)
+    memo = reuse.load(key, root=cache.locks)
     if memo is None or not client.pages_unchanged(memo.pages):
         return None
     try:

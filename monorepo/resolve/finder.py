@@ -1,6 +1,6 @@
 """Candidates for one target: index releases, git sources and archive URLs.
 
-This is the resolver's view of the world (the :class:`monorepo.resolver.Finder`
+This is the resolver's view of the world (the :class:`monorepo.resolve.resolver.Finder`
 protocol).  It filters what the index offers for the *target* environment:
 files whose requires-python admits the target's Python, wheels whose tags the
 target accepts, files uploaded before exclude-newer.  A version is a candidate
@@ -107,7 +107,7 @@ _CRAWL_LIMIT = 1000
 
 
 class IndexFinder:
-    """The :class:`~monorepo.resolver.Finder` over an index client for one target."""
+    """The :class:`~monorepo.resolve.resolver.Finder` over an index client for one target."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@
 all need the same tree for the same lock entry, so the steps live here once:
 
 1. :func:`fetch_source` gets the bytes: an sdist or archive into the content store
-   (:class:`~monorepo.cache.ContentStore`, keyed and verified by the sha256 the lock
+   (:class:`~monorepo.sources.store.ContentStore`, keyed and verified by the sha256 the lock
    records, so a machine downloads each file once and ``--offline`` works from the
    store alone), or a git commit exported from the cached mirror.
 2. :func:`materialize` turns them into a directory: safe extraction (top directory
@@ -82,7 +82,7 @@ def fetch_source(
     raises :class:`~monorepo.errors.HashMismatchError` naming the package, the URL and
     both digests.  ``file://`` URLs are read from disk and checked the same way.
     With *same_origin*, a stored file counts only if it was downloaded from the URL
-    the lock names (see :mod:`monorepo.cache`): the URL is part of what the lock
+    the lock names (see :mod:`monorepo.sources.store`): the URL is part of what the lock
     says, and a stored file with the right hash does not show that the URL serves it.
     A git source is exported (without ``.git``) from the mirror in *cache* at the locked
     commit; the returned directory is shared and must not be modified.
@@ -242,7 +242,7 @@ def materialize_entries(
     """Like :func:`materialize`, returning the tree's entries (for a manifest) instead.
 
     *stamps*, when given, receives the stat cache of the new tree (see
-    :func:`~monorepo.treehash.scan_tree`), valid at *dest* since a rename keeps inodes.
+    :func:`~monorepo.sources.treehash.scan_tree`), valid at *dest* since a rename keeps inodes.
     *extractor* runs the extraction (in its worker processes) instead of this thread.
     *fetched* returns what :func:`fetch_source` would (or raises what it would), for a
     caller that fetched the source ahead (pull downloads while it extracts).

@@ -133,7 +133,7 @@ def plan_deb(
     """Check a ``data.tar``'s members and say where each goes; pure (no file system).
 
     The checks are the extractor's (:class:`monorepo.extract.rules.Planner`, ``tree`` layout,
-    the same :class:`~monorepo.extract.Limits` as every archive): no absolute paths, no
+    the same :class:`~monorepo.extract.rules.Limits` as every archive): no absolute paths, no
     ``..``, no NUL bytes, no device or fifo members, no symlink whose target leaves the
     root (through the package's other links too), hard links only to an earlier
     regular file, and the caps on members, bytes (links counted), ratio, depth and path

@@ -77,7 +77,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class _Fetcher:
-    """Downloads from the mirror with :class:`~monorepo.http.HttpClient` (retries, file://)."""
+    """Downloads from the mirror with :class:`~monorepo.index.http.HttpClient` (retries, file://)."""
 
     def __init__(self, mirror: str, reporter: Reporter) -> None:
         from monorepo.index.http import HttpClient

@@ -5,7 +5,7 @@ see :mod:`monorepo.sources`).  Pull is incremental, never half-done, and never
 silently destroys work, so it keeps a record of what it wrote:
 
 ``duni/.monorepo/<dir>.manifest``
-    the per-file manifest (:func:`monorepo.treehash.manifest`) of the tree pull last
+    the per-file manifest (:func:`monorepo.sources.treehash.manifest`) of the tree pull last
     placed at ``duni/<dir>``, plus a ``# source`` line (the source's URL, size and
     sha256, or git URL and commit) and an ``# input`` line, a digest of the lock entry
     it was built from (that source and the patch hashes).
@@ -64,7 +64,6 @@ pull and rewritten only when their content changes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import threading
@@ -112,6 +111,7 @@ from monorepo.vendoring.speed.downloads import (
     largest_first,
     ready_in_order,
 )
+from monorepo.vendoring.speed.facts import tree_facts
 from monorepo.vendoring.speed.placement import spread_package_trees
 from monorepo.vendoring.speed.stamps import read_stamps, write_stamps
 from monorepo.vendoring.state import (
@@ -126,7 +126,6 @@ from monorepo.vendoring.workspace import (
     GENERATED,
     README,
     TreeFacts,
-    read_tree_facts,
     render,
     workspace_data,
 )
@@ -295,24 +294,8 @@ class _Puller:
         tree_hash: str | None,
         entries: Mapping[str, Entry] | None = None,
     ) -> TreeFacts:
-        """workspace.toml's facts of duni/<d>, kept in ``<d>.facts`` under its tree hash.
-
-        *tree_hash* is the hash this run found or made for the tree, so the kept facts
-        are those of exactly this content; without one (a partial pull did not look at
-        the tree) they are read from the tree.  *entries*, the tree's, spare listing it.
-        """
-        if tree_hash is None:
-            return read_tree_facts(tree)
-        path = self.state / f"{d}.facts"
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("tree-hash") == tree_hash:
-                return TreeFacts.from_json(data)
-        paths = None if entries is None else [e.path for e in entries.values() if e.kind != "dir"]
-        found = read_tree_facts(tree, paths)
-        text = json.dumps({"tree-hash": tree_hash, **found.to_json()}, sort_keys=True)
-        _write_atomic(path, text + "\n")
-        return found
+        """workspace.toml's facts of duni/<d> (kept in ``<d>.facts``: see ``speed.facts``)."""
+        return tree_facts(self.state / f"{d}.facts", tree, tree_hash, entries)
 
     def sync(self, pkg: LockedPackage) -> _Outcome:
         d = pkg.dir

@@ -106,7 +106,7 @@ def exclusive(path: Path, reporter: Reporter) -> Iterator[int | None]:
     """Hold the pull lock of a duni/; yields its descriptor (None where there is none).
 
     The descriptor goes to the extraction workers, which inherit it (see
-    :mod:`monorepo.workerproc`): a lock is held as long as any process holds its open
+    :mod:`monorepo._core.speed.workerproc`): a lock is held as long as any process holds its open
     file, so when a pull is killed the lock stays taken until the last of its workers
     has exited too.  Whoever gets the lock next is then sure that no process is left
     writing into duni/, and that every ``.tmp-*`` there is garbage to delete.

@@ -36,6 +36,7 @@ NAMES: dict[str, str] = {
     "tarscan": "tar headers read by a fast reader before tarfile",
     "download-ahead": "sources downloaded ahead of extraction (pull)",
     "stat-cache": "file stamps that spare reading unchanged files (pull)",
+    "facts-cache": "workspace.toml's facts of each tree kept under its tree hash (pull)",
     "placement": "package trees spread over ext4 block groups (pull)",
 }
 """Each switch and what it turns off."""

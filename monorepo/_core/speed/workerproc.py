@@ -94,7 +94,7 @@ def cores() -> int:
 
 
 def index_workers() -> int:
-    """How many ``monorepo.indexworker`` processes a lock starts beside itself.
+    """How many ``monorepo.index.speed.worker`` processes a lock starts beside itself.
 
     None on one core, where they would only take turns with the resolver.  Otherwise
     two: the resolving process is idle half the time and a single worker was the busy

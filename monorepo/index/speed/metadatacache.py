@@ -1,6 +1,6 @@
 """Core metadata kept on disk by the sha256 of the distribution file it describes.
 
-A module of its own, apart from :mod:`monorepo.metadata`, so that the index workers,
+A module of its own, apart from :mod:`monorepo.index.metadata`, so that the index workers,
 which store the metadata they read, need not import that module's parsing and build
 backend machinery.
 

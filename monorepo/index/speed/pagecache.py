@@ -3,7 +3,7 @@
 Most index servers send no caching headers, so every lock run downloads every page again
 (uv does too); what can be saved is the parse.  A big project's JSON page takes longer to
 decode than to download.  This cache keeps, per page URL, the digest of the body it was
-parsed from and the page's :data:`~monorepo.pages.Groups` (marshalled plain data, which
+parsed from and the page's :data:`~monorepo.index.pages.Groups` (marshalled plain data, which
 reloads an order of magnitude faster than JSON decodes).  A body with another digest is a
 miss: the page changed, it is parsed again and the entry replaced, so the cache holds one
 entry per page, never a stale answer.
@@ -24,7 +24,7 @@ from pathlib import Path
 from monorepo._core.atomic import write_bytes
 from monorepo.index.pages import Groups
 
-#: Bump when :data:`~monorepo.pages.FileEntry` or the grouping changes.
+#: Bump when :data:`~monorepo.index.pages.FileEntry` or the grouping changes.
 _FORMAT = 2
 
 

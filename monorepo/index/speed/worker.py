@@ -9,7 +9,7 @@ page, metadata, next page is made of exactly those requests.
 
 So :class:`IndexWorker` moves the part that needs no resolver state to another
 interpreter (another core): fetching a project page and turning it into
-:data:`~monorepo.pages.Groups` (through the shared page cache), reading a wheel's
+:data:`~monorepo.index.pages.Groups` (through the shared page cache), reading a wheel's
 ``METADATA`` with byte ranges, and fetching a wheel's PEP 658 metadata file.  The
 resolving process then needs no HTTP client of its own: it never imports httpx or loads
 the CA bundle, 60 ms of its start-up.  The resolving process keeps every decision and every
@@ -56,7 +56,7 @@ from monorepo.index.speed.pagecache import PageCache, body_digest
 __all__ = ["IndexWorker", "PageRead", "WorkerLost", "WorkerSettings", "read_page"]
 
 #: A page as read: its files grouped by version, how many files of other projects it
-#: listed, and the sha256 of the body (what ``monorepo.lockmemo`` compares).
+#: listed, and the sha256 of the body (what ``monorepo.locking.speed.reuse`` compares).
 PageRead = tuple[Groups, int, str]
 
 
@@ -104,7 +104,7 @@ def read_wheel_metadata(
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the worker's own :class:`~monorepo.http.HttpClient` and caches are made with."""
+    """What the worker's own :class:`~monorepo.index.http.HttpClient` and caches are made with."""
 
     http_cache: Path | None
     page_cache: Path | None
@@ -252,7 +252,7 @@ class _ForwardingReporter(NullReporter):
 
 class _LaterHttpCache(HttpCache):
     """The worker's HTTP cache: entries are written when the worker is idle (see
-    :mod:`monorepo.writebehind`); reads are as usual."""
+    :mod:`monorepo._core.speed.writebehind`); reads are as usual."""
 
     def __init__(self, root: Path, behind: WriteBehind) -> None:
         super().__init__(root)

@@ -1,1 +1,1 @@
-"""Speed-only machinery of vendoring: downloads ahead, stat stamps, tree placement."""
+"""Speed-only machinery of vendoring: downloads ahead, stat stamps, tree facts, placement."""

@@ -65,7 +65,7 @@ def download_ahead(
     network sat idle behind the extractors (data set: 7.8 s, of which 1.7 s is the
     download alone).  Fetching ahead on threads of their own keeps the network busy
     from the start.  Only missing directories are certain to need their source: for an
-    existing one, :meth:`_Puller.sync` decides, and fetches only when the tree must be
+    existing one, pull decides, and fetches only when the tree must be
     rebuilt.  The order is :func:`download_order`'s.  The futures raise what
     :func:`fetch_source` raises; the pool is shut down (pending fetches cancelled)
     when the pull ends.
