@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from monorepo._core.version import VERSION as __version__
 
 if TYPE_CHECKING:
-    from .builder import BuildResult, build
-    from .config import ProjectConfig, load_config
-    from .errors import (
+    from monorepo._core.reporter import NullReporter, Reporter
+    from monorepo.building.builder import build
+    from monorepo.building.results import BuildResult
+    from monorepo.errors import (
         ConfigError,
         IndexClientError,
         LockFileError,
@@ -27,30 +28,31 @@ if TYPE_CHECKING:
         ResolutionError,
         StaleLockError,
     )
-    from .graph import list_packages, why
-    from .locker import CheckResult, LockResult, check, lock
-    from .lockfile import LockDocument, LockedPackage
-    from .lockfile import read as read_lock
-    from .puller import PullResult, pull
-    from .reporter import NullReporter, Reporter
-    from .verifier import VerifyReport, verify
+    from monorepo.locking.graph import list_packages, why
+    from monorepo.locking.locker import CheckResult, LockResult, check, lock
+    from monorepo.project.config import ProjectConfig, load_config
+    from monorepo.project.lockfile import LockDocument, LockedPackage
+    from monorepo.project.lockfile import read as read_lock
+    from monorepo.vendoring.pull import PullResult, pull
+    from monorepo.vendoring.verify.report import VerifyReport
+    from monorepo.vendoring.verify.verifier import verify
 
 _EXPORTS = {
-    "build": "builder",
-    "BuildResult": "builder",
-    "lock": "locker",
-    "check": "locker",
-    "LockResult": "locker",
-    "pull": "puller",
-    "PullResult": "puller",
-    "CheckResult": "locker",
-    "load_config": "config",
-    "ProjectConfig": "config",
-    "read_lock": "lockfile",
-    "LockDocument": "lockfile",
-    "LockedPackage": "lockfile",
-    "Reporter": "reporter",
-    "NullReporter": "reporter",
+    "build": "building.builder",
+    "BuildResult": "building.results",
+    "lock": "locking.locker",
+    "check": "locking.locker",
+    "LockResult": "locking.locker",
+    "pull": "vendoring.pull",
+    "PullResult": "vendoring.pull",
+    "CheckResult": "locking.locker",
+    "load_config": "project.config",
+    "ProjectConfig": "project.config",
+    "read_lock": "project.lockfile",
+    "LockDocument": "project.lockfile",
+    "LockedPackage": "project.lockfile",
+    "Reporter": "_core.reporter",
+    "NullReporter": "_core.reporter",
     "MonorepoError": "errors",
     "ConfigError": "errors",
     "IndexClientError": "errors",
@@ -58,10 +60,10 @@ _EXPORTS = {
     "ResolutionError": "errors",
     "LockFileError": "errors",
     "StaleLockError": "errors",
-    "verify": "verifier",
-    "VerifyReport": "verifier",
-    "list_packages": "graph",
-    "why": "graph",
+    "verify": "vendoring.verify.verifier",
+    "VerifyReport": "vendoring.verify.report",
+    "list_packages": "locking.graph",
+    "why": "locking.graph",
 }
 
 __all__ = [

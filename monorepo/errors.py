@@ -39,7 +39,7 @@ class OfflineError(IndexClientError):
 
 class TooSlowError(IndexClientError):
     """A download did not finish within its deadline (a floor plus its size at a minimum
-    speed, see :class:`monorepo.http.Deadline`); the message names the URL."""
+    speed, see :class:`monorepo.index.deadline.Deadline`); the message names the URL."""
 
 
 class MetadataError(MonorepoError):

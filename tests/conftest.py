@@ -85,7 +85,7 @@ def deep_tree() -> Iterator[Callable[..., Path]]:
     at teardown, since pytest's own cleanup of old temporary directories uses
     ``shutil.rmtree``, which recurses once per level on Python 3.11."""
     from fixtures import hostile
-    from monorepo.fstree import remove_tree
+    from monorepo._core.fstree import remove_tree
 
     made: list[Path] = []
 

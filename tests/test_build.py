@@ -30,20 +30,24 @@ import pytest
 import monorepo
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo import builder as builder_mod
-from monorepo.builder import BuildResult, build, check_system_libraries, network_isolation
-from monorepo.cli import main
-from monorepo.elfcheck import (
+from monorepo._core.reporter import RecordingReporter
+from monorepo.building import builder as builder_mod
+from monorepo.building.builder import build
+from monorepo.building.elfcheck import (
     EM_AARCH64,
     EM_X86_64,
     check_wheel,
     platform_tag_matches,
     read_elf_header,
 )
+from monorepo.building.isolation import network_isolation
+from monorepo.building.results import BuildResult
+from monorepo.building.syslibs import check_system_libraries
+from monorepo.cli.commands import main
 from monorepo.errors import BuildError, StaleLockError
-from monorepo.reporter import RecordingReporter
-from monorepo.targets import host_target
-from monorepo.workspace import render
+from monorepo.project.targets import host_target
+from monorepo.vendoring.workspace import render
+from tests.helpers import write_overlay
 
 HOST = host_target()
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,15 +249,6 @@ LIB = Release("lib", "1.0")
 # ------------------------------------------------------------------------ helpers
 
 
-def write_overlay(root: Path, packages: dict[str, str]) -> Path:
-    (root / "packages").mkdir(parents=True, exist_ok=True)
-    (root / "overlay.toml").write_text('[overlay]\nname = "test"\nformat = 1\n')
-    for pkg, rules in packages.items():
-        (root / "packages" / pkg).mkdir(parents=True, exist_ok=True)
-        (root / "packages" / pkg / "overlay.toml").write_text(rules)
-    return root
-
-
 @pytest.fixture
 def project(
     make_index: Callable[..., FixtureIndex],
@@ -270,7 +265,7 @@ def project(
         deps_toml = ", ".join(f'"{d}"' for d in deps)
         extra = ""
         if overlay is not None:
-            write_overlay(tmp_path / "proj" / "fixes", overlay)
+            write_overlay(tmp_path / "proj" / "fixes", "test", overlay)
             extra = 'overlays = ["fixes"]\n'
         proj = make_project(
             f'[project]\nname = "p"\nversion = "0"\ndependencies = [{deps_toml}]\n'
@@ -826,6 +821,7 @@ def test_small_set_and_real_backends_build_offline_and_install(
     )
     write_overlay(
         proj / "fixes",
+        "test",
         {
             "monorepo-fixture-stext": (
                 '[[rule]]\nversions = ""\nreason = "test: must compile"\nc-extension = true\n'
@@ -914,7 +910,7 @@ def cross_project(
         deps_toml = ", ".join(f'"{d}"' for d in deps)
         extra = ""
         if overlay is not None:
-            write_overlay(tmp_path / "proj" / "fixes", overlay)
+            write_overlay(tmp_path / "proj" / "fixes", "test", overlay)
             extra = 'overlays = ["fixes"]\n'
         proj = make_project(
             f'[project]\nname = "p"\nversion = "0"\ndependencies = [{deps_toml}]\n'
@@ -1013,7 +1009,7 @@ def test_cross_target_without_sysroot_says_how_to_make_one(
 
 def test_build_env_sync_installs_replaces_and_removes(tmp_path: Path) -> None:
     from fixtures.builder import build_wheel
-    from monorepo.buildenv import BuildEnv
+    from monorepo.building.buildenv import BuildEnv
 
     one = build_wheel(
         Release("helper", "1.0", files={"helper/old.py": "X = 1\n"}), "py3-none-any", tmp_path / "w"

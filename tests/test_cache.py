@@ -14,18 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from monorepo.cache import ContentStore
+from fixtures.builder import FixtureIndex
+from fixtures.server import IndexServer
+from monorepo._core.paths import CacheDir
 from monorepo.errors import HashMismatchError, StorageError
+from monorepo.sources.store import ContentStore
 
 DATA = b"an sdist, more or less\n" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
-def test_default_root_is_under_the_cache_root(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MONOREPO_CACHE_DIR", str(tmp_path / "c"))
-    assert ContentStore().root == (tmp_path / "c" / "store").resolve()
+def test_the_store_is_under_the_cache_root(tmp_path: Path) -> None:
+    """One cache directory, decided where a call starts: the store is its ``store``."""
+    cache = CacheDir.from_env({"MONOREPO_CACHE_DIR": str(tmp_path / "c")})
+    assert ContentStore(cache.store).root == (tmp_path / "c" / "store").resolve()
+    assert CacheDir.at(tmp_path / "d").store == (tmp_path / "d" / "store").resolve()
 
 
 def test_layout_is_fanned_out_by_hash(tmp_path: Path) -> None:
@@ -358,3 +361,33 @@ def test_a_fetch_deletes_what_a_dead_writer_of_the_same_hash_left(tmp_path: Path
     stale.write_bytes(DATA[:100])
     store.get_or_fetch(SHA, lambda: DATA)
     assert [p.name for p in store.path_for(SHA).parent.iterdir()] == [SHA]
+
+
+def test_one_cache_directory_is_decided_at_the_entry_point_and_passed_down(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    make_project: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """lock, pull and verify given a cache directory use it for everything (HTTP cache,
+    page and metadata caches, the store, warm start, lock reuse) and never read
+    ``MONOREPO_CACHE_DIR``, which points elsewhere."""
+    import monorepo
+    from fixtures.builder import Release
+
+    server = serve(
+        make_index([Release("app", "1.0", requires_dist=("lib",)), Release("lib", "1.0")])
+    )
+    proj = make_project(
+        '[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\n'
+    )
+    from_env = CacheDir.from_env().root
+    mine = tmp_path / "mine"
+    monorepo.lock(proj, cache_dir=mine)
+    monorepo.pull(proj, cache_dir=mine)
+    assert monorepo.verify(proj, cache_dir=mine).passed
+    assert not from_env.exists() or not any(from_env.iterdir())
+    cache = CacheDir.at(mine)
+    for used in (cache.http, cache.metadata, cache.store, cache.warmstart, cache.locks):
+        assert used.is_dir() and any(used.iterdir()), used

@@ -13,16 +13,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from monorepo.config import (
-    GitSource,
-    ProjectConfig,
-    load_config,
-    parse_config,
-    pip_config_files,
-    resolve_index_url,
-)
 from monorepo.errors import ConfigError
-from monorepo.targets import Target, host_target
+from monorepo.project.config import GitSource, ProjectConfig, load_config, parse_config
+from monorepo.project.indexurl import pip_config_files, resolve_index_url
+from monorepo.project.targets import Target, host_target
 
 MIRROR = "https://mirror.example/simple"
 # TOML inline tables cannot span lines, hence one long line built here.

@@ -12,13 +12,14 @@ from packaging.version import Version
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
-from monorepo.overlays import DEFAULT_SPEC, default_overlay_dir, load_project_overlays
+from monorepo.overlays.loading import DEFAULT_SPEC, default_overlay_dir, load_project_overlays
+from tests.helpers import current_cache
 
 TARGET = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
 
 def test_every_default_rule_has_a_reason(tmp_path: Path) -> None:
-    overlays = load_project_overlays([], base=tmp_path)
+    overlays = load_project_overlays([], base=tmp_path, cache=current_cache())
     (default,) = overlays.overlays
     assert default.spec == DEFAULT_SPEC
     assert default.root == default_overlay_dir()
@@ -64,10 +65,17 @@ def test_default_rules_reach_the_lock(
 
 
 def test_pyyaml_rule_declares_libyaml(tmp_path: Path) -> None:
-    match = load_project_overlays([], base=tmp_path).rule_for("PyYAML", Version("6.0.3"))
+    match = load_project_overlays([], base=tmp_path, cache=current_cache()).rule_for(
+        "PyYAML", Version("6.0.3")
+    )
     assert match is not None
     assert match.rule.system_libraries == {"debian": ("libyaml-dev",)}
-    assert load_project_overlays([], base=tmp_path).rule_for("pyyaml", Version("5.0")) is None
+    assert (
+        load_project_overlays([], base=tmp_path, cache=current_cache()).rule_for(
+            "pyyaml", Version("5.0")
+        )
+        is None
+    )
 
 
 def test_project_overlay_can_switch_a_default_rule_off(tmp_path: Path) -> None:
@@ -76,5 +84,8 @@ def test_project_overlay_can_switch_a_default_rule_off(tmp_path: Path) -> None:
     (mine / "overlay.toml").write_text('[overlay]\nname = "mine"\nformat = 1\n')
     (mine / "packages" / "pyyaml" / "overlay.toml").write_text("# no fixes wanted\n")
     assert (
-        load_project_overlays(["mine"], base=tmp_path).rule_for("pyyaml", Version("6.0.3")) is None
+        load_project_overlays(["mine"], base=tmp_path, cache=current_cache()).rule_for(
+            "pyyaml", Version("6.0.3")
+        )
+        is None
     )

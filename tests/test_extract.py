@@ -18,15 +18,10 @@ import pytest
 
 from fixtures import hostile
 from monorepo.errors import ExtractError
-from monorepo.extract import (
-    ExtractorPool,
-    Limits,
-    Planner,
-    RawMember,
-    extract_sdist,
-    read_archive,
-)
-from monorepo.treehash import hash_entries, scan_tree, tree_hash
+from monorepo.extract.archive import extract_sdist, read_archive
+from monorepo.extract.rules import Limits, Planner, RawMember
+from monorepo.extract.speed.pool import ExtractorPool
+from monorepo.sources.treehash import hash_entries, scan_tree, tree_hash
 
 
 def snapshot(root: Path) -> set[str]:
@@ -674,12 +669,12 @@ def test_pool_survives_a_lost_worker_and_stops_its_workers(tmp_path: Path) -> No
 
 
 def test_prestarted_workers_are_taken_and_the_spares_stopped_on_close(tmp_path: Path) -> None:
-    from monorepo import workerproc
+    from monorepo._core.speed import workerproc
 
     archive = hostile.good_sdist(tmp_path)
     pool = ExtractorPool(2, min_size=0)
     pool.prestart()
-    spares = list(workerproc._spares[("monorepo.extract", "_serve")])
+    spares = list(workerproc._spares[("monorepo.extract.speed.pool", "_serve")])
     assert len(spares) == 2 and all(p.poll() is None for p in spares)
     pool.extract(archive, tmp_path / "out", package="good")
     (worker,) = pool._workers
@@ -695,7 +690,7 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for a good archive, several gzip members, and a truncated or damaged stream."""
     import zlib
 
-    from monorepo import extract
+    from monorepo.extract import compression
 
     isal_zlib = pytest.importorskip("isal.isal_zlib")
     stream = gzip.decompress(hostile.good_sdist(tmp_path).read_bytes())
@@ -709,9 +704,9 @@ def test_zlib_and_isal_inflate_alike(tmp_path: Path, monkeypatch: pytest.MonkeyP
     }
     results = {}
     for library, errors in ((zlib, (zlib.error,)), (isal_zlib, (zlib.error, isal_zlib.error))):
-        monkeypatch.setattr(extract, "_inflate_library", lambda lib=library, e=errors: (lib, e))
+        monkeypatch.setattr(compression, "_inflate_library", lambda lib=library, e=errors: (lib, e))
         for name, data in cases.items():
-            results[library.__name__, name] = extract._gunzip(data, 1 << 30)
+            results[library.__name__, name] = compression.gunzip(data, 1 << 30)
     for name in cases:
         assert results["zlib", name] == results["isal.isal_zlib", name], name
     assert results["zlib", "whole"] == results["zlib", "members"] == stream
@@ -784,25 +779,27 @@ def test_every_archive_is_opened_through_the_one_extractor() -> None:
     opening = {"tarfile.open", "zipfile.ZipFile", "tarfile.TarFile"}
     decompressing = {"gzip.decompress", "lzma.decompress", "bz2.decompress", "gzip.open"}
     openers: dict[str, set[str]] = {}
-    for path in sorted(package.glob("*.py")):
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
         text = path.read_text(encoding="utf-8")
         calls = _calls(path)
-        assert "_safe_extract" not in text, path.name
+        assert "_safe_extract" not in text, name
         assert not {c for c in calls if c.endswith((".extractall", ".extract"))} - {
             "extractor.extract"  # ExtractorPool.extract: extract_sdist in a worker
-        }, path.name
-        if path.name != "extract.py":
-            assert not calls & decompressing, path.name
+        }, name
+        if not name.startswith("extract/"):
+            assert not calls & decompressing, name
             if calls & opening:
-                openers[path.name] = calls & opening
-    # lazywheel hands the open zip to extract.read_zip; sysroot plans a .deb's data.tar
-    # with extract.Planner; elfcheck reads the ELF headers of wheels the build just made.
-    assert set(openers) == {"lazywheel.py", "sysroot.py", "elfcheck.py"}, openers
-    assert "extract.read_zip(" in (package / "lazywheel.py").read_text(encoding="utf-8")
-    sysroot = (package / "sysroot.py").read_text(encoding="utf-8")
-    assert "Planner(" in sysroot and "extract.decompress(" in sysroot
-    metadata = (package / "metadata.py").read_text(encoding="utf-8")
-    assert "extract.read_archive(" in metadata and "extract.extract_sdist(" in metadata
+                openers[name] = calls & opening
+    # lazywheel hands the open zip to archive.read_zip; sysroot plans a .deb's data.tar
+    # with the rules' Planner; elfcheck reads the ELF headers of wheels the build just made.
+    assert set(openers) == {"index/lazywheel.py", "sysroot/deb.py", "building/elfcheck.py"}, openers
+    assert "read_zip(" in (package / "index/lazywheel.py").read_text(encoding="utf-8")
+    sysroot = (package / "sysroot/deb.py").read_text(encoding="utf-8")
+    assert "Planner(" in sysroot and "compression.decompress(" in sysroot
+    metadata = (package / "index/metadata.py").read_text(encoding="utf-8")
+    backend = (package / "index/backend.py").read_text(encoding="utf-8")
+    assert "archive.read_archive(" in metadata and "archive.extract_sdist(" in backend
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
@@ -810,9 +807,14 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
     import bz2
     import lzma
 
-    from monorepo.extract import decompress
+    from monorepo.extract.compression import decompress
 
-    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    compressors: dict[str, Callable[[bytes], bytes]] = {
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".xz": lzma.compress,
+    }
+    compress = compressors[suffix]
     small = bytes(1000)
     assert decompress(f"data.tar{suffix}", compress(small), package="p") == small
     limits = Limits(max_total_size=1024**2)  # room for 1 MiB of members, 16 MiB of headers
@@ -826,7 +828,7 @@ def test_decompress_stops_a_bomb_one_byte_past_what_a_tar_may_hold(suffix: str) 
 def test_a_wheel_extracts_in_the_tree_layout_under_the_same_rules(tmp_path: Path) -> None:
     """What a cross build's smoke test does with each wheel it imports on the target."""
     from fixtures.builder import Release, wheel_bytes
-    from monorepo.extract import extract_archive
+    from monorepo.extract.archive import extract_archive
 
     wheel = tmp_path / "demo-1.0-py3-none-any.whl"
     wheel.write_bytes(wheel_bytes(Release("demo", "1.0")))

@@ -115,8 +115,8 @@ def test_sdist_layout_and_tar_normalisation(tmp_path: Path) -> None:
         assert "demo_pkg-1.2.0/README.md" in names
     assert meta["Metadata-Version"] == "2.2"
     assert meta["Requires-Python"] == ">=3.9,<4"
-    assert sorted(meta.get_all("Provides-Extra")) == ["fast"]
-    reqs = [Requirement(r) for r in meta.get_all("Requires-Dist")]
+    assert sorted(meta.get_all("Provides-Extra") or []) == ["fast"]
+    reqs = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
     assert {r.name for r in reqs} == {"dep-a", "dep-b", "dep-c"}
     fast_c = next(r for r in reqs if r.name == "dep-c")
     assert fast_c.marker is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from monorepo import fstree
+from monorepo._core import fstree
 
 DEPTH = 1200
 
@@ -62,7 +62,7 @@ def test_walk_reaches_the_bottom_and_prunes_like_os_walk(deep: Path, tmp_path: P
 
 
 def test_copy_tree_copies_every_level_with_links_and_modes(deep: Path, tmp_path: Path) -> None:
-    from monorepo.treehash import tree_hash
+    from monorepo.sources.treehash import tree_hash
 
     copy = tmp_path / "copy"
     (deep / ".git").mkdir()

@@ -18,6 +18,7 @@ import pytest
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
+from monorepo._core.reporter import RecordingReporter
 from monorepo.errors import (
     ConfigError,
     HashMismatchError,
@@ -25,13 +26,12 @@ from monorepo.errors import (
     OfflineError,
     TooSlowError,
 )
-from monorepo.http import DEADLINE_ENV, MIN_SPEED_ENV, Deadline, HttpClient, _is_tls_error
-from monorepo.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
-from monorepo.index import ACCEPT, IndexClient
-from monorepo.reporter import RecordingReporter
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from monorepo.index.client import ACCEPT, IndexClient
+from monorepo.index.deadline import DEADLINE_ENV, MIN_SPEED_ENV, Deadline
+from monorepo.index.http import HttpClient
+from monorepo.index.httpcache import CacheEntry, HttpCache, is_fresh, parse_cache_control
+from monorepo.index.retry import is_tls_error
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [Release("demo", "1.0"), Release("demo", "1.1"), Release("other", "2.0")]
 PAGE = r"^/simple/demo/$"
@@ -49,7 +49,7 @@ def http(cache: Path | None = None, **kw: object) -> HttpClient:
 
 def client(url: str, cache_dir: Path | None = None, **kw: object) -> IndexClient:
     kw.setdefault("backoff", 0.001)
-    return IndexClient([url], cache_dir=cache_dir, **kw)  # type: ignore[arg-type]
+    return index_client([url], http_cache=cache_dir, **kw)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- retries
@@ -145,8 +145,8 @@ def test_only_tls_setup_errors_are_permanent(error: Exception, permanent: bool) 
     # checked on the exceptions the ssl module raises, wrapped as httpx wraps them.
     wrapped = RuntimeError(str(error))
     wrapped.__cause__ = error
-    assert _is_tls_error(error) is permanent
-    assert _is_tls_error(wrapped) is permanent
+    assert is_tls_error(error) is permanent
+    assert is_tls_error(wrapped) is permanent
 
 
 def test_a_set_up_reason_on_an_established_connection_is_retried() -> None:
@@ -159,11 +159,11 @@ def test_a_set_up_reason_on_an_established_connection_is_retried() -> None:
     for error_type, permanent in ((httpx.ConnectError, True), (httpx.ReadError, False)):
         error = error_type(str(cause))
         error.__cause__ = cause
-        assert _is_tls_error(error) is permanent
+        assert is_tls_error(error) is permanent
     verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
     read = httpx.ReadError(str(verify))
     read.__cause__ = verify
-    assert _is_tls_error(read) is True
+    assert is_tls_error(read) is True
 
 
 def test_file_urls_read_from_disk(index: FixtureIndex, tmp_path: Path) -> None:
@@ -403,7 +403,8 @@ def counting(*args, **kwargs):
     calls.append(args[0])
     return real(*args, **kwargs)
 socket.getaddrinfo = counting
-from monorepo.http import HttpClient, share_dns_lookups
+from monorepo.index.http import HttpClient
+from monorepo.index.speed.dns import share_dns_lookups
 share_dns_lookups()
 share_dns_lookups()  # once is enough: not wrapped twice
 client = HttpClient(max_connections=8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,12 +14,9 @@ from packaging.tags import Tag
 from packaging.version import Version
 
 from fixtures.builder import FixtureIndex, Release
-from fixtures.server import IndexServer
 from monorepo.errors import HashMismatchError, IndexClientError
-from monorepo.index import DistFile, IndexClient, parse_html_page, parse_json_page
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from monorepo.index.client import DistFile, IndexClient, parse_html_page, parse_json_page
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [
     Release("Foo.Bar", "1.0", requires_dist=("baz>=1",), requires_python=">=3.8"),
@@ -32,7 +28,7 @@ RELEASES = [
 
 def client(*urls: str, **kw: object) -> IndexClient:
     kw.setdefault("backoff", 0.001)
-    return IndexClient(list(urls), **kw)  # type: ignore[arg-type]
+    return index_client(list(urls), **kw)  # type: ignore[arg-type]
 
 
 def by_name(files: tuple[DistFile, ...]) -> dict[str, DistFile]:
@@ -387,3 +383,23 @@ def test_page_listing_another_project_is_filtered(make_index: MakeIndex) -> None
     page.write_text(json.dumps(doc))
     with client(index.file_url) as c:
         assert {f.name for f in c.project_files("demo")} == {"demo"}
+
+
+def test_the_client_writes_index_urls_by_the_one_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path or a file: URL given to the client becomes the URL the project's
+    configuration would make of it: the same directory, by the same rule (not the target
+    of a symlink, which the lock would then record in place of the path the user wrote)."""
+    from monorepo.project.indexurl import normalize_index_url, resolve_index_url
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    with client("link", "file:link/../real", "https://example.invalid/simple") as c:
+        assert c.index_urls == (
+            resolve_index_url(None, flag="link")[0],
+            normalize_index_url("file:link/../real", base=tmp_path, where="test"),
+            "https://example.invalid/simple/",
+        )
+    assert c.index_urls[0] == (tmp_path / "link").as_uri() + "/"

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.server import IndexServer
-from monorepo import workerproc
+from monorepo._core.reporter import RecordingReporter
+from monorepo._core.speed import workerproc
 from monorepo.errors import HashMismatchError, IndexClientError
-from monorepo.index import DistFile, IndexClient
-from monorepo.reporter import RecordingReporter
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from monorepo.index.client import DistFile, IndexClient
+from tests.helpers import MakeIndex, Serve, index_client
 
 RELEASES = [
     Release("app", "1.0", requires_dist=("lib>=1",), core_metadata_file=False),
@@ -41,13 +39,13 @@ RELEASES = [
 
 def _client(server: IndexServer, tmp: Path, *, workers: int, **kw: object) -> IndexClient:
     """A client with its own caches, so each one really reads the server."""
-    return IndexClient(
+    return index_client(
         [server.url],
         workers=workers,
         backoff=0.001,
-        cache_dir=tmp / "http",
-        page_cache_dir=tmp / "pages",
-        metadata_cache_dir=tmp / "metadata",
+        http_cache=tmp / "http",
+        page_cache=tmp / "pages",
+        metadata_cache=tmp / "metadata",
         **kw,  # type: ignore[arg-type]
     )
 
@@ -118,7 +116,7 @@ def test_a_killed_worker_costs_time_not_results(
 
 
 def test_spares_are_taken_by_spawn() -> None:
-    kind = ("monorepo.indexworker", "_serve")
+    kind = ("monorepo.index.speed.worker", "_serve")
     workerproc.prestart(*kind, 2)
     spares = list(workerproc._spares[kind])
     assert len(spares) == 2
@@ -140,7 +138,7 @@ def test_worker_pipes_hold_a_parsed_page_at_once() -> None:
     limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
     if limit < workerproc.PIPE_SIZE and os.geteuid() != 0:
         pytest.skip(f"this system caps pipes at {limit} bytes")
-    process = workerproc.spawn("monorepo.indexworker", "_serve")
+    process = workerproc.spawn("monorepo.index.speed.worker", "_serve")
     try:
         assert process.stdin is not None and process.stdout is not None
         for pipe in (process.stdin, process.stdout):
@@ -151,7 +149,7 @@ def test_worker_pipes_hold_a_parsed_page_at_once() -> None:
 
 def test_unused_spares_are_stopped_at_exit() -> None:
     code = (
-        "from monorepo import workerproc\n"
+        "from monorepo._core.speed import workerproc\n"
         "workerproc.prestart('monorepo.indexworker', '_serve', 2)\n"
         "print(*[p.pid for p in workerproc._spares[('monorepo.indexworker', '_serve')]])\n"
     )
@@ -226,7 +224,7 @@ def test_a_lock_with_workers_leaves_the_network_to_them(
         f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
     )
     code = (
-        "import sys\nfrom monorepo import locker\n"
+        "import sys\nfrom monorepo.locking import locker\n"
         "result = locker.lock(sys.argv[1])\n"
         "print(*sorted(f'{p.name}=={p.version}' for p in result.document.packages))\n"
         "print('httpx' in sys.modules, 'ssl' in sys.modules)\n"
@@ -250,9 +248,14 @@ def test_a_lock_asks_for_its_pages_before_loading_the_resolver(
         f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
         f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
     )
-    heavy = ("monorepo.resolver", "monorepo.finder", "monorepo.metadata", "resolvelib")
+    heavy = (
+        "monorepo.resolve.resolver",
+        "monorepo.resolve.finder",
+        "monorepo.index.metadata",
+        "resolvelib",
+    )
     code = (
-        "import sys\nfrom monorepo import locker\nfrom monorepo.index import IndexClient\n"
+        "import sys\nfrom monorepo.locking import locker\nfrom monorepo.index.client import IndexClient\n"
         f"heavy = {heavy!r}\n"
         "loaded = lambda: sorted(m for m in heavy if m in sys.modules)\n"
         "first = []\noriginal = IndexClient.prefetch\n"
@@ -288,9 +291,9 @@ def test_a_lock_from_wheels_on_a_json_index_leaves_the_rarely_needed_modules_unl
         f'[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n\n'
         f'[tool.monorepo]\nindex-url = "{server.url}"\nbuild-dependencies = false\n'
     )
-    rare = ("html.parser", "monorepo.anchors", "filelock", "pyproject_hooks", "venv")
+    rare = ("html.parser", "monorepo.index.anchors", "filelock", "pyproject_hooks", "venv")
     code = (
-        "import sys\nfrom monorepo import locker\n"
+        "import sys\nfrom monorepo.locking import locker\n"
         "result = locker.lock(sys.argv[1])\n"
         "print(*sorted(f'{p.name}=={p.version}' for p in result.document.packages))\n"
         f"print(sorted(m for m in {rare!r} if m in sys.modules))\n"
@@ -314,6 +317,7 @@ def test_range_read_metadata_is_cached_by_the_worker(
         assert entry.exists()
         before = entry.stat().st_ino
         # the resolving process's own store finds the entry there and leaves it alone
+        assert client.metadata_cache is not None
         client.metadata_cache.store(lib.sha256, b"Metadata-Version: 2.1\nName: other\n")
         assert entry.stat().st_ino == before
         assert b"Name: lib" in entry.read_bytes() and str(meta.name) == "lib"

@@ -15,21 +15,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.tags import Tag
 
 import monorepo
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.server import IndexServer, RequestRecord
 from monorepo.errors import OfflineError
-from monorepo.http import HttpClient
-from monorepo.httpcache import HttpCache
-from monorepo.index import DistFile, IndexClient
-from monorepo.lazywheel import DEFAULT_TAIL, wheel_metadata
-from monorepo.metadata import metadata_from_wheel, parse_metadata
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from monorepo.index.client import DistFile, IndexClient
+from monorepo.index.http import HttpClient
+from monorepo.index.httpcache import HttpCache
+from monorepo.index.lazywheel import DEFAULT_TAIL, wheel_metadata
+from monorepo.index.metadata import metadata_from_wheel, parse_metadata
+from tests.helpers import MakeIndex, Serve, index_client, reqs
 
 # Backends that prove a path never ran the hook (the sdist says Metadata-Version 2.1, so
 # its PKG-INFO is not trusted and only a wheel can answer without the backend).
@@ -48,10 +45,6 @@ BIG_FILES = {"demo/blob.txt": _noise(1_500_000)}
 MANY_FILES = {f"demo/pkg/a_module_with_a_rather_long_file_name_{i:05d}.py": "" for i in range(2500)}
 
 DEPS = ("dep>=1", "other; sys_platform == 'win32'", "extra-dep; extra == 'x'")
-
-
-def reqs(*items: str) -> list[Requirement]:
-    return [Requirement(item) for item in items]
 
 
 def demo(
@@ -79,7 +72,7 @@ def clients() -> Iterator[Callable[..., IndexClient]]:
     made: list[IndexClient] = []
 
     def factory(*urls: str, **kw: object) -> IndexClient:
-        client = IndexClient(list(urls), backoff=0.001, **kw)  # type: ignore[arg-type]
+        client = index_client(list(urls), backoff=0.001, **kw)  # type: ignore[arg-type]
         made.append(client)
         return client
 
@@ -208,7 +201,7 @@ def test_range_requests_are_retried_and_never_cached(
 ) -> None:
     server = serve(make_index([demo(sdist=False)]))
     server.add_fault(r"\.whl$", "status", status=503, times=1)
-    client = clients(server.url, cache_dir=tmp_path / "http")
+    client = clients(server.url, http_cache=tmp_path / "http")
     assert client.metadata(wheel_of(client)).requires_dist == reqs(*DEPS)
     assert [r.status for r in server.requests_for(r"\.whl$")] == [503, 206]
     assert HttpCache(tmp_path / "http").load(wheel_of(client).url, None) is None
@@ -296,8 +289,8 @@ def test_metadata_cache_is_keyed_by_the_file_hash(
     client = clients(server.url)
     wheel = wheel_of(client)
     client.metadata(wheel)
+    assert client.metadata_cache is not None and wheel.sha256 is not None
     cache_root = client.metadata_cache.root
-    assert wheel.sha256 is not None
     assert (cache_root / wheel.sha256).read_bytes().startswith(b"Metadata-Version:")
     # A new version of the file (new hash) is not answered from the old entry.
     index.publish(demo(sdist=False, requires_dist=("changed",)))
@@ -321,7 +314,9 @@ def test_no_sha256_means_no_cache(
     wheel = wheel_of(client)
     assert wheel.sha256 is None
     assert client.metadata(wheel).requires_dist == reqs(*DEPS)
-    assert not client.metadata_cache.root.exists() or not any(client.metadata_cache.root.iterdir())
+    assert client.metadata_cache is not None
+    root = client.metadata_cache.root
+    assert not root.exists() or not any(root.iterdir())
 
 
 def test_offline_after_one_online_run(

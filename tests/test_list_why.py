@@ -12,8 +12,8 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import LockFileError
-from monorepo.graph import DependencyPath, list_packages, why
-from tests.test_lock_overlays import write_overlay
+from monorepo.locking.graph import DependencyPath, list_packages, why
+from tests.helpers import write_overlay
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -106,7 +106,7 @@ def test_list_shows_version_role_source_overlay_and_dir(locked: Path) -> None:
 
 
 def test_cli_list_and_why(locked: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     assert main(["--project", str(locked), "list"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -9,19 +9,19 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from packaging.markers import Marker
+from packaging.markers import Environment, Marker
 from packaging.pylock import Pylock
 
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo.cli import main
+from monorepo.cli.commands import main
 from monorepo.errors import ConfigError, OfflineError, ResolutionError
-from monorepo.targets import Target
+from monorepo.project.targets import Target
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 WINDOWS = '{ name = "windows", python = "3.11", platform = "windows", machine = "AMD64" }'
@@ -126,7 +126,7 @@ def test_extras_and_groups_with_includes_get_markers(project: Any) -> None:
     assert markers["testing"] == "'dev' in dependency_groups"
     assert markers["lint"] == "'dev' in dependency_groups or 'lint' in dependency_groups"
     lock = Pylock.from_dict(data)
-    env = Target("linux", "3.11", "linux", "x86_64").marker_environment()
+    env = cast("Environment", Target("linux", "3.11", "linux", "x86_64").marker_environment())
     plain = {p.name for p, _ in lock.select(environment=env, tags=_any_tags())}
     assert plain == {"core"}
     with_dev = {

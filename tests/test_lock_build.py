@@ -5,9 +5,10 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from packaging.markers import Environment
 from packaging.pylock import Pylock
 from packaging.tags import Tag
 
@@ -15,8 +16,8 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import OverlayError, ResolutionError
-from monorepo.targets import host_target
-from tests.test_lock_overlays import write_overlay
+from monorepo.project.targets import host_target
+from tests.helpers import write_overlay
 
 TARGET = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -77,7 +78,7 @@ def test_build_closure_is_locked_recursively(setup: Any) -> None:
     assert pkgs["app"]["tool"]["monorepo"]["build-backend"] == "fixture_backend"
     # a PEP 751 installer skips the build-only packages unless asked for the group
     lock = Pylock.from_dict(data)
-    env = host_target().marker_environment()
+    env = cast("Environment", host_target().marker_environment())
     tags = [Tag("py3", "none", "any")]
     assert {p.name for p, _ in lock.select(environment=env, tags=tags)} == {"app", "lib"}
     everything = {
@@ -175,7 +176,7 @@ def test_build_closure_is_the_same_bytes_whatever_the_state(
 ) -> None:
     """Empty or warm cache, with or without a lock, -U, answers reordered, 0 to 3 index
     workers: the same pylock.toml, with one version of each build tool."""
-    from monorepo import workerproc
+    from monorepo._core.speed import workerproc
 
     server = serve(make_index(CAPPED))
     proj = make_project(

@@ -15,23 +15,9 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.errors import OverlayError
+from tests.helpers import write_overlay
 
 TARGET = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
-
-
-def write_overlay(
-    root: Path, name: str, packages: dict[str, str], patches: dict[str, bytes] | None = None
-) -> Path:
-    (root / "packages").mkdir(parents=True, exist_ok=True)
-    (root / "overlay.toml").write_text(f'[overlay]\nname = "{name}"\nformat = 1\n')
-    for pkg, rules in packages.items():
-        (root / "packages" / pkg).mkdir(parents=True, exist_ok=True)
-        (root / "packages" / pkg / "overlay.toml").write_text(rules)
-    for rel, data in (patches or {}).items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
 
 
 @pytest.fixture

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import monorepo
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile, lockmemo, paths
-from monorepo.reporter import RecordingReporter
+from monorepo._core.reporter import RecordingReporter
+from monorepo.locking.speed import reuse as lockmemo
+from monorepo.project import lockfile
+from tests.helpers import MakeIndex, Serve, current_cache
 
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
 RELEASES = [Release("app", "1.0", requires_dist=("lib>=1",)), Release("lib", "1.0")]
@@ -49,7 +48,7 @@ def test_unchanged_inputs_and_pages_reuse_the_resolution(
     first = (root / "pylock.toml").read_text()
     # Without its metadata cache and with every file refused, a resolution would fail:
     # the relock succeeds only because it does not resolve.
-    shutil.rmtree(paths.cache_root() / "metadata")
+    shutil.rmtree(current_cache().metadata)
     server.add_fault("^/files/", "status", status=500, times=1000)
     server.clear_requests()
     (root / "pylock.toml").unlink()
@@ -106,7 +105,7 @@ def test_a_git_source_is_never_remembered(
     reporter = RecordingReporter()
     monorepo.lock(root, reporter=reporter)
     assert not reused(reporter)
-    locks = paths.cache_root() / "locks"
+    locks = current_cache().locks
     assert not locks.exists() or not any(locks.iterdir())
 
 
@@ -116,10 +115,10 @@ def test_a_git_source_is_never_remembered(
 )
 def test_a_damaged_entry_is_a_miss(tmp_path: Path, content: bytes) -> None:
     key = lockmemo.memo_key({"inputs": 1})
-    assert lockmemo.load(key, cache=tmp_path) is None
-    lockmemo.store(key, lockmemo.Memo(pages={"u a": "ab", "u b": None}, text="t"), cache=tmp_path)
-    assert lockmemo.load(key, cache=tmp_path) == lockmemo.Memo(
+    assert lockmemo.load(key, root=tmp_path) is None
+    lockmemo.store(key, lockmemo.Memo(pages={"u a": "ab", "u b": None}, text="t"), root=tmp_path)
+    assert lockmemo.load(key, root=tmp_path) == lockmemo.Memo(
         pages={"u a": "ab", "u b": None}, text="t"
     )
     (tmp_path / key).write_bytes(content)
-    assert lockmemo.load(key, cache=tmp_path) is None
+    assert lockmemo.load(key, root=tmp_path) is None

@@ -8,30 +8,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 
 from fixtures import hostile
-from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
+from fixtures.builder import BACKEND_SOURCE, Release
 from fixtures.server import IndexServer
 from monorepo.errors import ExtractError, HashMismatchError, MetadataError
-from monorepo.extract import extract_sdist
-from monorepo.finder import IndexFinder, IndexRelease
-from monorepo.index import DistFile, IndexClient
-from monorepo.metadata import (
-    MetadataCache,
+from monorepo.extract.archive import extract_sdist
+from monorepo.index.backend import BuildBackend
+from monorepo.index.client import IndexClient
+from monorepo.index.metadata import (
     metadata_from_build_backend,
     metadata_from_pkg_info,
     metadata_from_wheel,
     parse_metadata,
     sdist_pkg_info,
 )
-from monorepo.targets import Target
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from monorepo.index.pages import DistFile
+from monorepo.index.speed.metadatacache import MetadataCache
+from monorepo.project.targets import Target
+from monorepo.resolve.finder import IndexFinder, IndexRelease
+from tests.helpers import MakeIndex, Serve, current_cache, index_client, reqs
 
 BACKEND_FILE = "_fixture_backend/fixture_backend.py"
 
@@ -66,10 +65,6 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 )
 
 
-def reqs(*items: str) -> list[Requirement]:
-    return [Requirement(item) for item in items]
-
-
 def only(client: IndexClient, project: str, kind: str) -> DistFile:
     (dist,) = [f for f in client.project_files(project) if f.kind == kind]
     return dist
@@ -85,7 +80,7 @@ def served(make_index: MakeIndex, serve: Serve) -> Iterator[Served]:
 
     def factory(*releases: Release) -> tuple[IndexServer, IndexClient]:
         server = serve(make_index(releases))
-        client = IndexClient([server.url], backoff=0.001)
+        client = index_client([server.url], backoff=0.001)
         clients.append(client)
         return server, client
 
@@ -173,7 +168,7 @@ def test_pep658_file_hash_is_checked(make_index: MakeIndex, serve: Serve) -> Non
         b"Metadata-Version: 2.2\nName: demo\nVersion: 1.0\nRequires-Dist: evil\n",
     )
     server = serve(index)
-    with IndexClient([server.url]) as client:
+    with index_client([server.url]) as client:
         wheel = only(client, "demo", "wheel")
         with pytest.raises(HashMismatchError, match=r"demo-1\.0-py3-none-any\.whl\.metadata"):
             client.metadata(wheel)
@@ -238,6 +233,32 @@ def test_sdist_without_pkg_info_runs_the_in_tree_backend(served: Served) -> None
     )
     metadata = client.metadata(only(client, "demo", "sdist"))
     assert metadata.requires_dist == reqs("dep>=1", "written-by-the-hook")
+
+
+def test_a_client_without_a_build_backend_names_the_release_that_needs_one(
+    make_index: MakeIndex, serve: Serve
+) -> None:
+    """The build backend is a collaborator the caller gives (or not): without one, a
+    release only its backend can describe is an error naming it, and nothing runs."""
+    server = serve(
+        make_index(
+            [
+                Release(
+                    "demo",
+                    "1.0",
+                    wheels=(),
+                    pkg_info=False,
+                    files={BACKEND_FILE: BROKEN_BACKEND},
+                )
+            ]
+        )
+    )
+    with (
+        index_client(server.url) as client,
+        IndexClient(client.index_urls, http=client.http) as bare,
+        pytest.raises(MetadataError, match=r"demo 1\.0 \(demo-1\.0\.tar\.gz\).*no build backend"),
+    ):
+        bare.metadata(only(bare, "demo", "sdist"))
 
 
 def test_dynamic_requires_dist_asks_the_backend(served: Served) -> None:
@@ -332,10 +353,13 @@ def test_build_requires_offline_without_cached_env_fails_clearly(
 ) -> None:
     demo = Release("demo", "1.0", wheels=(), pkg_info=False, build_requires=("helper-tool",))
     server = serve(make_index([demo, Release("helper-tool", "1.0", sdist=False)]))
-    with IndexClient([server.url]) as online:
+    with index_client([server.url]) as online:
         sdist = only(online, "demo", "sdist")
         online.fetch(sdist.url, sha256=sdist.sha256)  # fill the HTTP cache, not the build env
-    with IndexClient([server.url], offline=True) as offline, pytest.raises(MetadataError) as caught:
+    with (
+        index_client([server.url], offline=True) as offline,
+        pytest.raises(MetadataError) as caught,
+    ):
         offline.metadata(sdist)
     message = str(caught.value)
     assert "demo 1.0" in message and "helper-tool" in message and "--offline" in message
@@ -410,7 +434,7 @@ def test_a_warm_lookup_opens_the_one_cache_entry_it_stored(
     cache = CountingCache(tmp_path / "metadata")
     for _ in range(2):
         loads.clear()
-        with IndexClient([server.url], metadata_cache_dir=tmp_path / "unused") as client:
+        with index_client([server.url], metadata_cache=tmp_path / "unused") as client:
             client.metadata_cache = cache
             files = client.project_files("demo")
             tags = all_tags(client, "demo")
@@ -467,7 +491,7 @@ def test_finder_reads_a_wheel_the_target_cannot_install(served: Served) -> None:
         )
     )
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
-    finder = IndexFinder(client, linux)
+    finder = IndexFinder(client, linux, cache=current_cache())
     (version,) = finder.versions(canonicalize_name("demo"), None)
     candidate = finder.candidate(canonicalize_name("demo"), version, None)
     assert candidate is not None and isinstance(candidate.source, IndexRelease)
@@ -508,7 +532,7 @@ def test_hook_metadata_is_cached_across_clients(
     )
     server = serve(make_index([demo]))
     for _ in range(2):
-        with IndexClient([server.url]) as client:
+        with index_client([server.url]) as client:
             assert client.metadata(only(client, "demo", "sdist")).requires_dist == reqs("dep>=3")
     assert log.read_text() == "ran\n"
 
@@ -534,7 +558,10 @@ def test_sdist_metadata_refuses_what_pull_refuses_and_leaves_nothing(
         sdist_pkg_info(data, archive.name, label="evil 1.0")
     with pytest.raises(ExtractError) as building:
         metadata_from_build_backend(
-            data, archive.name, label="evil 1.0", index_urls=(), offline=True
+            data,
+            archive.name,
+            label="evil 1.0",
+            backend=BuildBackend(tmp_path / "envs", offline=True),
         )
     # One rule set: the very refusal pull gives, naming the package and the limit.
     assert str(reading.value) == str(building.value) == str(pulling.value)
@@ -547,7 +574,7 @@ def test_an_sdist_only_release_with_a_hard_link_bomb_is_refused_by_the_client(
 ) -> None:
     index = make_index([Release("evil", "1.0", wheels=(), files={BACKEND_FILE: BROKEN_BACKEND})])
     index.publish_file("evil-1.0.tar.gz", hostile.hardlink_bomb(tmp_path).read_bytes())
-    client = IndexClient([serve(index).url], backoff=0.001)
+    client = index_client([serve(index).url], backoff=0.001)
     with client, pytest.raises(ExtractError, match=r"hard link to 'evil-1\.0/blob\.bin'.*bomb"):
         client.metadata(only(client, "evil", "sdist"))
 
@@ -560,6 +587,31 @@ def test_a_wheel_whose_metadata_is_a_bomb_is_refused_whole_and_by_ranges(
         metadata_from_wheel(wheel.read_bytes(), wheel.name)
     index = make_index([Release("evil", "1.0", core_metadata_file=False, sdist=False)])
     index.publish_file(wheel.name, wheel.read_bytes())
-    client = IndexClient([serve(index).url], backoff=0.001)
+    client = index_client([serve(index).url], backoff=0.001)
     with client, pytest.raises(ExtractError, match="a decompression bomb"):
         client.metadata(only(client, "evil", "wheel"))
+
+
+def test_a_backend_is_run_with_the_build_system_the_lock_records(tmp_path: Path) -> None:
+    """One reading of [build-system] for every step: a table without ``requires`` means
+    PEP 518's setuptools requirement to the lock (which records it) and so to the metadata
+    hook too; it used to run such a backend with this interpreter, unlike the build."""
+    from monorepo.project.pyproject import DEFAULT_REQUIRES, read_build_system
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pyproject.toml").write_text(
+        '[build-system]\nbuild-backend = "inplace"\nbackend-path = ["."]\n'
+    )
+    (tree / "inplace.py").write_text("import sys\nraise SystemExit('ran by ' + sys.prefix)\n")
+    recorded = read_build_system(tree, what="demo")
+    assert [str(r) for r in recorded.requires] == list(DEFAULT_REQUIRES)
+    backend = BuildBackend(tmp_path / "envs", offline=True)
+    with pytest.raises(MetadataError) as caught:
+        backend.tree_metadata(tree, what="demo")
+    # The hook ran in a build environment made for that requirement (ensurepip brings
+    # setuptools on Python 3.11), or offline pip could not fill one: never this interpreter.
+    message = str(caught.value)
+    assert f"ran by {tmp_path / 'envs'}" in message or (
+        "installing the build requirements ['setuptools>=40.8.0'] failed" in message
+    ), message

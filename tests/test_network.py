@@ -99,7 +99,7 @@ def test_small_set_locks_with_build_dependencies_and_pulls(tmp_path: Path) -> No
     index = os.environ["MONOREPO_TEST_INDEX_URL"]
     proj = _project(tmp_path, "small", build=True)
     result = monorepo.lock(proj, index_url=index)
-    roles = {p.name: p.role for p in result.document.packages}
+    roles: dict[str, str] = {p.name: p.role for p in result.document.packages}
     assert roles["requests"] == "runtime"
     assert "setuptools" in roles and roles["setuptools"] == "build"
     pulled = monorepo.pull(proj)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import textwrap
 from pathlib import Path
 
 import pygit2
@@ -15,15 +14,14 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from monorepo.errors import OverlayError
-from monorepo.overlays import (
-    GitReplacement,
-    OverlaySet,
-    UrlReplacement,
+from monorepo.overlays.loading import (
     default_overlay_dir,
     directory_fingerprint,
     load_overlay,
     load_overlays,
 )
+from monorepo.overlays.rules import GitReplacement, OverlaySet, UrlReplacement
+from tests.helpers import current_cache, write_overlay
 
 DEMO = canonicalize_name("demo")
 
@@ -62,23 +60,6 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONOREPO_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def write_overlay(root: Path, name: str, packages: dict[str, str], **files: bytes) -> Path:
-    """An overlay directory: *packages* maps a dir name to its overlay.toml text."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "overlay.toml").write_text(
-        f'[overlay]\nname = "{name}"\nformat = 1\ndescription = "test overlay"\n'
-    )
-    for pkg, text in packages.items():
-        d = root / "packages" / pkg
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "overlay.toml").write_text(textwrap.dedent(text))
-    for rel, data in files.items():
-        path = root / rel.replace("__", "/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
 def make_good(root: Path) -> Path:
     write_overlay(root, "base", {"pyyaml": GOOD_RULES})
     patch = root / "packages/pyyaml/patches/0001-cython3.patch"
@@ -93,7 +74,7 @@ def make_good(root: Path) -> Path:
 
 def test_good_overlay_is_parsed(tmp_path: Path) -> None:
     make_good(tmp_path / "ov")
-    overlay = load_overlay("ov", base=tmp_path)
+    overlay = load_overlay("ov", base=tmp_path, cache=current_cache())
     assert overlay.name == "base"
     assert overlay.spec == "ov"
     assert overlay.root == (tmp_path / "ov").resolve()
@@ -183,7 +164,7 @@ BAD_RULES: list[tuple[str, str, str]] = [
 def test_malformed_rule_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
     write_overlay(tmp_path / "ov", "bad", {"demo": text})
     with pytest.raises(OverlayError) as info:
-        load_overlay("ov", base=tmp_path)
+        load_overlay("ov", base=tmp_path, cache=current_cache())
     message = str(info.value)
     assert str(tmp_path / "ov/packages/demo/overlay.toml") in message
     assert key in message
@@ -205,27 +186,27 @@ def test_malformed_top_level_file(tmp_path: Path, top: str, key: str) -> None:
     root = write_overlay(tmp_path / "ov", "x", {})
     (root / "overlay.toml").write_text(top)
     with pytest.raises(OverlayError) as info:
-        load_overlay("ov", base=tmp_path)
+        load_overlay("ov", base=tmp_path, cache=current_cache())
     assert str(root / "overlay.toml") in str(info.value)
     assert key in str(info.value)
 
 
 def test_missing_files_and_directories(tmp_path: Path) -> None:
     with pytest.raises(OverlayError, match="not a directory"):
-        load_overlay("nowhere", base=tmp_path)
+        load_overlay("nowhere", base=tmp_path, cache=current_cache())
     root = tmp_path / "ov"
     (root / "packages/demo").mkdir(parents=True)
     with pytest.raises(OverlayError, match=r"ov/overlay\.toml is missing"):
-        load_overlay("ov", base=tmp_path)
+        load_overlay("ov", base=tmp_path, cache=current_cache())
     write_overlay(root, "x", {})
     with pytest.raises(OverlayError, match=r"packages/demo/overlay\.toml is missing"):
-        load_overlay("ov", base=tmp_path)
+        load_overlay("ov", base=tmp_path, cache=current_cache())
 
 
 def test_package_directory_must_be_normalized(tmp_path: Path) -> None:
     write_overlay(tmp_path / "ov", "x", {"PyYAML": '[[rule]]\nversions = ""\nreason = "r"\n'})
     with pytest.raises(OverlayError, match="rename it to packages/pyyaml"):
-        load_overlay("ov", base=tmp_path)
+        load_overlay("ov", base=tmp_path, cache=current_cache())
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +223,7 @@ def test_first_matching_rule_in_a_file_wins(tmp_path: Path) -> None:
         "a",
         {"demo": rule_file((">=2", "two"), (">=1", "one"), ("", "any"))},
     )
-    overlays = load_overlays(["a"], base=tmp_path)
+    overlays = load_overlays(["a"], base=tmp_path, cache=current_cache())
     match = overlays.rule_for("Demo", Version("2.5"))
     assert match is not None and match.rule.reason == "two" and match.rule.index == 0
     match = overlays.rule_for("demo", Version("1.5"))
@@ -262,7 +243,7 @@ def test_earlier_overlay_wins(tmp_path: Path) -> None:
         "default",
         {"demo": rule_file(("", "default fix")), "other": rule_file(("", "other fix"))},
     )
-    overlays = load_overlays(["a", "b"], base=tmp_path)
+    overlays = load_overlays(["a", "b"], base=tmp_path, cache=current_cache())
     match = overlays.rule_for("demo", Version("2.1"))
     assert match is not None and match.overlay.name == "project"
     assert match.rule.reason == "project fix"
@@ -271,7 +252,7 @@ def test_earlier_overlay_wins(tmp_path: Path) -> None:
     match = overlays.rule_for("other", Version("1.0"))
     assert match is not None and match.overlay.name == "default"
     # order reversed, the other overlay wins
-    reversed_set = load_overlays(["b", "a"], base=tmp_path)
+    reversed_set = load_overlays(["b", "a"], base=tmp_path, cache=current_cache())
     match = reversed_set.rule_for("demo", Version("2.1"))
     assert match is not None and match.overlay.name == "default"
     assert [c["name"] for c in overlays.canonical()] == ["project", "default"]
@@ -285,8 +266,15 @@ def test_earlier_overlay_wins(tmp_path: Path) -> None:
 def test_empty_rule_file_switches_a_later_overlay_off(tmp_path: Path) -> None:
     write_overlay(tmp_path / "a", "project", {"demo": "# no fixes wanted for demo\n"})
     write_overlay(tmp_path / "b", "default", {"demo": rule_file(("", "default fix"))})
-    assert load_overlays(["a", "b"], base=tmp_path).rule_for("demo", Version("1")) is None
-    match = load_overlays(["b", "a"], base=tmp_path).rule_for("demo", Version("1"))
+    assert (
+        load_overlays(["a", "b"], base=tmp_path, cache=current_cache()).rule_for(
+            "demo", Version("1")
+        )
+        is None
+    )
+    match = load_overlays(["b", "a"], base=tmp_path, cache=current_cache()).rule_for(
+        "demo", Version("1")
+    )
     assert match is not None and match.overlay.name == "default"
 
 
@@ -294,7 +282,7 @@ def test_duplicate_overlay_names_are_refused(tmp_path: Path) -> None:
     write_overlay(tmp_path / "a", "same", {})
     write_overlay(tmp_path / "b", "same", {})
     with pytest.raises(OverlayError, match="both named 'same'"):
-        load_overlays(["a", "b"], base=tmp_path)
+        load_overlays(["a", "b"], base=tmp_path, cache=current_cache())
 
 
 def test_empty_set() -> None:
@@ -309,7 +297,7 @@ def test_empty_set() -> None:
 def test_directory_fingerprint_follows_content(tmp_path: Path) -> None:
     root = make_good(tmp_path / "ov")
     first = directory_fingerprint(root)
-    assert load_overlay("ov", base=tmp_path).fingerprint == first
+    assert load_overlay("ov", base=tmp_path, cache=current_cache()).fingerprint == first
     assert directory_fingerprint(root) == first  # stable
     patch = root / "packages/pyyaml/patches/0001-cython3.patch"
     patch.write_bytes(PATCH + b"+more\n")
@@ -364,7 +352,7 @@ def test_git_overlay_pinned_and_unpinned(
     )
     spec = "git+upstream@main"
 
-    overlay = load_overlay(spec, base=tmp_path)
+    overlay = load_overlay(spec, base=tmp_path, cache=current_cache())
     assert overlay.commit == first and overlay.fingerprint == first
     assert overlay.spec == spec and overlay.name == "remote"
     assert overlay.root == tmp_path / "cache" / "overlays" / overlay.root.parent.name / first
@@ -375,25 +363,32 @@ def test_git_overlay_pinned_and_unpinned(
     (path / "packages/demo/overlay.toml").write_text(rule_file(("", "second")))
     second = commit_all(repo, "second")
 
-    pinned = load_overlay(spec, base=tmp_path, pinned_commit=first)
+    pinned = load_overlay(spec, base=tmp_path, cache=current_cache(), pinned_commit=first)
     assert pinned.commit == first
     assert pinned.rules[DEMO][0].reason == "first"
 
-    unpinned = load_overlay(spec, base=tmp_path)
+    unpinned = load_overlay(spec, base=tmp_path, cache=current_cache())
     assert unpinned.commit == second
     assert unpinned.rules[DEMO][0].reason == "second"
 
     # the old export is untouched by the newer commit
-    assert load_overlay(spec, base=tmp_path, pinned_commit=first).rules[DEMO][0].reason == "first"
+    assert (
+        load_overlay(spec, base=tmp_path, cache=current_cache(), pinned_commit=first)
+        .rules[DEMO][0]
+        .reason
+        == "first"
+    )
 
     # tags, commit ids and file:// URLs resolve too
-    assert load_overlay("git+upstream@v1", base=tmp_path).commit == first
-    assert load_overlay(f"git+upstream@{first}", base=tmp_path).commit == first
-    via_url = load_overlay(f"git+{path.as_uri()}@main", base=tmp_path)
+    assert load_overlay("git+upstream@v1", base=tmp_path, cache=current_cache()).commit == first
+    assert (
+        load_overlay(f"git+upstream@{first}", base=tmp_path, cache=current_cache()).commit == first
+    )
+    via_url = load_overlay(f"git+{path.as_uri()}@main", base=tmp_path, cache=current_cache())
     assert via_url.commit == second
 
     # load_overlays takes pins by spec
-    pinned_set = load_overlays([spec], base=tmp_path, pinned={spec: first})
+    pinned_set = load_overlays([spec], base=tmp_path, cache=current_cache(), pinned={spec: first})
     assert pinned_set.canonical() == [{"name": "remote", "spec": spec, "fingerprint": first}]
 
 
@@ -403,35 +398,47 @@ def test_git_overlay_offline(tmp_path: Path, upstream: tuple[pygit2.Repository, 
     spec = "git+upstream@main"
 
     with pytest.raises(OverlayError, match="never been fetched"):
-        load_overlay(spec, base=tmp_path, offline=True)
+        load_overlay(spec, base=tmp_path, cache=current_cache(), offline=True)
     with pytest.raises(OverlayError, match="never been fetched"):
-        load_overlay(spec, base=tmp_path, offline=True, pinned_commit="f" * 40)
+        load_overlay(
+            spec, base=tmp_path, cache=current_cache(), offline=True, pinned_commit="f" * 40
+        )
 
-    assert load_overlay(spec, base=tmp_path).commit == first
+    assert load_overlay(spec, base=tmp_path, cache=current_cache()).commit == first
     (path / "packages/demo/overlay.toml").write_text(rule_file(("", "second")))
     second = commit_all(repo, "second")
 
     # offline: the clone answers, without seeing the new commit
-    offline = load_overlay(spec, base=tmp_path, offline=True)
+    offline = load_overlay(spec, base=tmp_path, cache=current_cache(), offline=True)
     assert offline.commit == first and offline.rules[DEMO][0].reason == "first"
     with pytest.raises(OverlayError, match="--offline forbids fetching"):
-        load_overlay(spec, base=tmp_path, offline=True, pinned_commit=second)
+        load_overlay(spec, base=tmp_path, cache=current_cache(), offline=True, pinned_commit=second)
     # online with a pin it does not have yet: fetched
-    assert load_overlay(spec, base=tmp_path, pinned_commit=second).commit == second
-    assert load_overlay(spec, base=tmp_path, offline=True, pinned_commit=second).commit == second
+    assert (
+        load_overlay(spec, base=tmp_path, cache=current_cache(), pinned_commit=second).commit
+        == second
+    )
+    assert (
+        load_overlay(
+            spec, base=tmp_path, cache=current_cache(), offline=True, pinned_commit=second
+        ).commit
+        == second
+    )
 
 
 def test_git_overlay_errors(tmp_path: Path, upstream: tuple[pygit2.Repository, Path]) -> None:
     repo, _path = upstream
     commit_all(repo, "first")
     with pytest.raises(OverlayError, match="names no revision"):
-        load_overlay("git+upstream", base=tmp_path)
+        load_overlay("git+upstream", base=tmp_path, cache=current_cache())
     with pytest.raises(OverlayError, match="'nope' is neither a branch"):
-        load_overlay("git+upstream@nope", base=tmp_path)
+        load_overlay("git+upstream@nope", base=tmp_path, cache=current_cache())
     with pytest.raises(OverlayError, match=r"is not in .* any more"):
-        load_overlay("git+upstream@main", base=tmp_path, pinned_commit="e" * 40)
+        load_overlay(
+            "git+upstream@main", base=tmp_path, cache=current_cache(), pinned_commit="e" * 40
+        )
     with pytest.raises(OverlayError, match="could not be fetched"):
-        load_overlay("git+missing-repo@main", base=tmp_path)
+        load_overlay("git+missing-repo@main", base=tmp_path, cache=current_cache())
 
 
 def test_git_overlay_error_messages_name_spec_and_file(
@@ -441,7 +448,7 @@ def test_git_overlay_error_messages_name_spec_and_file(
     (path / "packages/demo/overlay.toml").write_text('[[rule]]\nversions = ""\n')
     commit = commit_all(repo, "broken")
     with pytest.raises(OverlayError) as info:
-        load_overlay("git+upstream@main", base=tmp_path)
+        load_overlay("git+upstream@main", base=tmp_path, cache=current_cache())
     message = str(info.value)
     assert "packages/demo/overlay.toml in overlay git+upstream@main" in message
     assert commit[:12] in message and "reason" in message
@@ -454,4 +461,4 @@ def test_git_overlay_with_a_symlink_is_refused(
     os.symlink("overlay.toml", path / "packages/demo/link.toml")
     commit_all(repo, "with a link")
     with pytest.raises(OverlayError, match=r"packages/demo/link\.toml, a symlink"):
-        load_overlay("git+upstream@main", base=tmp_path)
+        load_overlay("git+upstream@main", base=tmp_path, cache=current_cache())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from fixtures.builder import FixtureIndex, Release
-from fixtures.server import IndexServer
-from monorepo.finder import IndexFinder
-from monorepo.index import IndexClient
-from monorepo.pages import ProjectReleases, json_page_records
-from monorepo.targets import Target
-
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
+from fixtures.builder import Release
+from monorepo.index.pages import ProjectReleases, json_page_records
+from monorepo.project.targets import Target
+from monorepo.resolve.finder import IndexFinder
+from tests.helpers import MakeIndex, Serve, current_cache, index_client
 
 PAGE_URL = "https://index.invalid/simple/demo/"
 
@@ -75,13 +70,13 @@ def test_a_changed_page_is_parsed_again(
     index = make_index([Release("demo", "1.0")])
     server = serve(index)
     pages = tmp_path / "pages"
-    with IndexClient([server.url], page_cache_dir=pages) as client:
+    with index_client([server.url], page_cache=pages) as client:
         assert client.project("demo").versions() == (Version("1.0"),)
     (entry,) = cache_entries(pages)
     stamp = entry.stat().st_mtime_ns
 
     # The same body again: the parsed form is reused, not written again.
-    with IndexClient([server.url], page_cache_dir=pages) as client:
+    with index_client([server.url], page_cache=pages) as client:
         assert [f.filename for f in client.project_files("demo")] == [
             f.filename for f in index.files_for("demo")
         ]
@@ -89,7 +84,7 @@ def test_a_changed_page_is_parsed_again(
 
     # A new release changes the body: the cache must not hide it, and keeps one entry.
     index.publish(Release("demo", "1.1"))
-    with IndexClient([server.url], page_cache_dir=pages) as client:
+    with index_client([server.url], page_cache=pages) as client:
         assert sorted(client.project("demo").versions()) == [Version("1.0"), Version("1.1")]
     assert cache_entries(pages) == [entry]
 
@@ -99,11 +94,11 @@ def test_a_damaged_cache_entry_is_a_miss(
 ) -> None:
     server = serve(make_index([Release("demo", "1.0"), Release("demo", "2.0")]))
     pages = tmp_path / "pages"
-    with IndexClient([server.url], page_cache_dir=pages) as client:
+    with index_client([server.url], page_cache=pages) as client:
         client.project("demo")
     for entry in cache_entries(pages):
         entry.write_bytes(entry.read_bytes()[:40])
-    with IndexClient([server.url], page_cache_dir=pages) as client:
+    with index_client([server.url], page_cache=pages) as client:
         assert sorted(client.project("demo").versions()) == [Version("1.0"), Version("2.0")]
 
 
@@ -146,8 +141,8 @@ def test_the_finder_crawls_ahead_of_the_resolver(
     # Nobody but the crawl asks for anything past app.
     server = serve(make_index(releases))
     linux = Target(name="linux", python="3.11", platform="linux", machine="x86_64")
-    client = IndexClient([server.url], backoff=0.001)
-    finder = IndexFinder(client, linux)
+    client = index_client([server.url], backoff=0.001)
+    finder = IndexFinder(client, linux, cache=current_cache())
     finder.prefetch([(canonicalize_name("app"), frozenset(), SpecifierSet())])
     deadline = time.monotonic() + 30
     while not server.requests_for(f"^/simple/{followed}/$") and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import pytest
 from pygit2.enums import FileMode
 
 from monorepo.errors import OverlayError
-from monorepo.patches import Patch, apply_patches
+from monorepo.sources.patches import Patch, apply_patches
 
 Files = dict[str, bytes | tuple[bytes, FileMode]]
 

@@ -32,8 +32,6 @@ from fixtures import hostile
 from fixtures.builder import FixtureIndex, Release, sdist_bytes, source_tree
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile
-from monorepo.cache import ContentStore
 from monorepo.errors import (
     DiskFullError,
     ExtractError,
@@ -43,12 +41,15 @@ from monorepo.errors import (
     PullError,
     StaleLockError,
 )
-from monorepo.http import HttpClient
-from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
-from monorepo.patches import Patch
-from monorepo.puller import PullResult, pull
-from monorepo.sources import fetch_source, materialize
-from monorepo.treehash import tree_hash
+from monorepo.index.http import HttpClient
+from monorepo.project import lockfile
+from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
+from monorepo.sources.fetch import fetch_source, materialize
+from monorepo.sources.patches import Patch
+from monorepo.sources.store import ContentStore
+from monorepo.sources.treehash import tree_hash
+from monorepo.vendoring.pull import PullResult, pull
+from tests.helpers import current_cache, rewrite_lock, stat_snapshot
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -138,10 +139,10 @@ def test_fetch_source_downloads_once_into_the_store(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     store = ContentStore(tmp_path / "store")
-    path = fetch_source(pkg, store=store)
+    path = fetch_source(pkg, cache=current_cache(), store=store)
     assert isinstance(pkg.source, SdistSource)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.source.sha256
-    again = fetch_source(pkg, store=store, offline=True)
+    again = fetch_source(pkg, cache=current_cache(), store=store, offline=True)
     assert again == path
     assert len(server.requests_for(r"^/files/lib-1\.0\.tar\.gz$")) == 1
 
@@ -153,7 +154,9 @@ def test_fetch_source_resumes_a_truncated_download(
     pkg = sdist_package(index, server, "lib", "1.0")
     server.add_fault(r"^/files/", "truncate")
     with HttpClient(backoff=0) as client:
-        path = fetch_source(pkg, store=ContentStore(tmp_path / "store"), fetch=client.stream)
+        path = fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), fetch=client.stream
+        )
     assert isinstance(pkg.source, SdistSource)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == pkg.source.sha256
     assert len(server.requests_for(r"^/files/")) == 2
@@ -168,7 +171,7 @@ def test_fetch_source_refuses_corrupt_bytes_and_stores_nothing(
     store = ContentStore(tmp_path / "store")
     server.add_fault(r"^/files/", "corrupt")
     with pytest.raises(HashMismatchError) as info:
-        fetch_source(pkg, store=store)
+        fetch_source(pkg, cache=current_cache(), store=store)
     message = str(info.value)
     assert "lib 1.0" in message
     assert pkg.source.url in message
@@ -200,10 +203,10 @@ def test_fetch_source_reads_file_urls_and_checks_them(
     )
     server.stop()
     store = ContentStore(tmp_path / "store")
-    assert fetch_source(local, store=store, offline=True).is_file()
+    assert fetch_source(local, cache=current_cache(), store=store, offline=True).is_file()
     index.replace_file("lib-1.0.tar.gz", b"tampered")
     with pytest.raises(HashMismatchError, match=r"lib 1\.0"):
-        fetch_source(local, store=ContentStore(tmp_path / "other"))
+        fetch_source(local, cache=current_cache(), store=ContentStore(tmp_path / "other"))
 
 
 def test_fetch_source_offline_without_cache_says_to_go_online(
@@ -212,7 +215,9 @@ def test_fetch_source_offline_without_cache_says_to_go_online(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     with pytest.raises(PullError, match=r"lib 1\.0.*once online"):
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"), offline=True)
+        fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), offline=True
+        )
     assert server.requests_for(r"^/files/") == []
 
 
@@ -225,7 +230,9 @@ def test_materialize_extracts_without_top_dir_and_returns_the_tree_hash(
     index, server, release = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     dest = tmp_path / "duni" / "lib"
-    digest = materialize(pkg, dest, patches=(), store=ContentStore(tmp_path / "store"))
+    digest = materialize(
+        pkg, dest, patches=(), cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert tree_files(dest) == expected_tree(release)
     assert digest == tree_hash(dest)
     assert leftovers(dest.parent) == []
@@ -237,11 +244,13 @@ def test_materialize_applies_patches_in_order(
     index, server, _ = lib_index
     pkg = sdist_package(index, server, "lib", "1.0")
     store = ContentStore(tmp_path / "store")
-    plain = materialize(pkg, tmp_path / "plain", store=store)
+    plain = materialize(pkg, tmp_path / "plain", cache=current_cache(), store=store)
     patch = Patch(
         "packages/lib/patches/0001.patch", hashlib.sha256(PATCH_LIB).hexdigest(), PATCH_LIB
     )
-    patched = materialize(pkg, tmp_path / "patched", patches=[patch], store=store)
+    patched = materialize(
+        pkg, tmp_path / "patched", patches=[patch], cache=current_cache(), store=store
+    )
     assert patched != plain
     assert patched == tree_hash(tmp_path / "patched")
     assert plain == tree_hash(tmp_path / "plain")
@@ -282,7 +291,9 @@ def test_materialize_rehashes_what_a_patch_touched_even_at_the_same_size(
         PATCH_SAME_SIZE,
     )
     dest = tmp_path / "patched"
-    digest = materialize(pkg, dest, patches=[patch], store=ContentStore(tmp_path / "store"))
+    digest = materialize(
+        pkg, dest, patches=[patch], cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert "'2.0'" in (dest / "lib" / "__init__.py").read_text()
     assert os.access(dest / "NEW.txt", os.X_OK)
     assert digest == tree_hash(dest)
@@ -297,7 +308,13 @@ def test_materialize_leaves_nothing_when_a_patch_fails(
     patch = Patch("p/0001.patch", hashlib.sha256(bad).hexdigest(), bad)
     dest = tmp_path / "duni" / "lib"
     with pytest.raises(OverlayError, match=r"0001\.patch"):
-        materialize(pkg, dest, patches=[patch], store=ContentStore(tmp_path / "store"))
+        materialize(
+            pkg,
+            dest,
+            patches=[patch],
+            cache=current_cache(),
+            store=ContentStore(tmp_path / "store"),
+        )
     assert not dest.exists()
     assert leftovers(dest.parent) == []
 
@@ -311,7 +328,7 @@ def test_materialize_refuses_an_existing_destination(
     dest.mkdir()
     (dest / "mine.txt").write_text("keep")
     with pytest.raises(PullError, match="already exists"):
-        materialize(pkg, dest, store=ContentStore(tmp_path / "store"))
+        materialize(pkg, dest, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert (dest / "mine.txt").read_text() == "keep"
 
 
@@ -325,13 +342,15 @@ def test_materialize_git_source_at_the_commit_without_dot_git(tmp_path: Path) ->
         source=VcsSource(url=str(repo), commit=first, requested=None),
     )
     dest = tmp_path / "duni" / "gitlib"
-    digest = materialize(pkg, dest, store=ContentStore(tmp_path / "store"))
+    digest = materialize(pkg, dest, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert tree_files(dest) == source_tree(Release("gitlib", "1.0"))
     assert not (dest / ".git").exists()
     assert digest == tree_hash(dest)
     # The export in the cache is shared: the copy must be independent of it.
     (dest / "pyproject.toml").write_text("edited")
-    other = materialize(pkg, tmp_path / "again", store=ContentStore(tmp_path / "store"))
+    other = materialize(
+        pkg, tmp_path / "again", cache=current_cache(), store=ContentStore(tmp_path / "store")
+    )
     assert other == digest
 
 
@@ -344,8 +363,12 @@ def test_fetch_source_git_offline_needs_the_mirror(tmp_path: Path) -> None:
         source=VcsSource(url=str(repo), commit=commit, requested=None),
     )
     with pytest.raises(PullError, match=r"gitlib 1\.0.*without --offline"):
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"), offline=True)
-    assert os.path.isdir(fetch_source(pkg, store=ContentStore(tmp_path / "store")))
+        fetch_source(
+            pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"), offline=True
+        )
+    assert os.path.isdir(
+        fetch_source(pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"))
+    )
 
 
 def test_a_git_server_that_stops_answering_times_out(
@@ -363,7 +386,7 @@ def test_a_git_server_that_stops_answering_times_out(
         source=VcsSource(url=url, commit="0" * 40, requested=None),
     )
     with pytest.raises(PullError) as caught:
-        fetch_source(pkg, store=ContentStore(tmp_path / "store"))
+        fetch_source(pkg, cache=current_cache(), store=ContentStore(tmp_path / "store"))
     assert url in str(caught.value) and "timed out" in str(caught.value)
 
 
@@ -415,17 +438,6 @@ def fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def package_dirs(duni: Path) -> list[str]:
     return sorted(p.name for p in duni.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every path below *root*: rewriting anything changes it."""
-    out: dict[str, tuple[int, int]] = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        if path.name == "lock" and path.parent.name == ".monorepo":
-            continue  # the file lock is opened (not written) on every run
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns)
-    return out
 
 
 def assert_tree_matches_lock(proj: Path, releases: dict[str, Release]) -> None:
@@ -573,7 +585,7 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     import random
     from concurrent.futures import Future
 
-    from monorepo.puller import _download_order, _largest_first, _ready_in_order
+    from monorepo.vendoring.speed.downloads import download_order, largest_first, ready_in_order
 
     rng = random.Random(7)
     sizes = {"aaa": 100, "bbb": 60_000, "ccc": 5_000, "ddd": 20_000, "eee": 1_000}
@@ -584,13 +596,13 @@ def test_downloads_alternate_largest_and_smallest_and_extraction_takes_the_large
     proj, _, _ = project(releases, list(sizes))
     monorepo.lock(proj)
     packages = lockfile.read(proj / "pylock.toml").packages
-    assert [p.dir for p in _largest_first(packages)] == ["bbb", "ddd", "ccc", "eee", "aaa"]
-    assert [p.dir for p in _download_order(packages)] == ["bbb", "aaa", "ddd", "eee", "ccc"]
+    assert [p.dir for p in largest_first(packages)] == ["bbb", "ddd", "ccc", "eee", "aaa"]
+    assert [p.dir for p in download_order(packages)] == ["bbb", "aaa", "ddd", "eee", "ccc"]
 
     # Extraction: the largest package whose download is done; one without a download
     # (its directory exists: sync decides) is ready at once.
     downloads: dict[str, Future[Path]] = {d: Future() for d in ("bbb", "ddd", "eee", "aaa")}
-    take = _ready_in_order(_largest_first(packages), downloads)
+    take = ready_in_order(largest_first(packages), downloads)
     assert take().dir == "ccc"
     for d in ("aaa", "eee", "ddd"):
         downloads[d].set_result(proj)
@@ -656,11 +668,11 @@ def test_second_pull_rewrites_nothing(project: Any) -> None:
     proj, _, server = project([APP, LIB], ["app"])
     monorepo.lock(proj)
     pull(proj)
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     server.clear_requests()
     result = pull(proj)
     assert result.updated == [] and sorted(result.unchanged) == ["app", "lib"]
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
     assert server.requests_for("^/files/") == []
 
 
@@ -816,18 +828,18 @@ def test_pull_refuses_a_hostile_new_version_before_writing_anything(
     set_deps(proj, ["lib", "evil==2.0"])
     monorepo.lock(proj)
     fresh_cache(monkeypatch, tmp_path)
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     with pytest.raises(ExtractError) as info:
         pull(proj)
     message = str(info.value)
     assert message.startswith("evil: refusing evil-2.0.tar.gz: member "), message
     assert re.search(refusal, message), message
-    assert snapshot(proj / "duni") == before  # nothing written, nothing removed
+    assert stat_snapshot(proj / "duni") == before  # nothing written, nothing removed
     assert leftovers(proj / "duni") == [] and leftovers(proj / "duni" / ".monorepo") == []
     # The refusal is the same on every later pull (nothing half-done makes it worse).
     with pytest.raises(ExtractError):
         pull(proj)
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
 
 
 @pytest.mark.parametrize(("build", "refusal"), HOSTILE_LIMITS)
@@ -897,13 +909,6 @@ def test_git_source_is_pulled_at_the_locked_commit_without_dot_git(
     assert tree_files(proj / "duni" / "lib") == expected_tree(LIB)
 
 
-def rewrite_lock(proj: Path, change: Callable[[LockedPackage], LockedPackage], **doc: Any) -> None:
-    path = proj / "pylock.toml"
-    old = lockfile.read(path)
-    new = dataclasses.replace(old, packages=tuple(change(p) for p in old.packages), **doc)
-    lockfile.write_atomic(path, lockfile.render(new))
-
-
 def test_recorded_tree_hash_mismatch_is_refused(project: Any) -> None:
     proj, _, _ = project([LIB], ["lib"])
     monorepo.lock(proj)
@@ -952,7 +957,7 @@ SOURCE_EDITS = {
 def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered(
     project: Any, edit: str, recorded_hash: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     change, field = SOURCE_EDITS[edit]
     proj, index, server = project([APP, LIB], ["app"])
@@ -963,7 +968,7 @@ def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered
     pull(proj)
     state = proj / "duni" / ".monorepo"
     record = (state / "lib.manifest").read_text()
-    before = snapshot(proj / "duni")
+    before = stat_snapshot(proj / "duni")
     locked = (proj / "pylock.toml").read_text()
     rewrite_lock(proj, lambda p: change(p) if p.name == "lib" else p)
 
@@ -988,7 +993,7 @@ def test_an_edited_source_in_the_lock_is_fetched_again_and_refused_not_laundered
     # Nothing was rewritten: the record still names what was vendored, so verify
     # keeps saying so, run after run.
     assert (state / "lib.manifest").read_text() == record
-    assert snapshot(proj / "duni") == before
+    assert stat_snapshot(proj / "duni") == before
     assert len(source_changed()) == 1
     # With the lock restored, all is well again.
     (proj / "pylock.toml").write_text(locked)
@@ -1133,7 +1138,7 @@ def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as
     pull(proj)
     duni = proj / "duni"
     set_deps(proj, ["app", "other"])
-    before = snapshot(duni)
+    before = stat_snapshot(duni)
     with pytest.raises(StaleLockError) as info:
         pull(proj)
     assert info.value.reasons == ("dependencies: other was added",)
@@ -1144,7 +1149,7 @@ def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as
     assert run.stderr.startswith("error: ") and "Traceback" not in run.stderr
     assert "pylock.toml is stale" in run.stderr and "- dependencies: other was added" in run.stderr
     assert "`monorepo lock`" in run.stderr and "`monorepo pull --frozen`" in run.stderr
-    assert snapshot(duni) == before  # nothing touched
+    assert stat_snapshot(duni) == before  # nothing touched
     # --frozen: the lock as it is (uv's --frozen)
     run = cli(proj, "pull", "--frozen")
     assert run.returncode == 0, run.stderr
@@ -1167,7 +1172,7 @@ def test_missing_lock_is_a_lock_file_error(make_project: Callable[..., Path]) ->
 
 # ------------------------------------------------------- processes: concurrency and SIGKILL
 
-PULL_SCRIPT = "import sys, json; from monorepo.puller import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
+PULL_SCRIPT = "import sys, json; from monorepo.vendoring.pull import pull; r = pull(sys.argv[1]); print(json.dumps(r.to_dict()))"
 
 
 def pull_process(proj: Path) -> subprocess.Popen[str]:
@@ -1322,7 +1327,7 @@ def test_every_state_a_kill_between_two_renames_leaves_is_recovered(
 
 
 def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     proj, _, _ = project([APP, LIB], ["app"])
     monorepo.lock(proj)
@@ -1350,7 +1355,7 @@ def test_noop_pull_reads_no_file_content_but_still_sees_edits(
     make_index: Any, serve: Any, make_project: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stat cache: an unchanged tree is not re-read; a same-size edit still is."""
-    import monorepo.treehash as treehash
+    import monorepo.sources.treehash as treehash
 
     server = serve(make_index([Release("lib", "1.0", files={"lib/data.txt": "aaaa\n"})]))
     proj = make_project(
@@ -1384,7 +1389,7 @@ def test_pull_sweeps_what_dead_runs_left_in_duni_and_in_the_download_cache(
     proj, _, _ = project([LIB], ["lib"])
     monorepo.lock(proj)
     pull(proj)
-    duni, store = proj / "duni", ContentStore()
+    duni, store = proj / "duni", ContentStore(current_cache().store)
     dead = "c" * 64
     planted = [
         store.path_for(dead).parent / f".tmp-{dead}-killed",
@@ -1579,7 +1584,7 @@ PLANT_CASES = [
 def test_a_planted_link_among_pulls_records_is_refused_and_nothing_outside_is_touched(
     project: Any, tmp_path: Path, plant: str, first_pull: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monorepo.cli import main
+    from monorepo.cli.commands import main
 
     proj, _, _ = project([LIB, OTHER], ["lib"])
     monorepo.lock(proj)
@@ -1626,6 +1631,8 @@ def test_the_records_are_ignored_by_git_and_the_trees_are_not(project: Any) -> N
         assert repo.path_is_ignored(f"duni/.monorepo/{name}"), name
     for path in ("duni/lib/lib/__init__.py", "duni/workspace.toml", "duni/README.md"):
         assert not repo.path_is_ignored(path), path
+
+
 # ------------------------------------------------- the store heals; a full disk is named
 
 
@@ -1636,7 +1643,7 @@ def test_a_store_entry_replaced_by_a_directory_heals_on_the_next_pull(project: A
     doc = lockfile.read(proj / "pylock.toml")
     source = next(p for p in doc.packages if p.name == "lib").source
     assert isinstance(source, SdistSource)
-    entry = ContentStore().path_for(source.sha256)
+    entry = ContentStore(current_cache().store).path_for(source.sha256)
     entry.unlink()
     entry.mkdir()
     (entry / "stray").write_bytes(b"not the sdist")
@@ -1718,7 +1725,7 @@ def test_a_full_download_cache_is_named_and_not_blamed_on_duni(
     monorepo.lock(proj)
     disk = small_disk("1m")
     monkeypatch.setenv("MONOREPO_CACHE_DIR", str(disk / "cache"))
-    store = ContentStore()
+    store = ContentStore(current_cache().store)
     with pytest.raises(DiskFullError) as caught:
         pull(proj)
     message = str(caught.value)

@@ -25,27 +25,27 @@ from pathlib import Path
 import pytest
 
 from fixtures import hostile
+from monorepo._core.reporter import RecordingReporter
 from monorepo.errors import HashMismatchError
-from monorepo.extract import RawMember
-from monorepo.reporter import RecordingReporter
-from monorepo.sysroot import (
-    TOML_NAME,
+from monorepo.extract.rules import RawMember
+from monorepo.sysroot.apt import (
     DebPackage,
-    SysrootError,
-    ar_members,
-    deb_data_member,
     debian_mirror,
-    make_sysroot,
     parse_depends,
     parse_packages,
     parse_release,
-    plan_deb,
-    read_sysroot,
-    relativise_ld_script,
     resolve_closure,
     root_packages,
+)
+from monorepo.sysroot.deb import (
+    ar_members,
+    deb_data_member,
+    plan_deb,
+    relativise_ld_script,
     unpack_deb,
 )
+from monorepo.sysroot.info import TOML_NAME, SysrootError, read_sysroot
+from monorepo.sysroot.make import make_sysroot
 
 # --------------------------------------------------------------------------- builders
 

@@ -9,7 +9,7 @@ import pytest
 from packaging.markers import Marker, default_environment
 
 from monorepo.errors import ConfigError
-from monorepo.targets import Target, host_target, parse_target
+from monorepo.project.targets import Target, host_target, parse_target
 
 WHERE = "pyproject.toml: [tool.monorepo] targets[0]"
 

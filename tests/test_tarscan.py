@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fixtures import hostile
-from monorepo import tarscan
-from monorepo.extract import extract_sdist
-from monorepo.treehash import tree_hash
+from monorepo.extract.archive import extract_sdist
+from monorepo.extract.speed import tarscan
+from monorepo.sources.treehash import tree_hash
 
 FIELDS = ("name", "type", "mode", "size", "mtime", "linkname", "offset", "offset_data")
 TOP = "pkg-1.0"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monorepo.treehash import (
+from monorepo.sources.treehash import (
     Entry,
     TreeHashError,
     diff_entries,
@@ -263,7 +263,7 @@ def test_scan_trees_is_scan_tree_of_each_root_with_errors_in_place(tmp_path: Pat
 def test_scan_trees_names_an_unreadable_file_and_keeps_the_other_trees(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monorepo.treehash as treehash
+    import monorepo.sources.treehash as treehash
 
     good, bad = make_tree(tmp_path / "good"), make_tree(tmp_path / "bad")
     real = treehash._digest_and_mode
@@ -281,7 +281,7 @@ def test_scan_trees_names_an_unreadable_file_and_keeps_the_other_trees(
 
 
 def test_a_failure_in_a_hashing_thread_is_raised_not_lost(tmp_path: Path) -> None:
-    import monorepo.treehash as treehash
+    import monorepo.sources.treehash as treehash
 
     def broken(path: str) -> str:
         raise ValueError(f"bug hashing {path}")
@@ -292,13 +292,13 @@ def test_a_failure_in_a_hashing_thread_is_raised_not_lost(tmp_path: Path) -> Non
 
 
 def test_manifest_and_hash_sort_once_and_agree(tmp_path: Path) -> None:
-    import monorepo.treehash as treehash
+    import monorepo.sources.treehash as treehash
 
     root = make_tree(tmp_path / "t")
     (root / "odd name\nwith newline\\and backslash").write_text("odd")
     (root / "caf\u00e9.txt").write_text("non-ASCII but nothing to escape")
     entries = scan_tree(root)
-    assert treehash._manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
+    assert treehash.manifest_and_hash(entries) == (manifest(entries), hash_entries(entries))
     assert "caf\u00e9.txt" in manifest(entries)
     assert parse_manifest(manifest(entries)) == entries
 

@@ -25,12 +25,13 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.gitrepo import make_git_package
 from fixtures.server import IndexServer
-from monorepo import lockfile
-from monorepo.cli import main
+from monorepo.cli.commands import main
 from monorepo.errors import LockFileError
-from monorepo.lockfile import LockedPackage, SdistSource, VcsSource
-from monorepo.puller import pull
-from monorepo.verifier import SCHEMA, Item, VerifyReport, verify
+from monorepo.project.lockfile import LockedPackage, SdistSource, VcsSource
+from monorepo.vendoring.pull import pull
+from monorepo.vendoring.verify.report import SCHEMA, Item, VerifyReport
+from monorepo.vendoring.verify.verifier import verify
+from tests.helpers import rewrite_lock, stat_snapshot
 
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
@@ -113,26 +114,8 @@ def pulled(
     return factory
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """(inode, mtime_ns, mode) of every path: anything verify wrote would change it."""
-    out = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        if path.name == "lock" and path.parent.name == ".monorepo":
-            continue
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_mode)
-    return out
-
-
 def failing(report: VerifyReport) -> dict[str, list[Item]]:
     return {c.name: c.items for c in report.checks if not c.passed}
-
-
-def rewrite_lock(root: Path, change: Callable[[LockedPackage], LockedPackage]) -> None:
-    path = root / "pylock.toml"
-    old = lockfile.read(path)
-    new = dataclasses.replace(old, packages=tuple(change(p) for p in old.packages))
-    lockfile.write_atomic(path, lockfile.render(new))
 
 
 def only(name: str, change: Callable[[LockedPackage], LockedPackage]) -> Callable[..., Any]:
@@ -147,13 +130,13 @@ def only(name: str, change: Callable[[LockedPackage], LockedPackage]) -> Callabl
 
 def test_a_clean_pulled_tree_passes_every_offline_check(pulled: Any) -> None:
     p = pulled()
-    before = snapshot(p.root)
+    before = stat_snapshot(p.root)
     report = verify(p.root)
     assert report.passed, report.to_dict()
     assert [c.name for c in report.checks] == ["lock", "tree"]
     assert all(c.passed and not c.items and not c.skipped for c in report.checks)
     assert report.check("tree").summary == "2 package trees"
-    assert snapshot(p.root) == before
+    assert stat_snapshot(p.root) == before
     # the overlay patch really is part of what was verified
     assert "PATCHED = True" in (p.duni / "lib" / "lib" / "__init__.py").read_text()
 
@@ -162,7 +145,7 @@ def test_an_offline_verify_loads_neither_httpx_nor_pygit2(pulled: Any) -> None:
     """Start-up is most of a small verify: the HTTP client and libgit2 load only when needed."""
     p = pulled(deps=("other",))  # no git source, no patch
     code = (
-        "import sys\nfrom monorepo.verifier import verify\n"
+        "import sys\nfrom monorepo.vendoring.verify.verifier import verify\n"
         "assert verify(sys.argv[1]).passed\n"
         "print(sorted(m for m in ('httpx', 'pygit2') if m in sys.modules))"
     )
@@ -307,9 +290,9 @@ def test_tamper_is_caught_by_the_right_check_naming_the_path(
     p = pulled()
     assert verify(p.root).passed
     tamper(p)
-    before = snapshot(p.root)
+    before = stat_snapshot(p.root)
     report = verify(p.root)
-    assert snapshot(p.root) == before, "verify wrote to the project"
+    assert stat_snapshot(p.root) == before, "verify wrote to the project"
     assert not report.passed
     failed = failing(report)
     assert list(failed) == [check], report.to_dict()
@@ -398,17 +381,17 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
     pulled: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pull's manifest of an unchanged tree is exactly the scanned tree's: no parse needed."""
-    import monorepo.verifier as verifier
+    import monorepo.sources.manifest as manifest
+    from monorepo.sources.treehash import parse_manifest as real
 
     p = pulled("build-dependencies = false\n")
     parsed: list[str] = []
-    real = verifier.parse_manifest
 
     def counting(text: str) -> Any:
         parsed.append(text)
         return real(text)
 
-    monkeypatch.setattr(verifier, "parse_manifest", counting)
+    monkeypatch.setattr(manifest, "parse_manifest", counting)
     assert verify(p.root).passed
     assert parsed == []
     edit_byte(p)
@@ -417,7 +400,7 @@ def test_a_clean_tree_is_checked_without_parsing_its_manifest(
 
 
 def test_tree_progress_advances_once_per_package(pulled: Any) -> None:
-    from monorepo.reporter import NullReporter
+    from monorepo._core.reporter import NullReporter
 
     class Counting(NullReporter):
         def __init__(self) -> None:

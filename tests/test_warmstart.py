@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import monorepo
-from fixtures.builder import FixtureIndex, Release
+from fixtures.builder import Release
 from fixtures.server import IndexServer
-from monorepo import lockfile, warmstart
+from monorepo.locking.speed import warmstart
+from monorepo.project import lockfile
+from tests.helpers import MakeIndex, Serve
 
-MakeIndex = Callable[..., FixtureIndex]
-Serve = Callable[..., IndexServer]
 LINUX = '{ name = "linux", python = "3.11", platform = "linux", machine = "x86_64" }'
 
 RELEASES = [

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 PARENT = """
 import sys, time
 import filelock
-from monorepo import workerproc
+from monorepo._core.speed import workerproc
 held = []
 if len(sys.argv) > 1:
     lock = filelock.FileLock(sys.argv[1], on_acquired=held.append)
@@ -93,9 +93,9 @@ def test_a_worker_holds_an_inherited_lock_until_it_is_gone(tmp_path: Path) -> No
 
 
 def test_a_worker_stopped_normally_exits_cleanly() -> None:
-    from monorepo import workerproc
+    from monorepo._core.speed import workerproc
 
-    process = workerproc.spawn("monorepo.extract", "_serve")
+    process = workerproc.spawn("monorepo.extract.speed.pool", "_serve")
     workerproc.stop(process)
     assert process.returncode == 0
     assert process not in workerproc._lifelines

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from fixtures.builder import Release
 from fixtures.server import IndexServer
-from monorepo.index import IndexClient
-from monorepo.writebehind import WriteBehind
-from tests.test_indexworker import MakeIndex, Serve
+from monorepo._core.speed.writebehind import WriteBehind
+from monorepo.index.client import IndexClient
+from tests.helpers import MakeIndex, Serve, index_client
 
 
 def test_writes_wait_for_the_work_and_a_quiet_moment() -> None:
@@ -68,13 +68,13 @@ def test_a_worker_lock_leaves_its_pages_cached_for_an_offline_one(
     )
 
     def client(offline: bool) -> IndexClient:
-        return IndexClient(
+        return index_client(
             [server.url],
             workers=0 if offline else 2,
             offline=offline,
-            cache_dir=tmp_path / "http",
-            page_cache_dir=tmp_path / "pages",
-            metadata_cache_dir=tmp_path / "metadata",
+            http_cache=tmp_path / "http",
+            page_cache=tmp_path / "pages",
+            metadata_cache=tmp_path / "metadata",
         )
 
     with client(offline=False) as online:

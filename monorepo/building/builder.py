@@ -1,0 +1,205 @@
+"""``monorepo build``'s entry point: the target chosen, the variants laid out, the graph run.
+
+The package docstring (:mod:`monorepo.building`) describes the layout under
+``duni-build/<target>/``, the bootstrap, cross builds, the offline guard and the checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import filelock
+from packaging.utils import canonicalize_name
+
+from monorepo._core.paths import CacheDir
+from monorepo._core.reporter import NullReporter, Reporter
+from monorepo.building.hooks import RELAY
+from monorepo.building.isolation import network_isolation
+from monorepo.building.plan import Package, load_plan
+from monorepo.building.results import BuildResult
+from monorepo.building.scheduler import Scheduler
+from monorepo.building.smoke import smoke_test
+from monorepo.building.syslibs import check_sysroot_libraries, check_system_libraries
+from monorepo.building.targets import (
+    Variant,
+    choose_target,
+    host_variant_target,
+    is_native,
+    target_sysroot,
+)
+from monorepo.errors import BuildError
+from monorepo.project import lockfile
+from monorepo.project.config import load_config
+from monorepo.project.targets import Target
+
+__all__ = ["BUILD_DIR", "build"]
+
+BUILD_DIR = "duni-build"
+"""Where builds go, beside pyproject.toml: ``duni-build/<target>/``."""
+
+
+# ----------------------------------------------------------------------- building
+
+
+"""(variant index, package dir): variant 0 builds for the build machine's venv."""
+
+
+# --------------------------------------------------------------------- entry point
+
+
+def _select(
+    pkgs: Mapping[str, Package], names: Sequence[str], target: Target, *, cross: bool = False
+) -> list[str]:
+    if names:
+        chosen: list[str] = []
+        unknown: list[str] = []
+        for n in names:
+            found = [d for d, p in pkgs.items() if d == n or p.name == canonicalize_name(n)]
+            if not found:
+                unknown.append(n)
+            chosen += found
+        if unknown:
+            raise BuildError(
+                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages"
+            )
+        return chosen
+    return [
+        d
+        for d, p in pkgs.items()
+        if (not p.targets or target.name in p.targets) and not (cross and p.role == "build")
+    ]
+
+
+def build(
+    project: str | os.PathLike[str] = ".",
+    *,
+    target: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    packages: Sequence[str] = (),
+    reporter: Reporter | None = None,
+    isolate: bool | None = None,
+    frozen: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> BuildResult:
+    """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
+
+    *out* is the wheel directory (default ``duni-build/<target>/wheels``); *jobs* the
+    number of builds run at once (default: CPUs); *packages* limits the build to
+    those names (plus what their builds need); *isolate* forces (True) or forbids
+    (False) a network namespace (default: when available).  *frozen* builds from the
+    lock as it is; otherwise a lock that no longer fits pyproject.toml raises
+    :class:`~monorepo.errors.StaleLockError` (exit 1), like uv's ``--locked``.
+    A package that fails is reported in :attr:`BuildResult.failed` with its log; the
+    others still build.  Raises :class:`BuildError` for input problems: no workspace,
+    unknown target or package, missing system libraries.  *cache_dir* is where the
+    freshness check finds git overlays' mirrors (default: ``MONOREPO_CACHE_DIR``, else
+    the user cache directory); nothing else of a build comes from the cache.
+    """
+    reporter = reporter if reporter is not None else NullReporter()
+    config = load_config(Path(project))
+    chosen = choose_target(config, target)
+    workers = jobs if jobs is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise BuildError(f"--jobs must be at least 1, not {workers}")
+    host_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if chosen.python_version != host_version:
+        raise BuildError(
+            f"target {chosen.name} is Python {chosen.python_version} but monorepo runs on"
+            f" Python {host_version}; run monorepo build with a Python {chosen.python_version}"
+            " (build backends run on the build machine's interpreter, also for cross builds)"
+        )
+    cross = not is_native(chosen)
+    sysroot = target_sysroot(chosen) if cross else None
+    lock_path = config.root / lockfile.LOCK_NAME
+    if not frozen and lock_path.exists():  # (no lock at all: load_plan says what to do)
+        from monorepo.locking.freshness import require_fresh
+
+        require_fresh(
+            config,
+            lockfile.read(lock_path),
+            command="build",
+            cache=CacheDir.at(cache_dir),
+            offline=True,  # build is offline: git overlays from their cached mirrors
+        )
+    order, pkgs = load_plan(config)
+    root = config.root / BUILD_DIR / chosen.name
+    wheels = Path(out).resolve() if out is not None else root / "wheels"
+    target_variant = Variant(
+        target=chosen,
+        root=root,
+        wheels=wheels,
+        cross=cross,
+        sysroot=sysroot,
+    )
+    if cross:
+        host = host_variant_target(config)
+        host_root = config.root / BUILD_DIR / host.name
+        variants = [
+            Variant(target=host, root=host_root, wheels=host_root / "wheels", cross=False),
+            target_variant,
+        ]
+    else:
+        variants = [target_variant]
+    selected = _select(pkgs, packages, chosen, cross=cross)
+    for v in variants:
+        v.root.mkdir(parents=True, exist_ok=True)
+    result = BuildResult(target=chosen.name, wheels=wheels, logs=target_variant.logs)
+    if isolate is False:
+        isolation: list[str] = []
+    else:
+        isolation = network_isolation()
+        if not isolation:
+            if isolate:
+                raise BuildError(
+                    "cannot run builds in a network namespace here (unshare -rn failed);"
+                    " allow unprivileged user namespaces or build without isolate=True"
+                )
+            reporter.message(
+                "debug", "no network namespace available; relying on a dead proxy and audit hook"
+            )
+    with contextlib.ExitStack() as stack:
+        for v in variants[::-1]:  # the target's lock first, then the build machine's
+            stack.enter_context(filelock.FileLock(v.root / "lock"))
+        stack.enter_context(RELAY.installed())  # backend warnings go to the logs
+        builder = Scheduler(
+            config,
+            pkgs,
+            order,
+            variants,
+            jobs=workers,
+            reporter=reporter,
+            isolation=isolation,
+        )
+        index = len(variants) - 1
+        requested = [(index, d) for d in selected]
+        closure: set[str] = set()
+        for d in selected:
+            closure |= builder.static_needs(d)[0]
+        native = closure if cross else closure | set(selected)
+        check_system_libraries(
+            {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
+            reporter=reporter,
+        )
+        if target_variant.sysroot is not None:
+            check_sysroot_libraries(
+                target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
+            )
+        builder.run(requested)
+        if cross and chosen.runner:
+            smoke_test(builder, index)
+    for node in sorted(builder.results, key=builder.order):
+        res = builder.results[node]
+        status = builder.status[node]
+        if status == "built":
+            result.built.append(res)
+        elif status == "skipped":
+            result.skipped.append(res)
+        else:
+            result.failed.append(res)
+    result.warnings = builder.warnings
+    return result

@@ -1,0 +1,286 @@
+"""One package's build: its venv, the PEP 517 hooks, the checks on its wheel."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pyproject_hooks import (
+    BackendUnavailable,
+    BuildBackendHookCaller,
+    BuildBackendWarning,
+    HookMissing,
+    UnsupportedOperation,
+)
+
+from monorepo._core import fstree
+from monorepo._core.fstree import remove_tree
+from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
+from monorepo.building.elfcheck import check_wheel
+from monorepo.building.isolation import offline_environ
+from monorepo.building.plan import Graph, Package
+from monorepo.building.targets import (
+    Variant,
+)
+from monorepo.project.config import ProjectConfig
+
+_DEFAULT_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
+
+
+@dataclass
+class Built:
+    """The wheel was built (with these build requirements its backend asked for)."""
+
+    wheel: Path
+    dynamic: set[str]
+    seconds: float
+
+
+@dataclass
+class NeedMore:
+    """The backend asked for locked packages not built yet: build those first."""
+
+    dynamic: set[str]
+
+
+@dataclass
+class Failed:
+    reason: str
+    log: Path | None
+
+
+Outcome = Built | NeedMore | Failed
+
+
+class WarningRelay:
+    """Backend warnings into the build's log, not onto the terminal.
+
+    pyproject-hooks hands each warning a backend emitted back to the caller: it issues it
+    again with :func:`warnings.warn_explicit` as a :class:`~pyproject_hooks.BuildBackendWarning`,
+    in the thread that called the hook.  While :meth:`installed`, :func:`warnings.showwarning`
+    (documented as replaceable) sends those to the log the calling thread named with
+    :meth:`to`; every other warning, and one from a thread without a log, goes where it
+    went before.  Builds run in parallel threads, hence one log per thread.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._users = 0
+        self._previous: Callable[..., None] = warnings.showwarning
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._previous = warnings.showwarning
+                warnings.showwarning = self._show
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and warnings.showwarning == self._show:
+                    warnings.showwarning = self._previous
+
+    @contextlib.contextmanager
+    def to(self, log: Path) -> Iterator[None]:
+        """Backend warnings issued in this thread go to the end of *log* during the block."""
+        self._local.log = log
+        try:
+            yield
+        finally:
+            self._local.log = None
+
+    def _show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        log: Path | None = getattr(self._local, "log", None)
+        if log is None or not issubclass(category, BuildBackendWarning):
+            self._previous(message, category, filename, lineno, file, line)
+            return
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{filename}:{lineno}: {category.__name__}: {message}\n")
+
+
+RELAY = WarningRelay()
+"""The process's one relay: :func:`monorepo.building.builder.build` installs it."""
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    """A scratch copy of a vendored tree; iterative, so a tree of any depth copies."""
+    remove_tree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fstree.copy_tree(source, dest)
+
+
+def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -> dict[str, str]:
+    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be."""
+    env = offline_environ(venv.environ(os.environ))
+    env[OFFLINE_ENV] = str(netlog)
+    env["GIT_CEILING_DIRECTORIES"] = str(variant.src)
+    env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
+    if variant.sysroot is not None:
+        env.update(variant.sysroot.cross_env(variant.target.cc))
+    env.update(pkg.build_env)
+    return env
+
+
+def build_one(
+    config: ProjectConfig,
+    pkg: Package,
+    variant: Variant,
+    graph: Graph,
+    needs: set[str],
+    available: Mapping[str, Path],
+    isolation: Sequence[str],
+) -> Outcome:
+    """Build *pkg* for *variant* in a venv holding the wheels of *needs* (from *available*).
+
+    The hooks are asked in turn (``get_requires_for_build_wheel``, then ``build_wheel``);
+    each is named in the log before it runs, and its output and relayed warnings follow.
+    """
+    d = pkg.dir
+    for directory in (variant.logs, variant.src, variant.tmp, variant.wheels):
+        directory.mkdir(parents=True, exist_ok=True)
+    log = variant.logs / f"{d}.log"
+    netlog = variant.logs / f"{d}.network"
+    netlog.unlink(missing_ok=True)
+    src = variant.src / d
+    started = time.monotonic()
+    venv = BuildEnv(variant.root / "envs" / d)
+    environ = hook_environ(pkg, variant, venv, netlog)
+    with log.open("w", encoding="utf-8") as fh:
+        fh.write(
+            f"# monorepo build of {pkg.label} for {variant.target.name}\n"
+            f"# source: {config.duni / d} (copied to {src})\n"
+            f"# backend: {pkg.backend}"
+            + (f" (backend-path {list(pkg.backend_path)})" if pkg.backend_path else "")
+            + f"\n# build-requires: {list(pkg.requires)}\n"
+            + (f"# build-env: {dict(pkg.build_env)}\n" if pkg.build_env else "")
+        )
+
+    def runner(
+        cmd: Sequence[str],
+        cwd: str | None = None,
+        extra_environ: Mapping[str, str] | None = None,
+    ) -> None:
+        full = {**environ, **(extra_environ or {})}
+        with log.open("a", encoding="utf-8") as fh:
+            subprocess.run(
+                [*isolation, *cmd],
+                cwd=cwd,
+                env=full,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
+    def section(name: str) -> None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n# ---- {name} ----\n")
+
+    def network_attempt() -> str | None:
+        try:
+            lines = netlog.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        return lines[0] if lines else None
+
+    if variant.cross and pkg.cross_compile is False:
+        return Failed(
+            f"an overlay rule says {pkg.label} does not cross-compile"
+            f" (cross-compile = false); build it on a {variant.target.machine} machine or"
+            " fix it in the overlay",
+            None,
+        )
+    hook = "get_requires_for_build_wheel"
+    try:
+        with RELAY.to(log):
+            _copy_tree(config.duni / d, src)
+            venv.ensure()
+            venv.sync([available[n] for n in sorted(needs)])
+            caller = BuildBackendHookCaller(
+                str(src),
+                pkg.backend,
+                backend_path=list(pkg.backend_path) or None,
+                runner=runner,
+                python_executable=str(venv.python),
+            )
+            section(hook)
+            extra = caller.get_requires_for_build_wheel({})
+            dynamic, problems = graph.needs(pkg, extra, strict=True)
+            if problems:
+                return Failed(
+                    "; ".join(problems).replace(
+                        " to build,", " to build (its backend asked for it),"
+                    ),
+                    log,
+                )
+            if not dynamic <= available.keys():
+                return NeedMore(dynamic)
+            if dynamic - needs:
+                venv.sync([available[n] for n in sorted(needs | dynamic)])
+            hook = "build_wheel"
+            out = variant.tmp / d
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            section(hook)
+            name = caller.build_wheel(str(out), {})
+        attempt = network_attempt()
+        if attempt is not None:
+            return Failed(f"the build tried to reach the network: {attempt}", log)
+        wheel = out / name
+        target = variant.target
+        check = check_wheel(
+            wheel,
+            platform=target.platform,
+            machine=target.machine,
+            python=target.python_version,
+            require_extension=pkg.c_extension and pkg.c_extension_overlay,
+        )
+        if check.problems:
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write("\n# ---- checks ----\n" + "\n".join(check.problems) + "\n")
+            return Failed("; ".join(check.problems), log)
+        final = variant.wheels / name
+        os.replace(wheel, final)
+        shutil.rmtree(out, ignore_errors=True)
+        remove_tree(src, ignore_errors=True)
+        return Built(final, dynamic, time.monotonic() - started)
+    except subprocess.CalledProcessError as error:
+        attempt = network_attempt()
+        if attempt is not None:
+            return Failed(f"the build tried to reach the network: {attempt}", log)
+        return Failed(f"the backend's {hook} hook failed (exit status {error.returncode})", log)
+    except BackendUnavailable as error:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(error.traceback)
+        return Failed(
+            f"cannot import the build backend {pkg.backend!r}"
+            f" ({(error.args[0] if error.args else '').splitlines()[0]}); is a package that"
+            " provides it in the build requirements?",
+            log,
+        )
+    except (HookMissing, UnsupportedOperation) as error:
+        return Failed(f"the backend {pkg.backend!r} cannot build a wheel ({error!r})", log)
+    except OSError as error:
+        return Failed(f"{error}", log)

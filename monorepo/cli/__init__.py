@@ -1,0 +1,1 @@
+"""The ``monorepo`` command: a thin layer over the library."""

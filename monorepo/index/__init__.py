@@ -1,0 +1,1 @@
+"""The package index client: HTTP, its cache, project pages and core metadata."""

@@ -1,0 +1,1 @@
+"""Speed-only machinery of the index client: worker processes, page and metadata caches."""

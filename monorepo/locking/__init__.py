@@ -1,0 +1,1 @@
+"""Making and checking pylock.toml: resolve, merge, close over build dependencies."""

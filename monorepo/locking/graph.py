@@ -1,0 +1,236 @@
+"""``monorepo list`` and ``monorepo why``: read the locked dependency graph, from the lock alone.
+
+The graph's nodes are the lock's entries; its edges are each entry's
+``dependencies`` (runtime) and, for the build closure, the ``build-requires`` the
+lock records for it (an edge to every locked package of that name whose version
+satisfies the requirement).  The roots are the project's scopes as the lock's
+inputs record them: ``project`` (its dependencies), ``project[extra]`` and
+``project (group name)``.  Nothing touches the network or duni/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from monorepo.errors import LockFileError
+from monorepo.project import lockfile
+from monorepo.project.config import load_config
+from monorepo.project.lockfile import LockDocument, LockedPackage, VcsSource
+
+__all__ = ["DependencyPath", "PackageInfo", "Step", "dependency_paths", "list_packages", "why"]
+
+Via = Literal["runtime", "build"]
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """One locked package as ``monorepo list`` shows it."""
+
+    name: str
+    version: str
+    role: str
+    source: str
+    """The sdist or archive URL, or ``git+URL@commit``."""
+    overlay: str | None
+    """The overlay whose rule applies (``name`` or ``name (n patches)``), if any."""
+    dir: str
+    marker: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "role": self.role,
+            "source": self.source,
+            "overlay": self.overlay,
+            "dir": self.dir,
+            "marker": self.marker,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """A package on a path, reached from the previous step by a runtime or a build edge."""
+
+    name: str
+    version: str
+    via: Via
+
+
+@dataclass(frozen=True)
+class DependencyPath:
+    """A path from one project scope to the package asked about."""
+
+    scope: str
+    """``project``, ``project[extra]`` or ``project (group name)``."""
+    steps: tuple[Step, ...]
+
+    def __str__(self) -> str:
+        """``project -> fastapi 0.115 -> starlette 0.38``; a build edge reads ``app 1.0 (build) -> x``."""
+        parts = [self.scope]
+        for i, step in enumerate(self.steps):
+            nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
+            label = f"{step.name} {step.version}"
+            if nxt is not None and nxt.via == "build":
+                label += " (build)"
+            parts.append(label)
+        return " -> ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "steps": [{"name": s.name, "version": s.version, "via": s.via} for s in self.steps],
+            "text": str(self),
+        }
+
+
+def _read(project: Path | str) -> LockDocument:
+    config = load_config(Path(project))
+    return lockfile.read(config.root / lockfile.LOCK_NAME)
+
+
+def list_packages(project: Path | str = ".") -> list[PackageInfo]:
+    """Every locked package, sorted by name and version (from pylock.toml only)."""
+    doc = _read(project)
+    out = []
+    for pkg in doc.packages:
+        source = pkg.source
+        shown = f"git+{source.url}@{source.commit}" if isinstance(source, VcsSource) else source.url
+        meta = pkg.tool.get("overlay")
+        overlay = None
+        if isinstance(meta, Mapping) and meta.get("name"):
+            overlay = str(meta["name"])
+            patches = len(pkg.tool.get("patches", ()))
+            if patches:
+                overlay += f" ({patches} patch{'es' if patches != 1 else ''})"
+        out.append(
+            PackageInfo(
+                name=str(pkg.name),
+                version=str(pkg.version),
+                role=pkg.role,
+                source=shown,
+                overlay=overlay,
+                dir=pkg.dir,
+                marker=pkg.marker,
+            )
+        )
+    return sorted(out, key=lambda p: (p.name, p.version))
+
+
+def _requirement_names(reqs: Iterable[object]) -> list[tuple[NormalizedName, Requirement | None]]:
+    out: list[tuple[NormalizedName, Requirement | None]] = []
+    for text in reqs:
+        try:
+            req = Requirement(str(text))
+        except InvalidRequirement:
+            continue
+        out.append((canonicalize_name(req.name), req))
+    return out
+
+
+def _matching(
+    by_name: Mapping[NormalizedName, list[LockedPackage]],
+    name: NormalizedName,
+    req: Requirement | None,
+) -> list[LockedPackage]:
+    candidates = by_name.get(name, [])
+    if req is None or req.url:
+        return list(candidates)
+    chosen = [p for p in candidates if req.specifier.contains(p.version, prereleases=True)]
+    return chosen or list(candidates)
+
+
+def _graph(
+    doc: LockDocument,
+) -> tuple[dict[str, list[LockedPackage]], dict[str, list[tuple[LockedPackage, Via]]]]:
+    """(scope -> root packages, dir -> [(next package, edge kind)])."""
+    by_name = doc.by_name()
+    roots: dict[str, list[LockedPackage]] = {}
+    inputs = doc.inputs
+    scopes: list[tuple[str, Iterable[object]]] = [("project", inputs.get("dependencies", []))]
+    for extra, reqs in sorted((inputs.get("optional-dependencies") or {}).items()):
+        scopes.append((f"project[{extra}]", reqs))
+    for group, reqs in sorted((inputs.get("dependency-groups") or {}).items()):
+        scopes.append((f"project (group {group})", reqs))
+    for scope, reqs in scopes:
+        found: list[LockedPackage] = []
+        for name, req in _requirement_names(reqs):
+            found += [p for p in _matching(by_name, name, req) if p not in found]
+        roots[scope] = found
+    edges: dict[str, list[tuple[LockedPackage, Via]]] = {}
+    for pkg in doc.packages:
+        out: list[tuple[LockedPackage, Via]] = []
+        for name, version in pkg.dependencies:
+            for dep in by_name.get(name, []):
+                if (version is None or dep.version == version) and (dep, "runtime") not in out:
+                    out.append((dep, "runtime"))
+        for name, req in _requirement_names(pkg.tool.get("build-requires", ())):
+            for dep in _matching(by_name, name, req):
+                if (dep, "build") not in out:
+                    out.append((dep, "build"))
+        edges[pkg.dir] = out
+    return roots, edges
+
+
+def dependency_paths(doc: LockDocument, name: str, *, limit: int = 50) -> list[DependencyPath]:
+    """Paths from the project's scopes to every locked version of *name*, shortest first.
+
+    Only simple paths (no package twice) through packages that can reach the
+    target are walked; at most *limit* are returned.  Raises
+    :class:`~monorepo.errors.LockFileError` when *name* is not locked.
+    """
+    key = canonicalize_name(name)
+    targets = {p.dir for p in doc.packages if p.name == key}
+    if not targets:
+        raise LockFileError(
+            f"{name} is not in pylock.toml; `monorepo list` shows the locked packages"
+        )
+    roots, edges = _graph(doc)
+    # Which packages can reach a target at all: walk the reversed edges from the targets.
+    reverse: dict[str, set[str]] = {}
+    for src, outs in edges.items():
+        for dep, _ in outs:
+            reverse.setdefault(dep.dir, set()).add(src)
+    useful = set(targets)
+    stack = list(targets)
+    while stack:
+        for src in reverse.get(stack.pop(), ()):
+            if src not in useful:
+                useful.add(src)
+                stack.append(src)
+    found: list[DependencyPath] = []
+
+    def walk(scope: str, path: list[tuple[LockedPackage, Via]]) -> None:
+        if len(found) >= limit * 4:
+            return
+        last = path[-1][0]
+        if last.dir in targets:
+            steps = tuple(Step(str(p.name), str(p.version), via) for p, via in path)
+            found.append(DependencyPath(scope, steps))
+            return
+        on_path = {p.dir for p, _ in path}
+        for dep, via in edges.get(last.dir, ()):
+            if dep.dir in useful and dep.dir not in on_path:
+                walk(scope, [*path, (dep, via)])
+
+    for scope, packages in roots.items():
+        for pkg in packages:
+            if pkg.dir in useful:
+                walk(scope, [(pkg, "runtime")])
+    unique = list(dict.fromkeys(found))
+    unique.sort(key=lambda p: (len(p.steps), str(p)))
+    return unique[:limit]
+
+
+def why(project: Path | str, name: str, *, limit: int = 50) -> list[DependencyPath]:
+    """The dependency paths from *project*'s scopes to the locked package *name*.
+
+    An empty list means the package is locked but no scope reaches it (a stale lock).
+    """
+    return dependency_paths(_read(project), name, limit=limit)

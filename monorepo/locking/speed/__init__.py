@@ -1,0 +1,1 @@
+"""Speed-only machinery of locking: reuse of an earlier resolution, warm start."""

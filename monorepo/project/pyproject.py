@@ -1,0 +1,138 @@
+"""A source tree's ``pyproject.toml``: the one reader, and its ``[build-system]`` (PEP 517/518).
+
+The lock records the build system of every vendored tree, the index client asks an
+sdist's backend for metadata, the finder reads a git checkout's ``[project]`` table and
+pull describes each tree in workspace.toml: all of them read the file through
+:func:`load`, and every ``[build-system]`` is made complete by :func:`build_system`, with
+PEP 518's defaults, so each step sees the same backend and the same requirements.
+
+Pure apart from reading the one file; an overlay's ``build-requires`` replaces the
+requirements before anything is resolved.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from monorepo.errors import MetadataError
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "DEFAULT_REQUIRES",
+    "BuildSystem",
+    "build_system",
+    "declared",
+    "load",
+    "project_table",
+    "read_build_system",
+]
+
+DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
+"""PEP 517's fallback for a tree without ``build-backend``."""
+DEFAULT_REQUIRES = ("setuptools>=40.8.0",)
+"""PEP 518's fallback for a tree without ``[build-system] requires``."""
+
+
+def load(tree: Path, *, what: str) -> dict[str, Any]:
+    """The parsed ``pyproject.toml`` of the source tree at *tree*; ``{}`` when it has none.
+
+    Raises :class:`~monorepo.errors.MetadataError` naming *what* when the file is not
+    UTF-8 TOML (or cannot be read): the tree needs an overlay patch.
+    """
+    path = tree / "pyproject.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise MetadataError(
+            f"{what}: pyproject.toml is not valid TOML ({exc}); fix it with an overlay patch."
+        ) from None
+
+
+@dataclass(frozen=True)
+class BuildSystem:
+    """What building a source tree needs."""
+
+    backend: str
+    requires: tuple[Requirement, ...]
+    backend_path: tuple[str, ...] = ()
+
+    def to_tool(self) -> dict[str, Any]:
+        """The lock's per-package fields for this build system."""
+        tool: dict[str, Any] = {
+            "build-backend": self.backend,
+            "build-requires": sorted(str(r) for r in self.requires),
+        }
+        if self.backend_path:
+            tool["backend-path"] = list(self.backend_path)
+        return tool
+
+
+def declared(data: Mapping[str, Any], *, what: str) -> tuple[str, list[str], list[str]]:
+    """(backend, requirement strings, backend-path) of a parsed pyproject.toml, as written.
+
+    PEP 517/518's defaults fill what is missing: no table (or an empty one) means
+    setuptools' legacy backend with its requirement; a table without ``requires`` or
+    ``build-backend`` gets the default for that key.  Wrong types raise
+    :class:`~monorepo.errors.MetadataError` naming *what*.
+    """
+    raw = data.get("build-system", {})
+    if not isinstance(raw, Mapping):
+        raise MetadataError(
+            f"{what}: [build-system] in pyproject.toml is not a table; fix it with an overlay patch."
+        )
+    if not raw:
+        backend, requires, backend_path = DEFAULT_BACKEND, list(DEFAULT_REQUIRES), []
+    else:
+        backend = raw.get("build-backend") or DEFAULT_BACKEND
+        requires = raw.get("requires", list(DEFAULT_REQUIRES))
+        backend_path = raw.get("backend-path", [])
+    if (
+        not isinstance(backend, str)
+        or not isinstance(requires, list)
+        or not isinstance(backend_path, list)
+    ):
+        raise MetadataError(
+            f"{what}: [build-system] in pyproject.toml has a wrong type (build-backend must be a "
+            "string, requires and backend-path lists); fix it with an overlay patch."
+        )
+    return backend, [str(r) for r in requires], [str(p) for p in backend_path]
+
+
+def build_system(
+    data: Mapping[str, Any], *, what: str, override: Sequence[Requirement] | None = None
+) -> BuildSystem:
+    """The ``[build-system]`` of a parsed pyproject.toml (see :func:`declared`), its
+    requirements parsed; *override* (an overlay rule's ``build-requires``) replaces them."""
+    backend, requires_raw, backend_path = declared(data, what=what)
+    if override is not None:
+        requires = tuple(override)
+    else:
+        try:
+            requires = tuple(Requirement(r) for r in requires_raw)
+        except InvalidRequirement as exc:
+            raise MetadataError(
+                f"{what}: [build-system] requires has an invalid requirement ({exc}); replace it with an "
+                "overlay rule's build-requires."
+            ) from None
+    return BuildSystem(backend=backend, requires=requires, backend_path=tuple(backend_path))
+
+
+def read_build_system(
+    tree: Path, *, what: str, override: Sequence[Requirement] | None = None
+) -> BuildSystem:
+    """The build system of the tree at *tree* (see :func:`build_system`)."""
+    return build_system(load(tree, what=what), what=what, override=override)
+
+
+def project_table(data: Mapping[str, Any]) -> dict[str, object]:
+    """The ``[project]`` table of a parsed pyproject.toml (``{}`` when absent or not a table)."""
+    project = data.get("project", {})
+    return dict(project) if isinstance(project, Mapping) else {}

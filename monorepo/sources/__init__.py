@@ -1,0 +1,1 @@
+"""From a locked source to a tree: the content store, git, fetching, patching, tree hashes."""

@@ -1,0 +1,1 @@
+"""Speed-only machinery of vendoring: downloads ahead, stat stamps, tree facts, placement."""

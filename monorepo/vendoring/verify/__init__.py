@@ -1,0 +1,1 @@
+"""``monorepo verify``: one module per check."""
