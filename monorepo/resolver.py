@@ -25,7 +25,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionTooDeep
 
@@ -335,11 +335,12 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
             specifier &= r.specifier
         constraint = self.constraints.get(name)
         pinned_versions = {
-            Version(s.version)
+            v
             for r in reqs
             if r.pinned
             for s in r.specifier
-            if s.operator in ("==", "===")
+            if s.operator in ("==", "===") and not s.version.endswith(".*")
+            if (v := _specifier_version(s.version)) is not None
         }
         newest_first = self._newest_first(name, url)
         preferred = self.policy.preferred.get(name)
@@ -456,7 +457,17 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
 def _names_prerelease(specifier: SpecifierSet, constraint: SpecifierSet | None) -> bool:
     """Whether a specifier names a prerelease explicitly (then prereleases are fair game)."""
     specs = list(specifier) + (list(constraint) if constraint is not None else [])
-    return any(Version(s.version.rstrip(".*")).is_prerelease for s in specs if s.version)
+    versions = (_specifier_version(s.version) for s in specs)
+    return any(v is not None and v.is_prerelease for v in versions)
+
+
+def _specifier_version(text: str) -> Version | None:
+    """The version a specifier names (``1.0`` for ``==1.0.*``); None for a string that
+    ``===`` compares literally, which metadata may carry (``===weird-build``)."""
+    try:
+        return Version(text.removesuffix(".*"))
+    except InvalidVersion:
+        return None
 
 
 def resolve(
