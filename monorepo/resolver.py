@@ -574,21 +574,22 @@ def explain_conflict(
             who = (
                 req.origin
                 if parent is None or parent.name.startswith(VIRTUAL_PREFIX)
-                else f"{parent.name} {parent.version}"
+                else str(parent)  # with its extras: core[old] and core[new] may disagree
             )
             if parent is not None and parent.name.startswith(VIRTUAL_PREFIX):
                 who = req.origin
             asks.append(f"{who} requires {req}")
         asks = sorted(set(asks))
-        available = (
-            sorted(
-                v
+        found = (
+            [
+                c
                 for v in finder.versions(NormalizedName(name), None)
-                if finder.candidate(NormalizedName(name), v, None) is not None
-            )
+                if (c := finder.candidate(NormalizedName(name), v, None)) is not None
+            ]
             if not any(r.url for r, _ in items)
             else []
         )
+        available = sorted(c.version for c in found)
         sourceless = sorted(finder.sourceless(NormalizedName(name)))
         if not available and sourceless:
             tail = (
@@ -603,8 +604,25 @@ def explain_conflict(
                 f"{policy.python_version} (check the name, requires-python and exclude-newer)"
             )
         elif len(asks) == 1:
-            shown = ", ".join(str(v) for v in available[-8:])
+            # releases the resolver may not take are not "available": say why instead
+            spec = items[0][0].specifier
+            yanked = {c.version for c in found if c.yanked}
+            disallowed = (
+                {v for v in available if v.is_prerelease}
+                if policy.prereleases == "disallow"
+                else set()
+            )
+            shown = ", ".join(
+                str(v) for v in [v for v in available if v not in yanked | disallowed][-8:]
+            )
             tail = f"no release of {name} satisfies it (available: {shown or 'none'})"
+            for why, versions in (
+                ("yanked, so taken only when pinned with ==", yanked),
+                ('prereleases, which prereleases = "disallow" rules out', disallowed - yanked),
+            ):
+                admitted = [str(v) for v in sorted(versions) if spec.contains(v, prereleases=True)]
+                if admitted:
+                    tail += f"; {why}: {', '.join(admitted[-8:])}"
             if sourceless:
                 tail += (
                     f"; passed over as wheels only, without an sdist to vendor:"
