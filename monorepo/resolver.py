@@ -67,8 +67,8 @@ class Req:
 
     def __str__(self) -> str:
         extras = f"[{','.join(sorted(self.extras))}]" if self.extras else ""
-        if self.url:
-            return f"{self.name}{extras} @ {self.url}"
+        if self.url:  # a source's URL may come with a dependent's specifier: show both
+            return f"{self.name}{extras}{self.specifier} @ {self.url}"
         return f"{self.name}{extras}{self.specifier}"
 
 
@@ -603,6 +603,12 @@ def explain_conflict(
                 f"no usable release of {name} was found on the index for Python "
                 f"{policy.python_version} (check the name, requires-python and exclude-newer)"
             )
+        elif len(asks) == 1 and (url := items[0][0].url):
+            req = items[0][0]
+            held = finder.versions(NormalizedName(name), url)
+            tail = f"{url} holds {name} {', '.join(str(v) for v in held)}"
+            if not any(req.specifier.contains(v, prereleases=True) for v in held):
+                tail += ", which does not satisfy it"
         elif len(asks) == 1:
             # releases the resolver may not take are not "available": say why instead
             spec = items[0][0].specifier
