@@ -25,7 +25,7 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionTooDeep
 
@@ -67,8 +67,8 @@ class Req:
 
     def __str__(self) -> str:
         extras = f"[{','.join(sorted(self.extras))}]" if self.extras else ""
-        if self.url:
-            return f"{self.name}{extras} @ {self.url}"
+        if self.url:  # a source's URL may come with a dependent's specifier: show both
+            return f"{self.name}{extras}{self.specifier} @ {self.url}"
         return f"{self.name}{extras}{self.specifier}"
 
 
@@ -335,11 +335,12 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
             specifier &= r.specifier
         constraint = self.constraints.get(name)
         pinned_versions = {
-            Version(s.version)
+            v
             for r in reqs
             if r.pinned
             for s in r.specifier
-            if s.operator in ("==", "===")
+            if s.operator in ("==", "===") and not s.version.endswith(".*")
+            if (v := _specifier_version(s.version)) is not None
         }
         newest_first = self._newest_first(name, url)
         preferred = self.policy.preferred.get(name)
@@ -456,7 +457,17 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
 def _names_prerelease(specifier: SpecifierSet, constraint: SpecifierSet | None) -> bool:
     """Whether a specifier names a prerelease explicitly (then prereleases are fair game)."""
     specs = list(specifier) + (list(constraint) if constraint is not None else [])
-    return any(Version(s.version.rstrip(".*")).is_prerelease for s in specs if s.version)
+    versions = (_specifier_version(s.version) for s in specs)
+    return any(v is not None and v.is_prerelease for v in versions)
+
+
+def _specifier_version(text: str) -> Version | None:
+    """The version a specifier names (``1.0`` for ``==1.0.*``); None for a string that
+    ``===`` compares literally, which metadata may carry (``===weird-build``)."""
+    try:
+        return Version(text.removesuffix(".*"))
+    except InvalidVersion:
+        return None
 
 
 def resolve(
@@ -563,21 +574,22 @@ def explain_conflict(
             who = (
                 req.origin
                 if parent is None or parent.name.startswith(VIRTUAL_PREFIX)
-                else f"{parent.name} {parent.version}"
+                else str(parent)  # with its extras: core[old] and core[new] may disagree
             )
             if parent is not None and parent.name.startswith(VIRTUAL_PREFIX):
                 who = req.origin
             asks.append(f"{who} requires {req}")
         asks = sorted(set(asks))
-        available = (
-            sorted(
-                v
+        found = (
+            [
+                c
                 for v in finder.versions(NormalizedName(name), None)
-                if finder.candidate(NormalizedName(name), v, None) is not None
-            )
+                if (c := finder.candidate(NormalizedName(name), v, None)) is not None
+            ]
             if not any(r.url for r, _ in items)
             else []
         )
+        available = sorted(c.version for c in found)
         sourceless = sorted(finder.sourceless(NormalizedName(name)))
         if not available and sourceless:
             tail = (
@@ -591,9 +603,32 @@ def explain_conflict(
                 f"no usable release of {name} was found on the index for Python "
                 f"{policy.python_version} (check the name, requires-python and exclude-newer)"
             )
+        elif len(asks) == 1 and (url := items[0][0].url):
+            req = items[0][0]
+            held = finder.versions(NormalizedName(name), url)
+            tail = f"{url} holds {name} {', '.join(str(v) for v in held)}"
+            if not any(req.specifier.contains(v, prereleases=True) for v in held):
+                tail += ", which does not satisfy it"
         elif len(asks) == 1:
-            shown = ", ".join(str(v) for v in available[-8:])
+            # releases the resolver may not take are not "available": say why instead
+            spec = items[0][0].specifier
+            yanked = {c.version for c in found if c.yanked}
+            disallowed = (
+                {v for v in available if v.is_prerelease}
+                if policy.prereleases == "disallow"
+                else set()
+            )
+            shown = ", ".join(
+                str(v) for v in [v for v in available if v not in yanked | disallowed][-8:]
+            )
             tail = f"no release of {name} satisfies it (available: {shown or 'none'})"
+            for why, versions in (
+                ("yanked, so taken only when pinned with ==", yanked),
+                ('prereleases, which prereleases = "disallow" rules out', disallowed - yanked),
+            ):
+                admitted = [str(v) for v in sorted(versions) if spec.contains(v, prereleases=True)]
+                if admitted:
+                    tail += f"; {why}: {', '.join(admitted[-8:])}"
             if sourceless:
                 tail += (
                     f"; passed over as wheels only, without an sdist to vendor:"
