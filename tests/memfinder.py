@@ -1,8 +1,8 @@
-"""An in-memory :class:`~monorepo.resolver.Finder` and the lock's per-target loop around it.
+"""An in-memory :class:`~monorepo.resolve.resolver.Finder` and the lock's per-target loop around it.
 
 The resolver is written against the ``Finder`` protocol so that its rules can be tested
 without an index, a cache or a socket; this module is that test double.  It is a
-faithful finder, not a stub: it does what :class:`monorepo.finder.IndexFinder` is
+faithful finder, not a stub: it does what :class:`monorepo.resolve.finder.IndexFinder` is
 responsible for (dropping releases whose requires-python excludes the target's Python,
 releases uploaded after exclude-newer, releases with no source to vendor; flagging
 yanked ones) and nothing the resolver is responsible for (markers, extras, prereleases,
@@ -32,19 +32,19 @@ from packaging.utils import NormalizedName
 from packaging.version import Version
 
 from monorepo.errors import ResolutionError
-from monorepo.lockdoc import _prefer_previous as prefer_previous
-from monorepo.resolver import (
+from monorepo.locking.document import prefer_previous
+from monorepo.project.config import PrereleasePolicy
+from monorepo.project.targets import Target, parse_target
+from monorepo.resolve.resolver import (
     Candidate,
     Dependencies,
     Finder,
     Policy,
-    PrereleasePolicy,
     Resolution,
     Scope,
     Wanted,
     resolve,
 )
-from monorepo.targets import Target, parse_target
 
 T = TypeVar("T")
 
@@ -97,7 +97,7 @@ class MemIndex:
 
 
 class MemFinder:
-    """The :class:`~monorepo.resolver.Finder` over a :class:`MemIndex` for one target.
+    """The :class:`~monorepo.resolve.resolver.Finder` over a :class:`MemIndex` for one target.
 
     It records what the resolver asked (``candidate_calls``, ``dependency_calls``,
     ``prefetched``) so tests can check the resolver's laziness and hints.
@@ -232,7 +232,7 @@ def scopes(
     extras: Mapping[str, Sequence[Requirement]],
     groups: Mapping[str, Sequence[Requirement]],
 ) -> list[Scope]:
-    """The root scopes in the order :func:`monorepo.lockdoc.scopes_of` builds them."""
+    """The root scopes in the order :func:`monorepo.locking.document.scopes_of` builds them."""
     out = [Scope("project", "", tuple(project))]
     out += [Scope("extra", n, tuple(r)) for n, r in sorted(extras.items())]
     out += [Scope("group", n, tuple(r)) for n, r in sorted(groups.items())]

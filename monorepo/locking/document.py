@@ -267,7 +267,7 @@ def resolve_document(
             offline=offline,
             overlays=overlays,
         )
-        policy = _policy(config, target, _prefer_previous(preferred, resolutions), sources)
+        policy = _policy(config, target, prefer_previous(preferred, resolutions), sources)
         resolutions[target.name] = resolve(scopes_of(config), finder, policy)
         reporter.done(f"resolve:{target.name}")
     packages = merge(resolutions, config.targets, overlays=overlays)
@@ -349,7 +349,7 @@ def _policy(
     )
 
 
-def _prefer_previous(
+def prefer_previous(
     preferred: Mapping[NormalizedName, Version], done: Mapping[str, Resolution]
 ) -> dict[NormalizedName, Version]:
     """Prefer the lock's versions, then what earlier targets chose (fewer divergences)."""
