@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pygit2
@@ -314,6 +317,47 @@ def test_directory_fingerprint_follows_content(tmp_path: Path) -> None:
 
 def test_default_overlay_dir() -> None:
     assert default_overlay_dir() == Path(__file__).resolve().parent.parent / "overlays"
+
+
+def test_a_wheel_install_carries_the_default_overlay(tmp_path: Path) -> None:
+    """A regular install applies the same default overlay as a checkout: a lock made by
+    either must not differ (a wheel without it locked every project without its fixes)."""
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(repo),
+        ],
+        check=True,
+    )
+    (wheel,) = out.glob("monorepo-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    code = (
+        "from monorepo.overlays.loading import default_overlay_dir, directory_fingerprint;"
+        "d = default_overlay_dir(); print(d); print(directory_fingerprint(d))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    ).stdout.split()
+    assert Path(shown[0]) == site / "monorepo" / "_default_overlay"
+    assert shown[1] == directory_fingerprint(repo / "overlays")
 
 
 # ---------------------------------------------------------------------------

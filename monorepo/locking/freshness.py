@@ -27,6 +27,7 @@ from monorepo._core.paths import CacheDir
 from monorepo.errors import StaleLockError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.lockfile import LOCK_NAME, LockDocument, LockedPackage
+from monorepo.project.targets import evaluate_marker
 
 #: Revision of the rule that chooses the build closure (monorepo.locking.buildclosure), recorded
 #: in the lock's inputs: a lock chosen by another rule is stale, as re-locking changes it.
@@ -178,10 +179,6 @@ def _violations(
     label: str,
 ) -> list[str]:
     """Locked versions of *req*'s package that *req* (where its marker applies) excludes."""
-    # Here, not at the top: a relock that reuses its resolution needs canonical_inputs
-    # only, and should not load the resolver (and resolvelib) for it.
-    from monorepo.resolve.resolver import evaluate_marker
-
     if req.url:
         return []
     name = canonicalize_name(req.name)

@@ -40,13 +40,16 @@ _PACKAGES_DIR = "packages"
 
 
 def default_overlay_dir() -> Path:
-    """The ``overlays/`` directory shipped next to the ``monorepo`` package.
+    """The default overlay shipped with monorepo.
 
-    This is right for a source checkout and an editable install; shipping it as
-    package data for a regular (wheel) install is a packaging decision left to
-    the project lead (pyproject.toml).
+    A wheel carries it inside the package (``monorepo/_default_overlay``, mapped from
+    the checkout's ``overlays/`` at build time); a source checkout or an editable
+    install reads ``overlays/`` beside the package.  Both are the same files, so a
+    lock does not depend on how monorepo was installed.
     """
-    return Path(__file__).resolve().parents[2] / "overlays"
+    package = Path(__file__).resolve().parents[1]
+    shipped = package / "_default_overlay"
+    return shipped if shipped.is_dir() else package.parent / "overlays"
 
 
 # ---------------------------------------------------------------------------

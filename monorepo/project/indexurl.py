@@ -9,14 +9,14 @@ picks the primary index the way pip users expect.
 from __future__ import annotations
 
 import configparser
-import importlib
+import importlib.util
 import os
 import re
 import sys
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from monorepo._core.paths import url_path
 from monorepo.errors import ConfigError
@@ -162,11 +162,34 @@ def _pip_default_index() -> str | None:
     address into this project.
     """
     try:
-        module = importlib.import_module("pip._internal.models.index")
+        module = _load_pip_index_module()
         url = getattr(module.PyPI, "simple_url", None)
     except Exception:
         return None
     return url if isinstance(url, str) and url else None
+
+
+def _load_pip_index_module() -> Any:
+    """pip's ``_internal/models/index.py`` alone, without running pip's package imports.
+
+    Importing ``pip._internal.models.index`` the usual way runs ``pip/__init__`` and
+    ``pip/_internal/__init__`` first (logging and TLS set-up, tens of milliseconds);
+    every ``pull`` and ``build`` asks for the index URL to check the lock's freshness,
+    so the module, which imports only ``urllib.parse``, is loaded from its file.
+    """
+    spec = importlib.util.find_spec("pip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "_internal" / "models" / "index.py"
+        if path.is_file():
+            loader = importlib.util.spec_from_file_location("_monorepo_pip_index", path)
+            if loader is None or loader.loader is None:
+                return None
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+            return module
+    return None
 
 
 def resolve_index_url(

@@ -10,15 +10,20 @@ and never against the host interpreter.
 from __future__ import annotations
 
 import difflib
+import itertools
 import platform as _platform
 import re
 import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import TYPE_CHECKING
 
 from monorepo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from packaging.markers import Marker
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -263,3 +268,21 @@ def parse_target(value: object, *, where: str) -> Target:
         sysroot=fields["sysroot"],
         runner=runner,
     )
+
+
+def evaluate_marker(
+    marker: Marker | None, environment: Mapping[str, str], extras: Iterable[str]
+) -> bool:
+    """Evaluate a metadata marker for a target with the candidate's extras.
+
+    Here, beside the marker environments, not in the resolver: the freshness check of
+    every ``pull`` and ``build`` needs it without loading resolvelib.
+    """
+    if marker is None:
+        return True
+    for extra in itertools.chain([""], extras):
+        env = dict(environment)
+        env["extra"] = extra
+        if marker.evaluate(env):
+            return True
+    return False

@@ -15,13 +15,11 @@ package's ``extras``/``dependency_groups`` marker in the lock.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
@@ -31,6 +29,7 @@ from resolvelib.resolvers import RequirementInformation, ResolutionTooDeep
 
 from monorepo.errors import ResolutionError
 from monorepo.project.config import PrereleasePolicy
+from monorepo.project.targets import evaluate_marker
 
 VIRTUAL_PREFIX = ":"
 
@@ -201,20 +200,6 @@ class Resolution:
     scopes: dict[NormalizedName, frozenset[str]]
     #: package -> requires-python from its metadata
     requires_python: dict[NormalizedName, SpecifierSet | None]
-
-
-def evaluate_marker(
-    marker: Marker | None, environment: Mapping[str, str], extras: Iterable[str]
-) -> bool:
-    """Evaluate a metadata marker for a target with the candidate's extras."""
-    if marker is None:
-        return True
-    for extra in itertools.chain([""], extras):
-        env = dict(environment)
-        env["extra"] = extra
-        if marker.evaluate(env):
-            return True
-    return False
 
 
 class _Provider(AbstractProvider[Req, Candidate, str]):
