@@ -44,7 +44,8 @@ from monorepo.sysroot.deb import (
     relativise_ld_script,
     unpack_deb,
 )
-from monorepo.sysroot.info import TOML_NAME, SysrootError, read_sysroot
+from monorepo.sysroot.discover import read_sysroot
+from monorepo.sysroot.info import TOML_NAME, SysrootError
 from monorepo.sysroot.make import make_sysroot
 
 # --------------------------------------------------------------------------- builders
@@ -443,7 +444,8 @@ FAKE_DEBS: dict[str, tuple[str, list[Member]]] = {
                 "file",
                 "./usr/lib/aarch64-linux-gnu/libc.so",
                 b"/* GNU ld script */\nGROUP ( /lib/aarch64-linux-gnu/libc.so.6 )\n",
-            )
+            ),
+            ("file", "./usr/include/aarch64-linux-gnu/gnu/stubs.h", b"/* */"),
         ],
     ),
     "libgcc-s1": (
@@ -453,7 +455,17 @@ FAKE_DEBS: dict[str, tuple[str, list[Member]]] = {
     "gcc-12-base": ("", [("file", "./usr/share/doc/gcc-12-base/README", b"x")]),
     "libffi8": ("libc6", [("file", "./usr/lib/aarch64-linux-gnu/libffi.so.8", b"elf")]),
     "media-types": ("", [("file", "./etc/mime.types", b"x")]),
-    "libyaml-dev": ("libyaml-0-2", [("file", "./usr/include/yaml.h", b"")]),
+    "libyaml-dev": (
+        "libyaml-0-2",
+        [
+            ("file", "./usr/include/yaml.h", b""),
+            (
+                "symlink",
+                "./usr/lib/aarch64-linux-gnu/libyaml.so",
+                "/usr/lib/aarch64-linux-gnu/libyaml-0.so.2",
+            ),
+        ],
+    ),
     "libyaml-0-2": ("libc6", [("file", "./usr/lib/aarch64-linux-gnu/libyaml-0.so.2", b"elf")]),
 }
 
