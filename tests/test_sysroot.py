@@ -455,6 +455,13 @@ FAKE_DEBS: dict[str, tuple[str, list[Member]]] = {
     "gcc-12-base": ("", [("file", "./usr/share/doc/gcc-12-base/README", b"x")]),
     "libffi8": ("libc6", [("file", "./usr/lib/aarch64-linux-gnu/libffi.so.8", b"elf")]),
     "media-types": ("", [("file", "./etc/mime.types", b"x")]),
+    "libffi-dev": (
+        "libffi8",
+        [
+            ("file", "./usr/include/aarch64-linux-gnu/ffi.h", b""),
+            ("symlink", "./usr/lib/aarch64-linux-gnu/libffi.so", "libffi.so.8"),
+        ],
+    ),
     "libyaml-dev": (
         "libyaml-0-2",
         [
@@ -504,7 +511,7 @@ def test_make_sysroot_from_a_file_mirror(tmp_path: Path) -> None:
     reporter = RecordingReporter()
     info = make_sysroot(dest, mirror=mirror, keyring=None, reporter=reporter)
     assert info.root == dest.resolve()
-    assert set(info.packages) == set(FAKE_DEBS) - {"gcc-12-base"}
+    assert set(info.packages) == set(FAKE_DEBS) - {"gcc-12-base", "libffi-dev"}
     assert info.skipped == ("gcc-12-base",)
     assert info.sysconfigdata_name == "_sysconfigdata__linux_aarch64-linux-gnu"
     assert info.sysconfigdata_path.read_bytes() == SYSCONFIG
