@@ -1,13 +1,17 @@
-"""``python -m monorepo.sysroot DEST --lock pylock.toml --target NAME``.
+"""``python -m monorepo.sysroot DEST --lock pylock.toml --target NAME``, and the check
+that a build's system libraries are there before anything is built.
 
 A real lock (``monorepo.lock`` against a loopback index, overlay rules naming
 ``system-libraries``) feeds the Debian sysroot made from the file:// mirror of
 ``tests/test_sysroot.py``; re-running with or without ``--package`` keeps what earlier
-runs installed.
+runs installed.  ``monorepo build`` for the aarch64 target refuses to start while the
+sysroot -- ours, or Debian packages unpacked by hand -- lacks a library, naming it, its
+package and the command that adds it.
 """
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +21,17 @@ import pytest
 import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
+from monorepo.building.syslibs import check_libraries
+from monorepo.errors import BuildError
+from monorepo.project.targets import host_target
 from monorepo.sysroot.__main__ import main
 from monorepo.sysroot.discover import read_sysroot
 from monorepo.sysroot.info import TOML_NAME
 from monorepo.sysroot.libs import arch_for_machine, locked_system_libraries
+from monorepo.sysroot.make import make_sysroot
 from tests.helpers import write_overlay
 from tests.test_sysroot import make_mirror
+from tests.test_sysroot_discover import fake_debs, unpack_by_hand
 
 RULES = {
     "yamlish": """
@@ -70,8 +79,10 @@ def locked(
         'dependencies = ["yamlish", "ffish", "plain",'
         " \"pgish; platform_machine == 'x86_64'\"]\n"
         f'[tool.monorepo]\nindex-url = "{server.url}"\noverlays = ["fixes"]\n'
-        'targets = [{ name = "board", python = "3.11", platform = "linux", machine = "aarch64" },'
-        ' { name = "pc", python = "3.11", platform = "linux", machine = "x86_64" }]\n'
+        '[[tool.monorepo.targets]]\nname = "board"\npython = "3.11"\nplatform = "linux"\n'
+        f'machine = "aarch64"\ncc = "aarch64-linux-gnu-gcc"\nsysroot = "{tmp_path / "sysroot"}"\n'
+        "[[tool.monorepo.targets]]\n"
+        'name = "pc"\npython = "3.11"\nplatform = "linux"\nmachine = "x86_64"\n'
     )
     monorepo.lock(proj)
     return proj / "pylock.toml"
@@ -131,3 +142,63 @@ def test_target_without_lock_is_a_usage_error(capsys: pytest.CaptureFixture[str]
 )
 def test_machines_map_to_debian_architectures(machine: str, arch: str) -> None:
     assert arch_for_machine(machine) == arch
+
+
+def test_one_error_names_every_missing_library_its_package_and_the_fix(
+    locked: Path, tmp_path: Path
+) -> None:
+    if shutil.which("dpkg-query") is None:
+        pytest.skip("needs dpkg-query (a Debian-like build machine)")
+    debian = tmp_path / "os-release"
+    debian.write_text("ID=debian\n")
+    made = make_sysroot(tmp_path / "sysroot", mirror=make_mirror(tmp_path / "mirror"), keyring=None)
+    host = {"a 1": {"debian": ["libc6", "libmonorepo-test-absent-dev"]}}
+    cross = {"yamlish 1.0": {"debian": ["libyaml-dev"]}, "ffish 1.0": {"debian": ["libffi-dev"]}}
+    with pytest.raises(BuildError) as error:
+        check_libraries(host, made, cross, target="board", lock=locked, os_release=debian)
+    message = str(error.value)
+    assert "libmonorepo-test-absent-dev (for a 1)" in message
+    assert "apt-get install -y libmonorepo-test-absent-dev\n" in message
+    assert "libc6 " not in message  # installed on any Debian
+    assert "lacks system packages the build needs: libffi-dev (for ffish 1.0)." in message
+    assert f"python -m monorepo.sysroot {made.root} --lock {locked} --target board" in message
+    # What the message says to run adds it, and then nothing is missing.
+    assert (
+        main(
+            [
+                str(made.root),
+                "--lock",
+                str(locked),
+                "--target",
+                "board",
+                "-q",
+                "--mirror",
+                (tmp_path / "mirror").as_uri(),
+            ]
+        )
+        == 0
+    )
+    check_libraries({}, read_sysroot(made.root), cross, target="board", lock=locked)
+
+
+@pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None or host_target().python_version != "3.11",
+    reason="needs aarch64-linux-gnu-gcc and a Python 3.11 build machine (the sysroot's)",
+)
+def test_build_refuses_to_start_without_the_sysroots_libraries(
+    locked: Path, tmp_path: Path
+) -> None:
+    proj = locked.parent
+    monorepo.pull(proj)
+    root = tmp_path / "sysroot"  # the board's: Debian packages unpacked by hand
+    make_mirror(tmp_path / "mirror")
+    for deb in fake_debs(tmp_path / "mirror").values():
+        unpack_by_hand(deb, root)
+    with pytest.raises(BuildError) as error:
+        monorepo.build(proj, target="board", isolate=False)
+    message = str(error.value)
+    assert "libffi-dev (for ffish 1.0)" in message, message
+    assert "libyaml-dev" not in message  # its libyaml.so is in the tree
+    assert "monorepo did not make this sysroot" in message and "dpkg-deb -x" in message
+    assert "libffi-dev: libffi.so or libffi.pc" in message
+    assert not (proj / "duni-build" / "board" / "wheels").exists()

@@ -23,7 +23,7 @@ from monorepo.building.plan import Package, load_plan
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
-from monorepo.building.syslibs import check_sysroot_libraries, check_system_libraries
+from monorepo.building.syslibs import check_libraries
 from monorepo.building.targets import (
     Variant,
     choose_target,
@@ -181,14 +181,14 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
-        check_system_libraries(
+        check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
+            target_variant.sysroot,
+            {pkgs[d].label: pkgs[d].system_libraries for d in selected},
+            target=chosen.name,
+            lock=lock_path,
             reporter=reporter,
         )
-        if target_variant.sysroot is not None:
-            check_sysroot_libraries(
-                target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
-            )
         builder.run(requested)
         if cross and chosen.runner:
             smoke_test(builder, index)
