@@ -623,21 +623,29 @@ PyMODINIT_FUNC PyInit_hello(void) { return PyModule_Create(&module); }
 """
 
 
-@pytest.mark.skipif(
-    not (
-        shutil.which("qemu-aarch64")
-        and shutil.which("aarch64-linux-gnu-gcc")
-        and os.environ.get("MONOREPO_TEST_SYSROOT")
-    ),
-    reason="needs qemu-aarch64, aarch64-linux-gnu-gcc and MONOREPO_TEST_SYSROOT (see .ci/run)",
+@pytest.mark.parametrize(
+    ("variable", "cc", "qemu", "e_machine"),
+    [
+        pytest.param(
+            "MONOREPO_TEST_SYSROOT", "aarch64-linux-gnu-gcc", "qemu-aarch64", 183, id="arm64"
+        ),
+        pytest.param(
+            "MONOREPO_TEST_SYSROOT_ARMHF", "arm-linux-gnueabihf-gcc", "qemu-arm", 40, id="armhf"
+        ),
+    ],
 )
-def test_cross_compiled_extension_imports_under_qemu(tmp_path: Path) -> None:
-    info = read_sysroot(Path(os.environ["MONOREPO_TEST_SYSROOT"]))
+def test_cross_compiled_extension_imports_under_qemu(
+    tmp_path: Path, variable: str, cc: str, qemu: str, e_machine: int
+) -> None:
+    if not (shutil.which(qemu) and shutil.which(cc) and os.environ.get(variable)):
+        pytest.skip(f"needs {qemu}, {cc} and {variable} (see .ci/run)")
+    info = read_sysroot(Path(os.environ[variable]))
+    assert info.made and info.qemu == qemu
     (tmp_path / "hello.c").write_text(EXTENSION)
     target = tmp_path / f"hello{info.ext_suffix}"
     compile_ = subprocess.run(
         [
-            "aarch64-linux-gnu-gcc",
+            cc,
             f"--sysroot={info.root}",
             "-shared",
             "-fPIC",
@@ -654,15 +662,24 @@ def test_cross_compiled_extension_imports_under_qemu(tmp_path: Path) -> None:
         check=False,
     )
     assert compile_.returncode == 0, compile_.stderr
-    assert target.read_bytes()[18:20] == (183).to_bytes(2, "little")  # e_machine EM_AARCH64
-    run = _qemu_python(
-        info.root,
-        "-c",
-        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import hello;"
-        " print(hello.add(40, 2), hello.yaml_version())",
+    assert int.from_bytes(target.read_bytes()[18:20], "little") == e_machine
+    run = subprocess.run(
+        [
+            qemu,
+            "-L",
+            str(info.root),
+            str(info.interpreter_path),
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import hello;"
+            " print(hello.add(40, 2), hello.yaml_version())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split()[0] == "42"
+    assert run.stdout.split() == ["42", "0.2.5"]
 
 
 # --------------------------------------------------- hostile packages: the extractor's rules
