@@ -77,6 +77,12 @@ def test_debian_packages_unpacked_by_hand_are_a_sysroot(tmp_path: Path, mirror: 
     # Not merged: libc's own directory is a real one beside usr/lib's.
     assert info.lib_dirs == ("usr/lib/aarch64-linux-gnu", "lib/aarch64-linux-gnu")
     assert info.interpreter == "usr/bin/python3.11"
+    # libyaml.so -> /usr/lib/... leaves the tree: the linker would follow it on the host.
+    (note,) = info.notes
+    assert (
+        "2 absolute library links (usr/lib/aarch64-linux-gnu/libpython3.11.so,"
+        " usr/lib/aarch64-linux-gnu/libyaml.so)" in note
+    )
     # The host interpreter's copy of the module is in the cache: the tree is untouched.
     copy = Path(info.pythonpath_dir) / f"{info.sysconfigdata_name}.py"
     assert copy.read_bytes() == SYSCONFIG
@@ -220,6 +226,8 @@ def test_real_debian_packages_unpacked_by_hand_build_an_extension_that_imports(
         unpack_by_hand(deb, root)
     info = read_sysroot(root, python=made.python)
     assert info.origin == "files"
+    # Debian's libz.so, libm.so, ... point at /lib/...: the linker would leave the tree.
+    assert "absolute library links" in info.notes[0]
     for key in ("arch", "triplet", "machine", "python", "ext_suffix", "soabi", "host_platform"):
         assert getattr(info, key) == getattr(made, key), key
     (tmp_path / "bits.c").write_text(EXTENSION)

@@ -115,6 +115,8 @@ def build(
         )
     cross = not is_native(chosen)
     sysroot = target_sysroot(chosen) if cross else None
+    for note in sysroot.notes if sysroot is not None else ():
+        reporter.message("warning", note)
     lock_path = config.root / lockfile.LOCK_NAME
     if not frozen and lock_path.exists():  # (no lock at all: load_plan says what to do)
         from monorepo.locking.freshness import require_fresh

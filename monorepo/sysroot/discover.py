@@ -282,6 +282,33 @@ def _facts(root: Path, python: str | None) -> _Facts:
     )
 
 
+def _absolute_links(root: Path, lib_dirs: Sequence[str]) -> list[str]:
+    """Development links (``libz.so -> /lib/...``) that leave the tree: the linker follows
+    them on the build machine, finds nothing, and silently links ``libz.a`` instead."""
+    found = []
+    for rel in lib_dirs:
+        try:
+            entries = sorted((root / rel).glob("*.so"))
+        except OSError:
+            continue
+        for path in entries:
+            if path.is_symlink() and str(path.readlink()).startswith("/") and not path.exists():
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def _notes(root: Path, lib_dirs: Sequence[str]) -> tuple[str, ...]:
+    links = _absolute_links(root, lib_dirs)
+    if not links:
+        return ()
+    shown = ", ".join(links[:3]) + (f" and {len(links) - 3} more" if len(links) > 3 else "")
+    return (
+        f"the sysroot {root} has {len(links)} absolute library links ({shown}) that the"
+        " linker follows out of the tree, so it links the static library or fails; make them"
+        " relative (docs/cross.md, 'Bringing your own sysroot')",
+    )
+
+
 def dpkg_status(root: Path) -> dict[str, str] | None:
     """Installed packages of ``var/lib/dpkg/status`` (name -> version), ``None`` if absent."""
     try:
@@ -364,6 +391,7 @@ def discover(
         soabi=facts.soabi,
         packages=packages or {},
         origin="files" if packages is None else "dpkg",
+        notes=_notes(root, facts.lib_dirs),
     )
 
 

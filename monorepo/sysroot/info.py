@@ -87,6 +87,10 @@ class SysrootInfo:
     its marker), ``dpkg`` (discovered; packages from ``var/lib/dpkg/status``) or ``files``
     (discovered; no package database, so system libraries are looked for as files)."""
 
+    notes: tuple[str, ...] = ()
+    """What a build should warn about (absolute library links that the linker would follow
+    out of the tree); found by discovery, never written to the marker."""
+
     @property
     def made(self) -> bool:
         """Whether ``python -m monorepo.sysroot`` made this tree (and may add packages to it)."""
