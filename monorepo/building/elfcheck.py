@@ -22,6 +22,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 __all__ = [
     "EM_AARCH64",
+    "EM_ARM",
     "EM_X86_64",
     "MACHINES",
     "ElfHeader",
