@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +30,7 @@ from monorepo.building.crossenv import (
     cross_environment,
     merge_config_settings,
 )
-from monorepo.building.elfcheck import EM_AARCH64, read_elf_header
+from monorepo.building.elfcheck import EM_AARCH64, EM_ARM, check_wheel, read_elf_header
 from monorepo.project.targets import Target, host_target
 from monorepo.sysroot.info import SysrootInfo, read_sysroot
 from tests.helpers import write_overlay
@@ -377,7 +380,6 @@ def test_overlay_config_settings_reach_the_backend_per_target(
     tmp_path: Path,
 ) -> None:
     import json
-    import zipfile
 
     release = Release(
         "settled", "1.0", files={"_fixture_backend/fixture_backend.py": SETTINGS_BACKEND}
@@ -423,3 +425,31 @@ def test_overlay_config_settings_reach_the_backend_per_target(
 
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux builds")
+
+
+# ------------------------------------------------------------------ 32-bit ARM
+
+
+def _elf(machine: int, bits: int) -> bytes:
+    ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1, 1]) + bytes(9)
+    return ident + struct.pack("<HH", 3, machine) + bytes(44)
+
+
+def test_armhf_wheels_are_checked_for_32_bit_arm(tmp_path: Path) -> None:
+    """linux_armv7l: an aarch64 object, or a 64-bit ARM-numbered one, is refused."""
+    kw: dict[str, Any] = {"platform": "linux", "machine": "armv7l", "python": "3.11"}
+    so = "a/_x.cpython-311-arm-linux-gnueabihf.so"
+
+    def wheel(name: str, data: bytes, tag: str = "linux_armv7l") -> Path:
+        path = tmp_path / f"{name}-1.0-cp311-cp311-{tag}.whl"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(so, data)
+        return path
+
+    assert check_wheel(wheel("good", _elf(EM_ARM, 32)), **kw).problems == []
+    (wrong,) = check_wheel(wheel("wrong", _elf(EM_AARCH64, 64)), **kw).problems
+    assert "ELF file for aarch64, not for the target armv7l" in wrong
+    (bits,) = check_wheel(wheel("bits", _elf(EM_ARM, 64)), **kw).problems
+    assert "64-bit ELF file, but the target armv7l is 32-bit" in bits
+    tagged = check_wheel(wheel("tag", _elf(EM_ARM, 32), "linux_aarch64"), **kw).problems
+    assert any("does not run on the target" in p for p in tagged)
