@@ -25,6 +25,7 @@ from pyproject_hooks import (
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
+from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
@@ -32,6 +33,7 @@ from monorepo.building.targets import (
     Variant,
 )
 from monorepo.project.config import ProjectConfig
+from monorepo.project.targets import host_target
 
 _DEFAULT_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
 
@@ -130,16 +132,35 @@ def _copy_tree(source: Path, dest: Path) -> None:
     fstree.copy_tree(source, dest)
 
 
-def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -> dict[str, str]:
-    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be."""
+def hook_environ(
+    pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path
+) -> tuple[dict[str, str], ConfigSettings]:
+    """The environment and config settings every hook of *pkg* gets: offline,
+    reproducible, and for a cross build pointed at the target by
+    :func:`~monorepo.building.crossenv.cross_environment` (its files under
+    ``duni-build/<target>/cross/<dir>``).  The overlay's ``build-env`` and
+    ``config-settings`` come last, so a rule can override what was generated."""
     env = offline_environ(venv.environ(os.environ))
     env[OFFLINE_ENV] = str(netlog)
     env["GIT_CEILING_DIRECTORIES"] = str(variant.src)
     env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
+    settings: ConfigSettings = {}
     if variant.sysroot is not None:
+        env.pop("PKG_CONFIG_PATH", None)  # added to PKG_CONFIG_LIBDIR: host .pc files
         env.update(variant.sysroot.cross_env(variant.target.cc))
+        cross = cross_environment(
+            label=pkg.label,
+            backend=pkg.backend,
+            target=variant.target,
+            sysroot=variant.sysroot,
+            directory=variant.root / "cross" / pkg.dir,
+            base_path=env.get("PATH", os.defpath),
+            host_machine=host_target().machine,
+        )
+        env.update(cross.environ)
+        settings = cross.config_settings
     env.update(pkg.build_env)
-    return env
+    return env, merge_config_settings(settings, pkg.config_settings_for(variant.target))
 
 
 def build_one(
@@ -165,7 +186,7 @@ def build_one(
     src = variant.src / d
     started = time.monotonic()
     venv = BuildEnv(variant.root / "envs" / d)
-    environ = hook_environ(pkg, variant, venv, netlog)
+    environ, settings = hook_environ(pkg, variant, venv, netlog)
     with log.open("w", encoding="utf-8") as fh:
         fh.write(
             f"# monorepo build of {pkg.label} for {variant.target.name}\n"
@@ -174,6 +195,7 @@ def build_one(
             + (f" (backend-path {list(pkg.backend_path)})" if pkg.backend_path else "")
             + f"\n# build-requires: {list(pkg.requires)}\n"
             + (f"# build-env: {dict(pkg.build_env)}\n" if pkg.build_env else "")
+            + (f"# config-settings: {settings}\n" if settings else "")
         )
 
     def runner(
@@ -225,7 +247,7 @@ def build_one(
                 python_executable=str(venv.python),
             )
             section(hook)
-            extra = caller.get_requires_for_build_wheel({})
+            extra = caller.get_requires_for_build_wheel(settings)
             dynamic, problems = graph.needs(pkg, extra, strict=True)
             if problems:
                 return Failed(
@@ -244,7 +266,7 @@ def build_one(
                 shutil.rmtree(out)
             out.mkdir(parents=True)
             section(hook)
-            name = caller.build_wheel(str(out), {})
+            name = caller.build_wheel(str(out), settings)
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
