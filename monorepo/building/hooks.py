@@ -26,6 +26,7 @@ from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
 from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
+from monorepo.building.cargo import cargo_environ, explain_cargo_failure
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
@@ -163,6 +164,26 @@ def hook_environ(
     return env, merge_config_settings(settings, pkg.config_settings_for(variant.target))
 
 
+def _cargo(
+    config: ProjectConfig, pkg: Package, variant: Variant, environ: Mapping[str, str]
+) -> dict[str, str] | str:
+    """cargo's environment for a Rust extension (see :mod:`monorepo.building.cargo`)."""
+    sysroot = variant.sysroot
+    cross = None
+    if variant.cross and sysroot is not None:
+        cc = variant.target.cc or f"{sysroot.triplet}-gcc"
+        pythonpath = sysroot.root / sysroot.pythonpath_dir
+        cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    return cargo_environ(
+        pkg.crates,
+        label=pkg.label,
+        duni=config.duni,
+        home=variant.root / "cargo" / pkg.dir,
+        path=environ.get("PATH", os.defpath),
+        cross=cross,
+    )
+
+
 def build_one(
     config: ProjectConfig,
     pkg: Package,
@@ -233,6 +254,13 @@ def build_one(
             " fix it in the overlay",
             None,
         )
+    if pkg.crates:
+        prepared = _cargo(config, pkg, variant, environ)
+        if isinstance(prepared, str):
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- cargo ----\n{prepared}\n")
+            return Failed(prepared, log)
+        environ.update(prepared)
     hook = "get_requires_for_build_wheel"
     try:
         with RELAY.to(log):
@@ -292,7 +320,14 @@ def build_one(
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
-        return Failed(f"the backend's {hook} hook failed (exit status {error.returncode})", log)
+        failed = f"the backend's {hook} hook failed (exit status {error.returncode})"
+        if pkg.crates:
+            explained = explain_cargo_failure(
+                log.read_text(encoding="utf-8", errors="replace"), pkg.label
+            )
+            if explained is not None:
+                return Failed(f"{failed}: {explained}", log)
+        return Failed(failed, log)
     except BackendUnavailable as error:
         with log.open("a", encoding="utf-8") as fh:
             fh.write(error.traceback)

@@ -14,6 +14,7 @@ from monorepo.errors import BuildError
 from monorepo.project import lockfile
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import Target
+from monorepo.sources.crates import Crate, crates_from_tool
 from monorepo.vendoring.workspace import SELF_BUILDING, read_workspace
 
 # --------------------------------------------------------------------- workspace
@@ -42,6 +43,8 @@ class Package:
     dependencies: tuple[tuple[NormalizedName, Version | None], ...]
     lock_tree_hash: str | None
     targets: tuple[str, ...]
+    #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
+    crates: tuple[Crate, ...] = ()
 
     @property
     def label(self) -> str:
@@ -122,6 +125,7 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             dependencies=lp.dependencies,
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
+            crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
         )
     return order, pkgs
 
