@@ -28,12 +28,21 @@ from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
+from monorepo.building.reproducible import (
+    UMASK,
+    add_prefix_maps,
+    normalise_wheel,
+    reproducible_environ,
+    source_date_epoch,
+)
 from monorepo.building.targets import (
     Variant,
 )
+from monorepo.errors import BuildError, MonorepoError
 from monorepo.project.config import ProjectConfig
 
-_DEFAULT_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
+FIXED_ROOT = "/monorepo-build"
+"""What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
 
 
 @dataclass
@@ -131,14 +140,24 @@ def _copy_tree(source: Path, dest: Path) -> None:
 
 
 def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -> dict[str, str]:
-    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be."""
+    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be.
+
+    The scratch paths (source copy, build venv, sysroot) are mapped to fixed names for
+    C compilers, so that a build elsewhere writes the same debug information.
+    """
     env = offline_environ(venv.environ(os.environ))
     env[OFFLINE_ENV] = str(netlog)
     env["GIT_CEILING_DIRECTORIES"] = str(variant.src)
-    env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
+    env.update(reproducible_environ(source_date_epoch(pkg.upload_time)))
+    maps = {
+        str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
+        str(venv.root): f"{FIXED_ROOT}/env",
+    }
     if variant.sysroot is not None:
         env.update(variant.sysroot.cross_env(variant.target.cc))
+        maps[str(variant.sysroot.root)] = f"{FIXED_ROOT}/sysroot"
     env.update(pkg.build_env)
+    add_prefix_maps(env, maps)
     return env
 
 
@@ -191,6 +210,7 @@ def build_one(
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 check=True,
+                umask=UMASK,
             )
 
     def section(name: str) -> None:
@@ -249,6 +269,15 @@ def build_one(
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
+        try:
+            normal = normalise_wheel(
+                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name)
+            )
+        except (BuildError, MonorepoError) as error:
+            return Failed(str(error), log)
+        if normal.changed:
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- normalised {name}: {'; '.join(normal.notes)} ----\n")
         target = variant.target
         check = check_wheel(
             wheel,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -36,6 +37,8 @@ class Package:
     dependencies: tuple[tuple[NormalizedName, Version | None], ...]
     lock_tree_hash: str | None
     targets: tuple[str, ...]
+    upload_time: datetime | None = None
+    """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
     def label(self) -> str:
@@ -94,6 +97,7 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             dependencies=lp.dependencies,
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
+            upload_time=getattr(lp.source, "upload_time", None),
         )
     return order, pkgs
 
