@@ -15,9 +15,9 @@ from monorepo.building.reproducible import (
     add_prefix_maps,
     normalise_wheel,
     read_wheel,
-    record_text,
     reproducible_environ,
     source_date_epoch,
+    wheel_record_text,
 )
 from monorepo.errors import BuildError, MonorepoError
 
@@ -39,7 +39,7 @@ def write_wheel(
         path.parent.mkdir(parents=True)
     members = dict(files)
     members[f"{DIST}/RECORD"] = (
-        record if record is not None else record_text(files, DIST)
+        record if record is not None else wheel_record_text(files, DIST)
     ).encode()
     names = sorted(members, reverse=reverse)
     with zipfile.ZipFile(path, "w") as zf:
@@ -120,7 +120,7 @@ def test_executable_bit_is_kept_and_extra_files_get_recorded(tmp_path: Path) -> 
     assert contents.executable == frozenset(contents.files) - {sbom}
     record = contents.files[f"{DIST}/RECORD"].decode()
     assert f"{DIST}/sboms/demo.cdx.json,sha256=" in record
-    assert record == record_text(
+    assert record == wheel_record_text(
         {k: v for k, v in contents.files.items() if not k.endswith("RECORD")}, DIST
     )
 
@@ -129,14 +129,14 @@ def test_broken_record_and_links_are_refused(tmp_path: Path) -> None:
     bad = write_wheel(
         tmp_path / "demo-1.0-py3-none-any.whl",
         FILES,
-        record=record_text({**FILES, "demo/__init__.py": b"other\n"}, DIST),
+        record=wheel_record_text({**FILES, "demo/__init__.py": b"other\n"}, DIST),
     )
     with pytest.raises(BuildError, match="another sha256"):
         normalise_wheel(bad, DEFAULT_EPOCH, package="demo")
     missing = write_wheel(
         tmp_path / "m" / "demo-1.0-py3-none-any.whl",
         FILES,
-        record=record_text({**FILES, "demo/gone.py": b""}, DIST),
+        record=wheel_record_text({**FILES, "demo/gone.py": b""}, DIST),
         mkdir=True,
     )
     with pytest.raises(BuildError, match="does not hold"):

@@ -45,10 +45,10 @@ __all__ = [
     "add_prefix_maps",
     "normalise_wheel",
     "read_wheel",
-    "record_text",
     "reproducible_environ",
     "source_date_epoch",
     "wheel_bytes",
+    "wheel_record_text",
 ]
 
 DEFAULT_EPOCH = 315532800
@@ -177,7 +177,7 @@ def _ordered(paths: list[str], dist_info: str) -> list[str]:
     return sorted(paths, key=rank)
 
 
-def record_text(files: Mapping[str, bytes], dist_info: str) -> str:
+def wheel_record_text(files: Mapping[str, bytes], dist_info: str) -> str:
     """The RECORD of *files*: a sha256 and size per file, in the wheel's order; RECORD
     itself and its signatures without a hash, as the specification says."""
     out = io.StringIO()
@@ -204,7 +204,7 @@ def wheel_bytes(contents: WheelContents, epoch: int, extra: Mapping[str, bytes] 
     dist_info = contents.dist_info
     files = {**contents.files, **extra}
     record = f"{dist_info}/RECORD"
-    files[record] = record_text(files, dist_info).encode("utf-8")
+    files[record] = wheel_record_text(files, dist_info).encode("utf-8")
     stamp = _zip_time(epoch)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
@@ -249,7 +249,7 @@ def normalise_wheel(
         notes.append("timestamps set to SOURCE_DATE_EPOCH")
     if any((i.external_attr >> 16) & 0o7777 not in (0o644, 0o755) for i in infos):
         notes.append("permissions normalised")
-    if contents.files[record].decode("utf-8", "replace") != record_text(
+    if contents.files[record].decode("utf-8", "replace") != wheel_record_text(
         {**contents.files, **extra}, contents.dist_info
     ):
         notes.append("RECORD rewritten")
