@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from datetime import datetime
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -45,6 +46,8 @@ class Package:
     targets: tuple[str, ...]
     #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
     crates: tuple[Crate, ...] = ()
+    upload_time: datetime | None = None
+    """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
     def label(self) -> str:
@@ -126,6 +129,7 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
             crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
+            upload_time=getattr(lp.source, "upload_time", None),
         )
     return order, pkgs
 
