@@ -17,6 +17,13 @@ from packaging.utils import canonicalize_name
 
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo.building.executors import (
+    DASK_SCHEME,
+    LOCAL,
+    Executor,
+    LocalExecutor,
+    check_executor_spec,
+)
 from monorepo.building.hooks import RELAY
 from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
@@ -49,6 +56,19 @@ BUILD_DIR = "duni-build"
 
 
 # --------------------------------------------------------------------- entry point
+
+
+def open_executor(
+    spec: str | None, *, jobs: int, reporter: Reporter, where: str = "--executor"
+) -> Executor:
+    """The executor *spec* names: ``local`` (None too) with *jobs* threads, or a Dask
+    cluster's scheduler (``dask://HOST:PORT``)."""
+    spec = check_executor_spec(spec or LOCAL, where=where)
+    if spec == LOCAL:
+        return LocalExecutor(jobs)
+    from monorepo.building.cluster import DaskExecutor
+
+    return DaskExecutor("tcp://" + spec[len(DASK_SCHEME) :], reporter=reporter)
 
 
 def _select(
@@ -85,6 +105,7 @@ def build(
     isolate: bool | None = None,
     frozen: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
 ) -> BuildResult:
     """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
 
@@ -99,6 +120,9 @@ def build(
     unknown target or package, missing system libraries.  *cache_dir* is where the
     freshness check finds git overlays' mirrors (default: ``MONOREPO_CACHE_DIR``, else
     the user cache directory); nothing else of a build comes from the cache.
+    *executor* is where builds run: ``local`` (threads here, the default) or
+    ``dask://HOST:PORT`` (a Dask cluster, :mod:`monorepo.building.cluster`), or an
+    :class:`~monorepo.building.executors.Executor`; default ``[tool.monorepo] executor``.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
@@ -162,6 +186,14 @@ def build(
             reporter.message(
                 "debug", "no network namespace available; relying on a dead proxy and audit hook"
             )
+    if executor is None and config.executor is not None:
+        executor = check_executor_spec(
+            config.executor, where=f"{config.pyproject}: [tool.monorepo] executor"
+        )
+    if executor is None or isinstance(executor, str):
+        engine = open_executor(executor, jobs=workers, reporter=reporter)
+    else:
+        engine = executor
     with contextlib.ExitStack() as stack:
         for v in variants[::-1]:  # the target's lock first, then the build machine's
             stack.enter_context(filelock.FileLock(v.root / "lock"))
@@ -174,6 +206,8 @@ def build(
             jobs=workers,
             reporter=reporter,
             isolation=isolation,
+            isolate=isolate,
+            executor=engine,
         )
         index = len(variants) - 1
         requested = [(index, d) for d in selected]

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 from monorepo._core.atomic import write_text_if_changed
 from monorepo._core.reporter import Reporter
 from monorepo.building.buildenv import file_sha256
-from monorepo.building.hooks import Failed, NeedMore, Outcome, build_one
+from monorepo.building.executors import BuildJob, Executor, LocalExecutor
+from monorepo.building.hooks import Failed, NeedMore, Outcome
 from monorepo.building.plan import Graph, Package
 from monorepo.building.results import PackageResult, log_tail
 from monorepo.building.targets import (
@@ -42,6 +43,8 @@ class Scheduler:
         jobs: int,
         reporter: Reporter,
         isolation: Sequence[str],
+        isolate: bool | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.pkgs = pkgs
@@ -51,6 +54,8 @@ class Scheduler:
         self.jobs = jobs
         self.reporter = reporter
         self.isolation = list(isolation)
+        self.isolate = isolate
+        self.executor: Executor = executor if executor is not None else LocalExecutor(jobs)
         self.states = [self._read_state(v) for v in variants]
         self.tree_hashes: dict[str, str] = {}
         self.static: dict[str, tuple[set[str], list[str]]] = {}
@@ -200,15 +205,20 @@ class Scheduler:
         total = len(self.pending)
         self.reporter.task("build", f"Building {total} packages", total)
         running: dict[Future[Outcome], tuple[Node, str]] = {}
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="build") as pool:
+        try:
             while True:
-                self.schedule(pool, running)
+                self.schedule(running)
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node, key = running.pop(future)
                     self.finish(node, key, future)
+        except BaseException:  # Ctrl-C: drop what was submitted (a cluster's tasks too)
+            self.executor.cancel()
+            raise
+        finally:
+            self.executor.close()
         for node in sorted(self.pending, key=self.order):
             ready = self.available()
             waiting = sorted(n for n in self.needs(node) if n not in ready)
@@ -225,9 +235,7 @@ class Scheduler:
     def order(self, node: Node) -> tuple[int, int]:
         return (node[0], self.rank.get(node[1], len(self.rank)))
 
-    def schedule(
-        self, pool: ThreadPoolExecutor, running: dict[Future[Outcome], tuple[Node, str]]
-    ) -> None:
+    def schedule(self, running: dict[Future[Outcome], tuple[Node, str]]) -> None:
         progressed = True
         while progressed:
             progressed = False
@@ -260,17 +268,19 @@ class Scheduler:
                     self.reporter.advance("build")
                     continue
                 self.status[node] = "running"
-                future = pool.submit(
-                    build_one,
-                    self.config,
-                    self.pkgs[node[1]],
-                    self.variants[node[0]],
-                    self.graph,
-                    set(needs),
-                    dict(ready),
-                    self.isolation,
+                job = BuildJob(
+                    config=self.config,
+                    pkg=self.pkgs[node[1]],
+                    variant=self.variants[node[0]],
+                    graph=self.graph,
+                    needs=frozenset(needs),
+                    available=dict(ready),
+                    isolation=tuple(self.isolation),
+                    isolate=self.isolate,
+                    tree=self.tree_key(node[1]),
+                    key=key,
                 )
-                running[future] = (node, key)
+                running[self.executor.submit(job)] = (node, key)
 
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node

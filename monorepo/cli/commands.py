@@ -174,6 +174,7 @@ def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         packages=args.packages,
         frozen=args.frozen,
         reporter=reporter,
+        executor=args.executor,
     )
     if args.json:
         _json(result.to_dict())

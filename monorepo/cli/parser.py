@@ -97,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
         help="wheel directory (default duni-build/<target>/wheels)",
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages built at once")
+    p.add_argument(
+        "--executor",
+        metavar="SPEC",
+        help="where builds run: local (default) or dask://HOST:PORT, a Dask cluster's"
+        " scheduler (default: [tool.monorepo] executor)",
+    )
     p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return parser

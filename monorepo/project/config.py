@@ -54,6 +54,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "build-dependencies",
     "duni",
     "sources",
+    "executor",
 )
 _SOURCE_KEYS = ("git", "rev", "subdirectory")
 
@@ -102,6 +103,9 @@ class ProjectConfig:
     build_dependencies: bool
     duni: Path
     overlays: tuple[str, ...]
+    executor: str | None = None
+    """Where ``monorepo build`` runs builds: ``local`` or ``dask://HOST:PORT`` (checked by
+    :mod:`monorepo.building.executors`, which knows the engines)."""
 
 
 # ---------------------------------------------------------------------------
@@ -515,6 +519,8 @@ def _parse_tool(ctx: _Ctx, tool: Mapping[str, object]) -> dict[str, object]:
         out["build_dependencies"] = value
     if "duni" in tool:
         out["duni"] = _parse_duni(ctx, tool["duni"])
+    if "executor" in tool:
+        out["executor"] = ctx.string(tool["executor"], "[tool.monorepo] key 'executor'")
     if "overlays" in tool:
         out["overlays"] = _parse_overlays(ctx, tool["overlays"])
     if "sources" in tool:
@@ -580,6 +586,7 @@ def parse_config(data: Mapping[str, object], *, pyproject: Path) -> ProjectConfi
         build_dependencies=cast(bool, tool.get("build_dependencies", True)),
         duni=cast(Path, tool.get("duni", ctx.root / "duni")),
         overlays=cast("tuple[str, ...]", tool.get("overlays", ())),
+        executor=cast("str | None", tool.get("executor")),
     )
 
 
