@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo.building.cache import BuildCache
 from monorepo.building.executors import (
     DASK_SCHEME,
     LOCAL,
@@ -56,6 +57,16 @@ BUILD_DIR = "duni-build"
 
 
 # --------------------------------------------------------------------- entry point
+
+
+def _build_cache(
+    choice: str | os.PathLike[str] | bool, cache_dir: str | os.PathLike[str] | None
+) -> BuildCache | None:
+    if choice is False:
+        return None
+    if choice is True:
+        return BuildCache(CacheDir.at(cache_dir).builds)
+    return BuildCache(Path(choice).expanduser().resolve())
 
 
 def open_executor(
@@ -106,6 +117,7 @@ def build(
     frozen: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
+    build_cache: str | os.PathLike[str] | bool = True,
 ) -> BuildResult:
     """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
 
@@ -123,6 +135,9 @@ def build(
     *executor* is where builds run: ``local`` (threads here, the default) or
     ``dask://HOST:PORT`` (a Dask cluster, :mod:`monorepo.building.cluster`), or an
     :class:`~monorepo.building.executors.Executor`; default ``[tool.monorepo] executor``.
+    *build_cache* is the directory of built wheels by input key
+    (:mod:`monorepo.building.cache`): True for ``builds/`` in the cache directory, a path
+    for another (e.g. on a shared file system), False for none.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
@@ -208,6 +223,7 @@ def build(
             isolation=isolation,
             isolate=isolate,
             executor=engine,
+            cache=_build_cache(build_cache, cache_dir),
         )
         index = len(variants) - 1
         requested = [(index, d) for d in selected]
@@ -233,6 +249,8 @@ def build(
             result.built.append(res)
         elif status == "skipped":
             result.skipped.append(res)
+        elif status == "cached":
+            result.cached.append(res)
         else:
             result.failed.append(res)
     result.warnings = builder.warnings
