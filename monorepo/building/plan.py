@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -14,6 +15,7 @@ from monorepo.errors import BuildError
 from monorepo.project import lockfile
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import Target
+from monorepo.sources.crates import Crate, crates_from_tool
 from monorepo.vendoring.workspace import SELF_BUILDING, read_workspace
 
 # --------------------------------------------------------------------- workspace
@@ -42,6 +44,10 @@ class Package:
     dependencies: tuple[tuple[NormalizedName, Version | None], ...]
     lock_tree_hash: str | None
     targets: tuple[str, ...]
+    #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
+    crates: tuple[Crate, ...] = ()
+    upload_time: datetime | None = None
+    """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
     def label(self) -> str:
@@ -122,6 +128,8 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             dependencies=lp.dependencies,
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
+            crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
+            upload_time=getattr(lp.source, "upload_time", None),
         )
     return order, pkgs
 

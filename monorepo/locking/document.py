@@ -336,6 +336,7 @@ def _with_build_dependencies(
         offline=offline,
         reporter=reporter,
         cache=cache,
+        crate_index=config.crate_index,
     )
 
 
