@@ -416,6 +416,9 @@ def test_overlay_config_settings_reach_the_backend_per_target(
     with zipfile.ZipFile(pkg.wheel) as zf:
         got = json.loads(zf.read("settled/settings.json"))
     assert got == {"setup-args": ["-Done=1", "-Dtwo=2"], "mode": "fast"}
+    # the build record's input key names them
+    record = (proj / "duni-build" / "native" / "build.toml").read_text()
+    assert "-Dtwo=2" in record and "config-settings" in record
     # a change of the settings is a change of the build's inputs: it rebuilds
     (proj / "fixes" / "packages" / "settled" / "overlay.toml").write_text(
         rule.replace('mode = "fast"', 'mode = "slow"')
