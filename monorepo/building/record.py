@@ -264,6 +264,7 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
             scheduler.variants[index],
             scheduler.tree_key(d),
             [scheduler.wheels[(0, n)] for n in needs if (0, n) in scheduler.wheels],
+            config_settings=pkg.config_settings_for(scheduler.variants[index].target),
         )
         by_variant.setdefault(index, []).append(
             RecordEntry(
