@@ -21,7 +21,7 @@ import pytest
 
 from monorepo._core.paths import CacheDir
 from monorepo.sysroot.deb import deb_data_member, decompress_member
-from monorepo.sysroot.discover import discover, dpkg_status, read_sysroot
+from monorepo.sysroot.discover import discover, dpkg_status, facts_text, read_sysroot
 from monorepo.sysroot.info import TOML_NAME, SysrootError, read_marker
 from monorepo.sysroot.libs import missing_libraries
 from monorepo.sysroot.make import download_debs, make_sysroot
@@ -266,3 +266,18 @@ def test_real_debian_packages_unpacked_by_hand_build_an_extension_that_imports(
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [str(width), info.host_platform]
+
+
+def test_a_sysroots_identity_follows_its_facts(tmp_path: Path, mirror: Path) -> None:
+    made = make_sysroot(tmp_path / "made", mirror=mirror.as_uri(), keyring=None)
+    assert facts_text(made) == (made.root / TOML_NAME).read_text()
+    root = tmp_path / "by-hand"
+    debs = fake_debs(mirror)
+    for deb in debs.values():
+        unpack_by_hand(deb, root)
+    first = facts_text(read_sysroot(root))
+    assert str(CacheDir.at(None).root) not in first  # no machine-specific path
+    assert facts_text(read_sysroot(root)) == first
+    # A library added by hand is a new sysroot for the build's input key.
+    unpack_by_hand(next(mirror.glob("pool/main/*/libffi-dev/*.deb")), root)
+    assert facts_text(read_sysroot(root)) != first

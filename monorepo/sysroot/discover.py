@@ -23,7 +23,7 @@ import hashlib
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,17 @@ from monorepo.sysroot.info import (
     SysrootError,
     SysrootInfo,
     read_marker,
+    render,
 )
 
-__all__ = ["arch_for_triplet", "build_time_vars", "describe", "discover", "read_sysroot"]
+__all__ = [
+    "arch_for_triplet",
+    "build_time_vars",
+    "describe",
+    "discover",
+    "facts_text",
+    "read_sysroot",
+]
 
 _CPU_ARCH = {
     "aarch64": "arm64",
@@ -453,3 +461,35 @@ def read_sysroot(
     if marker is not None and marker.sysconfigdata_path.is_file():
         return marker
     return discover(dest, python=python, cache_dir=cache_dir)
+
+
+def facts_text(info: SysrootInfo) -> str:
+    """What identifies a sysroot in a build's input key, as text.
+
+    For a sysroot ``python -m monorepo.sysroot`` made, its marker (every package and
+    version).  For a discovered one, the same facts (the cache path of the
+    sysconfigdata copy left out), the sysconfigdata module's digest and the names of
+    the libraries and ``.pc`` files in its library directories, so that adding a library
+    by hand changes the identity.
+    """
+    if info.made:
+        return render(info)
+    text = render(replace(info, pythonpath_dir=PYTHONPATH_DIR))
+    try:
+        module = hashlib.sha256(info.sysconfigdata_path.read_bytes()).hexdigest()
+    except OSError:
+        module = ""
+    names: set[str] = set()
+    for rel in info.lib_dirs:
+        for directory in (info.root / rel, info.root / rel / "pkgconfig"):
+            try:
+                entries = list(directory.iterdir())
+            except OSError:
+                continue
+            names.update(
+                f"{directory.relative_to(info.root).as_posix()}/{e.name}"
+                for e in entries
+                if e.name.endswith((".so", ".a", ".pc"))
+            )
+    listing = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    return f"{text}# origin = {info.origin}\n# sysconfigdata = {module}\n# libraries = {listing}\n"
