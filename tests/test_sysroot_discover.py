@@ -89,6 +89,11 @@ def test_debian_packages_unpacked_by_hand_are_a_sysroot(tmp_path: Path, mirror: 
     assert copy.is_relative_to(CacheDir.at(None).root)
     assert not (root / "monorepo-pythonpath").exists()
     assert info.cross_env()["PYTHONPATH"] == info.pythonpath_dir
+    # An absolute link to the module is the tree's path, never the build machine's.
+    link = root / "usr/lib/python3.11/_sysconfigdata__linux_aarch64-linux-gnu.py"
+    link.unlink()
+    link.symlink_to("/usr/lib/python3.11/_sysconfigdata__aarch64-linux-gnu.py")
+    assert read_sysroot(root) == info
     # Without dpkg's database, libraries are looked for as files.
     wanted = {"pyyaml 6.0": ["libyaml-dev"], "cffi 1.17": ["libffi-dev"]}
     assert missing_libraries(info, wanted) == {"libffi-dev": ["cffi 1.17"]}

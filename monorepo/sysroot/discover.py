@@ -102,9 +102,10 @@ def _rel(value: object, fallback: str) -> str:
     return "/".join(parts)
 
 
-def exists_in(root: Path, rel: str) -> bool:
-    """Whether *rel* exists in the tree at *root*, absolute symlinks taken as the target
-    sees them (``libpython3.11.so -> /usr/lib/...`` in Debian packages unpacked by hand)."""
+def resolve_in(root: Path, rel: str) -> Path | None:
+    """*rel* inside the tree at *root* with its symlinks followed as the target sees them
+    (``libpython3.11.so -> /usr/lib/...`` in Debian packages unpacked by hand is a path
+    of the tree, not of the build machine); ``None`` when it does not exist there."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     current = root
     hops = 0
@@ -117,16 +118,21 @@ def exists_in(root: Path, rel: str) -> bool:
         if candidate.is_symlink():
             hops += 1
             if hops > 40:
-                return False
+                return None
             link = str(candidate.readlink())
             if link.startswith("/"):
                 current = root
             parts = [p for p in link.split("/") if p not in ("", ".")] + parts
             continue
         if not candidate.exists():
-            return False
+            return None
         current = candidate
-    return True
+    return current
+
+
+def exists_in(root: Path, rel: str) -> bool:
+    """Whether *rel* exists in the tree at *root* (:func:`resolve_in`)."""
+    return resolve_in(root, rel) is not None
 
 
 def _modules(root: Path) -> list[Path]:
@@ -229,7 +235,12 @@ def _choose_module(root: Path, python: str | None) -> Path:
 
 def _facts(root: Path, python: str | None) -> _Facts:
     module = _choose_module(root, python)
-    variables = build_time_vars(module)
+    inside = resolve_in(root, module.relative_to(root).as_posix())
+    if inside is None:
+        raise SysrootError(
+            f"{module} is a link that does not resolve inside {root}; the sysroot is incomplete"
+        )
+    variables = build_time_vars(inside)
     version = str(variables.get("VERSION") or module.parent.name.removeprefix("python"))
     if module.parent.name != f"python{version}":
         raise SysrootError(
@@ -279,7 +290,7 @@ def _facts(root: Path, python: str | None) -> _Facts:
     return _Facts(
         arch=arch_for_triplet(triplet),
         python=version,
-        module=module,
+        module=inside,
         name=name,
         stdlib=module.parent.relative_to(root).as_posix(),
         include_dirs=tuple(include_dirs),
