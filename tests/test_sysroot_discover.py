@@ -286,3 +286,74 @@ def test_a_sysroots_identity_follows_its_facts(tmp_path: Path, mirror: Path) -> 
     # A library added by hand is a new sysroot for the build's input key.
     unpack_by_hand(next(mirror.glob("pool/main/*/libffi-dev/*.deb")), root)
     assert facts_text(read_sysroot(root)) != first
+
+
+# ------------------------------------------------------- other layouts: Yocto, Buildroot
+
+
+def cpython_tree(root: Path, python: str, variables: dict[str, str], libdir: str) -> None:
+    """The files of a CPython as an SDK installs them: sysconfigdata, headers, libpython."""
+    stdlib = root / "usr/lib" / f"python{python}"
+    stdlib.mkdir(parents=True, exist_ok=True)
+    name = f"_sysconfigdata__linux_{variables['MULTIARCH']}.py"
+    (stdlib / name).write_text(f"build_time_vars = {variables!r}\n")
+    (root / f"usr/include/python{python}").mkdir(parents=True, exist_ok=True)
+    (root / f"usr/include/python{python}/Python.h").write_text("/* */\n")
+    (root / libdir).mkdir(parents=True, exist_ok=True)
+    (root / libdir / f"libpython{python}.so.1.0").write_bytes(b"\x7fELF")
+    (root / libdir / f"libpython{python}.so").symlink_to(f"libpython{python}.so.1.0")
+
+
+def _vars(python: str, multiarch: str, host: str, libdir: str) -> dict[str, str]:
+    tag = python.replace(".", "")
+    return {
+        "VERSION": python,
+        "MULTIARCH": multiarch,
+        "HOST_GNU_TYPE": host,
+        "MACHDEP": "linux",
+        "ABIFLAGS": "",
+        "EXT_SUFFIX": f".cpython-{tag}-{multiarch}.so",
+        "SOABI": f"cpython-{tag}-{multiarch}",
+        "INCLUDEPY": f"/usr/include/python{python}",
+        "LIBDIR": f"/{libdir}",
+        "LDLIBRARY": f"libpython{python}.so",
+        "BINDIR": "/usr/bin",
+    }
+
+
+def test_a_yocto_like_sysroot(tmp_path: Path) -> None:
+    root = tmp_path / "cortexa72-poky-linux"
+    cpython_tree(
+        root, "3.12", _vars("3.12", "aarch64-linux-gnu", "aarch64-poky-linux", "usr/lib"), "usr/lib"
+    )
+    (root / "usr/lib/pkgconfig").mkdir()
+    (root / "usr/lib/pkgconfig/libffi.pc").write_text("Name: libffi\n")
+    info = read_sysroot(root, python="3.12")
+    assert (info.arch, info.machine, info.triplet) == ("arm64", "aarch64", "aarch64-linux-gnu")
+    assert info.lib_dirs == ("usr/lib",)
+    assert info.include_dirs == ("usr/include/python3.12", "usr/include")
+    assert info.ext_suffix == ".cpython-312-aarch64-linux-gnu.so"
+    assert info.notes == ()
+    wanted = {"cffi 1.17": ["libffi-dev"], "pyyaml 6.0": ["libyaml-dev"]}
+    assert missing_libraries(info, wanted) == {"libyaml-dev": ["pyyaml 6.0"]}
+
+
+def test_a_buildroot_like_armhf_sysroot_and_one_with_two_pythons(tmp_path: Path) -> None:
+    root = tmp_path / "staging"
+    host = "arm-buildroot-linux-gnueabihf"
+    cpython_tree(root, "3.11", _vars("3.11", "arm-linux-gnueabihf", host, "usr/lib"), "usr/lib")
+    info = read_sysroot(root)
+    assert (info.arch, info.machine, info.host_platform) == ("armhf", "armv7l", "linux-armv7l")
+    assert info.qemu == "qemu-arm"
+    cpython_tree(root, "3.12", _vars("3.12", "arm-linux-gnueabihf", host, "usr/lib"), "usr/lib")
+    with pytest.raises(SysrootError, match=r"holds CPython 3\.11, 3\.12: say which"):
+        read_sysroot(root)
+    assert read_sysroot(root, python="3.12").soabi == "cpython-312-arm-linux-gnueabihf"
+    # Without MULTIARCH, the GNU type names the machine.
+    other = tmp_path / "riscv"
+    variables = _vars("3.11", "riscv64-linux-gnu", "riscv64-buildroot-linux-gnu", "usr/lib")
+    cpython_tree(other, "3.11", variables, "usr/lib")
+    module = other / "usr/lib/python3.11/_sysconfigdata__linux_riscv64-linux-gnu.py"
+    module.write_text(f"build_time_vars = {dict(variables, MULTIARCH='')!r}\n")
+    assert read_sysroot(other).triplet == "riscv64-buildroot-linux-gnu"
+    assert read_sysroot(other).arch == "riscv64"
