@@ -157,6 +157,13 @@ def test_a_directory_without_cpython_is_refused_naming_what_is_missing(
     with pytest.raises(SysrootError, match="no build_time_vars"):
         read_sysroot(partial)
     assert not Path("pwned").exists()
+    # Hostile modules: nested past the parser's limits, or huge.
+    module.write_text("build_time_vars = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(SysrootError, match="cannot be read"):
+        read_sysroot(partial)
+    module.write_text("build_time_vars = {}\n#" + "x" * (5 * 1024 * 1024) + "\n")
+    with pytest.raises(SysrootError, match="it is not one"):
+        read_sysroot(partial)
 
 
 def test_make_sysroot_will_not_replace_a_sysroot_it_did_not_make(

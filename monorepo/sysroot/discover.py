@@ -48,6 +48,9 @@ __all__ = [
     "read_sysroot",
 ]
 
+MAX_SYSCONFIGDATA = 4 * 1024 * 1024
+"""The largest sysconfigdata module read (bytes)."""
+
 _CPU_ARCH = {
     "aarch64": "arm64",
     "x86_64": "amd64",
@@ -58,11 +61,21 @@ _CPU_ARCH = {
 
 
 def build_time_vars(path: Path) -> dict[str, Any]:
-    """``build_time_vars`` of a sysconfigdata module, read without executing it."""
+    """``build_time_vars`` of a sysconfigdata module, read without executing it.
+
+    A real one is 30-50 KB; anything over :data:`MAX_SYSCONFIGDATA` bytes, or too deeply
+    nested to parse, is refused rather than read.
+    """
     try:
+        size = path.stat().st_size
+        if size > MAX_SYSCONFIGDATA:
+            raise SysrootError(
+                f"{path} is {size} bytes, over the {MAX_SYSCONFIGDATA} a sysconfigdata module"
+                " can be; it is not one"
+            )
         tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as e:
-        raise SysrootError(f"{path} cannot be read ({e})") from e
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as e:
+        raise SysrootError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "build_time_vars" for t in node.targets
