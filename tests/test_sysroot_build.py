@@ -84,6 +84,14 @@ def test_cross_build_against_debian_packages_unpacked_by_hand(
     root = tmp_path / "sysroot"
     for deb in debs.values():
         unpack_by_hand(deb, root)
+    # The facts discovered from the tree are those the marker of the made one records.
+    info = read_sysroot(root, python=made.python)
+    assert info.origin == "files" and made.origin == "made"
+    for key in ("arch", "triplet", "machine", "python", "ext_suffix", "soabi", "host_platform"):
+        assert getattr(info, key) == getattr(made, key), key
+    assert info.sysconfigdata_name == made.sysconfigdata_name
+    # Debian's libz.so, libm.so, ... point at /lib/...: the linker would leave the tree.
+    assert "absolute library links" in info.notes[0]
     server = serve(make_index([FASTTHING]))
     native = (
         f'{{ name = "native", python = "{HOST.python}", platform = "linux",'

@@ -1,17 +1,15 @@
 """Sysroots monorepo did not make: facts discovered from the CPython a tree holds.
 
-The offline tests unpack the .debs of the file:// mirror of ``tests/test_sysroot.py``
-by hand (``dpkg-deb -x``, as a user would; the .deb's own data tar otherwise), so the
-tree keeps Debian's layout: no ``/usr`` merge, absolute symlinks, no marker.  The
-real-toolchain tests do the same with the real bookworm packages of the sysroot named
-by ``MONOREPO_TEST_SYSROOT`` (arm64) or ``MONOREPO_TEST_SYSROOT_ARMHF`` (armhf), then
-cross-compile an extension against the hand-made tree and import it under qemu.
+These tests unpack the .debs of the file:// mirror of ``tests/test_sysroot.py`` by hand
+(``dpkg-deb -x``, as a user would; the .deb's own data tar otherwise), so the tree keeps
+Debian's layout: no ``/usr`` merge, absolute symlinks, no marker; and lay out CPython as
+Yocto and Buildroot do.  ``tests/test_sysroot_build.py`` does the same with the real
+bookworm packages and builds against them under qemu.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import tarfile
@@ -24,7 +22,7 @@ from monorepo.sysroot.deb import deb_data_member, decompress_member
 from monorepo.sysroot.discover import discover, dpkg_status, facts_text, read_sysroot
 from monorepo.sysroot.info import TOML_NAME, SysrootError, read_marker
 from monorepo.sysroot.libs import missing_libraries
-from monorepo.sysroot.make import download_debs, make_sysroot
+from monorepo.sysroot.make import make_sysroot
 from tests.test_sysroot import FAKE_DEBS, SYSCONFIG, make_mirror
 
 
@@ -193,91 +191,6 @@ def test_a_stale_marker_is_only_a_cache(tmp_path: Path, mirror: Path) -> None:
     info = read_sysroot(dest)
     assert info.python == "3.12" and info.ext_suffix == ".cpython-312-aarch64-linux-gnu.so"
     assert info.origin == "files"
-
-
-# --------------------------------------------------------------------------- real packages
-
-EXTENSION = r"""
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-static PyObject *width(PyObject *self, PyObject *args) {
-    return PyLong_FromLong((long)(8 * sizeof(void *)));
-}
-static PyMethodDef methods[] = {{"width", width, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bits", NULL, -1, methods};
-PyMODINIT_FUNC PyInit_bits(void) { return PyModule_Create(&module); }
-"""
-
-#: (environment variable, Debian arch, compiler, qemu, ELF e_machine, pointer width)
-REAL = [
-    ("MONOREPO_TEST_SYSROOT", "arm64", "aarch64-linux-gnu-gcc", "qemu-aarch64", 183, 64),
-    ("MONOREPO_TEST_SYSROOT_ARMHF", "armhf", "arm-linux-gnueabihf-gcc", "qemu-arm", 40, 32),
-]
-
-
-@pytest.mark.parametrize(
-    ("variable", "arch", "cc", "qemu", "e_machine", "width"),
-    [pytest.param(*r, id=r[1]) for r in REAL],
-)
-def test_real_debian_packages_unpacked_by_hand_build_an_extension_that_imports(
-    tmp_path: Path, variable: str, arch: str, cc: str, qemu: str, e_machine: int, width: int
-) -> None:
-    if not (os.environ.get(variable) and shutil.which(cc) and shutil.which(qemu)):
-        pytest.skip(f"needs {cc}, {qemu} and {variable} (see .ci/run)")
-    made = read_sysroot(Path(os.environ[variable]))
-    assert made.arch == arch
-    # The same packages, fetched again (from the user's cache where .ci/run put them).
-    debs = download_debs(
-        sorted(made.packages),
-        arch=arch,
-        suite=made.suite,
-        cache_dir=CacheDir.from_env({}).root,
-    )
-    root = tmp_path / "by-hand"
-    for deb in debs.values():
-        unpack_by_hand(deb, root)
-    info = read_sysroot(root, python=made.python)
-    assert info.origin == "files"
-    # Debian's libz.so, libm.so, ... point at /lib/...: the linker would leave the tree.
-    assert "absolute library links" in info.notes[0]
-    for key in ("arch", "triplet", "machine", "python", "ext_suffix", "soabi", "host_platform"):
-        assert getattr(info, key) == getattr(made, key), key
-    (tmp_path / "bits.c").write_text(EXTENSION)
-    out = tmp_path / f"bits{info.ext_suffix}"
-    env = info.cross_env()
-    compile_ = subprocess.run(
-        [
-            *env["CC"].split(),
-            "-shared",
-            *env["CFLAGS"].split(),
-            "-o",
-            str(out),
-            str(tmp_path / "bits.c"),
-            *env["LDFLAGS"].split(),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert compile_.returncode == 0, compile_.stderr
-    assert int.from_bytes(out.read_bytes()[18:20], "little") == e_machine
-    run = subprocess.run(
-        [
-            qemu,
-            "-L",
-            str(root),
-            str(info.interpreter_path),
-            "-c",
-            f"import sys, sysconfig; sys.path.insert(0, {str(tmp_path)!r}); import bits;"
-            " print(bits.width(), sysconfig.get_platform())",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == [str(width), info.host_platform]
 
 
 def test_a_sysroots_identity_follows_its_facts(tmp_path: Path, mirror: Path) -> None:
