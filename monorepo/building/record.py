@@ -34,7 +34,8 @@ from monorepo.building.plan import Package
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.targets import Variant
 from monorepo.errors import BuildError
-from monorepo.sysroot.info import TOML_NAME
+from monorepo.sysroot.discover import facts_text
+from monorepo.sysroot.info import SysrootInfo
 
 __all__ = [
     "RECORD_NAME",
@@ -62,7 +63,7 @@ class KeyMaker:
         self._lock = threading.Lock()
         self._compilers: dict[str, ToolchainIdentity] = {}
         self._hashes: dict[Path, str] = {}
-        self._sysroots: dict[Path, str] = {}
+        self._sysroots: dict[Path, str] = {}  # by root
 
     def compiler(self, pkg: Package, variant: Variant) -> str:
         """The C compiler a build of *pkg* for *variant* runs: the package's ``CC``
@@ -109,10 +110,11 @@ class KeyMaker:
                 self._hashes[wheel] = known
         return known
 
-    def sysroot(self, root: Path) -> str:
-        if root not in self._sysroots:
-            self._sysroots[root] = sysroot_identity((root / TOML_NAME).read_bytes())
-        return self._sysroots[root]
+    def sysroot(self, info: SysrootInfo) -> str:
+        """The identity of the sysroot's facts: its marker, or what discovery read."""
+        if info.root not in self._sysroots:
+            self._sysroots[info.root] = sysroot_identity(facts_text(info))
+        return self._sysroots[info.root]
 
     def key(
         self,
@@ -139,7 +141,7 @@ class KeyMaker:
                 implementation=target.implementation,
             ),
             toolchain=self.toolchain(self.compiler(pkg, variant)) if pkg.c_extension else None,
-            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot.root),
+            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot),
             build_wheels={w.name: self.wheel_sha256(w) for w in wheels},
             config_settings=config_settings,
             build_env=pkg.build_env,

@@ -44,8 +44,8 @@ from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
 from monorepo.sources.treehash import tree_hash
-from monorepo.sysroot.discover import read_sysroot
-from monorepo.sysroot.info import TOML_NAME, SysrootError, SysrootInfo
+from monorepo.sysroot.discover import facts_text, read_sysroot
+from monorepo.sysroot.info import SysrootError, SysrootInfo
 
 __all__ = [
     "SYSROOTS_ENV",
@@ -87,9 +87,19 @@ def machine_identity() -> tuple[str, str, str, str]:
 
 
 def sysroot_digest(root: Path) -> str:
-    """A sysroot's identity: the sha256 of its ``monorepo-sysroot.toml``, which lists every
-    Debian package in it with its version and the mirror snapshot it came from."""
-    return hashlib.sha256((root / TOML_NAME).read_bytes()).hexdigest()
+    """A sysroot's identity: the sha256 of its facts -- its ``monorepo-sysroot.toml``
+    (every Debian package in it with its version, and the mirror it came from) when
+    ``python -m monorepo.sysroot`` made it, else what discovery reads from the tree
+    (:func:`monorepo.sysroot.discover.facts_text`)."""
+    return hashlib.sha256(facts_text(read_sysroot(root)).encode("utf-8")).hexdigest()
+
+
+def _is_sysroot(path: Path) -> bool:
+    try:
+        read_sysroot(path)
+    except (OSError, SysrootError):
+        return False
+    return True
 
 
 def compiler_identity(cc: str) -> str:
@@ -335,11 +345,11 @@ def _find_sysroot(where: Path, digest: str) -> SysrootInfo | str:
     for entry in filter(None, os.environ.get(SYSROOTS_ENV, "").split(os.pathsep)):
         path = Path(entry)
         candidates.append(path)
-        if path.is_dir() and not (path / TOML_NAME).is_file():
+        if path.is_dir() and not _is_sysroot(path):
             candidates += sorted(p for p in path.iterdir() if p.is_dir())
     seen: list[str] = []
     for path in candidates:
-        if not (path / TOML_NAME).is_file():
+        if not path.is_dir():
             continue
         try:
             if sysroot_digest(path) != digest:
