@@ -15,15 +15,19 @@ from pathlib import Path
 import filelock
 from packaging.utils import canonicalize_name
 
+from monorepo._core.isolation import network_isolation
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.building.hooks import RELAY
-from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
-from monorepo.building.syslibs import check_sysroot_libraries, check_system_libraries
+from monorepo.building.syslibs import (
+    check_host_tools,
+    check_sysroot_libraries,
+    check_system_libraries,
+)
 from monorepo.building.targets import (
     Variant,
     choose_target,
@@ -185,6 +189,15 @@ def build(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
             reporter=reporter,
         )
+        # every build this run may start (build requirements of build requirements too)
+        # runs its host tools on this machine, cross or not
+        builds = set(selected)
+        todo = list(selected)
+        while todo:
+            for d in builder.static_needs(todo.pop())[0] - builds:
+                builds.add(d)
+                todo.append(d)
+        check_host_tools({pkgs[d].label: pkgs[d].host_tools for d in sorted(builds)})
         if target_variant.sysroot is not None:
             check_sysroot_libraries(
                 target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}

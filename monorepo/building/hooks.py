@@ -24,9 +24,9 @@ from pyproject_hooks import (
 
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
+from monorepo._core.isolation import offline_environ
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
 from monorepo.building.elfcheck import check_wheel
-from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
 from monorepo.building.targets import (
     Variant,

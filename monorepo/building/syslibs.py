@@ -103,3 +103,42 @@ def check_system_libraries(
             f"  {sudo}apt-get install -y {' '.join(names)}\n"
             "then run `monorepo build` again"
         )
+
+
+# -------------------------------------------------------------------- host tools
+
+
+def check_host_tools(
+    wanted: Mapping[str, Mapping[str, str]],
+    *,
+    which: Callable[[str], str | None] | None = None,
+) -> None:
+    """Raise :class:`BuildError` naming every missing build-machine tool, before any build.
+
+    *wanted* maps a package label to its overlay ``host-tools`` (program -> the Debian
+    package that provides it).  Programs are looked up on ``PATH`` (*which*, default
+    :func:`shutil.which`): a build runs them from there, whatever the distribution.  One
+    error names every missing program, the packages whose builds need it and one
+    ``apt-get install`` line for all of them.
+    """
+    find = which if which is not None else shutil.which
+    missing: dict[str, list[str]] = {}
+    provider: dict[str, str] = {}
+    for label, tools in sorted(wanted.items()):
+        for program, debian in sorted(tools.items()):
+            if program in missing or find(program) is None:
+                missing.setdefault(program, []).append(label)
+                provider.setdefault(program, debian)
+    if missing:
+        listed = ", ".join(
+            f"{p} (Debian package {provider[p]}; for {', '.join(missing[p])})"
+            for p in sorted(missing)
+        )
+        sudo = "" if hasattr(os, "geteuid") and os.geteuid() == 0 else "sudo "
+        names = " ".join(sorted(set(provider.values())))
+        raise BuildError(
+            f"programs the build runs are not on PATH: {listed}. Install them with:\n"
+            f"  {sudo}apt-get install -y {names}\n"
+            "then run `monorepo build` again (overlay rules declare them as host-tools: they"
+            " are not built from source)"
+        )

@@ -52,6 +52,7 @@ _RULE_KEYS = frozenset(
         "c-extension",
         "system-libraries",
         "build-env",
+        "host-tools",
     }
 )
 
@@ -93,6 +94,8 @@ class Rule:
     c_extension: bool | None = None
     system_libraries: dict[str, tuple[str, ...]] = field(default_factory=dict)
     build_env: dict[str, str] = field(default_factory=dict)
+    #: build-machine programs the build runs (``ninja``) -> the Debian package providing it
+    host_tools: dict[str, str] = field(default_factory=dict)
     index: int = 0
 
     def matches(self, version: Version) -> bool:
@@ -247,6 +250,7 @@ def _parse_rule(
         c_extension=_opt_bool(raw, "c-extension", at),
         system_libraries=_system_libraries(raw.get("system-libraries", {}), at),
         build_env=_build_env(raw.get("build-env", {}), at),
+        host_tools=_host_tools(raw.get("host-tools", {}), at),
         index=index,
     )
 
@@ -372,6 +376,20 @@ def _build_env(value: object, at: str) -> dict[str, str]:
             '{ CFLAGS = "-O2", SETUPTOOLS_SCM_PRETEND_VERSION = "1.0" }.'
         )
     return {str(k): v for k, v in value.items()}
+
+
+def _host_tools(value: object, at: str) -> dict[str, str]:
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and k and "/" not in k and isinstance(v, str) and v.strip()
+        for k, v in value.items()
+    )
+    if not ok:
+        raise OverlayError(
+            f"{at}: key host-tools must map a program the build runs to the Debian package"
+            ' that provides it, e.g. { ninja = "ninja-build", patchelf = "patchelf" }.'
+        )
+    assert isinstance(value, dict)
+    return {str(k): str(v).strip() for k, v in sorted(value.items())}
 
 
 def only_keys(table: Mapping[str, Any], allowed: set[str], where: str, prefix: str) -> None:
