@@ -47,7 +47,7 @@ MESONPY = Release(
     "0.18.0",
     files={
         "mesonpy/__init__.py": BACKEND_SOURCE
-        + r'''
+        + r"""
 
 def get_requires_for_build_wheel(config_settings=None):
     import socket as _socket
@@ -65,7 +65,7 @@ def get_requires_for_build_wheel(config_settings=None):
         except OSError:
             pass
     return wanted
-'''
+"""
     },
 )
 HELPER = Release("helper", "1.0")

@@ -77,8 +77,9 @@ def check_imports(
     """
     variant = scheduler.variants[index]
     nodes = [n for n in scheduler.status if n[0] == index]
-    ready = [n for n in nodes if scheduler.status[n] in ("built", "skipped")]
-    todo = [n for n in nodes if scheduler.status[n] == "built"]
+    ready = [n for n in nodes if scheduler.status[n] in ("built", "skipped", "cached")]
+    # a cached wheel is tested like a new one: the cache may hold it from a failed test
+    todo = [n for n in nodes if scheduler.status[n] in ("built", "cached")]
     if not todo:
         return
     with fstree.temporary_directory(prefix="smoke-", dir=variant.root) as tmp:
@@ -181,4 +182,3 @@ def _reason(
             )
         return f"{label} does not import {where}: {why}; see the end of the log"
     return f"{', '.join(modules)} does not import {where}; see the end of the log"
-

