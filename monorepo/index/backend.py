@@ -269,6 +269,7 @@ class BuildBackend:
         requires = sorted(str(r) for r in build.requires)
         spec = json.dumps(
             [
+                "requires 2",
                 identity,
                 build.backend,
                 list(build.backend_path),
