@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 from monorepo._core.isolation import network_isolation
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.cache import BuildCache
 from monorepo.building.executors import (
     DASK_SCHEME,
@@ -26,7 +27,6 @@ from monorepo.building.executors import (
     LocalExecutor,
     check_executor_spec,
 )
-from monorepo.building.hooks import RELAY
 from monorepo.building.plan import Package, load_plan
 from monorepo.building.record import write_records
 from monorepo.building.results import BuildResult

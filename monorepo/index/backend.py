@@ -27,6 +27,7 @@ from monorepo._core import fstree
 from monorepo._core.atomic import write_text_if_changed
 from monorepo._core.isolation import network_isolation, offline_environ
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.errors import MetadataError
 from monorepo.project.pyproject import BuildSystem, read_build_system
 
@@ -227,8 +228,10 @@ class BuildBackend:
         )
         with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as out:
             self.reporter.message("debug", f"{what}: asking build backend {backend} for metadata")
+            notes: list[str] = []
             try:
-                dist_info = hooks.prepare_metadata_for_build_wheel(out)
+                with RELAY.installed(), RELAY.collecting(notes):
+                    dist_info = hooks.prepare_metadata_for_build_wheel(out)
             except _HookFailed as error:
                 raise MetadataError(
                     f"{what}: the build backend {backend} failed to prepare metadata ({error}). "
@@ -240,6 +243,9 @@ class BuildBackend:
                     f"{what}: the build backend {backend} is unusable "
                     f"({type(error).__name__}: {error}). Check the [build-system] table."
                 ) from error
+            finally:
+                for note in notes:
+                    self.reporter.message("debug", f"{what}: {backend} warned: {note}")
             try:
                 return (Path(out) / dist_info / "METADATA").read_bytes()
             except OSError as error:
@@ -292,8 +298,10 @@ class BuildBackend:
             runner=_offline_runner,
             python_executable=python,
         )
+        notes: list[str] = []
         try:
-            asked = hooks.get_requires_for_build_wheel({})
+            with RELAY.installed(), RELAY.collecting(notes):
+                asked = hooks.get_requires_for_build_wheel({})
         except _HookFailed as error:
             self.reporter.message(
                 "warning",
@@ -309,6 +317,9 @@ class BuildBackend:
                 f" requirements ({type(error).__name__}); locking its static ones only",
             )
             return None
+        finally:
+            for note in notes:
+                self.reporter.message("debug", f"{what}: {build.backend} warned: {note}")
         static = {str(r) for r in build.requires}
         extra: set[str] = set()
         for text in asked:
