@@ -241,6 +241,10 @@ def test_an_unmet_build_requirement_names_package_version_and_origin(setup: Any)
     with pytest.raises(ResolutionError) as caught:
         monorepo.lock(proj)
     assert "xmlish 6.2.0's build settings (sdist pyproject.toml)" in str(caught.value)
+    assert (
+        "xmlish 6.2.0's build settings (sdist pyproject.toml) requires cython>=3.3.2"
+        in str(caught.value)
+    )
     assert "the project's group" not in str(caught.value)
     # an overlay rule replacing them is named as the origin instead, and records it
     rule = """
