@@ -15,8 +15,10 @@ from pathlib import Path
 import filelock
 from packaging.utils import canonicalize_name
 
+from monorepo._core.isolation import network_isolation
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.cache import BuildCache
 from monorepo.building.executors import (
     DASK_SCHEME,
@@ -25,8 +27,6 @@ from monorepo.building.executors import (
     LocalExecutor,
     check_executor_spec,
 )
-from monorepo.building.hooks import RELAY
-from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
 from monorepo.building.record import write_records
 from monorepo.building.results import BuildResult
@@ -240,6 +240,14 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
+        # every build this run may start (build requirements of build requirements too)
+        # runs its host tools on this machine, cross or not
+        builds = set(selected)
+        todo = list(selected)
+        while todo:
+            for d in builder.static_needs(todo.pop())[0] - builds:
+                builds.add(d)
+                todo.append(d)
         check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
             target_variant.sysroot,
@@ -247,6 +255,7 @@ def build(
             target=chosen.name,
             lock=lock_path,
             reporter=reporter,
+            tools={pkgs[d].label: pkgs[d].host_tools for d in sorted(builds)},
         )
         builder.run(requested)
         write_records(builder)

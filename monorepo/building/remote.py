@@ -34,10 +34,11 @@ import filelock
 
 from monorepo._core.atomic import write_bytes
 from monorepo._core.fstree import remove_tree
+from monorepo._core.isolation import network_isolation
 from monorepo._core.version import VERSION
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.buildenv import file_sha256
-from monorepo.building.hooks import RELAY, Built, Failed, build_one
-from monorepo.building.isolation import network_isolation
+from monorepo.building.hooks import Built, Failed, build_one
 from monorepo.building.plan import Graph, Package
 from monorepo.building.targets import Variant
 from monorepo.errors import MonorepoError

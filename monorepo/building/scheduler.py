@@ -51,7 +51,7 @@ class Scheduler:
         self.config = config
         self.pkgs = pkgs
         self.rank = {d: i for i, d in enumerate(order)}
-        self.graph = Graph(pkgs)
+        self.graph = Graph(pkgs, build_dependencies=config.build_dependencies)
         self.variants = variants
         self.jobs = jobs
         self.reporter = reporter
@@ -93,7 +93,10 @@ class Scheduler:
     def static_needs(self, d: str) -> tuple[set[str], list[str]]:
         if d not in self.static:
             pkg = self.pkgs[d]
-            self.static[d] = self.graph.needs(pkg, pkg.requires, strict=False)
+            locked = self.graph.locked_closure(pkg)
+            self.static[d] = (
+                locked if locked is not None else self.graph.needs(pkg, pkg.requires, strict=False)
+            )
         return self.static[d]
 
     def needs(self, node: Node) -> set[str]:
