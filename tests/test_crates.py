@@ -8,6 +8,7 @@ Debian's cargo and rustc) and skip without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -358,6 +359,36 @@ def test_rust_extension_builds_offline_from_vendored_crates(
     assert not list((proj / "duni").rglob("config.toml"))  # nothing written into duni/
     log = built.log
     assert log is not None and "pebble-two" in log.read_text()
+
+
+@needs_linux
+@needs_rust
+def test_rust_wheels_do_not_depend_on_where_the_project_is(
+    registry: Callable[..., tuple[IndexServer, str]],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
+    server, index = registry([rust_extension()])
+    digests = []
+    for name in ("one", "elsewhere-two"):
+        proj = make_project(
+            '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
+            f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+            f'crate-index = "{index}"\n',
+            name=name,
+        )
+        monorepo.lock(proj)
+        monorepo.pull(proj)
+        result = build(proj)
+        assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+        (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
+        assert wheel is not None
+        with zipfile.ZipFile(wheel) as zf:
+            (so,) = [n for n in zf.namelist() if n.endswith(".so")]
+            assert str(proj).encode() not in zf.read(so)
+        digests.append(hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
 
 
 @needs_linux

@@ -25,8 +25,8 @@ from pyproject_hooks import (
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
-from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.cargo import cargo_environ, explain_cargo_failure
+from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
@@ -193,13 +193,20 @@ def _cargo(
         cc = variant.target.cc or f"{sysroot.triplet}-gcc"
         pythonpath = sysroot.root / sysroot.pythonpath_dir
         cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    home = variant.root / "cargo" / pkg.dir
     return cargo_environ(
         pkg.crates,
         label=pkg.label,
         duni=config.duni,
-        home=variant.root / "cargo" / pkg.dir,
+        home=home,
         path=environ.get("PATH", os.defpath),
         cross=cross,
+        remap={
+            str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
+            str(config.duni / ".crates"): f"{FIXED_ROOT}/crates",
+            str(home): f"{FIXED_ROOT}/cargo",
+        },
+        rustflags=environ.get("RUSTFLAGS", ""),
     )
 
 
