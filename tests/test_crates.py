@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,9 +28,12 @@ from fixtures.crates import (
     CRATES,
     PEBBLE_ANSWER,
     PEBBLE_TWO,
+    FixtureCrate,
     cargo_lock,
     crate_bytes,
     crate_checksum,
+    default_registry_source,
+    on_registry,
     publish_crates,
     rust_extension,
     write_registry_config,
@@ -40,6 +43,7 @@ from monorepo.building.builder import build
 from monorepo.building.cargo import (
     cargo_config,
     explain_cargo_failure,
+    is_default_registry,
     missing_standard_library,
 )
 from monorepo.building.elfcheck import EM_AARCH64, EM_X86_64, read_elf_header
@@ -173,9 +177,11 @@ def registry(
 ) -> Callable[..., tuple[IndexServer, str]]:
     """``registry(releases)``: one loopback server for the package index and the crates."""
 
-    def factory(releases: list[object]) -> tuple[IndexServer, str]:
+    def factory(
+        releases: list[object], crates: Sequence[FixtureCrate] = CRATES
+    ) -> tuple[IndexServer, str]:
         index = make_index(releases)
-        publish_crates(index.root, CRATES)
+        publish_crates(index.root, crates)
         server = serve(index)
         return server, write_registry_config(index.root, server.base_url)
 
@@ -389,6 +395,57 @@ def test_rust_wheels_do_not_depend_on_where_the_project_is(
             assert str(proj).encode() not in zf.read(so)
         digests.append(hashlib.sha256(wheel.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+@needs_linux
+@needs_rust
+def test_crates_of_cargos_default_registry_build(
+    registry: Callable[..., tuple[IndexServer, str]],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The usual case: the Cargo.lock names cargo's default registry (replaced as crates-io)."""
+    monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
+    cargo = shutil.which("cargo")
+    assert cargo is not None
+    source = default_registry_source(cargo, tmp_path / "probe")
+    assert is_default_registry(cargo, source)
+    assert not is_default_registry(cargo, CRATE_SOURCE)
+    crates = on_registry(CRATES, source)
+    server, index = registry([rust_extension(crates=crates)], crates)
+    proj = make_project(
+        '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+        f'crate-index = "{index}"\n'
+    )
+    monorepo.lock(proj)
+    assert {c["source"] for c in _locked_crates(proj)} == {source}
+    monorepo.pull(proj)
+    server.stop()
+    result = build(proj)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    config = tomllib.loads(
+        (proj / "duni-build" / "native" / "cargo" / "rustthing" / "config.toml").read_text()
+    )
+    assert sorted(config["source"]) == ["crates-io", "vendored-sources"]
+    (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
+    assert wheel is not None
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path / 'unpacked')!r});"
+            " import rustthing._rust as r; print(r.ANSWER)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
 
 
 @needs_linux

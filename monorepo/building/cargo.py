@@ -39,6 +39,7 @@ __all__ = [
     "RUST_TRIPLES",
     "cargo_environ",
     "explain_cargo_failure",
+    "is_default_registry",
     "missing_standard_library",
     "rust_triple",
 ]
@@ -67,7 +68,7 @@ def _toml_str(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _is_default_registry(cargo: str, source: str) -> bool:
+def is_default_registry(cargo: str, source: str) -> bool:
     """Whether cargo takes the ``Cargo.lock`` *source* for its default registry.
 
     The default registry must be replaced under its own name (``crates-io``) and cargo
@@ -92,7 +93,7 @@ def _is_default_registry(cargo: str, source: str) -> bool:
         (root / "empty").mkdir()
         try:
             done = subprocess.run(
-                [cargo, "metadata", "--offline", "--format-version", "1", "--no-deps"],
+                [cargo, "metadata", "--offline", "--format-version", "1"],
                 cwd=root / "probe",
                 env={**_base_env(), "CARGO_HOME": str(root / "home")},
                 stdin=subprocess.DEVNULL,
@@ -119,7 +120,7 @@ def cargo_config(crates: Sequence[Crate], directory: Path, cargo: str) -> str:
         "",
     ]
     sources = sorted({c.source for c in crates})
-    others = [source for source in sources if not _is_default_registry(cargo, source)]
+    others = [source for source in sources if not is_default_registry(cargo, source)]
     for i, source in enumerate(others, 1):
         lines += [
             f"[source.monorepo-registry-{i}]",
