@@ -264,6 +264,24 @@ def test_lock_records_each_crate_and_pull_vendors_it(
     assert monorepo.pull(proj).crates_removed == ["stray-1.0.0"]
 
 
+def test_verify_remote_downloads_every_crate_again(
+    rust_project: Callable[..., tuple[Path, IndexServer]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli.commands import main
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    assert main(["--project", str(proj), "pull"]) == 0
+    assert ".crates: 2 crates vendored, 0 removed" in capsys.readouterr().err
+    report = monorepo.verify(proj, remote=True)
+    assert report.passed, [str(i) for c in report.checks for i in c.items]
+    assert "2 crates" in report.check("remote").summary
+    download = server.root / "files" / "crates" / "pebble-two" / "0.1.0" / "download"
+    download.write_bytes(crate_bytes(PEBBLE_ANSWER))
+    items = [str(i) for i in monorepo.verify(proj, remote=True).check("remote").items]
+    assert any(i.startswith("crate pebble-two: 0.1.0") and "do not trust" in i for i in items)
+
+
 def test_lock_without_a_crate_registry_says_how_to_configure_one(
     rust_project: Callable[..., tuple[Path, IndexServer]],
 ) -> None:
