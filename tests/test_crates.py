@@ -297,6 +297,10 @@ def test_lock_takes_the_registry_from_the_environment(
     monkeypatch.setenv("MONOREPO_CRATE_INDEX", f"{server.base_url}/files/crates")
     monorepo.lock(proj)
     assert _locked_crates(proj)[0]["url"].startswith(f"{server.base_url}/files/crates/")
+    # another registry: a relock (even one that would reuse its resolution) takes it
+    monkeypatch.setenv("MONOREPO_CRATE_INDEX", f"{server.base_url}/mirror/{{crate}}-{{version}}")
+    monorepo.lock(proj)
+    assert _locked_crates(proj)[0]["url"] == f"{server.base_url}/mirror/pebble-answer-0.1.0"
 
 
 def test_a_crate_that_does_not_match_its_checksum_fails_the_lock(
