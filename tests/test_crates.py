@@ -387,6 +387,9 @@ def test_rust_extension_builds_offline_from_vendored_crates(
     assert not list((proj / "duni").rglob("config.toml"))  # nothing written into duni/
     log = built.log
     assert log is not None and "pebble-two" in log.read_text()
+    # the build record keys the wheel by the Rust toolchain too (another rustc, other bytes)
+    record = tomllib.loads((proj / "duni-build" / "native" / "build.toml").read_text())
+    assert "rustc" in json.dumps(record)
 
 
 @needs_linux
