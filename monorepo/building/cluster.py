@@ -47,6 +47,7 @@ from monorepo.building.remote import (
     target_resource,
 )
 from monorepo.errors import BuildError
+from monorepo.sources.crates import CRATES_DIR
 
 # distributed is only partly typed (untyped methods on Client and Future): its objects
 # are Any here, behind these two names.
@@ -152,7 +153,9 @@ class DaskExecutor:
             result.set_result(Failed(str(error), None))
             return
         except Exception as error:  # the cluster went away: this build fails, others try
-            result.set_result(Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None))
+            result.set_result(
+                Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None)
+            )
             return
         with self._lock:
             if self._cancelled:
@@ -209,11 +212,20 @@ class DaskExecutor:
             d: self._blob(f"monorepo-wheel-{sha}", _reader(job.available[d]))
             for d, (_, sha) in wheels.items()
         }
+        # A Rust extension's vendored crates (duni/.crates), by the tree hash the lock records.
+        crates = {
+            crate.dir: self._blob(
+                f"monorepo-crate-{crate.tree_hash.removeprefix('sha256:')}",
+                _packer(job.config.duni / CRATES_DIR / crate.dir),
+            )
+            for crate in job.pkg.crates
+        }
         return self.client.submit(
             run_build,
             spec,
             tree,
             inputs,
+            crates,
             key=f"monorepo-build-{job.pkg.dir}-{uuid.uuid4().hex[:12]}",
             pure=False,
             resources=resources,
@@ -250,7 +262,9 @@ class DaskExecutor:
         try:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
-            outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
+            outcome = Failed(
+                f"internal error collecting the build from the cluster: {error!r}", None
+            )
         if outcome is not None:
             result.set_result(outcome)
         else:
@@ -320,13 +334,16 @@ def _reader(path: Path) -> Any:
     return path.read_bytes
 
 
+def _packer(path: Path) -> Any:
+    return lambda: pack_tree(path)
+
+
 def _connect(address: str, timeout: float) -> DaskClient:
     try:
         import distributed
     except ImportError:
         raise BuildError(
-            f"--executor dask:// needs the distributed package, which is not installed:"
-            f" {_INSTALL}"
+            f"--executor dask:// needs the distributed package, which is not installed: {_INSTALL}"
         ) from None
     try:
         make: Any = distributed.Client

@@ -127,13 +127,20 @@ def _cargo(
         cc = variant.target.cc or f"{sysroot.triplet}-gcc"
         pythonpath = sysroot.root / sysroot.pythonpath_dir
         cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    home = variant.root / "cargo" / pkg.dir
     return cargo_environ(
         pkg.crates,
         label=pkg.label,
         duni=config.duni,
-        home=variant.root / "cargo" / pkg.dir,
+        home=home,
         path=environ.get("PATH", os.defpath),
         cross=cross,
+        remap={
+            str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
+            str(config.duni / ".crates"): f"{FIXED_ROOT}/crates",
+            str(home): f"{FIXED_ROOT}/cargo",
+        },
+        rustflags=environ.get("RUSTFLAGS", ""),
     )
 
 

@@ -13,6 +13,7 @@ build-closure wheels' hashes.  A cache of wheels keyed by inputs uses it too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -116,6 +117,23 @@ class KeyMaker:
             self._sysroots[info.root] = sysroot_identity(facts_text(info))
         return self._sysroots[info.root]
 
+    def _toolchain_of(self, pkg: Package, variant: Variant) -> ToolchainIdentity | None:
+        """The compilers a build of *pkg* runs: none for a pure package; the C compiler;
+        for a Rust extension (its lock records crates) rustc and cargo too, the C
+        compiler being its linker."""
+        if not (pkg.c_extension or pkg.crates):
+            return None
+        cc = self.toolchain(self.compiler(pkg, variant))
+        if not pkg.crates:
+            return cc
+        parts = [cc, self.toolchain("rustc"), self.toolchain("cargo")]
+        return ToolchainIdentity(
+            compiler=" ".join(t.compiler for t in parts),
+            version_digest=hashlib.sha256(
+                "\n".join(t.version_digest for t in parts).encode()
+            ).hexdigest(),
+        )
+
     def key(
         self,
         pkg: Package,
@@ -140,7 +158,7 @@ class KeyMaker:
                 machine=target.machine,
                 implementation=target.implementation,
             ),
-            toolchain=self.toolchain(self.compiler(pkg, variant)) if pkg.c_extension else None,
+            toolchain=self._toolchain_of(pkg, variant),
             sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot),
             build_wheels={w.name: self.wheel_sha256(w) for w in wheels},
             config_settings=config_settings,

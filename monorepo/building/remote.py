@@ -44,6 +44,7 @@ from monorepo.building.targets import Variant
 from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
+from monorepo.sources.crates import CRATES_DIR
 from monorepo.sources.treehash import tree_hash
 from monorepo.sysroot.discover import facts_text, read_sysroot
 from monorepo.sysroot.info import SysrootError, SysrootInfo
@@ -84,7 +85,12 @@ def machine_identity() -> tuple[str, str, str, str]:
     a venv came from the client's set, so a worker of another kind would build other wheels.
     """
     host = host_target()
-    return (VERSION, f"{sys.version_info.major}.{sys.version_info.minor}", host.platform, host.machine)
+    return (
+        VERSION,
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        host.platform,
+        host.machine,
+    )
 
 
 def sysroot_digest(root: Path) -> str:
@@ -205,11 +211,20 @@ class RemoteOutcome:
     reason: str = ""
 
 
-def run_build(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes]) -> RemoteOutcome:
-    """The Dask task: build *job* from *tree* and *wheels* (content-addressed bytes)."""
+def run_build(
+    job: RemoteJob,
+    tree: bytes,
+    wheels: Mapping[str, bytes],
+    crates: Mapping[str, bytes] | None = None,
+) -> RemoteOutcome:
+    """The Dask task: build *job* from *tree* and *wheels* (content-addressed bytes).
+
+    *crates* are a Rust extension's vendored crates (``duni/.crates/<dir>``) as packed
+    trees, each checked against the tree hash the lock records.
+    """
     worker = _worker_address()
     try:
-        return _run(job, tree, wheels, worker)
+        return _run(job, tree, wheels, worker, crates or {})
     except (MonorepoError, OSError) as error:
         return RemoteOutcome("failed", worker, reason=f"on worker {worker}: {error}")
 
@@ -239,7 +254,13 @@ def _failed(worker: str, reason: str) -> RemoteOutcome:
     return RemoteOutcome("failed", worker, reason=f"on worker {worker}: {reason}")
 
 
-def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) -> RemoteOutcome:
+def _run(
+    job: RemoteJob,
+    tree: bytes,
+    wheels: Mapping[str, bytes],
+    worker: str,
+    crates: Mapping[str, bytes],
+) -> RemoteOutcome:
     mine = machine_identity()
     if mine != job.machine:
         return _failed(
@@ -267,7 +288,7 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
             )
     base = _scratch()
     source = base / "trees" / job.tree.removeprefix("sha256:")
-    problem = _unpack(job, tree, source)
+    problem = _unpack(job, tree, source) or _unpack_crates(job, crates, source / CRATES_DIR)
     if problem:
         return _failed(worker, problem)
     available: dict[str, Path] = {}
@@ -280,16 +301,12 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
             write_bytes(path, data)
         available[d] = path
     root = base / "builds" / variant.target.name
-    local = dataclasses.replace(
-        variant, root=root, wheels=root / "wheels", sysroot=sysroot
-    )
+    local = dataclasses.replace(variant, root=root, wheels=root / "wheels", sysroot=sysroot)
     config = dataclasses.replace(job.config, duni=source)
     isolation = [] if job.isolate is False else network_isolation()
     (root / "locks").mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(root / "locks" / f"{job.pkg.dir}.lock"), RELAY.installed():
-        outcome = build_one(
-            config, job.pkg, local, job.graph, set(job.needs), available, isolation
-        )
+        outcome = build_one(config, job.pkg, local, job.graph, set(job.needs), available, isolation)
     log_path = local.logs / f"{job.pkg.dir}.log"
     log = log_path.read_bytes() if log_path.is_file() else b""
     if isinstance(outcome, Built):
@@ -311,6 +328,35 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
             "failed", worker, log=log if outcome.log else b"", reason=outcome.reason
         )
     return RemoteOutcome("need-more", worker, dynamic=tuple(sorted(outcome.dynamic)))
+
+
+def _unpack_crates(job: RemoteJob, crates: Mapping[str, bytes], dest: Path) -> str | None:
+    """Unpack the package's crates beside its tree (each checked), or say why not."""
+    from monorepo.extract.archive import extract_archive
+
+    for crate in job.pkg.crates:
+        target = dest / crate.dir
+        data = crates.get(crate.dir)
+        if data is None:
+            return f"{crate.label} of {job.pkg.label} was not sent to the worker"
+        dest.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(str(dest) + ".lock"):
+            if target.is_dir():
+                continue
+            staging = dest / f".staging-{crate.dir}-{os.getpid()}-{time.monotonic_ns()}"
+            try:
+                extract_archive(data, staging, package=crate.label, name="crate.tar", layout="tree")
+                actual = tree_hash(staging)
+                if crate.tree_hash and actual != crate.tree_hash:
+                    return (
+                        f"{crate.label} of {job.pkg.label} arrived as tree {actual}, not"
+                        f" {crate.tree_hash}: duni/{CRATES_DIR}/{crate.dir} differs from the"
+                        " lock on the client (run `monorepo verify`), or it was damaged"
+                    )
+                os.rename(staging, target)
+            finally:
+                remove_tree(staging, ignore_errors=True)
+    return None
 
 
 def _unpack(job: RemoteJob, tree: bytes, dest: Path) -> str | None:

@@ -112,6 +112,12 @@ def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         f"{result.duni}: {len(result.updated)} updated, {len(result.unchanged)} unchanged,"
         f" {len(result.removed)} removed",
     )
+    if result.crates_updated or result.crates_removed:
+        reporter.message(
+            "info",
+            f"{result.duni}/.crates: {len(result.crates_updated)} crates vendored,"
+            f" {len(result.crates_removed)} removed",
+        )
     return EXIT_OK
 
 
