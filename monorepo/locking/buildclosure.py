@@ -163,14 +163,26 @@ class _Group:
     resolution: Resolution
 
 
-def _units(members: Iterable[LockedPackage]) -> list[_Unit]:
-    """The distinct non-empty build-requirement sets of *members*, sorted by key."""
+def _units(members: Iterable[LockedPackage], overlays: OverlaySet) -> list[_Unit]:
+    """The distinct non-empty build-requirement sets of *members*, sorted by key.
+
+    Each package is named with where its build requirements come from, so that a build
+    requirement no version meets is blamed on the right package and the right file.
+    """
     by_key: dict[tuple[str, ...], tuple[tuple[Requirement, ...], list[str]]] = {}
     for pkg in members:
         requirements = build_requirements([pkg])
         if requirements:
             key = tuple(str(r) for r in requirements)
-            by_key.setdefault(key, (requirements, []))[1].append(f"{pkg.name} {pkg.version}")
+            matched = overlays.rule_for(pkg.name, pkg.version)
+            origin = (
+                f"build-requires of the overlay {matched.overlay.name!r}"
+                if matched is not None and matched.rule.build_requires is not None
+                else "its [build-system] requires"
+            )
+            by_key.setdefault(key, (requirements, []))[1].append(
+                f"{pkg.name} {pkg.version} ({origin})"
+            )
     return [
         _Unit(key, requirements, tuple(sorted(names)))
         for key, (requirements, names) in sorted(by_key.items())
@@ -265,16 +277,19 @@ def _unit_error(
     unit: _Unit, resolve_build: ResolveBuild, base: Mapping[NormalizedName, Version]
 ) -> ResolutionError:
     """The error for build requirements that cannot be resolved even on their own."""
+    explanation = None
     try:
         resolve_build([unit.scope], base)
     except ResolutionError as exc:
         reason = str(exc)
+        explanation = exc.explanation
     else:  # pragma: no cover - only called after that very resolution failed
         reason = "they cannot be resolved."
     return ResolutionError(
-        f"While resolving the build requirements of {unit.label} ({', '.join(unit.key)}):"
-        f" {reason}"
-        " An overlay rule's `build-requires` can replace them."
+        f"While resolving the build requirements of {unit.label} ({', '.join(unit.key)}):\n"
+        f"{reason}\n"
+        "An overlay rule's `build-requires` can replace them.",
+        explanation,
     )
 
 
@@ -311,7 +326,7 @@ def close_over_build_dependencies(
     build_only: list[tuple[NormalizedName, Version]] = []
     for _ in range(MAX_ROUNDS):
         members = [*runtime, *(annotated[k] for k in build_only)]
-        units = _units(members)
+        units = _units(members, overlays)
         reporter.task("resolve:build", "Resolving build dependencies")
         try:
             groups = _partition(units, resolve_build, base) if units else []

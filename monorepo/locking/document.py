@@ -268,7 +268,7 @@ def resolve_document(
             overlays=overlays,
         )
         policy = _policy(config, target, prefer_previous(preferred, resolutions), sources)
-        resolutions[target.name] = resolve(scopes_of(config), finder, policy)
+        resolutions[target.name] = resolve(scopes_of(config), finder, policy, target=target.name)
         reporter.done(f"resolve:{target.name}")
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
