@@ -119,6 +119,10 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.vendoring.verify.report import text_lines
     from monorepo.vendoring.verify.verifier import verify
 
+    if args.against is not None and not args.rebuild:
+        from monorepo.errors import MonorepoError
+
+        raise MonorepoError("--against compares a rebuild with a record: add --rebuild")
     report = verify(
         args.project,
         packages=args.packages,
@@ -128,6 +132,18 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         jobs=args.jobs,
         reporter=reporter,
     )
+    if args.rebuild:
+        from monorepo.building.rebuild import verify_rebuild
+
+        rebuilt = verify_rebuild(
+            args.project,
+            target=args.target,
+            packages=args.packages,
+            against=args.against,
+            jobs=args.jobs,
+            reporter=reporter,
+        )
+        report.checks.append(rebuilt.check())
     if args.json:
         _json(report.to_dict())
     else:
@@ -174,6 +190,8 @@ def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         packages=args.packages,
         frozen=args.frozen,
         reporter=reporter,
+        executor=args.executor,
+        build_cache=False if args.no_build_cache else (args.build_cache or True),
     )
     if args.json:
         _json(result.to_dict())
@@ -187,8 +205,8 @@ def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
             print(f"  | {line}", file=sys.stderr)
     reporter.message(
         "info",
-        f"{result.wheels}: {len(result.built)} built, {len(result.skipped)} up to date,"
-        f" {len(result.failed)} failed",
+        f"{result.wheels}: {len(result.built)} built, {len(result.cached)} cached,"
+        f" {len(result.skipped)} up to date, {len(result.failed)} failed",
     )
     return EXIT_OK if result.ok else EXIT_FAILED
 
