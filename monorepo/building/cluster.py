@@ -152,7 +152,9 @@ class DaskExecutor:
             result.set_result(Failed(str(error), None))
             return
         except Exception as error:  # the cluster went away: this build fails, others try
-            result.set_result(Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None))
+            result.set_result(
+                Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None)
+            )
             return
         with self._lock:
             if self._cancelled:
@@ -250,7 +252,9 @@ class DaskExecutor:
         try:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
-            outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
+            outcome = Failed(
+                f"internal error collecting the build from the cluster: {error!r}", None
+            )
         if outcome is not None:
             result.set_result(outcome)
         else:
@@ -325,8 +329,7 @@ def _connect(address: str, timeout: float) -> DaskClient:
         import distributed
     except ImportError:
         raise BuildError(
-            f"--executor dask:// needs the distributed package, which is not installed:"
-            f" {_INSTALL}"
+            f"--executor dask:// needs the distributed package, which is not installed: {_INSTALL}"
         ) from None
     try:
         make: Any = distributed.Client

@@ -135,9 +135,7 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
 
 
 def _settings(table: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
-    return {
-        str(k): v if isinstance(v, str) else tuple(str(x) for x in v) for k, v in table.items()
-    }
+    return {str(k): v if isinstance(v, str) else tuple(str(x) for x in v) for k, v in table.items()}
 
 
 class Graph:

@@ -83,7 +83,12 @@ def machine_identity() -> tuple[str, str, str, str]:
     a venv came from the client's set, so a worker of another kind would build other wheels.
     """
     host = host_target()
-    return (VERSION, f"{sys.version_info.major}.{sys.version_info.minor}", host.platform, host.machine)
+    return (
+        VERSION,
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        host.platform,
+        host.machine,
+    )
 
 
 def sysroot_digest(root: Path) -> str:
@@ -269,16 +274,12 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
             write_bytes(path, data)
         available[d] = path
     root = base / "builds" / variant.target.name
-    local = dataclasses.replace(
-        variant, root=root, wheels=root / "wheels", sysroot=sysroot
-    )
+    local = dataclasses.replace(variant, root=root, wheels=root / "wheels", sysroot=sysroot)
     config = dataclasses.replace(job.config, duni=source)
     isolation = [] if job.isolate is False else network_isolation()
     (root / "locks").mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(root / "locks" / f"{job.pkg.dir}.lock"), RELAY.installed():
-        outcome = build_one(
-            config, job.pkg, local, job.graph, set(job.needs), available, isolation
-        )
+        outcome = build_one(config, job.pkg, local, job.graph, set(job.needs), available, isolation)
     log_path = local.logs / f"{job.pkg.dir}.log"
     log = log_path.read_bytes() if log_path.is_file() else b""
     if isinstance(outcome, Built):

@@ -399,9 +399,7 @@ def _config_settings(value: object, at: str, key: str) -> dict[str, str | tuple[
     return {str(k): v if isinstance(v, str) else tuple(v) for k, v in value.items()}
 
 
-def _target_config_settings(
-    value: object, at: str
-) -> dict[str, dict[str, str | tuple[str, ...]]]:
+def _target_config_settings(value: object, at: str) -> dict[str, dict[str, str | tuple[str, ...]]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise OverlayError(
             f"{at}: key target-config-settings must map a target name or machine to config"

@@ -169,8 +169,8 @@ class Contradiction(Exception):
 
 
 #: Metadata reads one proof may spend, and versions of one package it reads at most.
-BUDGET = 400
-PER_PACKAGE = 120
+BUDGET = 200
+PER_PACKAGE = 60
 
 
 class Prover:
