@@ -663,5 +663,7 @@ def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provi
 
 def _first_line(text: str) -> str:
     """A metadata error on one line, short enough for a line of an explanation."""
-    line = " ".join(text.split()) or "no reason given"
-    return line if len(line) <= 240 else line[:237] + "..."
+    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    line = line if len(line) <= 240 else line[:237] + "..."
+    # a first line cut inside a parenthesis (a build log follows) is closed again
+    return (line + ")" * (line.count("(") - line.count(")"))) or "no reason given"
