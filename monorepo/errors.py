@@ -54,6 +54,8 @@ class ResolutionError(MonorepoError):
     (:meth:`monorepo.resolve.explain.Explanation.to_dict`).
     """
 
+    exit_code = 1
+
     def __init__(self, message: str, explanation: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.explanation = explanation

@@ -260,6 +260,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonorepoError as exc:
         reporter.close()
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            # DESIGN.md: with --json, errors are JSON on stdout too
+            error: dict[str, Any] = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "exit-code": exc.exit_code,
+            }
+            explanation = getattr(exc, "explanation", None)
+            if explanation is not None:
+                error["explanation"] = explanation
+            _json({"error": error})
         return exc.exit_code
     except OSError as exc:
         reporter.close()

@@ -209,8 +209,14 @@ class _Group:
     resolution: Resolution
 
 
-def _units(members: Iterable[LockedPackage]) -> list[_Unit]:
-    """The distinct non-empty build-requirement sets of *members*, sorted by key."""
+def _units(members: Iterable[LockedPackage], overlays: OverlaySet) -> list[_Unit]:
+    """The distinct non-empty build-requirement sets of *members*, sorted by key.
+
+    Each package is named with where its build requirements come from (the label of
+    :func:`~monorepo.project.pyproject.build_requirer`), so that a build requirement no
+    version meets is blamed on the right package and the right file.
+    """
+    del overlays  # the origin is recorded in each package's tool table
     by_key: dict[tuple[str, ...], tuple[tuple[Requirement, ...], dict[str, str]]] = {}
     for pkg in members:
         requirements = build_requirements([pkg])
@@ -315,16 +321,20 @@ def _unit_error(
     unit: _Unit, resolve_build: ResolveBuild, base: Mapping[NormalizedName, Version]
 ) -> ResolutionError:
     """The error for build requirements that cannot be resolved even on their own."""
+    explanation = None
     try:
         resolve_build([unit.scope], base)
     except ResolutionError as exc:
         reason = str(exc)
+        explanation = exc.explanation
     else:  # pragma: no cover - only called after that very resolution failed
         reason = "they cannot be resolved."
     return ResolutionError(
         f"While resolving the build requirements of {unit.label} ({', '.join(unit.key)}),"
-        f" asked for by {unit.asked_by}: {reason}"
-        " An overlay rule's `build-requires` can replace them."
+        f" asked for by {unit.asked_by}:\n"
+        f"{reason}\n"
+        "An overlay rule's `build-requires` can replace them.",
+        explanation,
     )
 
 
@@ -371,7 +381,7 @@ def close_over_build_dependencies(
     build_only: list[tuple[NormalizedName, Version]] = []
     for _ in range(MAX_ROUNDS):
         members = [*runtime, *(annotated[k] for k in build_only)]
-        units = _units(members)
+        units = _units(members, overlays)
         reporter.task("resolve:build", "Resolving build dependencies")
         try:
             groups = _partition(units, resolve_build, base) if units else []
