@@ -54,8 +54,12 @@ def annotate(
     reporter: Reporter,
     cache: CacheDir,
     jobs: int = 8,
+    own_task: bool = True,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
+
+    Progress is task ``sources``, one step per package; with ``own_task=False`` the
+    caller has opened it (once, for several calls) and closes it.
 
     Each source is downloaded for this anyway, so an sdist or archive whose index gave
     no size (a PEP 503 HTML page has none) gets the size of the verified download: the
@@ -72,7 +76,8 @@ def annotate(
         return list(packages)
     # one client for all downloads of this pass: pooled connections, not one per package
     http = HttpClient(offline=offline, reporter=reporter)
-    reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    if own_task:
+        reporter.task("sources", "Fetching and patching sources", total=len(todo))
 
     def one(pkg: LockedPackage) -> LockedPackage:
         matched = overlays.rule_for(pkg.name, pkg.version)
@@ -112,7 +117,8 @@ def annotate(
             strict=True,
         ):
             done[i] = result
-    reporter.done("sources")
+    if own_task:
+        reporter.done("sources")
     return [done.get(i, p) for i, p in enumerate(packages)]
 
 
@@ -301,7 +307,29 @@ def close_over_build_dependencies(
     environment needs.
     """
     reporter = reporter or NullReporter()
-    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter, cache=cache)
+    # One task each for the whole fixed point (not one per round): their counts only
+    # grow, and a display keyed by task never sees the same key opened twice.
+    reporter.task("sources", "Fetching and patching sources")
+    reporter.task("resolve:build", "Resolving build dependencies")
+    try:
+        return _closure(runtime, resolve_build, merge_build, overlays, offline, reporter, cache)
+    finally:
+        reporter.done("resolve:build")
+        reporter.done("sources")
+
+
+def _closure(
+    runtime: Sequence[LockedPackage],
+    resolve_build: ResolveBuild,
+    merge_build: MergeBuild,
+    overlays: OverlaySet,
+    offline: bool,
+    reporter: Reporter,
+    cache: CacheDir,
+) -> list[LockedPackage]:
+    runtime = annotate(
+        runtime, overlays=overlays, offline=offline, reporter=reporter, cache=cache, own_task=False
+    )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
     for p in runtime:  # the newest where targets disagree
@@ -312,11 +340,8 @@ def close_over_build_dependencies(
     for _ in range(MAX_ROUNDS):
         members = [*runtime, *(annotated[k] for k in build_only)]
         units = _units(members)
-        reporter.task("resolve:build", "Resolving build dependencies")
-        try:
-            groups = _partition(units, resolve_build, base) if units else []
-        finally:
-            reporter.done("resolve:build")
+        groups = _partition(units, resolve_build, base) if units else []
+        reporter.advance("resolve:build")
         entries: dict[tuple[NormalizedName, Version], LockedPackage] = {}
         picked: dict[tuple[NormalizedName, Version], Resolution] = {}
         for group in groups:
@@ -329,7 +354,9 @@ def close_over_build_dependencies(
         if chosen == build_only:
             return finish(_assemble(members, groups, picked))
         new = [entries[k] for k in chosen if k not in annotated]
-        for p in annotate(new, overlays=overlays, offline=offline, reporter=reporter, cache=cache):
+        for p in annotate(
+            new, overlays=overlays, offline=offline, reporter=reporter, cache=cache, own_task=False
+        ):
             annotated[(p.name, p.version)] = p
         build_only = chosen
     raise ResolutionError("The build-dependency closure did not converge; report this as a bug.")
