@@ -1340,6 +1340,8 @@ def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixt
         "unchanged": [],
         "removed": [],
         "warnings": [],
+        "crates_updated": [],
+        "crates_removed": [],
     }
     assert main(["--project", str(proj), "pull"]) == 0
     assert "0 new, 0 changed, 2 unchanged, 0 removed" in capsys.readouterr().err

@@ -187,8 +187,13 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.vendoring.verify.report import text_lines
     from monorepo.vendoring.verify.verifier import verify
 
+    if args.against is not None and not args.rebuild:
+        from monorepo.errors import UsageError
+
+        raise UsageError("--against compares a rebuild with a record: add --rebuild")
+    project = _project(args)
     report = verify(
-        _project(args),
+        project,
         packages=args.packages,
         remote=args.remote,
         resolve=args.resolve,
@@ -197,6 +202,18 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         reporter=reporter,
         cache_dir=args.cache_dir,
     )
+    if args.rebuild:
+        from monorepo.building.rebuild import verify_rebuild
+
+        rebuilt = verify_rebuild(
+            project,
+            target=args.target,
+            packages=args.packages,
+            against=args.against,
+            jobs=args.jobs,
+            reporter=reporter,
+        )
+        report.checks.append(rebuilt.check())
     if args.json:
         _json(report.to_dict())
     else:

@@ -227,6 +227,22 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="packages checked at once (default: min(8, 2 x CPUs))",
     )
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild in a scratch directory and compare with duni-build/<target>/build.toml",
+    )
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="FILE",
+        help="with --rebuild: compare with this build record (another machine's build.toml)",
+    )
+    p.add_argument(
+        "--target",
+        metavar="NAME",
+        help="the target to rebuild (with --rebuild; default: the first)",
+    )
 
     p = _command(
         sub,

@@ -54,9 +54,14 @@ def annotate(
     reporter: Reporter,
     cache: CacheDir,
     jobs: int = 8,
+    crate_index: str | None = None,
     own_task: bool = True,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
+
+    A package whose tree has a ``Cargo.lock`` gets its ``crates`` too
+    (:mod:`monorepo.locking.crates`), downloaded from *crate_index* (the project's
+    ``crate-index``; the environment's or cargo's when None).
 
     Progress is task ``sources``, one step per package; with ``own_task=False`` the
     caller has opened it (once, for several calls) and closes it.
@@ -66,6 +71,7 @@ def annotate(
     lock then records the same identity (url, size, sha256) whatever the index format.
     """
     from monorepo.index.http import HttpClient
+    from monorepo.locking.crates import CrateLocker
     from monorepo.sources.fetch import fetch_source, materialize_entries
     from monorepo.sources.store import ContentStore
     from monorepo.sources.treehash import hash_entries
@@ -78,6 +84,13 @@ def annotate(
     http = HttpClient(offline=offline, reporter=reporter)
     if own_task:
         reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    crates = CrateLocker(
+        setting=crate_index,
+        store=store,
+        get=lambda url: http.get(url).body,
+        fetch=http.stream,
+        offline=offline,
+    )
 
     def one(pkg: LockedPackage) -> LockedPackage:
         matched = overlays.rule_for(pkg.name, pkg.version)
@@ -100,10 +113,13 @@ def annotate(
             build = read_build_system(
                 tree, what=what, override=rule.build_requires if rule else None
             )
+            locked_crates = crates.lock(tree, what)
         reporter.advance("sources")
         tool = dict(pkg.tool)
         tool["tree-hash"] = tree_hash
         tool.update(build.to_tool())
+        if locked_crates:
+            tool["crates"] = locked_crates
         source = pkg.source
         if isinstance(source, SdistSource | ArchiveSource) and source.size is None:
             source = dataclasses.replace(source, size=fetched.stat().st_size)
@@ -293,6 +309,7 @@ def close_over_build_dependencies(
     offline: bool,
     cache: CacheDir,
     reporter: Reporter | None = None,
+    crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Runtime packages (annotated) plus every build-only package, annotated too.
 
@@ -312,7 +329,9 @@ def close_over_build_dependencies(
     reporter.task("sources", "Fetching and patching sources")
     reporter.task("resolve:build", "Resolving build dependencies")
     try:
-        return _closure(runtime, resolve_build, merge_build, overlays, offline, reporter, cache)
+        return _closure(
+            runtime, resolve_build, merge_build, overlays, offline, reporter, cache, crate_index
+        )
     finally:
         reporter.done("resolve:build")
         reporter.done("sources")
@@ -326,9 +345,16 @@ def _closure(
     offline: bool,
     reporter: Reporter,
     cache: CacheDir,
+    crate_index: str | None,
 ) -> list[LockedPackage]:
     runtime = annotate(
-        runtime, overlays=overlays, offline=offline, reporter=reporter, cache=cache, own_task=False
+        runtime,
+        overlays=overlays,
+        offline=offline,
+        reporter=reporter,
+        cache=cache,
+        crate_index=crate_index,
+        own_task=False,
     )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
@@ -355,7 +381,13 @@ def _closure(
             return finish(_assemble(members, groups, picked))
         new = [entries[k] for k in chosen if k not in annotated]
         for p in annotate(
-            new, overlays=overlays, offline=offline, reporter=reporter, cache=cache, own_task=False
+            new,
+            overlays=overlays,
+            offline=offline,
+            reporter=reporter,
+            cache=cache,
+            crate_index=crate_index,
+            own_task=False,
         ):
             annotated[(p.name, p.version)] = p
         build_only = chosen
