@@ -32,7 +32,8 @@ from monorepo.building.crossenv import (
 )
 from monorepo.building.elfcheck import EM_AARCH64, EM_ARM, check_wheel, read_elf_header
 from monorepo.project.targets import Target, host_target
-from monorepo.sysroot.info import SysrootInfo, read_sysroot
+from monorepo.sysroot.discover import read_sysroot
+from monorepo.sysroot.info import SysrootInfo
 from tests.helpers import write_overlay
 
 HOST = host_target()

@@ -325,7 +325,7 @@ def test_export_requirements_with_hashes(project: Callable[..., Path], tmp_path:
     proj = project(BUILT_WITH, ["app"])
     assert cli("--project", proj, "lock").returncode == 0
     doc = monorepo.read_lock(proj / "pylock.toml")
-    sha = {p.name: p.source.sha256 for p in doc.packages}  # type: ignore[union-attr]
+    sha = {str(p.name): getattr(p.source, "sha256", "") for p in doc.packages}
     run = cli("export", "--format", "requirements-txt", cwd=proj)
     assert run.returncode == 0, run.stderr
     assert f"app==1.0 \\\n    --hash=sha256:{sha['app']}\n" in run.stdout

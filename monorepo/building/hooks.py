@@ -25,8 +25,8 @@ from pyproject_hooks import (
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
-from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.cargo import cargo_environ, explain_cargo_failure
+from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package

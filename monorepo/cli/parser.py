@@ -269,6 +269,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs", "-j", type=_positive, metavar="N", help="packages built at once (default: CPUs)"
     )
+    p.add_argument(
+        "--executor",
+        metavar="SPEC",
+        help="where builds run: local or dask://HOST:PORT, a Dask cluster's scheduler"
+        " (default: [tool.monorepo] executor, else local)",
+    )
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--build-cache",
+        type=Path,
+        metavar="DIR",
+        help="built wheels by input key, looked up before building (default: builds/ in"
+        " the cache directory)",
+    )
+    cache.add_argument(
+        "--no-build-cache",
+        action="store_true",
+        help="build every package that is not up to date, and store nothing",
+    )
     p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
 
     _command(

@@ -56,6 +56,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "duni",
     "sources",
     "crate-index",
+    "executor",
 )
 _SOURCE_KEYS = ("git", "rev", "subdirectory")
 
@@ -107,6 +108,9 @@ class ProjectConfig:
     #: where Rust crates are downloaded from (``sparse+URL`` or a ``dl`` template); see
     #: :mod:`monorepo.sources.crates`
     crate_index: str | None = None
+    executor: str | None = None
+    """Where ``monorepo build`` runs builds: ``local`` or ``dask://HOST:PORT`` (checked by
+    :mod:`monorepo.building.executors`, which knows the engines)."""
 
 
 # ---------------------------------------------------------------------------
@@ -520,6 +524,8 @@ def _parse_tool(ctx: _Ctx, tool: Mapping[str, object]) -> dict[str, object]:
         out["build_dependencies"] = value
     if "duni" in tool:
         out["duni"] = _parse_duni(ctx, tool["duni"])
+    if "executor" in tool:
+        out["executor"] = ctx.string(tool["executor"], "[tool.monorepo] key 'executor'")
     if "overlays" in tool:
         out["overlays"] = _parse_overlays(ctx, tool["overlays"])
     if "crate-index" in tool:
@@ -596,6 +602,7 @@ def parse_config(data: Mapping[str, object], *, pyproject: Path) -> ProjectConfi
         duni=cast(Path, tool.get("duni", ctx.root / "duni")),
         overlays=cast("tuple[str, ...]", tool.get("overlays", ())),
         crate_index=cast("str | None", tool.get("crate_index")),
+        executor=cast("str | None", tool.get("executor")),
     )
 
 
