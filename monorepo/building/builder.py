@@ -96,7 +96,8 @@ def _select(
             chosen += found
         if unknown:
             raise BuildError(
-                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages"
+                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages",
+                exit_code=2,
             )
         return chosen
     return [
@@ -150,7 +151,7 @@ def build(
     chosen = choose_target(config, target)
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     if workers < 1:
-        raise BuildError(f"--jobs must be at least 1, not {workers}")
+        raise BuildError(f"--jobs must be at least 1, not {workers}", exit_code=2)
     host_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if chosen.python_version != host_version:
         raise BuildError(

@@ -69,6 +69,8 @@ class Scheduler:
         self.pending: set[Node] = set()
         self.results: dict[Node, PackageResult] = {}
         self.warnings: list[str] = []
+        self.opened: set[str] = set()
+        """Keys of the per-package tasks open on the reporter (see :meth:`started`)."""
 
     # ---------------------------------------------------------------- state
 
@@ -166,6 +168,9 @@ class Scheduler:
         )
 
     def fail(self, node: Node, reason: str, log: Path | None) -> None:
+        if self.task_key(node) in self.opened:  # requeued, then its needs failed
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = "failed"
         self.results[node] = self.result(node, reason=reason, log=log, tail=log_tail(log))
         label = self.results[node].label
@@ -176,6 +181,9 @@ class Scheduler:
         self, node: Node, status: str, wheel: Path, seconds: float, log: Path | None = None
     ) -> None:
         index, d = node
+        if self.task_key(node) in self.opened:  # requeued, then served from the cache
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = status
         self.wheels[node] = wheel
         if status == "built":
@@ -288,6 +296,7 @@ class Scheduler:
                         self.reporter.advance("build")
                     continue
                 self.status[node] = "running"
+                self.started(node)
                 job = BuildJob(
                     config=self.config,
                     pkg=self.pkgs[node[1]],
@@ -345,6 +354,24 @@ class Scheduler:
         }
         self.write_state(index)
 
+    def task_key(self, node: Node) -> str:
+        """The reporter's key for one package's build: ``build:<dir>``, and the target
+        (``build:<dir>@<target>``) when a cross build also builds it for the host."""
+        index, d = node
+        if len(self.variants) > 1:
+            return f"build:{d}@{self.variants[index].target.name}"
+        return f"build:{d}"
+
+    def started(self, node: Node) -> None:
+        """Open the package's task (once, even when it is requeued for dynamic needs)."""
+        key = self.task_key(node)
+        if key in self.opened:
+            return
+        self.opened.add(key)
+        pkg = self.pkgs[node[1]]
+        where = f" for {self.variants[node[0]].target.name}" if len(self.variants) > 1 else ""
+        self.reporter.task(key, f"{pkg.label}: building{where}")
+
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node
         try:
@@ -356,6 +383,8 @@ class Scheduler:
             self.dynamic[node] = outcome.dynamic
             self.enqueue(node)
             return
+        self.opened.discard(self.task_key(node))
+        self.reporter.done(self.task_key(node))
         self.reporter.advance("build")
         if isinstance(outcome, Failed):
             self.fail(node, outcome.reason, outcome.log)

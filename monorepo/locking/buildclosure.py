@@ -61,6 +61,7 @@ def annotate(
     jobs: int = 8,
     ask_backend: AskBackend | None = None,
     crate_index: str | None = None,
+    own_task: bool = True,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
 
@@ -75,6 +76,9 @@ def annotate(
     A package whose tree has a ``Cargo.lock`` gets its ``crates`` too
     (:mod:`monorepo.locking.crates`), downloaded from *crate_index* (the project's
     ``crate-index``; the environment's or cargo's when None).
+
+    Progress is task ``sources``, one step per package; with ``own_task=False`` the
+    caller has opened it (once, for several calls) and closes it.
 
     Each source is downloaded for this anyway, so an sdist or archive whose index gave
     no size (a PEP 503 HTML page has none) gets the size of the verified download: the
@@ -92,7 +96,8 @@ def annotate(
         return list(packages)
     # one client for all downloads of this pass: pooled connections, not one per package
     http = HttpClient(offline=offline, reporter=reporter)
-    reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    if own_task:
+        reporter.task("sources", "Fetching and patching sources", total=len(todo))
     crates = CrateLocker(
         setting=crate_index,
         store=store,
@@ -150,7 +155,8 @@ def annotate(
             strict=True,
         ):
             done[i] = result
-    reporter.done("sources")
+    if own_task:
+        reporter.done("sources")
     return [done.get(i, p) for i, p in enumerate(packages)]
 
 
@@ -363,6 +369,38 @@ def close_over_build_dependencies(
     environment needs.
     """
     reporter = reporter or NullReporter()
+    # One task each for the whole fixed point (not one per round): their counts only
+    # grow, and a display keyed by task never sees the same key opened twice.
+    reporter.task("sources", "Fetching and patching sources")
+    reporter.task("resolve:build", "Resolving build dependencies")
+    try:
+        return _closure(
+            runtime,
+            resolve_build,
+            merge_build,
+            overlays,
+            offline,
+            reporter,
+            cache,
+            crate_index,
+            ask_backend,
+        )
+    finally:
+        reporter.done("resolve:build")
+        reporter.done("sources")
+
+
+def _closure(
+    runtime: Sequence[LockedPackage],
+    resolve_build: ResolveBuild,
+    merge_build: MergeBuild,
+    overlays: OverlaySet,
+    offline: bool,
+    reporter: Reporter,
+    cache: CacheDir,
+    crate_index: str | None,
+    ask_backend: AskBackend | None,
+) -> list[LockedPackage]:
     runtime = annotate(
         runtime,
         overlays=overlays,
@@ -371,6 +409,7 @@ def close_over_build_dependencies(
         cache=cache,
         ask_backend=ask_backend,
         crate_index=crate_index,
+        own_task=False,
     )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
@@ -382,11 +421,8 @@ def close_over_build_dependencies(
     for _ in range(MAX_ROUNDS):
         members = [*runtime, *(annotated[k] for k in build_only)]
         units = _units(members, overlays)
-        reporter.task("resolve:build", "Resolving build dependencies")
-        try:
-            groups = _partition(units, resolve_build, base) if units else []
-        finally:
-            reporter.done("resolve:build")
+        groups = _partition(units, resolve_build, base) if units else []
+        reporter.advance("resolve:build")
         entries: dict[tuple[NormalizedName, Version], LockedPackage] = {}
         picked: dict[tuple[NormalizedName, Version], Resolution] = {}
         for group in groups:
@@ -407,6 +443,7 @@ def close_over_build_dependencies(
             cache=cache,
             ask_backend=ask_backend,
             crate_index=crate_index,
+            own_task=False,
         ):
             annotated[(p.name, p.version)] = p
         build_only = chosen

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 class NoSdistError(MonorepoError):
     """A locked version has no source distribution to vendor."""
 
+    code = "no-sdist"
+
 
 def scopes_of(config: ProjectConfig) -> list[Scope]:
     scopes = [Scope("project", "", config.dependencies)]
