@@ -38,8 +38,9 @@ from monorepo.building.reproducible import (
 from monorepo.building.targets import (
     Variant,
 )
-from monorepo.errors import BuildError, MonorepoError
+from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
+from monorepo.vendoring.sbom import locked_package_sbom
 
 FIXED_ROOT = "/monorepo-build"
 """What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
@@ -270,10 +271,14 @@ def build_one(
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
         try:
+            sbom = locked_package_sbom(config, d).encode("utf-8")
             normal = normalise_wheel(
-                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name)
+                wheel,
+                source_date_epoch(pkg.upload_time),
+                package=str(pkg.name),
+                extra={f"sboms/{pkg.name}.cdx.json": sbom},
             )
-        except (BuildError, MonorepoError) as error:
+        except MonorepoError as error:
             return Failed(str(error), log)
         if normal.changed:
             with log.open("a", encoding="utf-8") as fh:

@@ -198,11 +198,11 @@ def _zip_time(epoch: int) -> tuple[int, int, int, int, int, int]:
 
 
 def wheel_bytes(contents: WheelContents, epoch: int, extra: Mapping[str, bytes] = {}) -> bytes:
-    """The wheel of *contents* (plus *extra* files) in normal form: entries sorted
-    (``.dist-info`` last, RECORD last of all), every time *epoch*, modes 0644 or 0755,
-    deflated at level 9, RECORD rewritten to match."""
+    """The wheel of *contents* (plus *extra* files, paths relative to its ``.dist-info``
+    directory) in normal form: entries sorted (``.dist-info`` last, RECORD last of all),
+    every time *epoch*, modes 0644 or 0755, deflated at level 9, RECORD rewritten."""
     dist_info = contents.dist_info
-    files = {**contents.files, **extra}
+    files = {**contents.files, **{f"{dist_info}/{k}": v for k, v in extra.items()}}
     record = f"{dist_info}/RECORD"
     files[record] = wheel_record_text(files, dist_info).encode("utf-8")
     stamp = _zip_time(epoch)
@@ -229,7 +229,8 @@ class Normalised:
 def normalise_wheel(
     wheel: Path, epoch: int, *, package: str, extra: Mapping[str, bytes] = {}
 ) -> Normalised:
-    """Rewrite *wheel* in place in normal form (:func:`wheel_bytes`), atomically, and
+    """Rewrite *wheel* in place in normal form (:func:`wheel_bytes`), with the *extra*
+    files (relative to its ``.dist-info``: PEP 770's ``sboms/``) added, atomically, and
     say what differed from what the backend wrote.  A RECORD whose hashes do not match
     the files is an error: the backend's wheel is broken and is not papered over."""
     original = wheel.read_bytes()
@@ -250,7 +251,7 @@ def normalise_wheel(
     if any((i.external_attr >> 16) & 0o7777 not in (0o644, 0o755) for i in infos):
         notes.append("permissions normalised")
     if contents.files[record].decode("utf-8", "replace") != wheel_record_text(
-        {**contents.files, **extra}, contents.dist_info
+        contents.files, contents.dist_info
     ):
         notes.append("RECORD rewritten")
     if extra:

@@ -144,12 +144,37 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
             reporter=reporter,
         )
         report.checks.append(rebuilt.check())
+    if args.published:
+        from monorepo.building.published import verify_published
+
+        published = verify_published(
+            args.project,
+            target=args.target,
+            packages=args.packages,
+            index_url=args.index_url,
+            reporter=reporter,
+        )
+        report.checks.append(published.check())
     if args.json:
         _json(report.to_dict())
     else:
         for line in text_lines(report):
             print(line)
     return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _cmd_export(args: argparse.Namespace, reporter: TerminalReporter) -> int:
+    from monorepo.vendoring.sbom import export_cyclonedx
+
+    text = export_cyclonedx(args.project, target=args.target)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        from monorepo._core.atomic import write_text_if_changed
+
+        write_text_if_changed(args.output, text)
+        reporter.message("info", f"wrote {args.output}")
+    return EXIT_OK
 
 
 def _cmd_list(args: argparse.Namespace, reporter: TerminalReporter) -> int:
@@ -233,6 +258,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, TerminalReporter], int]] = {
     "lock": _cmd_lock,
     "pull": _cmd_pull,
     "verify": _cmd_verify,
+    "export": _cmd_export,
     "list": _cmd_list,
     "why": _cmd_why,
     "build": _cmd_build,

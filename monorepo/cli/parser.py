@@ -74,7 +74,9 @@ def parser() -> argparse.ArgumentParser:
         "--remote", action="store_true", help="download every source again and check its hash"
     )
     p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
-    p.add_argument("--index-url", metavar="URL", help="the package index (for --resolve)")
+    p.add_argument(
+        "--index-url", metavar="URL", help="the package index (for --resolve and --published)"
+    )
     p.add_argument(
         "--rebuild",
         action="store_true",
@@ -86,9 +88,28 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --rebuild: compare with this build record (another machine's build.toml)",
     )
-    p.add_argument("--target", metavar="NAME", help="the target to rebuild (with --rebuild)")
+    p.add_argument(
+        "--published",
+        action="store_true",
+        help="compare the built wheels with the index's wheels of the same versions",
+    )
+    p.add_argument(
+        "--target", metavar="NAME", help="the target to rebuild or compare (--rebuild, --published)"
+    )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages checked at once")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    p = sub.add_parser("export", help="write the locked set in another format (an SBOM)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["cyclonedx"],
+        help="cyclonedx: a CycloneDX 1.6 JSON SBOM of one target",
+    )
+    p.add_argument("--target", metavar="NAME", help="the target (required when there are several)")
+    p.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write to FILE instead of stdout"
+    )
 
     p = sub.add_parser("list", help="the locked packages")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
