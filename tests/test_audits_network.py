@@ -15,6 +15,7 @@ import pytest
 
 import monorepo
 from monorepo.building.builder import build
+from monorepo.building.published import verify_published
 from monorepo.building.rebuild import verify_rebuild
 from monorepo.building.record import read_build_record
 from monorepo.project.targets import host_target
@@ -55,7 +56,7 @@ def test_small_set_builds_twice_in_two_directories_with_the_same_hashes(
         entry = next(e for e in first.packages.values() if e.name == binary)
         assert entry.wheel.endswith(f"linux_{HOST.machine}.whl"), entry.wheel
         assert entry.inputs.toolchain is not None
-    again = build(small, build_root=tmp_path / "second")
+    again = build(small, build_root=tmp_path / "second", build_cache=False)
     assert again.ok, [(p.label, p.reason, p.tail) for p in again.failed]
     second = read_build_record(tmp_path / "second" / "native" / "build.toml")
     assert {d: e.sha256 for d, e in second.packages.items()} == {
@@ -65,3 +66,17 @@ def test_small_set_builds_twice_in_two_directories_with_the_same_hashes(
     bad = [p.to_dict() for p in report.packages if p.status != "reproducible"]
     assert report.passed, bad
     shutil.rmtree(tmp_path / "second")
+
+
+def test_published_wheels_of_the_small_set(small: Path) -> None:
+    """Which of our wheels hold the same code as the index's: the pure ones should."""
+    report = verify_published(small)
+    statuses = {p.name: p.status for p in report.packages}
+    for pure in ("requests", "idna", "certifi"):
+        assert statuses[pure] == "same", report.status(pure).to_dict()
+        assert report.status(pure).pure
+    for native in ("pyyaml", "markupsafe"):
+        assert statuses[native] in ("native", "same"), report.status(native).to_dict()
+        assert not report.status(native).python_files, report.status(native).to_dict()
+    check = report.check()
+    assert "wheels compared with the index's" in check.summary

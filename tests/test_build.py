@@ -359,12 +359,17 @@ def test_a_second_build_skips_everything_and_an_edit_rebuilds_dependents(
     assert names(third.built) == ["app", "tinybackend"]
     assert names(third.skipped) == ["helper", "lib"]
     assert any("tinybackend" in w and "differs" in w for w in third.warnings)
-    # a wheel removed from the output directory is built again
+    # a wheel removed from the output directory comes back from the build cache, or is
+    # built again without it
     lib_wheel = next(p.wheel for p in third.skipped if p.dir == "lib")
     assert lib_wheel is not None
     lib_wheel.unlink()
     fourth = build(proj)
-    assert names(fourth.built) == ["lib"]
+    assert names(fourth.cached) == ["lib"] and fourth.built == []
+    assert lib_wheel.is_file()
+    lib_wheel.unlink()
+    fifth = build(proj, build_cache=False)
+    assert names(fifth.built) == ["lib"]
     assert lib_wheel.is_file()
 
 

@@ -85,6 +85,11 @@ class CacheDir:
         return self.root / "build-envs"
 
     @property
+    def builds(self) -> Path:
+        """Built wheels by the key of their inputs (:mod:`monorepo.building.cache`)."""
+        return self.root / "builds"
+
+    @property
     def debian(self) -> Path:
         """Debian indexes and packages of sysroots (:mod:`monorepo.sysroot`)."""
         return self.root / "debian"

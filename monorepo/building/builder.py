@@ -17,6 +17,14 @@ from packaging.utils import canonicalize_name
 
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo.building.cache import BuildCache
+from monorepo.building.executors import (
+    DASK_SCHEME,
+    LOCAL,
+    Executor,
+    LocalExecutor,
+    check_executor_spec,
+)
 from monorepo.building.hooks import RELAY
 from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
@@ -24,7 +32,7 @@ from monorepo.building.record import write_records
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
-from monorepo.building.syslibs import check_sysroot_libraries, check_system_libraries
+from monorepo.building.syslibs import check_libraries
 from monorepo.building.targets import (
     Variant,
     choose_target,
@@ -50,6 +58,29 @@ BUILD_DIR = "duni-build"
 
 
 # --------------------------------------------------------------------- entry point
+
+
+def _build_cache(
+    choice: str | os.PathLike[str] | bool, cache_dir: str | os.PathLike[str] | None
+) -> BuildCache | None:
+    if choice is False:
+        return None
+    if choice is True:
+        return BuildCache(CacheDir.at(cache_dir).builds)
+    return BuildCache(Path(choice).expanduser().resolve())
+
+
+def open_executor(
+    spec: str | None, *, jobs: int, reporter: Reporter, where: str = "--executor"
+) -> Executor:
+    """The executor *spec* names: ``local`` (None too) with *jobs* threads, or a Dask
+    cluster's scheduler (``dask://HOST:PORT``)."""
+    spec = check_executor_spec(spec or LOCAL, where=where)
+    if spec == LOCAL:
+        return LocalExecutor(jobs)
+    from monorepo.building.cluster import DaskExecutor
+
+    return DaskExecutor("tcp://" + spec[len(DASK_SCHEME) :], reporter=reporter)
 
 
 def _select(
@@ -87,6 +118,8 @@ def build(
     frozen: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     build_root: str | os.PathLike[str] | None = None,
+    executor: str | Executor | None = None,
+    build_cache: str | os.PathLike[str] | bool = True,
 ) -> BuildResult:
     """Build ``duni/`` into wheels for *target*, offline (see the module docstring).
 
@@ -105,6 +138,12 @@ def build(
     under ``<build_root>/<target>`` (``verify --rebuild`` builds in a scratch one).
     Every build writes ``<target>/build.toml``, the build record
     (:mod:`monorepo.building.record`).
+    *executor* is where builds run: ``local`` (threads here, the default) or
+    ``dask://HOST:PORT`` (a Dask cluster, :mod:`monorepo.building.cluster`), or an
+    :class:`~monorepo.building.executors.Executor`; default ``[tool.monorepo] executor``.
+    *build_cache* is the directory of built wheels by input key
+    (:mod:`monorepo.building.cache`): True for ``builds/`` in the cache directory, a path
+    for another (e.g. on a shared file system), False for none.
     """
     reporter = reporter if reporter is not None else NullReporter()
     config = load_config(Path(project))
@@ -121,6 +160,8 @@ def build(
         )
     cross = not is_native(chosen)
     sysroot = target_sysroot(chosen) if cross else None
+    for note in sysroot.notes if sysroot is not None else ():
+        reporter.message("warning", note)
     lock_path = config.root / lockfile.LOCK_NAME
     if not frozen and lock_path.exists():  # (no lock at all: load_plan says what to do)
         from monorepo.locking.freshness import require_fresh
@@ -169,6 +210,14 @@ def build(
             reporter.message(
                 "debug", "no network namespace available; relying on a dead proxy and audit hook"
             )
+    if executor is None and config.executor is not None:
+        executor = check_executor_spec(
+            config.executor, where=f"{config.pyproject}: [tool.monorepo] executor"
+        )
+    if executor is None or isinstance(executor, str):
+        engine = open_executor(executor, jobs=workers, reporter=reporter)
+    else:
+        engine = executor
     with contextlib.ExitStack() as stack:
         for v in variants[::-1]:  # the target's lock first, then the build machine's
             stack.enter_context(filelock.FileLock(v.root / "lock"))
@@ -181,6 +230,9 @@ def build(
             jobs=workers,
             reporter=reporter,
             isolation=isolation,
+            isolate=isolate,
+            executor=engine,
+            cache=_build_cache(build_cache, cache_dir),
         )
         index = len(variants) - 1
         requested = [(index, d) for d in selected]
@@ -188,14 +240,14 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
-        check_system_libraries(
+        check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
+            target_variant.sysroot,
+            {pkgs[d].label: pkgs[d].system_libraries for d in selected},
+            target=chosen.name,
+            lock=lock_path,
             reporter=reporter,
         )
-        if target_variant.sysroot is not None:
-            check_sysroot_libraries(
-                target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
-            )
         builder.run(requested)
         write_records(builder)
         if cross and chosen.runner:
@@ -207,6 +259,8 @@ def build(
             result.built.append(res)
         elif status == "skipped":
             result.skipped.append(res)
+        elif status == "cached":
+            result.cached.append(res)
         else:
             result.failed.append(res)
     result.warnings = builder.warnings

@@ -25,6 +25,8 @@ from pyproject_hooks import (
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
+from monorepo.building.cargo import cargo_environ, explain_cargo_failure
+from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
@@ -40,7 +42,8 @@ from monorepo.building.targets import (
 )
 from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
-from monorepo.vendoring.sbom import locked_package_sbom
+from monorepo.project.targets import host_target
+from monorepo.vendoring.sbom import package_sbom
 
 FIXED_ROOT = "/monorepo-build"
 """What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
@@ -140,8 +143,14 @@ def _copy_tree(source: Path, dest: Path) -> None:
     fstree.copy_tree(source, dest)
 
 
-def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -> dict[str, str]:
-    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be.
+def hook_environ(
+    pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path
+) -> tuple[dict[str, str], ConfigSettings]:
+    """The environment and config settings every hook of *pkg* gets: offline,
+    reproducible, and for a cross build pointed at the target by
+    :func:`~monorepo.building.crossenv.cross_environment` (its files under
+    ``duni-build/<target>/cross/<dir>``).  The overlay's ``build-env`` and
+    ``config-settings`` come last, so a rule can override what was generated.
 
     The scratch paths (source copy, build venv, sysroot) are mapped to fixed names for
     C compilers, so that a build elsewhere writes the same debug information.
@@ -154,12 +163,45 @@ def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -
         str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
         str(venv.root): f"{FIXED_ROOT}/env",
     }
+    settings: ConfigSettings = {}
     if variant.sysroot is not None:
+        env.pop("PKG_CONFIG_PATH", None)  # added to PKG_CONFIG_LIBDIR: host .pc files
         env.update(variant.sysroot.cross_env(variant.target.cc))
+        cross = cross_environment(
+            label=pkg.label,
+            backend=pkg.backend,
+            target=variant.target,
+            sysroot=variant.sysroot,
+            directory=variant.root / "cross" / pkg.dir,
+            base_path=env.get("PATH", os.defpath),
+            host_machine=host_target().machine,
+        )
+        env.update(cross.environ)
+        settings = cross.config_settings
         maps[str(variant.sysroot.root)] = f"{FIXED_ROOT}/sysroot"
     env.update(pkg.build_env)
     add_prefix_maps(env, maps)
-    return env
+    return env, merge_config_settings(settings, pkg.config_settings_for(variant.target))
+
+
+def _cargo(
+    config: ProjectConfig, pkg: Package, variant: Variant, environ: Mapping[str, str]
+) -> dict[str, str] | str:
+    """cargo's environment for a Rust extension (see :mod:`monorepo.building.cargo`)."""
+    sysroot = variant.sysroot
+    cross = None
+    if variant.cross and sysroot is not None:
+        cc = variant.target.cc or f"{sysroot.triplet}-gcc"
+        pythonpath = sysroot.root / sysroot.pythonpath_dir
+        cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    return cargo_environ(
+        pkg.crates,
+        label=pkg.label,
+        duni=config.duni,
+        home=variant.root / "cargo" / pkg.dir,
+        path=environ.get("PATH", os.defpath),
+        cross=cross,
+    )
 
 
 def build_one(
@@ -185,7 +227,7 @@ def build_one(
     src = variant.src / d
     started = time.monotonic()
     venv = BuildEnv(variant.root / "envs" / d)
-    environ = hook_environ(pkg, variant, venv, netlog)
+    environ, settings = hook_environ(pkg, variant, venv, netlog)
     with log.open("w", encoding="utf-8") as fh:
         fh.write(
             f"# monorepo build of {pkg.label} for {variant.target.name}\n"
@@ -194,6 +236,7 @@ def build_one(
             + (f" (backend-path {list(pkg.backend_path)})" if pkg.backend_path else "")
             + f"\n# build-requires: {list(pkg.requires)}\n"
             + (f"# build-env: {dict(pkg.build_env)}\n" if pkg.build_env else "")
+            + (f"# config-settings: {settings}\n" if settings else "")
         )
 
     def runner(
@@ -232,6 +275,13 @@ def build_one(
             " fix it in the overlay",
             None,
         )
+    if pkg.crates:
+        prepared = _cargo(config, pkg, variant, environ)
+        if isinstance(prepared, str):
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- cargo ----\n{prepared}\n")
+            return Failed(prepared, log)
+        environ.update(prepared)
     hook = "get_requires_for_build_wheel"
     try:
         with RELAY.to(log):
@@ -246,7 +296,7 @@ def build_one(
                 python_executable=str(venv.python),
             )
             section(hook)
-            extra = caller.get_requires_for_build_wheel({})
+            extra = caller.get_requires_for_build_wheel(settings)
             dynamic, problems = graph.needs(pkg, extra, strict=True)
             if problems:
                 return Failed(
@@ -265,18 +315,19 @@ def build_one(
                 shutil.rmtree(out)
             out.mkdir(parents=True)
             section(hook)
-            name = caller.build_wheel(str(out), {})
+            name = caller.build_wheel(str(out), settings)
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
         try:
-            sbom = locked_package_sbom(config, d).encode("utf-8")
+            sboms = (
+                {f"sboms/{pkg.name}.cdx.json": package_sbom(pkg.locked, config.duni).encode()}
+                if pkg.locked is not None
+                else {}
+            )
             normal = normalise_wheel(
-                wheel,
-                source_date_epoch(pkg.upload_time),
-                package=str(pkg.name),
-                extra={f"sboms/{pkg.name}.cdx.json": sbom},
+                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name), extra=sboms
             )
         except MonorepoError as error:
             return Failed(str(error), log)
@@ -304,7 +355,14 @@ def build_one(
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
-        return Failed(f"the backend's {hook} hook failed (exit status {error.returncode})", log)
+        failed = f"the backend's {hook} hook failed (exit status {error.returncode})"
+        if pkg.crates:
+            explained = explain_cargo_failure(
+                log.read_text(encoding="utf-8", errors="replace"), pkg.label
+            )
+            if explained is not None:
+                return Failed(f"{failed}: {explained}", log)
+        return Failed(failed, log)
     except BackendUnavailable as error:
         with log.open("a", encoding="utf-8") as fh:
             fh.write(error.traceback)

@@ -56,6 +56,8 @@ class BuildResult:
     logs: Path
     built: list[PackageResult] = field(default_factory=list)
     skipped: list[PackageResult] = field(default_factory=list)
+    cached: list[PackageResult] = field(default_factory=list)
+    """Taken from the build cache (built before, with the same inputs)."""
     failed: list[PackageResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -72,6 +74,7 @@ class BuildResult:
             "ok": self.ok,
             "built": [p.to_dict() for p in self.built],
             "skipped": [p.to_dict() for p in self.skipped],
+            "cached": [p.to_dict() for p in self.cached],
             "failed": [p.to_dict() for p in self.failed],
             "warnings": list(self.warnings),
         }

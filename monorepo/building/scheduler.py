@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 from monorepo._core.atomic import write_text_if_changed
 from monorepo._core.reporter import Reporter
 from monorepo.building.buildenv import file_sha256
-from monorepo.building.hooks import Failed, NeedMore, Outcome, build_one
+from monorepo.building.cache import BuildCache
+from monorepo.building.executors import BuildJob, Executor, LocalExecutor
+from monorepo.building.hooks import Failed, NeedMore, Outcome
 from monorepo.building.plan import Graph, Package
 from monorepo.building.results import PackageResult, log_tail
 from monorepo.building.targets import (
@@ -42,6 +44,9 @@ class Scheduler:
         jobs: int,
         reporter: Reporter,
         isolation: Sequence[str],
+        isolate: bool | None = None,
+        executor: Executor | None = None,
+        cache: BuildCache | None = None,
     ) -> None:
         self.config = config
         self.pkgs = pkgs
@@ -51,6 +56,9 @@ class Scheduler:
         self.jobs = jobs
         self.reporter = reporter
         self.isolation = list(isolation)
+        self.isolate = isolate
+        self.executor: Executor = executor if executor is not None else LocalExecutor(jobs)
+        self.cache = cache
         self.states = [self._read_state(v) for v in variants]
         self.tree_hashes: dict[str, str] = {}
         self.static: dict[str, tuple[set[str], list[str]]] = {}
@@ -120,13 +128,19 @@ class Scheduler:
         target = self.variants[index].target
         data = {
             "format": _FORMAT,
-            "target": {**target.canonical(), "cc": target.cc, "sysroot": target.sysroot},
+            "target": {
+                **target.canonical(),
+                "cc": target.cc,
+                "sysroot": target.sysroot,
+                "runner": target.runner,
+            },
             "cross": self.variants[index].cross,
             "tree": self.tree_key(d),
             "backend": pkg.backend,
             "requires": list(pkg.requires),
             "backend-path": list(pkg.backend_path),
             "build-env": dict(sorted(pkg.build_env.items())),
+            "config-settings": pkg.config_settings_for(target),
             "c-extension": [pkg.c_extension, pkg.c_extension_overlay],
             "needs": {n: self.keys[(0, n)] for n in sorted(needs)},
         }
@@ -155,14 +169,15 @@ class Scheduler:
         where = f" (log: {log})" if log is not None else ""
         self.reporter.message("info", f"failed {label}: {reason}{where}")
 
-    def done(self, node: Node, status: str, wheel: Path, seconds: float) -> None:
+    def done(
+        self, node: Node, status: str, wheel: Path, seconds: float, log: Path | None = None
+    ) -> None:
         index, d = node
         self.status[node] = status
         self.wheels[node] = wheel
-        log = self.variants[index].logs / f"{d}.log"
-        self.results[node] = self.result(
-            node, wheel=wheel, log=log if status == "built" else None, seconds=seconds
-        )
+        if status == "built":
+            log = self.variants[index].logs / f"{d}.log"
+        self.results[node] = self.result(node, wheel=wheel, log=log, seconds=seconds)
         if status == "built":
             self.reporter.message(
                 "info", f"built {self.results[node].label} ({seconds:.1f}s): {wheel.name}"
@@ -173,7 +188,7 @@ class Scheduler:
         return {
             d: self.wheels[(i, d)]
             for (i, d), status in self.status.items()
-            if i == 0 and status in ("built", "skipped")
+            if i == 0 and status in ("built", "skipped", "cached")
         }
 
     def up_to_date(self, node: Node, key: str) -> Path | None:
@@ -200,15 +215,20 @@ class Scheduler:
         total = len(self.pending)
         self.reporter.task("build", f"Building {total} packages", total)
         running: dict[Future[Outcome], tuple[Node, str]] = {}
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="build") as pool:
+        try:
             while True:
-                self.schedule(pool, running)
+                self.schedule(running)
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node, key = running.pop(future)
                     self.finish(node, key, future)
+        except BaseException:  # Ctrl-C: drop what was submitted (a cluster's tasks too)
+            self.executor.cancel()
+            raise
+        finally:
+            self.executor.close()
         for node in sorted(self.pending, key=self.order):
             ready = self.available()
             waiting = sorted(n for n in self.needs(node) if n not in ready)
@@ -225,9 +245,7 @@ class Scheduler:
     def order(self, node: Node) -> tuple[int, int]:
         return (node[0], self.rank.get(node[1], len(self.rank)))
 
-    def schedule(
-        self, pool: ThreadPoolExecutor, running: dict[Future[Outcome], tuple[Node, str]]
-    ) -> None:
+    def schedule(self, running: dict[Future[Outcome], tuple[Node, str]]) -> None:
         progressed = True
         while progressed:
             progressed = False
@@ -256,21 +274,73 @@ class Scheduler:
                 wheel = self.up_to_date(node, key)
                 if wheel is not None:
                     self.reporter.message("debug", f"up to date: {wheel.name}")
+                    if self.cache is not None and self.cache.get(key) is None:
+                        self.cache.put(key, wheel, None, self.dynamic.get(node, ()))
                     self.done(node, "skipped", wheel, 0.0)
                     self.reporter.advance("build")
                     continue
+                cached = self.from_cache(node, key, needs)
+                if cached is not None:
+                    if cached:
+                        self.reporter.advance("build")
+                    continue
                 self.status[node] = "running"
-                future = pool.submit(
-                    build_one,
-                    self.config,
-                    self.pkgs[node[1]],
-                    self.variants[node[0]],
-                    self.graph,
-                    set(needs),
-                    dict(ready),
-                    self.isolation,
+                job = BuildJob(
+                    config=self.config,
+                    pkg=self.pkgs[node[1]],
+                    variant=self.variants[node[0]],
+                    graph=self.graph,
+                    needs=frozenset(needs),
+                    available=dict(ready),
+                    isolation=tuple(self.isolation),
+                    isolate=self.isolate,
+                    tree=self.tree_key(node[1]),
+                    key=key,
                 )
-                running[future] = (node, key)
+                running[self.executor.submit(job)] = (node, key)
+
+    def from_cache(self, node: Node, key: str, needs: set[str]) -> bool | None:
+        """True when *node*'s wheel came from the cache, False when it waits again for
+        the build requirements the cache says its backend asks for, None to build it."""
+        if self.cache is None:
+            return None
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        asked = {d for d in entry.dynamic if d in self.pkgs}
+        if not asked <= needs:
+            self.dynamic[node] = self.dynamic.get(node, set()) | asked
+            self.enqueue(node)
+            return False
+        index, d = node
+        wheel = self.cache.fetch(entry, self.variants[index].wheels)
+        if wheel is None:
+            if entry.wheel is not None:
+                self.reporter.message(
+                    "warning",
+                    f"the build cache's entry for {self.pkgs[d].label} ({entry.path}) is"
+                    " damaged; removed it, building the package again",
+                )
+            return None
+        self.record(node, key, wheel, asked)
+        self.done(node, "cached", wheel, 0.0, log=entry.log)
+        self.reporter.message("debug", f"from the build cache: {wheel.name}")
+        return True
+
+    def record(self, node: Node, key: str, wheel: Path, dynamic: Iterable[str]) -> None:
+        """``state.json``: *node*'s wheel was made from *key* (the up-to-date check)."""
+        index, d = node
+        state = self.states[index]
+        previous = state.get(d)
+        if isinstance(previous, dict) and previous.get("wheel") != wheel.name:
+            (self.variants[index].wheels / str(previous.get("wheel"))).unlink(missing_ok=True)
+        state[d] = {
+            "key": key,
+            "wheel": wheel.name,
+            "sha256": file_sha256(wheel),
+            "dynamic": sorted(dynamic),
+        }
+        self.write_state(index)
 
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node
@@ -289,19 +359,14 @@ class Scheduler:
             return
         needs = self.needs(node) | outcome.dynamic
         self.dynamic[node] = outcome.dynamic
-        key = self.key(node, needs)
+        started, key = key, self.key(node, needs)
         self.keys[node] = key
-        state = self.states[index]
-        previous = state.get(d)
-        if isinstance(previous, dict) and previous.get("wheel") != outcome.wheel.name:
-            (self.variants[index].wheels / str(previous.get("wheel"))).unlink(missing_ok=True)
-        state[d] = {
-            "key": key,
-            "wheel": outcome.wheel.name,
-            "sha256": file_sha256(outcome.wheel),
-            "dynamic": sorted(outcome.dynamic),
-        }
-        self.write_state(index)
+        self.record(node, key, outcome.wheel, outcome.dynamic)
+        if self.cache is not None:
+            log = self.variants[index].logs / f"{d}.log"
+            self.cache.put(key, outcome.wheel, log if log.is_file() else None, outcome.dynamic)
+            if started != key:
+                self.cache.hint(started, outcome.dynamic)
         self.done(node, "built", outcome.wheel, outcome.seconds)
 
     # ------------------------------------------------------------ smoke test

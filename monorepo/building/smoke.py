@@ -48,8 +48,9 @@ def smoke_test(scheduler: Scheduler, index: int) -> None:
     if sysroot is None or runner is None:
         return
     nodes = [n for n in scheduler.status if n[0] == index]
-    ready = [n for n in nodes if scheduler.status[n] in ("built", "skipped")]
-    todo = [n for n in nodes if scheduler.status[n] == "built"]
+    ready = [n for n in nodes if scheduler.status[n] in ("built", "skipped", "cached")]
+    # a cached wheel is tested like a new one: the cache may hold it from a failed test
+    todo = [n for n in nodes if scheduler.status[n] in ("built", "cached")]
     if not todo:
         return
     prefix = shlex.split(runner.format(sysroot=str(sysroot.root)))

@@ -215,6 +215,8 @@ def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         packages=args.packages,
         frozen=args.frozen,
         reporter=reporter,
+        executor=args.executor,
+        build_cache=False if args.no_build_cache else (args.build_cache or True),
     )
     if args.json:
         _json(result.to_dict())
@@ -228,8 +230,8 @@ def _cmd_build(args: argparse.Namespace, reporter: TerminalReporter) -> int:
             print(f"  | {line}", file=sys.stderr)
     reporter.message(
         "info",
-        f"{result.wheels}: {len(result.built)} built, {len(result.skipped)} up to date,"
-        f" {len(result.failed)} failed",
+        f"{result.wheels}: {len(result.built)} built, {len(result.cached)} cached,"
+        f" {len(result.skipped)} up to date, {len(result.failed)} failed",
     )
     return EXIT_OK if result.ok else EXIT_FAILED
 

@@ -130,6 +130,25 @@ def parser() -> argparse.ArgumentParser:
         help="wheel directory (default duni-build/<target>/wheels)",
     )
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages built at once")
+    p.add_argument(
+        "--executor",
+        metavar="SPEC",
+        help="where builds run: local (default) or dask://HOST:PORT, a Dask cluster's"
+        " scheduler (default: [tool.monorepo] executor)",
+    )
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--build-cache",
+        type=Path,
+        metavar="DIR",
+        help="built wheels by input key, looked up before building (default: builds/ in"
+        " the user cache directory)",
+    )
+    cache.add_argument(
+        "--no-build-cache",
+        action="store_true",
+        help="build every package that is not up to date, and store nothing",
+    )
     p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return parser

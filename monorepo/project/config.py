@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Literal, cast, get_args
+from urllib.parse import urlsplit
 
 from packaging.dependency_groups import DependencyGroupResolver
 from packaging.requirements import InvalidRequirement, Requirement
@@ -54,6 +55,8 @@ KNOWN_KEYS: tuple[str, ...] = (
     "build-dependencies",
     "duni",
     "sources",
+    "crate-index",
+    "executor",
 )
 _SOURCE_KEYS = ("git", "rev", "subdirectory")
 
@@ -102,6 +105,12 @@ class ProjectConfig:
     build_dependencies: bool
     duni: Path
     overlays: tuple[str, ...]
+    #: where Rust crates are downloaded from (``sparse+URL`` or a ``dl`` template); see
+    #: :mod:`monorepo.sources.crates`
+    crate_index: str | None = None
+    executor: str | None = None
+    """Where ``monorepo build`` runs builds: ``local`` or ``dask://HOST:PORT`` (checked by
+    :mod:`monorepo.building.executors`, which knows the engines)."""
 
 
 # ---------------------------------------------------------------------------
@@ -515,8 +524,20 @@ def _parse_tool(ctx: _Ctx, tool: Mapping[str, object]) -> dict[str, object]:
         out["build_dependencies"] = value
     if "duni" in tool:
         out["duni"] = _parse_duni(ctx, tool["duni"])
+    if "executor" in tool:
+        out["executor"] = ctx.string(tool["executor"], "[tool.monorepo] key 'executor'")
     if "overlays" in tool:
         out["overlays"] = _parse_overlays(ctx, tool["overlays"])
+    if "crate-index" in tool:
+        where = "[tool.monorepo] key 'crate-index'"
+        text = ctx.string(tool["crate-index"], where).strip()
+        if urlsplit(text.removeprefix("sparse+")).scheme not in ("http", "https", "file"):
+            raise ctx.error(
+                where,
+                f"is {text!r}: give a sparse registry (sparse+https://...) or a crate download"
+                " URL (https://... or file://...).",
+            )
+        out["crate_index"] = text
     if "sources" in tool:
         table = ctx.table(tool["sources"], "[tool.monorepo] key 'sources'")
         sources: dict[NormalizedName, GitSource] = {}
@@ -580,6 +601,8 @@ def parse_config(data: Mapping[str, object], *, pyproject: Path) -> ProjectConfi
         build_dependencies=cast(bool, tool.get("build_dependencies", True)),
         duni=cast(Path, tool.get("duni", ctx.root / "duni")),
         overlays=cast("tuple[str, ...]", tool.get("overlays", ())),
+        crate_index=cast("str | None", tool.get("crate_index")),
+        executor=cast("str | None", tool.get("executor")),
     )
 
 

@@ -17,7 +17,6 @@ the target) and the timestamp is the newest upload time in the lock, not "now".
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import tomllib
 import uuid
@@ -40,7 +39,6 @@ from monorepo.project.lockfile import (
 __all__ = [
     "SBOM_NAMESPACE",
     "export_cyclonedx",
-    "locked_package_sbom",
     "package_license",
     "package_sbom",
     "target_sbom",
@@ -294,16 +292,13 @@ def _direct_names(config: ProjectConfig) -> set[str]:
     return {str(canonicalize_name(r.name)) for r in reqs}
 
 
-def package_sbom(config: ProjectConfig, lock: LockDocument, d: str) -> str:
+def package_sbom(p: LockedPackage, duni: Path) -> str:
     """The SBOM a package's wheel carries (PEP 770): the package itself, from its
-    locked source with its patches and license; the build is described by the build
-    record, not here."""
+    locked source with its patches and license (read in ``duni/<dir>``); the build is
+    described by the build record, not here.  It needs the lock entry alone, so a build
+    on another machine (a cluster worker) writes the same document."""
     from cyclonedx.model.component import Component, ComponentType
 
-    chosen = [p for p in lock.packages if p.dir == d]
-    if not chosen:
-        raise ConfigError(f"pylock.toml does not lock a package in duni/{d}")
-    p = chosen[0]
     root = Component(
         name=str(p.name),
         version=str(p.version),
@@ -314,29 +309,12 @@ def package_sbom(config: ProjectConfig, lock: LockDocument, d: str) -> str:
     seed = f"{p.name}:{p.version}:{_source_id(p)}:{p.tree_hash or ''}"
     when = p.source.upload_time if isinstance(p.source, SdistSource) else None
     stamp = (when if when.tzinfo else when.replace(tzinfo=UTC)) if when else _EPOCH
-    return _document(root, [p], config.duni, seed=seed, timestamp=stamp, graph=False)
+    return _document(root, [p], duni, seed=seed, timestamp=stamp, graph=False)
 
 
 def _source_id(p: LockedPackage) -> str:
     source = p.source
     return source.commit if isinstance(source, VcsSource) else source.sha256
-
-
-@functools.lru_cache(maxsize=4)
-def _read_lock(path: Path, stamp: tuple[int, int]) -> LockDocument:
-    from monorepo.project.lockfile import read
-
-    return read(path)
-
-
-def locked_package_sbom(config: ProjectConfig, d: str) -> str:
-    """:func:`package_sbom` of ``duni/<d>`` with the project's lock, read once per
-    build (many packages build in parallel threads from one lock)."""
-    from monorepo.project.lockfile import LOCK_NAME
-
-    path = config.root / LOCK_NAME
-    st = path.stat()
-    return package_sbom(config, _read_lock(path, (st.st_mtime_ns, st.st_size)), d)
 
 
 def export_cyclonedx(project: Path | str = ".", *, target: str | None = None) -> str:

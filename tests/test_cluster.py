@@ -1,0 +1,279 @@
+"""``monorepo build --executor dask://``: a real Dask scheduler and worker processes on loopback.
+
+Nothing is mocked: the scheduler and the workers are ``python -m distributed.cli.*``
+subprocesses of this interpreter (so they run this checkout's monorepo), each worker
+with its own scratch directory and no file of the project: what it builds from comes
+through Dask, content-addressed.  One worker advertises the aarch64 target as a Dask
+resource, the other does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.builder import BACKEND_SOURCE
+from monorepo._core.reporter import NullReporter
+from monorepo.building.buildenv import file_sha256
+from monorepo.building.builder import build
+from monorepo.building.cluster import DaskExecutor
+from monorepo.building.remote import WORKER_DIR_ENV, pack_tree
+from monorepo.building.results import BuildResult
+from monorepo.errors import BuildError
+from monorepo.sources.treehash import tree_hash
+from tests import test_build
+from tests.test_build import APP, HELPER, LIB, TINYBACKEND, cext, names, needs_cross, with_backend
+
+distributed = pytest.importorskip("distributed")
+
+# test_build's project fixtures (locked and pulled from a fixture index), shared
+project = test_build.project
+cross_project = test_build.cross_project
+
+ARM_RESOURCE = "target-linux-aarch64"
+
+
+class Cluster:
+    """A Dask scheduler and named worker processes, started and killed by the test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        self.env.pop("MONOREPO_CACHE_DIR", None)
+        scheduler_file = root / "scheduler.json"
+        self.scheduler_file = scheduler_file
+        self.procs["scheduler"] = self._spawn(
+            "scheduler",
+            [
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline, self.log("scheduler")
+            time.sleep(0.1)
+        self.address = str(json.loads(scheduler_file.read_text())["address"])
+        self.client: Any = distributed.Client(self.address, timeout=30, set_as_default=False)
+
+    @property
+    def url(self) -> str:
+        return "dask://" + self.address.removeprefix("tcp://")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Any:
+        log = (self.root / f"{name}.log").open("wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env or self.env,
+            cwd=self.root,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def scratch(self, name: str) -> Path:
+        return self.root / "work" / name
+
+    def start_worker(self, name: str, *, resources: str = "") -> None:
+        args = [
+            "distributed.cli.dask_worker",
+            "--scheduler-file",
+            str(self.scheduler_file),
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--local-directory",
+            str(self.root / "dask" / name),
+        ]
+        if resources:
+            args += ["--resources", resources]
+        env = {**self.env, WORKER_DIR_ENV: str(self.scratch(name))}
+        self.procs[name] = self._spawn(name, args, env)
+        deadline = time.monotonic() + 60
+        while name not in self.workers():
+            assert self.procs[name].poll() is None and time.monotonic() < deadline, self.log(name)
+            time.sleep(0.1)
+
+    def workers(self) -> dict[str, str]:
+        """Worker name -> address."""
+        info = self.client.scheduler_info()["workers"]
+        return {str(w["name"]): str(addr) for addr, w in info.items()}
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        self.client.close()
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One scheduler, a worker with the aarch64 target and one without, for the module."""
+    cluster = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        cluster.start_worker("cross", resources=f"{ARM_RESOURCE}=1")
+        cluster.start_worker("plain")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def hashes(result: BuildResult) -> dict[str, str]:
+    return {p.dir: file_sha256(p.wheel) for p in result.built + result.skipped if p.wheel}
+
+
+def built_on(result: BuildResult) -> dict[str, str]:
+    """Package dir -> the worker address its log says it was built on."""
+    where: dict[str, str] = {}
+    for p in result.built:
+        assert p.log is not None
+        lines = [ln for ln in p.log.read_text().splitlines() if "built on Dask worker" in ln]
+        where[p.dir] = lines[-1].split("worker ")[1].split(" ")[0]
+    return where
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_pack_tree_round_trips_to_the_same_tree_hash(tmp_path: Path) -> None:
+    from monorepo.extract.archive import extract_archive
+
+    src = tmp_path / "src"
+    (src / "pkg" / "empty").mkdir(parents=True)
+    (src / "pkg" / "a.py").write_text("a = 1\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "link").symlink_to("pkg/a.py")
+    data = pack_tree(src)
+    assert pack_tree(src) == data  # the same bytes every time
+    extract_archive(data, tmp_path / "out", package="t", name="tree.tar", layout="tree")
+    assert tree_hash(tmp_path / "out") == tree_hash(src)
+
+
+def test_cluster_build_gives_the_local_wheels(
+    project: Callable[..., Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    proj = project([TINYBACKEND, HELPER, APP, LIB, cext("fastthing")], ["app", "fastthing"])
+    remote = build(proj, executor=cluster.url, out=tmp_path / "remote")
+    assert remote.ok, [(p.label, p.reason, p.tail) for p in remote.failed]
+    assert names(remote.built) == ["app", "fastthing", "helper", "lib", "tinybackend"]
+    where = built_on(remote)
+    assert set(where.values()) <= set(cluster.workers().values())
+    for p in remote.built:
+        assert p.wheel is not None and p.wheel.parent == tmp_path / "remote"
+        assert p.log is not None and "# ---- build_wheel ----" in p.log.read_text()
+    # the workers built from what travelled, in their own directories
+    assert str(proj) not in "".join(p.log.read_text() for p in remote.built if p.log)
+    local = build(proj, out=tmp_path / "local", build_cache=False)
+    assert names(local.built) == names(remote.built)
+    assert hashes(local) == hashes(remote)
+
+
+def test_a_worker_killed_during_a_build_is_survived(
+    project: Callable[..., Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    marker.mkdir()
+    slow = (
+        BACKEND_SOURCE + "\n\n_plain_build_wheel = build_wheel\n\n\n"
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    import time\n"
+        f"    open({str(marker)!r} + '/%d' % os.getpid(), 'w').close()\n"
+        "    time.sleep(3)\n"
+        "    return _plain_build_wheel(wheel_directory, config_settings, metadata_directory)\n"
+    )
+    proj = project([with_backend("slowpoke", slow), LIB], ["slowpoke", "lib"])
+    cluster.start_worker("doomed")
+    outcome: list[BuildResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(build(proj, executor=cluster.url))
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    victim = ""
+    try:
+        deadline = time.monotonic() + 60
+        while not victim:
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            if list(marker.iterdir()):
+                for address, keys in cluster.client.processing().items():
+                    if any(str(k).startswith("monorepo-build-slowpoke") for k in keys):
+                        victim = {a: n for n, a in cluster.workers().items()}[address]
+            time.sleep(0.05)
+        cluster.kill(victim)
+    finally:
+        thread.join(timeout=120)
+        if victim != "doomed" and "doomed" in cluster.procs:
+            cluster.kill("doomed")
+        if victim and victim != "doomed":  # keep the module's cluster as it was
+            cluster.start_worker(victim, resources=f"{ARM_RESOURCE}=1" if victim == "cross" else "")
+    (result,) = outcome
+    assert isinstance(result, BuildResult)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    assert names(result.built) == ["lib", "slowpoke"]
+    assert len(list(marker.iterdir())) == 2  # started twice: once on the killed worker
+
+
+@needs_cross
+def test_only_workers_advertising_the_target_build_for_it(
+    cross_project: Callable[..., Path], cluster: Cluster
+) -> None:
+    proj = cross_project([cext("fastthing"), TINYBACKEND, HELPER, APP, LIB], ["fastthing", "app"])
+    result = build(proj, target="arm", executor=cluster.url)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    target_built = sorted(p.dir for p in result.built if not p.host)
+    assert target_built == ["app", "fastthing", "lib"]
+    where = built_on(result)
+    cross = cluster.workers()["cross"]
+    assert {where[d] for d in target_built} == {cross}
+    assert not (cluster.scratch("plain") / "builds" / "arm").exists()
+    wheel = next(p.wheel for p in result.built if p.dir == "fastthing")
+    assert wheel is not None and wheel.name.endswith("linux_aarch64.whl")
+
+
+def test_unknown_executor_and_unreachable_scheduler_are_errors(
+    project: Callable[..., Path],
+) -> None:
+    proj = project([LIB], ["lib"])
+    with pytest.raises(BuildError, match="dask://HOST:PORT"):
+        build(proj, executor="ray://x:1")
+    with pytest.raises(
+        BuildError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        DaskExecutor("tcp://127.0.0.1:9", reporter=NullReporter(), timeout=2)
