@@ -18,6 +18,8 @@ from monorepo._core.version import VERSION as __version__
 if TYPE_CHECKING:
     from monorepo._core.reporter import NullReporter, Reporter
     from monorepo.building.builder import build
+    from monorepo.building.published import verify_published
+    from monorepo.building.rebuild import verify_rebuild
     from monorepo.building.results import BuildResult
     from monorepo.errors import (
         ConfigError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from monorepo.project.lockfile import LockDocument, LockedPackage
     from monorepo.project.lockfile import read as read_lock
     from monorepo.vendoring.pull import PullResult, pull
+    from monorepo.vendoring.sbom import export_cyclonedx
     from monorepo.vendoring.verify.report import VerifyReport
     from monorepo.vendoring.verify.verifier import verify
 
@@ -61,6 +64,9 @@ _EXPORTS = {
     "LockFileError": "errors",
     "StaleLockError": "errors",
     "verify": "vendoring.verify.verifier",
+    "verify_rebuild": "building.rebuild",
+    "verify_published": "building.published",
+    "export_cyclonedx": "vendoring.sbom",
     "VerifyReport": "vendoring.verify.report",
     "list_packages": "locking.graph",
     "why": "locking.graph",
@@ -87,12 +93,15 @@ __all__ = [
     "__version__",
     "build",
     "check",
+    "export_cyclonedx",
     "list_packages",
     "load_config",
     "lock",
     "pull",
     "read_lock",
     "verify",
+    "verify_published",
+    "verify_rebuild",
     "why",
 ]
 

@@ -202,3 +202,22 @@ def test_record_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "build.toml").write_text('format = 1\n[packages.x]\nname = "x"\n')
     with pytest.raises(BuildError, match="the entry of x lacks"):
         read_build_record(tmp_path / "build.toml")
+
+
+def test_record_names_from_elsewhere_are_checked(tmp_path: Path) -> None:
+    entry = (
+        'format = 1\ntarget = "native"\n[packages.x]\nname = "x"\nversion = "1"\n'
+        'wheel = "WHEEL"\nsha256 = "SHA"\n'
+        "[packages.x.inputs]\n"
+        'package = "x"\nversion = "1"\nsource-tree = "sha256:00"\n'
+        'target = {name = "n", python = "3.12", platform = "linux", machine = "x86_64"}\n'
+    )
+    path = tmp_path / "build.toml"
+    path.write_text(entry.replace("WHEEL", "../../x-1-py3-none-any.whl").replace("SHA", "a" * 64))
+    with pytest.raises(BuildError, match="not a wheel's file name"):
+        read_build_record(path)
+    path.write_text(entry.replace("WHEEL", "x-1-py3-none-any.whl").replace("SHA", "nope"))
+    with pytest.raises(BuildError, match="has no sha256"):
+        read_build_record(path)
+    path.write_text(entry.replace("WHEEL", "x-1-py3-none-any.whl").replace("SHA", "a" * 64))
+    assert read_build_record(path).packages["x"].wheel == "x-1-py3-none-any.whl"
