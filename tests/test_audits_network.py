@@ -40,8 +40,10 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = (SMALL / "pyproject.toml").read_text()
     (proj / "pyproject.toml").write_text(text + f"\n[tool.monorepo]\ntargets = [{TARGET}]\n")
     monorepo.lock(proj, index_url=os.environ["MONOREPO_TEST_INDEX_URL"])
-    monorepo.pull(proj)
-    result = build(proj)
+    # Frozen: the lock was made with --index-url alone, and this machine's pip configuration
+    # may add extra indexes that would make pull and build call it stale.
+    monorepo.pull(proj, frozen=True)
+    result = build(proj, frozen=True)
     assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
     return proj
 
@@ -56,7 +58,7 @@ def test_small_set_builds_twice_in_two_directories_with_the_same_hashes(
         entry = next(e for e in first.packages.values() if e.name == binary)
         assert entry.wheel.endswith(f"linux_{HOST.machine}.whl"), entry.wheel
         assert entry.inputs.toolchain is not None
-    again = build(small, build_root=tmp_path / "second", build_cache=False)
+    again = build(small, build_root=tmp_path / "second", build_cache=False, frozen=True)
     assert again.ok, [(p.label, p.reason, p.tail) for p in again.failed]
     second = read_build_record(tmp_path / "second" / "native" / "build.toml")
     assert {d: e.sha256 for d, e in second.packages.items()} == {
