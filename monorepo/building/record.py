@@ -20,7 +20,7 @@ import subprocess
 import sysconfig
 import threading
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -122,7 +122,7 @@ class KeyMaker:
         tree_hash: str,
         wheels: Iterable[Path],
         *,
-        config_settings: Mapping[str, str | list[str]] | None = None,
+        config_settings: Mapping[str, str | Sequence[str]] | None = None,
     ) -> InputKey:
         """The key of *pkg* built for *variant* from the tree *tree_hash* (``duni/<dir>``
         after patches) in a venv of *wheels*.  A package without a C extension is keyed
@@ -283,6 +283,9 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
             scheduler.variants[index],
             scheduler.tree_key(d),
             [scheduler.wheels[(0, n)] for n in needs if (0, n) in scheduler.wheels],
+            # The PEP 517 config settings the hooks get, once a package carries them
+            # (overlay ``config-settings``); none are passed today.
+            config_settings=getattr(pkg, "config_settings", None),
         )
         by_variant.setdefault(index, []).append(
             RecordEntry(
