@@ -18,6 +18,8 @@ from monorepo._core.version import VERSION as __version__
 if TYPE_CHECKING:
     from monorepo._core.reporter import NullReporter, Reporter
     from monorepo.building.builder import build
+    from monorepo.building.published import verify_published
+    from monorepo.building.rebuild import verify_rebuild
     from monorepo.building.results import BuildResult
     from monorepo.errors import (
         BuildError,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from monorepo.sources.treehash import TreeHashError
     from monorepo.sysroot.info import SysrootError
     from monorepo.vendoring.pull import PullResult, pull
+    from monorepo.vendoring.sbom import export_cyclonedx
     from monorepo.vendoring.verify.report import VerifyReport
     from monorepo.vendoring.verify.verifier import verify
 
@@ -96,6 +99,9 @@ _EXPORTS = {
     "TargetTree": "locking.graph",
     "export_requirements": "locking.export",
     "verify": "vendoring.verify.verifier",
+    "verify_rebuild": "building.rebuild",
+    "verify_published": "building.published",
+    "export_cyclonedx": "vendoring.sbom",
     "VerifyReport": "vendoring.verify.report",
     "list_packages": "locking.graph",
     "why": "locking.graph",
@@ -138,6 +144,7 @@ __all__ = [
     "__version__",
     "build",
     "check",
+    "export_cyclonedx",
     "export_requirements",
     "find_project",
     "list_packages",
@@ -147,6 +154,8 @@ __all__ = [
     "read_lock",
     "tree",
     "verify",
+    "verify_published",
+    "verify_rebuild",
     "why",
 ]
 

@@ -207,8 +207,7 @@ def test_a_worker_killed_during_a_build_is_survived(
     marker = tmp_path / "started"
     marker.mkdir()
     slow = (
-        BACKEND_SOURCE
-        + "\n\n_plain_build_wheel = build_wheel\n\n\n"
+        BACKEND_SOURCE + "\n\n_plain_build_wheel = build_wheel\n\n\n"
         "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
         "    import time\n"
         f"    open({str(marker)!r} + '/%d' % os.getpid(), 'w').close()\n"
@@ -274,7 +273,9 @@ def test_unknown_executor_and_unreachable_scheduler_are_errors(
     proj = project([LIB], ["lib"])
     with pytest.raises(BuildError, match="dask://HOST:PORT"):
         build(proj, executor="ray://x:1")
-    with pytest.raises(BuildError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+    with pytest.raises(
+        BuildError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
         DaskExecutor("tcp://127.0.0.1:9", reporter=NullReporter(), timeout=2)
 
 

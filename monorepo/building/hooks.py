@@ -36,9 +36,10 @@ from monorepo.building.reproducible import (
 from monorepo.building.targets import (
     Variant,
 )
-from monorepo.errors import BuildError, MonorepoError
+from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
+from monorepo.vendoring.sbom import package_sbom
 
 FIXED_ROOT = "/monorepo-build"
 """What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
@@ -261,10 +262,15 @@ def build_one(
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
         try:
-            normal = normalise_wheel(
-                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name)
+            sboms = (
+                {f"sboms/{pkg.name}.cdx.json": package_sbom(pkg.locked, config.duni).encode()}
+                if pkg.locked is not None
+                else {}
             )
-        except (BuildError, MonorepoError) as error:
+            normal = normalise_wheel(
+                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name), extra=sboms
+            )
+        except MonorepoError as error:
             return Failed(str(error), log)
         if normal.changed:
             with log.open("a", encoding="utf-8") as fh:

@@ -51,6 +51,8 @@ class Package:
     #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
     crates: tuple[Crate, ...] = ()
     upload_time: datetime | None = None
+    locked: lockfile.LockedPackage | None = None
+    """The lock entry: what the wheel's SBOM (PEP 770) describes."""
     """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
@@ -136,6 +138,7 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             targets=lp.targets,
             crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
             upload_time=getattr(lp.source, "upload_time", None),
+            locked=lp,
         )
     return order, pkgs
 

@@ -21,12 +21,13 @@ import subprocess
 import sysconfig
 import threading
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tomlkit
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from monorepo._core.atomic import write_text_if_changed
 from monorepo.building.buildenv import file_sha256
@@ -141,7 +142,7 @@ class KeyMaker:
         tree_hash: str,
         wheels: Iterable[Path],
         *,
-        config_settings: Mapping[str, str | list[str]] | None = None,
+        config_settings: Mapping[str, str | Sequence[str]] | None = None,
     ) -> InputKey:
         """The key of *pkg* built for *variant* from the tree *tree_hash* (``duni/<dir>``
         after patches) in a venv of *wheels*.  A package without a C extension is keyed
@@ -243,7 +244,25 @@ def read_build_record(path: Path) -> BuildRecord:
             raise BuildError(
                 f"{path}: the entry of {d} lacks {error}; rebuild to write it again"
             ) from None
+        _check_names(path, entries[d])
     return BuildRecord(target=str(data.get("target", "")), packages=entries)
+
+
+def _check_names(path: Path, e: RecordEntry) -> None:
+    """A record may come from another machine (``--against``): its names are used to find
+    files, so a wheel name must be a wheel's file name and a sha256 a sha256."""
+    try:
+        parse_wheel_filename(e.wheel)
+        plain = PurePosixPath(e.wheel).name == e.wheel and "\\" not in e.wheel
+    except InvalidWheelFilename:
+        plain = False
+    if not plain or e.dir in ("", ".", "..") or "/" in e.dir:
+        raise BuildError(
+            f"{path}: the entry {e.dir!r} names the wheel {e.wheel!r}, which is not a wheel's"
+            " file name; the record is damaged or was not written by monorepo"
+        )
+    if len(e.sha256) != 64 or any(c not in "0123456789abcdef" for c in e.sha256):
+        raise BuildError(f"{path}: the entry of {e.dir} has no sha256 ({e.sha256!r})")
 
 
 def write_build_record(path: Path, record: BuildRecord) -> bool:

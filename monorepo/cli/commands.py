@@ -220,6 +220,17 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
             reporter=reporter,
         )
         report.checks.append(rebuilt.check())
+    if args.published:
+        from monorepo.building.published import verify_published
+
+        published = verify_published(
+            project,
+            target=args.target,
+            packages=args.packages,
+            index_url=args.index_url,
+            reporter=reporter,
+        )
+        report.checks.append(published.check())
     if args.json:
         _json(report.to_dict())
     else:
@@ -290,8 +301,15 @@ def _export_requirements(project: Path, target: str | None) -> str:
     return export_requirements(project, target=target)
 
 
+def _export_cyclonedx(project: Path, target: str | None) -> str:
+    from monorepo.vendoring.sbom import export_cyclonedx
+
+    return export_cyclonedx(project, target=target)
+
+
 EXPORTERS: dict[str, Callable[[Path, str | None], str]] = {
     "requirements-txt": _export_requirements,
+    "cyclonedx": _export_cyclonedx,
 }
 """``export --format`` name -> function(project, target) giving the file's text.
 
