@@ -201,10 +201,7 @@ class DaskExecutor:
             sysroot_digest=digest,
             compiler=compiler,
         )
-        tree = self._blob(
-            f"monorepo-tree-{job.tree.removeprefix('sha256:')}",
-            lambda: pack_tree(job.config.duni / job.pkg.dir),
-        )
+        tree = self._blob(_tree_key(job), lambda: pack_tree(job.config.duni / job.pkg.dir))
         inputs = {
             d: self._blob(f"monorepo-wheel-{sha}", _reader(job.available[d]))
             for d, (_, sha) in wheels.items()
@@ -251,11 +248,16 @@ class DaskExecutor:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
             outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
-        if outcome is not None:
-            result.set_result(outcome)
-        else:
-            self._start(job, result, attempt + 1)
         task.release()
+        if outcome is None:
+            self._start(job, result, attempt + 1)
+            return
+        if not isinstance(outcome, NeedMore):  # the source is not needed again (this run)
+            with self._lock:
+                tree = self._blobs.pop(_tree_key(job), None)
+            if tree is not None:
+                tree.release()
+        result.set_result(outcome)
 
     def _outcome(self, job: BuildJob, task: DaskFuture, attempt: int) -> Outcome | None:
         """The build's outcome, or None to submit it again (its inputs were lost)."""
@@ -314,6 +316,10 @@ class DaskExecutor:
         final = variant.wheels / remote.wheel_name
         write_bytes(final, remote.wheel)
         return Built(final, set(remote.dynamic), remote.seconds)
+
+
+def _tree_key(job: BuildJob) -> str:
+    return f"monorepo-tree-{job.tree.removeprefix('sha256:')}"
 
 
 def _reader(path: Path) -> Any:
