@@ -47,7 +47,16 @@ class MetadataError(MonorepoError):
 
 
 class ResolutionError(MonorepoError):
-    """The requirements cannot all hold together; the message explains why."""
+    """The requirements cannot all hold together; the message explains why.
+
+    *explanation* is the same content as data (``--json``): the derivation, its
+    structured causes, the versions skipped and the fixes
+    (:meth:`monorepo.resolve.explain.Explanation.to_dict`).
+    """
+
+    def __init__(self, message: str, explanation: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.explanation = explanation
 
 
 class LockFileError(MonorepoError):

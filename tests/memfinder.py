@@ -31,7 +31,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName
 from packaging.version import Version
 
-from monorepo.errors import ResolutionError
+from monorepo.errors import MetadataError, ResolutionError
 from monorepo.locking.document import prefer_previous
 from monorepo.project.config import PrereleasePolicy
 from monorepo.project.targets import Target, parse_target
@@ -86,6 +86,10 @@ class MemRelease:
     yanked: bool = False
     upload_time: datetime | None = None
     sdist: bool = True
+    #: False: no wheel, so reading its metadata means building the sdist (not cheap)
+    wheels: bool = True
+    #: reading its metadata fails with this message (a build that breaks)
+    metadata_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,8 @@ class MemFinder:
             url=candidate.url,
         )
         assert base in self._given, f"metadata asked for {candidate}, never offered"
+        if release.metadata_error is not None:
+            raise MetadataError(release.metadata_error)
         return Dependencies(tuple(self._shuffled(release.requires)), release.requires_python)
 
     def prefetch(self, wanted: Iterable[Wanted]) -> None:
@@ -196,6 +202,11 @@ class MemFinder:
 
     def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
         self.prefetched_candidates.extend(candidates)
+
+    def metadata_is_cheap(self, candidate: Candidate) -> bool:
+        release = candidate.source
+        assert isinstance(release, MemRelease), f"{candidate} does not come from this finder"
+        return release.wheels
 
     def sourceless(self, name: NormalizedName) -> Sequence[Version]:
         return tuple(sorted(self._sourceless.get(name, ())))

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from monorepo.errors import ConfigError
 from monorepo.project.config import GitSource, ProjectConfig, load_config, parse_config
-from monorepo.project.indexurl import pip_config_files, resolve_index_url
+from monorepo.project.indexurl import pip_config_files, resolve_index_url, resolve_index_urls
 from monorepo.project.targets import Target, host_target
 
 MIRROR = "https://mirror.example/simple"
@@ -645,3 +645,80 @@ def test_the_default_index_and_the_freshness_check_load_neither_pip_nor_the_reso
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.splitlines()
     assert out == ["the default index of the installed pip", "[]"]
+
+
+# -- pip's extra-index-url ----------------------------------------------------
+
+
+def test_pip_extra_index_url_from_config_beside_pip_index(
+    project: ProjectConfig, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra-index"
+    extra.mkdir()
+    conf = pip_conf(
+        tmp_path,
+        f"""
+        [global]
+        index-url = https://conf.example/simple
+        extra-index-url = https://one.example/simple
+            {extra.as_uri()}
+        """,
+    )
+    choice = resolve_index_urls(project, environ={"PIP_CONFIG_FILE": str(conf)})
+    assert choice.urls == [
+        "https://conf.example/simple/",
+        "https://one.example/simple/",
+        extra.as_uri() + "/",
+    ]
+    assert choice.skipped == ()
+
+
+def test_pip_extra_index_url_env_replaces_config(project: ProjectConfig, tmp_path: Path) -> None:
+    conf = pip_conf(tmp_path, "[global]\nextra-index-url = https://conf.example/simple\n")
+    env = {
+        "PIP_CONFIG_FILE": str(conf),
+        "PIP_INDEX_URL": "https://main.example/simple",
+        "PIP_EXTRA_INDEX_URL": "https://a.example/simple  https://b.example/simple",
+    }
+    assert resolve_index_urls(project, environ=env).urls == [
+        "https://main.example/simple/",
+        "https://a.example/simple/",
+        "https://b.example/simple/",
+    ]
+    del env["PIP_EXTRA_INDEX_URL"]
+    assert resolve_index_urls(project, environ=env).extras == ("https://conf.example/simple/",)
+
+
+def test_pip_extra_index_missing_file_directory_is_skipped_with_a_note(
+    project: ProjectConfig, tmp_path: Path
+) -> None:
+    """This machine's kind of pip.conf: extra file:// indexes that do not exist."""
+    missing = tmp_path / "no" / "such" / "simple"
+    conf = pip_conf(
+        tmp_path,
+        f"[global]\nindex-url = https://conf.example/simple\n"
+        f"extra-index-url = {missing.as_uri()} https://kept.example/simple\n",
+    )
+    choice = resolve_index_urls(project, environ={"PIP_CONFIG_FILE": str(conf)})
+    assert choice.urls == ["https://conf.example/simple/", "https://kept.example/simple/"]
+    assert len(choice.skipped) == 1
+    assert str(missing.as_uri()) in choice.skipped[0] and str(conf) in choice.skipped[0]
+    assert "does not exist" in choice.skipped[0]
+
+
+def test_pip_extra_index_not_mixed_with_the_projects_own_index(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        f"[tool.monorepo]\nindex-url = '{MIRROR}'\n"
+        "extra-index-urls = ['https://project-extra.example/simple']\n",
+    )
+    env = {"PIP_EXTRA_INDEX_URL": "https://pip-extra.example/simple"}
+    assert resolve_index_urls(config, environ=env).urls == [
+        MIRROR + "/",
+        *config.extra_index_urls,
+    ]
+    assert config.extra_index_urls[0].startswith("https://project-extra.example/simple")
+    flagged = resolve_index_urls(None, flag="https://flag.example/", environ=env)
+    assert flagged.extras == ()
+    own = resolve_index_urls(None, environ={**env, "MONOREPO_INDEX_URL": "https://own.example/"})
+    assert own.extras == ()

@@ -609,3 +609,36 @@ def test_lock_leaves_the_garbage_collector_as_it_found_it(project: Any) -> None:
     finally:
         gc.enable()
     assert versions(proj) == {"app": "1.0"}
+
+
+def test_lock_with_pips_missing_extra_index_warns_and_locks(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    make_project: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pip's config names extra file:// indexes that are gone: the lock goes on, with a note."""
+    extra = serve(make_index([Release("extra-only", "1.0")], name="extra"))
+    server = serve(make_index([Release("app", "1.0", requires_dist=("extra-only",))]))
+    missing = tmp_path / "opt" / "pypi" / "simple"
+    conf = tmp_path / "pip.conf"
+    conf.write_text(
+        f"[global]\nindex-url = {server.url}\nextra-index-url = {missing.as_uri()} {extra.url}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    proj = make_project(
+        '[project]\nname = "proj"\nversion = "0"\ndependencies = ["app"]\n'
+        f"[tool.monorepo]\ntargets = [{LINUX}]\n"
+    )
+    notes: list[str] = []
+
+    class Notes(monorepo.NullReporter):
+        def message(self, level: Any, text: str) -> None:
+            notes.append(text)
+
+    monorepo.lock(proj, reporter=Notes())
+    assert versions(proj) == {"app": "1.0", "extra-only": "1.0"}
+    assert any("skipped the extra index" in n and missing.as_uri() in n for n in notes)
+    assert monorepo.check(proj).fresh

@@ -157,6 +157,22 @@ BAD_RULES: list[tuple[str, str, str]] = [
         "list",
     ),
     ('[[rule]]\nversions = ""\nreason = "x"\nbuild-env = { CC = 1 }\n', "build-env", "strings"),
+    (
+        '[[rule]]\nversions = ""\nreason = "x"\nconfig-settings = { setup-args = [1] }\n',
+        "config-settings",
+        "PEP 517",
+    ),
+    (
+        '[[rule]]\nversions = ""\nreason = "x"\ntarget-config-settings = { arm = "x" }\n',
+        "target-config-settings",
+        "target name or machine",
+    ),
+    (
+        '[[rule]]\nversions = ""\nreason = "x"\n'
+        "target-config-settings = { arm = { a = 1 } }\n",
+        "target-config-settings.arm",
+        "strings",
+    ),
     ('rule = "x"\n', "rule", "array of tables"),
     ('[[rules]]\nversions = ""\nreason = "x"\n', "rules", "unknown key"),
     ("[[rule]\n", "overlay.toml", "not valid TOML"),

@@ -1339,6 +1339,8 @@ def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixt
         "unchanged": [],
         "removed": [],
         "warnings": [],
+        "crates_updated": [],
+        "crates_removed": [],
     }
     assert main(["--project", str(proj), "pull"]) == 0
     assert "0 updated, 2 unchanged, 0 removed" in capsys.readouterr().err

@@ -13,7 +13,8 @@ The keys of a case file (unknown keys are an error, so a typo cannot silence a c
   ``dependencies`` (PEP 508 strings, markers allowed), ``extras`` (``{extra: [PEP 508]}``,
   written into ``Requires-Dist`` with ``extra == ...`` as metadata does),
   ``requires-python``, ``yanked`` (bool), ``upload-time`` (RFC 3339), ``sdist`` (bool,
-  false: wheels only);
+  false: wheels only), ``wheels`` (bool, false: sdist only, its metadata needs a build),
+  ``metadata-error`` (reading its metadata fails with this message);
 - ``direct``: ``{url: release + name + version}``, what a direct reference points at;
 - ``project``, ``extras``, ``groups``: the root scopes (PEP 508 strings);
 - ``targets``: names from :data:`TARGETS` or ``[tool.monorepo] targets`` tables
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -93,7 +94,16 @@ _CASE_KEYS = {
     "edges",
     "xfail",
 }
-_RELEASE_KEYS = {"dependencies", "extras", "requires-python", "yanked", "upload-time", "sdist"}
+_RELEASE_KEYS = {
+    "dependencies",
+    "extras",
+    "requires-python",
+    "yanked",
+    "upload-time",
+    "sdist",
+    "wheels",
+    "metadata-error",
+}
 _OPTION_KEYS = {"prereleases", "exclude-newer", "constraints", "overrides", "preferred", "sources"}
 
 
@@ -168,6 +178,8 @@ def _release(where: str, name: str, version: str, data: Mapping[str, Any]) -> Me
         yanked=bool(data.get("yanked", False)),
         upload_time=_time(upload) if upload is not None else None,
         sdist=bool(data.get("sdist", True)),
+        wheels=bool(data.get("wheels", True)),
+        metadata_error=data.get("metadata-error"),
     )
 
 
@@ -370,16 +382,39 @@ def test_backtracking_through_many_versions() -> None:
         }
 
 
-def test_too_much_backtracking_is_a_resolution_error() -> None:
+def _chain(wheels: bool) -> MemIndex:
+    """a==i needs b==i needs c==i, 30 versions each: a cap on c sends a search through all."""
     index = _index(
         a={f"{i}.0": [f"b=={i}.0"] for i in range(1, 31)},
         b={f"{i}.0": [f"c=={i}.0"] for i in range(1, 31)},
         c={f"{i}.0": [] for i in range(1, 31)},
     )
+    return MemIndex(
+        {n: [replace(r, wheels=wheels) for r in rs] for n, rs in index.projects.items()}
+    )
+
+
+def test_too_much_backtracking_is_a_resolution_error() -> None:
+    """Only sdists, whose metadata needs a build: the proof reads none, the search gives up."""
     target = TARGETS["linux"]
     with pytest.raises(ResolutionError, match="took too long") as info:
-        resolve(_roots("a", "c<2"), MemFinder(index, target), _policy(target), max_rounds=10)
+        resolve(
+            _roots("a", "c<2"), MemFinder(_chain(False), target), _policy(target), max_rounds=10
+        )
     assert "constraint" in str(info.value)
+
+
+def test_the_proof_spares_the_search_its_backtracking() -> None:
+    """With cheap metadata, the proof rules out a, b 2.0 to 30.0 at the first backtrack,
+    and the search that follows takes a 1.0 in a handful of rounds."""
+    target = TARGETS["linux"]
+    finder = MemFinder(_chain(True), target)
+    found = resolve(_roots("a", "c<2"), finder, _policy(target), max_rounds=10)
+    assert {n: str(c.version) for n, c in found.packages.items()} == {
+        "a": "1.0",
+        "b": "1.0",
+        "c": "1.0",
+    }
 
 
 def test_requires_python_of_the_chosen_versions_is_recorded() -> None:

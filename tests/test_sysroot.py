@@ -44,7 +44,8 @@ from monorepo.sysroot.deb import (
     relativise_ld_script,
     unpack_deb,
 )
-from monorepo.sysroot.info import TOML_NAME, SysrootError, read_sysroot
+from monorepo.sysroot.discover import read_sysroot
+from monorepo.sysroot.info import TOML_NAME, SysrootError
 from monorepo.sysroot.make import make_sysroot
 
 # --------------------------------------------------------------------------- builders
@@ -443,7 +444,8 @@ FAKE_DEBS: dict[str, tuple[str, list[Member]]] = {
                 "file",
                 "./usr/lib/aarch64-linux-gnu/libc.so",
                 b"/* GNU ld script */\nGROUP ( /lib/aarch64-linux-gnu/libc.so.6 )\n",
-            )
+            ),
+            ("file", "./usr/include/aarch64-linux-gnu/gnu/stubs.h", b"/* */"),
         ],
     ),
     "libgcc-s1": (
@@ -453,7 +455,24 @@ FAKE_DEBS: dict[str, tuple[str, list[Member]]] = {
     "gcc-12-base": ("", [("file", "./usr/share/doc/gcc-12-base/README", b"x")]),
     "libffi8": ("libc6", [("file", "./usr/lib/aarch64-linux-gnu/libffi.so.8", b"elf")]),
     "media-types": ("", [("file", "./etc/mime.types", b"x")]),
-    "libyaml-dev": ("libyaml-0-2", [("file", "./usr/include/yaml.h", b"")]),
+    "libffi-dev": (
+        "libffi8",
+        [
+            ("file", "./usr/include/aarch64-linux-gnu/ffi.h", b""),
+            ("symlink", "./usr/lib/aarch64-linux-gnu/libffi.so", "libffi.so.8"),
+        ],
+    ),
+    "libyaml-dev": (
+        "libyaml-0-2",
+        [
+            ("file", "./usr/include/yaml.h", b""),
+            (
+                "symlink",
+                "./usr/lib/aarch64-linux-gnu/libyaml.so",
+                "/usr/lib/aarch64-linux-gnu/libyaml-0.so.2",
+            ),
+        ],
+    ),
     "libyaml-0-2": ("libc6", [("file", "./usr/lib/aarch64-linux-gnu/libyaml-0.so.2", b"elf")]),
 }
 
@@ -492,7 +511,7 @@ def test_make_sysroot_from_a_file_mirror(tmp_path: Path) -> None:
     reporter = RecordingReporter()
     info = make_sysroot(dest, mirror=mirror, keyring=None, reporter=reporter)
     assert info.root == dest.resolve()
-    assert set(info.packages) == set(FAKE_DEBS) - {"gcc-12-base"}
+    assert set(info.packages) == set(FAKE_DEBS) - {"gcc-12-base", "libffi-dev"}
     assert info.skipped == ("gcc-12-base",)
     assert info.sysconfigdata_name == "_sysconfigdata__linux_aarch64-linux-gnu"
     assert info.sysconfigdata_path.read_bytes() == SYSCONFIG
@@ -604,21 +623,29 @@ PyMODINIT_FUNC PyInit_hello(void) { return PyModule_Create(&module); }
 """
 
 
-@pytest.mark.skipif(
-    not (
-        shutil.which("qemu-aarch64")
-        and shutil.which("aarch64-linux-gnu-gcc")
-        and os.environ.get("MONOREPO_TEST_SYSROOT")
-    ),
-    reason="needs qemu-aarch64, aarch64-linux-gnu-gcc and MONOREPO_TEST_SYSROOT (see .ci/run)",
+@pytest.mark.parametrize(
+    ("variable", "cc", "qemu", "e_machine"),
+    [
+        pytest.param(
+            "MONOREPO_TEST_SYSROOT", "aarch64-linux-gnu-gcc", "qemu-aarch64", 183, id="arm64"
+        ),
+        pytest.param(
+            "MONOREPO_TEST_SYSROOT_ARMHF", "arm-linux-gnueabihf-gcc", "qemu-arm", 40, id="armhf"
+        ),
+    ],
 )
-def test_cross_compiled_extension_imports_under_qemu(tmp_path: Path) -> None:
-    info = read_sysroot(Path(os.environ["MONOREPO_TEST_SYSROOT"]))
+def test_cross_compiled_extension_imports_under_qemu(
+    tmp_path: Path, variable: str, cc: str, qemu: str, e_machine: int
+) -> None:
+    if not (shutil.which(qemu) and shutil.which(cc) and os.environ.get(variable)):
+        pytest.skip(f"needs {qemu}, {cc} and {variable} (see .ci/run)")
+    info = read_sysroot(Path(os.environ[variable]))
+    assert info.made and info.qemu == qemu
     (tmp_path / "hello.c").write_text(EXTENSION)
     target = tmp_path / f"hello{info.ext_suffix}"
     compile_ = subprocess.run(
         [
-            "aarch64-linux-gnu-gcc",
+            cc,
             f"--sysroot={info.root}",
             "-shared",
             "-fPIC",
@@ -635,15 +662,24 @@ def test_cross_compiled_extension_imports_under_qemu(tmp_path: Path) -> None:
         check=False,
     )
     assert compile_.returncode == 0, compile_.stderr
-    assert target.read_bytes()[18:20] == (183).to_bytes(2, "little")  # e_machine EM_AARCH64
-    run = _qemu_python(
-        info.root,
-        "-c",
-        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import hello;"
-        " print(hello.add(40, 2), hello.yaml_version())",
+    assert int.from_bytes(target.read_bytes()[18:20], "little") == e_machine
+    run = subprocess.run(
+        [
+            qemu,
+            "-L",
+            str(info.root),
+            str(info.interpreter_path),
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import hello;"
+            " print(hello.add(40, 2), hello.yaml_version())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split()[0] == "42"
+    assert run.stdout.split() == ["42", "0.2.5"]
 
 
 # --------------------------------------------------- hostile packages: the extractor's rules

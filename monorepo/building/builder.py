@@ -28,10 +28,11 @@ from monorepo.building.executors import (
 from monorepo.building.hooks import RELAY
 from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
+from monorepo.building.record import write_records
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
-from monorepo.building.syslibs import check_sysroot_libraries, check_system_libraries
+from monorepo.building.syslibs import check_libraries
 from monorepo.building.targets import (
     Variant,
     choose_target,
@@ -116,6 +117,7 @@ def build(
     isolate: bool | None = None,
     frozen: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    build_root: str | os.PathLike[str] | None = None,
     executor: str | Executor | None = None,
     build_cache: str | os.PathLike[str] | bool = True,
 ) -> BuildResult:
@@ -132,6 +134,10 @@ def build(
     unknown target or package, missing system libraries.  *cache_dir* is where the
     freshness check finds git overlays' mirrors (default: ``MONOREPO_CACHE_DIR``, else
     the user cache directory); nothing else of a build comes from the cache.
+    *build_root* replaces ``duni-build``: each target's builds, venvs and record go
+    under ``<build_root>/<target>`` (``verify --rebuild`` builds in a scratch one).
+    Every build writes ``<target>/build.toml``, the build record
+    (:mod:`monorepo.building.record`).
     *executor* is where builds run: ``local`` (threads here, the default) or
     ``dask://HOST:PORT`` (a Dask cluster, :mod:`monorepo.building.cluster`), or an
     :class:`~monorepo.building.executors.Executor`; default ``[tool.monorepo] executor``.
@@ -154,6 +160,8 @@ def build(
         )
     cross = not is_native(chosen)
     sysroot = target_sysroot(chosen) if cross else None
+    for note in sysroot.notes if sysroot is not None else ():
+        reporter.message("warning", note)
     lock_path = config.root / lockfile.LOCK_NAME
     if not frozen and lock_path.exists():  # (no lock at all: load_plan says what to do)
         from monorepo.locking.freshness import require_fresh
@@ -166,7 +174,8 @@ def build(
             offline=True,  # build is offline: git overlays from their cached mirrors
         )
     order, pkgs = load_plan(config)
-    root = config.root / BUILD_DIR / chosen.name
+    base = Path(build_root).resolve() if build_root is not None else config.root / BUILD_DIR
+    root = base / chosen.name
     wheels = Path(out).resolve() if out is not None else root / "wheels"
     target_variant = Variant(
         target=chosen,
@@ -177,7 +186,7 @@ def build(
     )
     if cross:
         host = host_variant_target(config)
-        host_root = config.root / BUILD_DIR / host.name
+        host_root = base / host.name
         variants = [
             Variant(target=host, root=host_root, wheels=host_root / "wheels", cross=False),
             target_variant,
@@ -231,15 +240,16 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
-        check_system_libraries(
+        check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
+            target_variant.sysroot,
+            {pkgs[d].label: pkgs[d].system_libraries for d in selected},
+            target=chosen.name,
+            lock=lock_path,
             reporter=reporter,
         )
-        if target_variant.sysroot is not None:
-            check_sysroot_libraries(
-                target_variant.sysroot, {pkgs[d].label: pkgs[d].system_libraries for d in selected}
-            )
         builder.run(requested)
+        write_records(builder)
         if cross and chosen.runner:
             smoke_test(builder, index)
     for node in sorted(builder.results, key=builder.order):

@@ -21,7 +21,9 @@ from pathlib import Path, PurePosixPath
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 __all__ = [
+    "BITS",
     "EM_AARCH64",
+    "EM_ARM",
     "EM_X86_64",
     "MACHINES",
     "ElfHeader",
@@ -64,6 +66,22 @@ _NAMES = {
     EM_X86_64: "x86_64",
     EM_AARCH64: "aarch64",
     EM_RISCV: "riscv",
+}
+#: ELF class (32 or 64 bits) a target ``machine`` runs; a 64-bit object on a 32-bit
+#: target (or the reverse) cannot load even where ``e_machine`` would be accepted.
+BITS: dict[str, int] = {
+    "x86_64": 64,
+    "amd64": 64,
+    "aarch64": 64,
+    "arm64": 64,
+    "i386": 32,
+    "i686": 32,
+    "armv7l": 32,
+    "armv6l": 32,
+    "ppc64le": 64,
+    "ppc64": 64,
+    "s390x": 64,
+    "riscv64": 64,
 }
 #: wheel platform-tag spelling of a machine, where it differs from ``platform.machine()``.
 _TAG_MACHINE = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686"}
@@ -204,6 +222,7 @@ def check_wheel(
 
 def _elf_problems(headers: Iterable[tuple[str, bytes]], machine: str) -> list[str]:
     expected = MACHINES.get(machine)
+    bits = BITS.get(machine)
     problems: list[str] = []
     for name, head in headers:
         header = read_elf_header(head)
@@ -214,5 +233,9 @@ def _elf_problems(headers: Iterable[tuple[str, bytes]], machine: str) -> list[st
         elif header.machine != expected:
             problems.append(
                 f"{name} is an ELF file for {header.machine_name}, not for the target {machine}"
+            )
+        elif bits is not None and header.bits != bits:
+            problems.append(
+                f"{name} is a {header.bits}-bit ELF file, but the target {machine} is {bits}-bit"
             )
     return problems

@@ -25,15 +25,27 @@ from pyproject_hooks import (
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
+from monorepo.building.cargo import cargo_environ, explain_cargo_failure
+from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
 from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
+from monorepo.building.reproducible import (
+    UMASK,
+    add_prefix_maps,
+    normalise_wheel,
+    reproducible_environ,
+    source_date_epoch,
+)
 from monorepo.building.targets import (
     Variant,
 )
+from monorepo.errors import BuildError, MonorepoError
 from monorepo.project.config import ProjectConfig
+from monorepo.project.targets import host_target
 
-_DEFAULT_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
+FIXED_ROOT = "/monorepo-build"
+"""What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
 
 
 @dataclass
@@ -130,16 +142,65 @@ def _copy_tree(source: Path, dest: Path) -> None:
     fstree.copy_tree(source, dest)
 
 
-def hook_environ(pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path) -> dict[str, str]:
-    """The environment every hook of *pkg* runs in: offline, reproducible, cross if need be."""
+def hook_environ(
+    pkg: Package, variant: Variant, venv: BuildEnv, netlog: Path
+) -> tuple[dict[str, str], ConfigSettings]:
+    """The environment and config settings every hook of *pkg* gets: offline,
+    reproducible, and for a cross build pointed at the target by
+    :func:`~monorepo.building.crossenv.cross_environment` (its files under
+    ``duni-build/<target>/cross/<dir>``).  The overlay's ``build-env`` and
+    ``config-settings`` come last, so a rule can override what was generated.
+
+    The scratch paths (source copy, build venv, sysroot) are mapped to fixed names for
+    C compilers, so that a build elsewhere writes the same debug information.
+    """
     env = offline_environ(venv.environ(os.environ))
     env[OFFLINE_ENV] = str(netlog)
     env["GIT_CEILING_DIRECTORIES"] = str(variant.src)
-    env.setdefault("SOURCE_DATE_EPOCH", _DEFAULT_EPOCH)
+    env.update(reproducible_environ(source_date_epoch(pkg.upload_time)))
+    maps = {
+        str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
+        str(venv.root): f"{FIXED_ROOT}/env",
+    }
+    settings: ConfigSettings = {}
     if variant.sysroot is not None:
+        env.pop("PKG_CONFIG_PATH", None)  # added to PKG_CONFIG_LIBDIR: host .pc files
         env.update(variant.sysroot.cross_env(variant.target.cc))
+        cross = cross_environment(
+            label=pkg.label,
+            backend=pkg.backend,
+            target=variant.target,
+            sysroot=variant.sysroot,
+            directory=variant.root / "cross" / pkg.dir,
+            base_path=env.get("PATH", os.defpath),
+            host_machine=host_target().machine,
+        )
+        env.update(cross.environ)
+        settings = cross.config_settings
+        maps[str(variant.sysroot.root)] = f"{FIXED_ROOT}/sysroot"
     env.update(pkg.build_env)
-    return env
+    add_prefix_maps(env, maps)
+    return env, merge_config_settings(settings, pkg.config_settings_for(variant.target))
+
+
+def _cargo(
+    config: ProjectConfig, pkg: Package, variant: Variant, environ: Mapping[str, str]
+) -> dict[str, str] | str:
+    """cargo's environment for a Rust extension (see :mod:`monorepo.building.cargo`)."""
+    sysroot = variant.sysroot
+    cross = None
+    if variant.cross and sysroot is not None:
+        cc = variant.target.cc or f"{sysroot.triplet}-gcc"
+        pythonpath = sysroot.root / sysroot.pythonpath_dir
+        cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    return cargo_environ(
+        pkg.crates,
+        label=pkg.label,
+        duni=config.duni,
+        home=variant.root / "cargo" / pkg.dir,
+        path=environ.get("PATH", os.defpath),
+        cross=cross,
+    )
 
 
 def build_one(
@@ -165,7 +226,7 @@ def build_one(
     src = variant.src / d
     started = time.monotonic()
     venv = BuildEnv(variant.root / "envs" / d)
-    environ = hook_environ(pkg, variant, venv, netlog)
+    environ, settings = hook_environ(pkg, variant, venv, netlog)
     with log.open("w", encoding="utf-8") as fh:
         fh.write(
             f"# monorepo build of {pkg.label} for {variant.target.name}\n"
@@ -174,6 +235,7 @@ def build_one(
             + (f" (backend-path {list(pkg.backend_path)})" if pkg.backend_path else "")
             + f"\n# build-requires: {list(pkg.requires)}\n"
             + (f"# build-env: {dict(pkg.build_env)}\n" if pkg.build_env else "")
+            + (f"# config-settings: {settings}\n" if settings else "")
         )
 
     def runner(
@@ -191,6 +253,7 @@ def build_one(
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 check=True,
+                umask=UMASK,
             )
 
     def section(name: str) -> None:
@@ -211,6 +274,13 @@ def build_one(
             " fix it in the overlay",
             None,
         )
+    if pkg.crates:
+        prepared = _cargo(config, pkg, variant, environ)
+        if isinstance(prepared, str):
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- cargo ----\n{prepared}\n")
+            return Failed(prepared, log)
+        environ.update(prepared)
     hook = "get_requires_for_build_wheel"
     try:
         with RELAY.to(log):
@@ -225,7 +295,7 @@ def build_one(
                 python_executable=str(venv.python),
             )
             section(hook)
-            extra = caller.get_requires_for_build_wheel({})
+            extra = caller.get_requires_for_build_wheel(settings)
             dynamic, problems = graph.needs(pkg, extra, strict=True)
             if problems:
                 return Failed(
@@ -244,11 +314,20 @@ def build_one(
                 shutil.rmtree(out)
             out.mkdir(parents=True)
             section(hook)
-            name = caller.build_wheel(str(out), {})
+            name = caller.build_wheel(str(out), settings)
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
+        try:
+            normal = normalise_wheel(
+                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name)
+            )
+        except (BuildError, MonorepoError) as error:
+            return Failed(str(error), log)
+        if normal.changed:
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"\n# ---- normalised {name}: {'; '.join(normal.notes)} ----\n")
         target = variant.target
         check = check_wheel(
             wheel,
@@ -270,7 +349,14 @@ def build_one(
         attempt = network_attempt()
         if attempt is not None:
             return Failed(f"the build tried to reach the network: {attempt}", log)
-        return Failed(f"the backend's {hook} hook failed (exit status {error.returncode})", log)
+        failed = f"the backend's {hook} hook failed (exit status {error.returncode})"
+        if pkg.crates:
+            explained = explain_cargo_failure(
+                log.read_text(encoding="utf-8", errors="replace"), pkg.label
+            )
+            if explained is not None:
+                return Failed(f"{failed}: {explained}", log)
+        return Failed(failed, log)
     except BackendUnavailable as error:
         with log.open("a", encoding="utf-8") as fh:
             fh.write(error.traceback)

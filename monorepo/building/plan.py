@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
@@ -12,6 +14,8 @@ from packaging.version import Version
 from monorepo.errors import BuildError
 from monorepo.project import lockfile
 from monorepo.project.config import ProjectConfig
+from monorepo.project.targets import Target
+from monorepo.sources.crates import Crate, crates_from_tool
 from monorepo.vendoring.workspace import SELF_BUILDING, read_workspace
 
 # --------------------------------------------------------------------- workspace
@@ -31,15 +35,41 @@ class Package:
     c_extension: bool
     c_extension_overlay: bool
     build_env: Mapping[str, str]
+    config_settings: Mapping[str, str | tuple[str, ...]]
+    """An overlay's PEP 517 config settings for every target."""
+    target_config_settings: Mapping[str, Mapping[str, str | tuple[str, ...]]]
+    """An overlay's config settings for one target, keyed by target name or machine."""
     system_libraries: Mapping[str, tuple[str, ...]]
     cross_compile: bool | None
     dependencies: tuple[tuple[NormalizedName, Version | None], ...]
     lock_tree_hash: str | None
     targets: tuple[str, ...]
+    #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
+    crates: tuple[Crate, ...] = ()
+    upload_time: datetime | None = None
+    """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
     def label(self) -> str:
         return f"{self.name} {self.version}"
+
+    def config_settings_for(self, target: Target) -> dict[str, str | list[str]]:
+        """The overlay's config settings for *target*: the common ones, then those keyed
+        by the target's machine, then by its name (a later string replaces, lists add)."""
+        out: dict[str, str | list[str]] = {}
+        for layer in (
+            self.config_settings,
+            self.target_config_settings.get(target.machine, {}),
+            self.target_config_settings.get(target.name, {}),
+        ):
+            for key, value in layer.items():
+                new: str | list[str] = value if isinstance(value, str) else list(value)
+                old = out.get(key)
+                if isinstance(old, list) and isinstance(new, list):
+                    out[key] = [*old, *new]
+                else:
+                    out[key] = new
+        return out
 
     @property
     def self_building(self) -> bool:
@@ -89,13 +119,25 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
             c_extension=bool(entry.get("c-extension", False)),
             c_extension_overlay=entry.get("c-extension-source") == "overlay",
             build_env={str(k): str(v) for k, v in entry.get("build-env", {}).items()},
+            config_settings=_settings(entry.get("config-settings", {})),
+            target_config_settings={
+                str(k): _settings(v) for k, v in entry.get("target-config-settings", {}).items()
+            },
             system_libraries={str(k): tuple(map(str, v)) for k, v in libs.items()},
             cross_compile=entry.get("cross-compile"),
             dependencies=lp.dependencies,
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
+            crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
+            upload_time=getattr(lp.source, "upload_time", None),
         )
     return order, pkgs
+
+
+def _settings(table: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
+    return {
+        str(k): v if isinstance(v, str) else tuple(str(x) for x in v) for k, v in table.items()
+    }
 
 
 class Graph:

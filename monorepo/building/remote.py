@@ -44,7 +44,8 @@ from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
 from monorepo.sources.treehash import tree_hash
-from monorepo.sysroot.info import TOML_NAME, SysrootError, SysrootInfo, read_sysroot
+from monorepo.sysroot.discover import read_sysroot
+from monorepo.sysroot.info import TOML_NAME, SysrootError, SysrootInfo
 
 __all__ = [
     "SYSROOTS_ENV",

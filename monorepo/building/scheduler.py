@@ -128,13 +128,19 @@ class Scheduler:
         target = self.variants[index].target
         data = {
             "format": _FORMAT,
-            "target": {**target.canonical(), "cc": target.cc, "sysroot": target.sysroot},
+            "target": {
+                **target.canonical(),
+                "cc": target.cc,
+                "sysroot": target.sysroot,
+                "runner": target.runner,
+            },
             "cross": self.variants[index].cross,
             "tree": self.tree_key(d),
             "backend": pkg.backend,
             "requires": list(pkg.requires),
             "backend-path": list(pkg.backend_path),
             "build-env": dict(sorted(pkg.build_env.items())),
+            "config-settings": pkg.config_settings_for(target),
             "c-extension": [pkg.c_extension, pkg.c_extension_overlay],
             "needs": {n: self.keys[(0, n)] for n in sorted(needs)},
         }

@@ -11,7 +11,8 @@ from monorepo.building.elfcheck import MACHINES
 from monorepo.errors import BuildError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import Target, host_target
-from monorepo.sysroot.info import SysrootError, SysrootInfo, read_sysroot
+from monorepo.sysroot.discover import read_sysroot
+from monorepo.sysroot.info import SysrootError, SysrootInfo
 
 # ----------------------------------------------------------------------- targets
 
@@ -67,7 +68,7 @@ def target_sysroot(target: Target) -> SysrootInfo:
             " the target (docs/cross.md)"
         )
     try:
-        info = read_sysroot(Path(target.sysroot))
+        info = read_sysroot(Path(target.sysroot), python=target.python_version)
     except SysrootError as error:
         raise BuildError(f"target {target.name}: {error}") from error
     if info.python != target.python_version:
@@ -79,6 +80,12 @@ def target_sysroot(target: Target) -> SysrootInfo:
         raise BuildError(
             f"target {target.name} is {target.machine} but its sysroot {info.root} is for"
             f" {info.machine}"
+        )
+    if target.runner and not info.interpreter_path.exists():
+        raise BuildError(
+            f"target {target.name}: its sysroot {info.root} has no {info.interpreter}, which"
+            " runs the import check under the target's runner; add the target's Python"
+            " interpreter to the sysroot, or remove runner from the target"
         )
     compiler = shlex.split(target.cc)[0] if target.cc else f"{info.triplet}-gcc"
     if shutil.which(compiler) is None:

@@ -119,6 +119,10 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     from monorepo.vendoring.verify.report import text_lines
     from monorepo.vendoring.verify.verifier import verify
 
+    if args.against is not None and not args.rebuild:
+        from monorepo.errors import MonorepoError
+
+        raise MonorepoError("--against compares a rebuild with a record: add --rebuild")
     report = verify(
         args.project,
         packages=args.packages,
@@ -128,6 +132,18 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         jobs=args.jobs,
         reporter=reporter,
     )
+    if args.rebuild:
+        from monorepo.building.rebuild import verify_rebuild
+
+        rebuilt = verify_rebuild(
+            args.project,
+            target=args.target,
+            packages=args.packages,
+            against=args.against,
+            jobs=args.jobs,
+            reporter=reporter,
+        )
+        report.checks.append(rebuilt.check())
     if args.json:
         _json(report.to_dict())
     else:

@@ -75,6 +75,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
     p.add_argument("--index-url", metavar="URL", help="the package index (for --resolve)")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild in a scratch directory and compare with duni-build/<target>/build.toml",
+    )
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="FILE",
+        help="with --rebuild: compare with this build record (another machine's build.toml)",
+    )
+    p.add_argument("--target", metavar="NAME", help="the target to rebuild (with --rebuild)")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="packages checked at once")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 

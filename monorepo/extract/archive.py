@@ -43,7 +43,7 @@ from monorepo.extract.speed import tarscan
 __all__ = ["extract_archive", "extract_sdist", "read_archive", "read_zip"]
 
 
-_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".crate")  # a crate: .tar.gz
 _ZIP_SUFFIXES = (".zip", ".whl")
 _CHUNK = 1024 * 1024
 
@@ -203,7 +203,7 @@ class _Archive:
             return "tar"
         raise ExtractError(
             f"{self.package}: refusing {self.name}: not a supported archive; expected"
-            " .tar.gz, .tar.bz2, .tar.xz, .tar, .zip or .whl"
+            " .tar.gz, .tar.bz2, .tar.xz, .tar, .zip, .whl or .crate"
         )
 
     def read_bytes(self) -> bytes | None:

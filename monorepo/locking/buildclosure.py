@@ -54,14 +54,20 @@ def annotate(
     reporter: Reporter,
     cache: CacheDir,
     jobs: int = 8,
+    crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
+
+    A package whose tree has a ``Cargo.lock`` gets its ``crates`` too
+    (:mod:`monorepo.locking.crates`), downloaded from *crate_index* (the project's
+    ``crate-index``; the environment's or cargo's when None).
 
     Each source is downloaded for this anyway, so an sdist or archive whose index gave
     no size (a PEP 503 HTML page has none) gets the size of the verified download: the
     lock then records the same identity (url, size, sha256) whatever the index format.
     """
     from monorepo.index.http import HttpClient
+    from monorepo.locking.crates import CrateLocker
     from monorepo.sources.fetch import fetch_source, materialize_entries
     from monorepo.sources.store import ContentStore
     from monorepo.sources.treehash import hash_entries
@@ -73,6 +79,13 @@ def annotate(
     # one client for all downloads of this pass: pooled connections, not one per package
     http = HttpClient(offline=offline, reporter=reporter)
     reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    crates = CrateLocker(
+        setting=crate_index,
+        store=store,
+        get=lambda url: http.get(url).body,
+        fetch=http.stream,
+        offline=offline,
+    )
 
     def one(pkg: LockedPackage) -> LockedPackage:
         matched = overlays.rule_for(pkg.name, pkg.version)
@@ -95,10 +108,13 @@ def annotate(
             build = read_build_system(
                 tree, what=what, override=rule.build_requires if rule else None
             )
+            locked_crates = crates.lock(tree, what)
         reporter.advance("sources")
         tool = dict(pkg.tool)
         tool["tree-hash"] = tree_hash
         tool.update(build.to_tool())
+        if locked_crates:
+            tool["crates"] = locked_crates
         source = pkg.source
         if isinstance(source, SdistSource | ArchiveSource) and source.size is None:
             source = dataclasses.replace(source, size=fetched.stat().st_size)
@@ -287,6 +303,7 @@ def close_over_build_dependencies(
     offline: bool,
     cache: CacheDir,
     reporter: Reporter | None = None,
+    crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Runtime packages (annotated) plus every build-only package, annotated too.
 
@@ -301,7 +318,14 @@ def close_over_build_dependencies(
     environment needs.
     """
     reporter = reporter or NullReporter()
-    runtime = annotate(runtime, overlays=overlays, offline=offline, reporter=reporter, cache=cache)
+    runtime = annotate(
+        runtime,
+        overlays=overlays,
+        offline=offline,
+        reporter=reporter,
+        cache=cache,
+        crate_index=crate_index,
+    )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
     for p in runtime:  # the newest where targets disagree
@@ -329,7 +353,14 @@ def close_over_build_dependencies(
         if chosen == build_only:
             return finish(_assemble(members, groups, picked))
         new = [entries[k] for k in chosen if k not in annotated]
-        for p in annotate(new, overlays=overlays, offline=offline, reporter=reporter, cache=cache):
+        for p in annotate(
+            new,
+            overlays=overlays,
+            offline=offline,
+            reporter=reporter,
+            cache=cache,
+            crate_index=crate_index,
+        ):
             annotated[(p.name, p.version)] = p
         build_only = chosen
     raise ResolutionError("The build-dependency closure did not converge; report this as a bug.")

@@ -133,7 +133,17 @@ def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
         tool["system-libraries"] = {k: list(v) for k, v in sorted(rule.system_libraries.items())}
     if rule.build_env:
         tool["build-env"] = dict(sorted(rule.build_env.items()))
+    if rule.config_settings:
+        tool["config-settings"] = _settings_table(rule.config_settings)
+    if rule.target_config_settings:
+        tool["target-config-settings"] = {
+            k: _settings_table(v) for k, v in sorted(rule.target_config_settings.items())
+        }
     return tool
+
+
+def _settings_table(settings: Mapping[str, str | tuple[str, ...]]) -> dict[str, Any]:
+    return {k: v if isinstance(v, str) else list(v) for k, v in sorted(settings.items())}
 
 
 def replaced_source(matched: MatchedRule | None) -> VcsSource | ArchiveSource | None:
@@ -326,6 +336,7 @@ def _with_build_dependencies(
         offline=offline,
         reporter=reporter,
         cache=cache,
+        crate_index=config.crate_index,
     )
 
 

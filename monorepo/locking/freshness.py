@@ -254,11 +254,11 @@ def current_reasons(
     resolves to (*index_url* as a flag would give it) and its overlays, git ones at
     the commits the lock pinned.  The rule of ``lock --check``."""
     from monorepo.overlays.loading import project_overlays
-    from monorepo.project.indexurl import resolve_index_url
+    from monorepo.project.indexurl import resolve_index_urls
 
-    primary, _ = resolve_index_url(config, flag=index_url)
+    urls = resolve_index_urls(config, flag=index_url).urls
     overlays = project_overlays(config, lock, upgrade=False, cache=cache, offline=offline)
-    inputs = canonical_inputs(config, [primary, *config.extra_index_urls], overlays.canonical())
+    inputs = canonical_inputs(config, urls, overlays.canonical())
     return stale_reasons(config, lock, inputs)
 
 

@@ -33,7 +33,7 @@ from monorepo.errors import LockFileError
 from monorepo.locking.speed import reuse, warmstart
 from monorepo.locking.speed.rendering import rendered
 from monorepo.project.config import ProjectConfig, load_config
-from monorepo.project.indexurl import resolve_index_url
+from monorepo.project.indexurl import resolve_index_urls
 
 if TYPE_CHECKING:
     from monorepo.index.client import IndexClient
@@ -95,8 +95,10 @@ def lock(
     config = load_config(Path(project))
     if exclude_newer is not None:
         config = dataclasses.replace(config, exclude_newer=exclude_newer)
-    primary, _where = resolve_index_url(config, flag=index_url)
-    index_urls = [primary, *config.extra_index_urls]
+    choice = resolve_index_urls(config, flag=index_url)
+    for note in choice.skipped:
+        reporter.message("warning", note)
+    index_urls = choice.urls
     with open_index(index_urls, cache=cache, offline=offline, reporter=reporter) as client:
         # Every page this lock will probably read, asked for at once, before the heavy
         # half of locking is even imported (see locking.speed.warmstart and this module's doc).
@@ -294,7 +296,7 @@ def check(
     from monorepo.project.lockfile import LOCK_NAME, parse
 
     config = load_config(Path(project))
-    resolve_index_url(config, flag=index_url)  # no usable index: an error, lock or not
+    resolve_index_urls(config, flag=index_url)  # no usable index: an error, lock or not
     path = config.root / LOCK_NAME
     try:
         existing = parse(path.read_text(encoding="utf-8"), path=path)

@@ -52,6 +52,8 @@ _RULE_KEYS = frozenset(
         "c-extension",
         "system-libraries",
         "build-env",
+        "config-settings",
+        "target-config-settings",
     }
 )
 
@@ -93,6 +95,12 @@ class Rule:
     c_extension: bool | None = None
     system_libraries: dict[str, tuple[str, ...]] = field(default_factory=dict)
     build_env: dict[str, str] = field(default_factory=dict)
+    config_settings: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """PEP 517 config settings for every build of the package."""
+    target_config_settings: dict[str, dict[str, str | tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    """More config settings for one target, keyed by target name or machine."""
     index: int = 0
 
     def matches(self, version: Version) -> bool:
@@ -247,6 +255,8 @@ def _parse_rule(
         c_extension=_opt_bool(raw, "c-extension", at),
         system_libraries=_system_libraries(raw.get("system-libraries", {}), at),
         build_env=_build_env(raw.get("build-env", {}), at),
+        config_settings=_config_settings(raw.get("config-settings", {}), at, "config-settings"),
+        target_config_settings=_target_config_settings(raw.get("target-config-settings", {}), at),
         index=index,
     )
 
@@ -372,6 +382,34 @@ def _build_env(value: object, at: str) -> dict[str, str]:
             '{ CFLAGS = "-O2", SETUPTOOLS_SCM_PRETEND_VERSION = "1.0" }.'
         )
     return {str(k): v for k, v in value.items()}
+
+
+def _config_settings(value: object, at: str, key: str) -> dict[str, str | tuple[str, ...]]:
+    """A PEP 517 config-settings table: each value a string or a list of strings."""
+    ok = isinstance(value, dict) and all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+        for v in value.values()
+    )
+    if not ok:
+        raise OverlayError(
+            f"{at}: key {key} must be a table of strings or lists of strings (PEP 517"
+            ' config settings), e.g. { "setup-args" = ["-Dblas=openblas"] }.'
+        )
+    assert isinstance(value, dict)
+    return {str(k): v if isinstance(v, str) else tuple(v) for k, v in value.items()}
+
+
+def _target_config_settings(
+    value: object, at: str
+) -> dict[str, dict[str, str | tuple[str, ...]]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise OverlayError(
+            f"{at}: key target-config-settings must map a target name or machine to config"
+            ' settings, e.g. { armv7l = { "setup-args" = ["-Dsimd=false"] } }.'
+        )
+    return {
+        str(k): _config_settings(v, at, f"target-config-settings.{k}") for k, v in value.items()
+    }
 
 
 def only_keys(table: Mapping[str, Any], allowed: set[str], where: str, prefix: str) -> None:

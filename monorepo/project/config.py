@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Literal, cast, get_args
+from urllib.parse import urlsplit
 
 from packaging.dependency_groups import DependencyGroupResolver
 from packaging.requirements import InvalidRequirement, Requirement
@@ -54,6 +55,7 @@ KNOWN_KEYS: tuple[str, ...] = (
     "build-dependencies",
     "duni",
     "sources",
+    "crate-index",
     "executor",
 )
 _SOURCE_KEYS = ("git", "rev", "subdirectory")
@@ -103,6 +105,9 @@ class ProjectConfig:
     build_dependencies: bool
     duni: Path
     overlays: tuple[str, ...]
+    #: where Rust crates are downloaded from (``sparse+URL`` or a ``dl`` template); see
+    #: :mod:`monorepo.sources.crates`
+    crate_index: str | None = None
     executor: str | None = None
     """Where ``monorepo build`` runs builds: ``local`` or ``dask://HOST:PORT`` (checked by
     :mod:`monorepo.building.executors`, which knows the engines)."""
@@ -523,6 +528,16 @@ def _parse_tool(ctx: _Ctx, tool: Mapping[str, object]) -> dict[str, object]:
         out["executor"] = ctx.string(tool["executor"], "[tool.monorepo] key 'executor'")
     if "overlays" in tool:
         out["overlays"] = _parse_overlays(ctx, tool["overlays"])
+    if "crate-index" in tool:
+        where = "[tool.monorepo] key 'crate-index'"
+        text = ctx.string(tool["crate-index"], where).strip()
+        if urlsplit(text.removeprefix("sparse+")).scheme not in ("http", "https", "file"):
+            raise ctx.error(
+                where,
+                f"is {text!r}: give a sparse registry (sparse+https://...) or a crate download"
+                " URL (https://... or file://...).",
+            )
+        out["crate_index"] = text
     if "sources" in tool:
         table = ctx.table(tool["sources"], "[tool.monorepo] key 'sources'")
         sources: dict[NormalizedName, GitSource] = {}
@@ -586,6 +601,7 @@ def parse_config(data: Mapping[str, object], *, pyproject: Path) -> ProjectConfi
         build_dependencies=cast(bool, tool.get("build_dependencies", True)),
         duni=cast(Path, tool.get("duni", ctx.root / "duni")),
         overlays=cast("tuple[str, ...]", tool.get("overlays", ())),
+        crate_index=cast("str | None", tool.get("crate_index")),
         executor=cast("str | None", tool.get("executor")),
     )
 

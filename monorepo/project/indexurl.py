@@ -15,13 +15,21 @@ import re
 import sys
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from monorepo._core.paths import url_path
 from monorepo.errors import ConfigError
 
-__all__ = ["is_url", "normalize_index_url", "pip_config_files", "resolve_index_url"]
+__all__ = [
+    "IndexChoice",
+    "is_url",
+    "normalize_index_url",
+    "pip_config_files",
+    "resolve_index_url",
+    "resolve_index_urls",
+]
 
 
 class Project(Protocol):
@@ -35,6 +43,9 @@ class Project(Protocol):
 
     @property
     def index_url(self) -> str | None: ...
+
+    @property
+    def extra_index_urls(self) -> tuple[str, ...]: ...
 
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
@@ -128,30 +139,42 @@ def pip_config_files(environ: Mapping[str, str]) -> list[Path]:
     return files
 
 
-def _pip_config_index(environ: Mapping[str, str]) -> tuple[str, Path, str] | None:
-    """The index-url pip's configuration files set, with the file and section."""
+def _read_pip_config(path: Path) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(
+            f"{path}: pip configuration file cannot be parsed ({exc}); fix it or set "
+            "PIP_CONFIG_FILE to another file."
+        ) from exc
+    return parser
+
+
+def _pip_config_value(environ: Mapping[str, str], option: str) -> tuple[str, Path, str] | None:
+    """The value pip's configuration files give *option*, with the file and section.
+
+    Later files win, and pip's install command lets ``[install]`` override ``[global]``.
+    """
     found: tuple[str, Path, str] | None = None
     for path in pip_config_files(environ):
         if not path.is_file():
             continue
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
-            raise ConfigError(
-                f"{path}: pip configuration file cannot be parsed ({exc}); fix it or set "
-                "PIP_CONFIG_FILE to another file."
-            ) from exc
-        # pip's install command lets [install] override [global].
+        parser = _read_pip_config(path)
         for section in ("global", "install"):
             if not parser.has_section(section):
                 continue
-            for key in ("index-url", "index_url"):
+            for key in (option, option.replace("-", "_")):
                 if parser.has_option(section, key):
                     value = parser.get(section, key).strip()
                     if value:
                         found = (value, path, section)
     return found
+
+
+def _pip_config_index(environ: Mapping[str, str]) -> tuple[str, Path, str] | None:
+    """The index-url pip's configuration files set, with the file and section."""
+    return _pip_config_value(environ, "index-url")
 
 
 def _pip_default_index() -> str | None:
@@ -236,3 +259,77 @@ def resolve_index_url(
         "pip configuration file (e.g. ~/.config/pip/pip.conf). A local directory "
         "laid out as a simple index works too."
     )
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """Every index a lock reads, and where each choice came from.
+
+    ``skipped`` holds one sentence per extra index of pip's configuration that was left
+    out (a ``file://`` directory that does not exist): pip only warns about those, and a
+    stale line in a pip.conf must not break a lock, so the caller reports them.
+    """
+
+    primary: str
+    where: str
+    extras: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.primary, *self.extras]
+
+
+def _pip_extra_index_urls(environ: Mapping[str, str], base: Path) -> tuple[list[str], list[str]]:
+    """pip's ``extra-index-url``: ``PIP_EXTRA_INDEX_URL`` if set, else its config files.
+
+    Like pip, the value is a whitespace-separated list, and the environment variable
+    replaces what the files say rather than adding to it.  A ``file://`` index whose
+    directory is missing is skipped with a note, as pip skips it with a warning.
+    """
+    value = environ.get("PIP_EXTRA_INDEX_URL", "").strip()
+    if value:
+        where = "environment variable PIP_EXTRA_INDEX_URL"
+    else:
+        found = _pip_config_value(environ, "extra-index-url")
+        if found is None:
+            return [], []
+        value, path, section = found
+        where = f"{path}: [{section}] extra-index-url"
+    urls: list[str] = []
+    skipped: list[str] = []
+    for word in value.split():
+        url = normalize_index_url(word, base=base, where=where)
+        if url.startswith("file:") and not Path(url_path(urllib.parse.urlsplit(url).path)).is_dir():
+            skipped.append(
+                f"{where}: skipped the extra index {word!r}: the directory does not exist"
+            )
+        elif url not in urls:
+            urls.append(url)
+    return urls, skipped
+
+
+def resolve_index_urls(
+    config: Project | None,
+    *,
+    flag: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> IndexChoice:
+    """The primary index (:func:`resolve_index_url`) and the extra indexes beside it.
+
+    The extras are the project's ``extra-index-urls``, then, when the primary index is
+    pip's (``PIP_INDEX_URL``, pip's configuration or pip's default), pip's
+    ``extra-index-url`` too: pip's extras belong to pip's index, so a project (or a
+    flag, or ``MONOREPO_INDEX_URL``) that names its own index is not mixed with
+    whatever this machine's pip.conf adds.
+    """
+    env = os.environ if environ is None else environ
+    base = config.root if config is not None else Path.cwd()
+    primary, where = resolve_index_url(config, flag=flag, environ=env)
+    extras = list(config.extra_index_urls) if config is not None else []
+    skipped: list[str] = []
+    own = where in ("--index-url", "environment variable MONOREPO_INDEX_URL")
+    if not own and "[tool.monorepo]" not in where:
+        from_pip, skipped = _pip_extra_index_urls(env, base)
+        extras.extend(u for u in from_pip if u not in extras)
+    return IndexChoice(primary, where, tuple(u for u in extras if u != primary), tuple(skipped))

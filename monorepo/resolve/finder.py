@@ -168,6 +168,17 @@ class IndexFinder:
         with self._lock:
             return self._releases.setdefault(key, candidate)
 
+    def metadata_is_cheap(self, candidate: Candidate) -> bool:
+        """Known already, or a wheel's (PEP 658 file or byte ranges): no sdist build."""
+        source = candidate.source
+        if not isinstance(source, IndexRelease):
+            return False
+        key = Candidate(candidate.name, candidate.version, source=source, url=candidate.url)
+        with self._lock:
+            if key in self._metadata:
+                return True
+        return any(f.kind == "wheel" for f in self._metadata_files(candidate))
+
     def sourceless(self, name: NormalizedName) -> Sequence[Version]:
         with self._lock:
             return tuple(self._sourceless.get(name, ()))

@@ -15,10 +15,8 @@ package's ``extras``/``dependency_groups`` marker in the lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -27,186 +25,88 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible, Resolver
 from resolvelib.resolvers import RequirementInformation, ResolutionTooDeep
 
-from monorepo.errors import ResolutionError
-from monorepo.project.config import PrereleasePolicy
+from monorepo.errors import MetadataError, ResolutionError
 from monorepo.project.targets import evaluate_marker
+from monorepo.resolve.explain import Explanation, explain_conflict, from_proof
+from monorepo.resolve.model import (
+    VIRTUAL_PREFIX,
+    Candidate,
+    Dependencies,
+    Finder,
+    Policy,
+    Req,
+    Resolution,
+    Scope,
+    Wanted,
+    identifier_for,
+)
+from monorepo.resolve.proof import (
+    Contradiction,
+    MetadataUnreadable,
+    Need,
+    Prover,
+    Requirer,
+    Term,
+)
 
-VIRTUAL_PREFIX = ":"
+__all__ = [
+    "VIRTUAL_PREFIX",
+    "Candidate",
+    "Dependencies",
+    "Finder",
+    "Policy",
+    "Req",
+    "Resolution",
+    "Scope",
+    "Wanted",
+    "explain_conflict",
+    "identifier_for",
+    "resolve",
+]
 
-
-#: What a finder is asked to read ahead: a project, the extras wanted of it, and the
-#: versions the asking requirement allows (an empty specifier allows any).
-Wanted = tuple[NormalizedName, frozenset[str], SpecifierSet]
-
-
-@dataclass(frozen=True)
-class Req:
-    """A requirement as the resolver sees it: markers already evaluated away.
-
-    ``origin`` is a human description of who asked (``"project"``,
-    ``"requests 2.31.0"``) kept for conflict explanations.
-    """
-
-    name: NormalizedName
-    specifier: SpecifierSet = field(default_factory=SpecifierSet)
-    extras: frozenset[str] = frozenset()
-    url: str | None = None
-    origin: str = "project"
-
-    @property
-    def identifier(self) -> str:
-        return identifier_for(self.name, self.extras)
-
-    @property
-    def pinned(self) -> bool:
-        """True for ``==X`` / ``===X`` without wildcard: such a pin may select a yanked release."""
-        return any(
-            s.operator in ("==", "===") and not s.version.endswith(".*") for s in self.specifier
-        )
-
-    def __str__(self) -> str:
-        extras = f"[{','.join(sorted(self.extras))}]" if self.extras else ""
-        if self.url:  # a source's URL may come with a dependent's specifier: show both
-            return f"{self.name}{extras}{self.specifier} @ {self.url}"
-        return f"{self.name}{extras}{self.specifier}"
-
-
-def identifier_for(name: str, extras: Iterable[str] = ()) -> str:
-    extras = sorted(extras)
-    return f"{name}[{','.join(extras)}]" if extras else name
+#: Identifiers of the unsatisfiable requirement a version with unreadable metadata gets.
+UNREADABLE = ":unreadable:"
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One concrete choice: a version of a package (plus the extras it stands for).
+class Proven(Exception):
+    """The prover showed that no resolution exists: stop searching (see :meth:`_Provider.prove`)."""
 
-    ``source`` is opaque to the resolver: the finder's record of where this
-    version comes from (index files, a git commit, an archive URL).
-    """
-
-    name: NormalizedName
-    version: Version
-    extras: frozenset[str] = frozenset()
-    source: object = None
-    yanked: bool = False
-    url: str | None = None  # for direct references: the URL it satisfies
-
-    @property
-    def identifier(self) -> str:
-        return identifier_for(self.name, self.extras)
-
-    def __str__(self) -> str:
-        return f"{self.identifier} {self.version}"
+    def __init__(self, explanation: Explanation) -> None:
+        super().__init__(explanation.text())
+        self.explanation = explanation
 
 
-@dataclass(frozen=True)
-class Dependencies:
-    """What a finder says about one candidate's metadata."""
-
-    requires: tuple[Requirement, ...]
-    requires_python: SpecifierSet | None = None
-
-
-class Finder(Protocol):
-    """Where candidates come from (the index client, git sources, an archive URL)."""
-
-    def versions(self, name: NormalizedName, url: str | None) -> Sequence[Version]:
-        """Every version of *name* that may be a candidate, any order; cheap (no per-file work).
-
-        With *url*, the one version that a direct reference names.
-        """
-        ...
-
-    def candidate(
-        self, name: NormalizedName, version: Version, url: str | None
-    ) -> Candidate | None:
-        """*version* of *name* as a candidate for this target, None when it is unusable.
-
-        Filtering by requires-python, exclude-newer and platform happens here, and only
-        for the versions the resolver actually reaches (it asks newest first).
-        """
-        ...
-
-    def dependencies(self, candidate: Candidate) -> Dependencies:
-        """The candidate's core metadata (``Requires-Dist``, ``Requires-Python``)."""
-        ...
-
-    def prefetch(self, wanted: Iterable[Wanted]) -> None:
-        """Hint: these projects (with these extras, in these versions) will probably be
-        asked for soon."""
-        ...
-
-    def prefetch_dependencies(self, candidates: Iterable[Candidate]) -> None:
-        """Hint: the metadata of these candidates will probably be asked for soon."""
-        ...
-
-    def sourceless(self, name: NormalizedName) -> Sequence[Version]:
-        """Versions :meth:`candidate` passed over because they have nothing to vendor.
-
-        A release offered only as wheels (and given no source by an overlay) cannot be
-        pulled into duni/; conflict messages name these so the user knows why a version
-        that pip would install is not taken.
-        """
-        ...
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The knobs of a resolution that are not requirements."""
-
-    environment: Mapping[str, str]
-    python_version: Version
-    prereleases: PrereleasePolicy = "if-necessary"
-    exclude_newer: datetime | None = None
-    constraints: tuple[Requirement, ...] = ()
-    overrides: tuple[Requirement, ...] = ()
-    preferred: Mapping[NormalizedName, Version] = field(default_factory=dict)
-    sources: Mapping[NormalizedName, str] = field(default_factory=dict)  # name -> direct URL
-
-
-@dataclass(frozen=True)
-class Scope:
-    """A root scope of the project: its dependencies, one extra, or one group."""
-
-    kind: Literal["project", "extra", "group"]
-    name: str
-    requirements: tuple[Requirement, ...]
-    #: who asks, in conflict explanations, when not the project itself (a build's requirements)
-    description: str | None = None
-
-    @property
-    def identifier(self) -> str:
-        return VIRTUAL_PREFIX + (
-            self.kind if self.kind == "project" else f"{self.kind}:{self.name}"
-        )
-
-    @property
-    def label(self) -> str:
-        if self.description is not None:
-            return self.description
-        return (
-            "the project" if self.kind == "project" else f"the project's {self.kind} '{self.name}'"
-        )
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """The outcome for one target: chosen candidates and who reaches whom."""
-
-    packages: dict[NormalizedName, Candidate]
-    #: package -> sorted names of the packages it depends on (in this target)
-    edges: dict[NormalizedName, tuple[NormalizedName, ...]]
-    #: package -> the scopes whose requirements reach it
-    scopes: dict[NormalizedName, frozenset[str]]
-    #: package -> requires-python from its metadata
-    requires_python: dict[NormalizedName, SpecifierSet | None]
+class _Retry(Exception):
+    """The search failed after the prover learned something: search again with it."""
 
 
 class _Provider(AbstractProvider[Req, Candidate, str]):
-    def __init__(self, finder: Finder, policy: Policy, scopes: Sequence[Scope]) -> None:
+    def __init__(
+        self,
+        finder: Finder,
+        policy: Policy,
+        scopes: Sequence[Scope],
+        *,
+        prerelease_named: frozenset[NormalizedName] = frozenset(),
+        target: str = "",
+        proof: Prover | None = None,
+    ) -> None:
         self.finder = finder
         self.policy = policy
+        self.target = target
         self.scopes = {s.identifier: s for s in scopes}
+        #: names some requirement in the last resolution names a prerelease of (if-necessary)
+        self.prerelease_named = prerelease_named
+        self.held_back: set[NormalizedName] = set()
+        #: (name, version) -> why its metadata cannot be used
+        self.unreadable: dict[tuple[NormalizedName, Version], str] = {}
+        #: the proof of an earlier search, if any, and the versions it showed can be in no
+        #: solution: skipped from the start (resolvelib's backjumping assumes that what a
+        #: search may choose does not change under it)
+        self.proof = proof
+        self.learned: dict[NormalizedName, set[Version]] = (
+            {n: set(vs) for n, vs in proof.excluded.items()} if proof is not None else {}
+        )
         self.overrides: dict[NormalizedName, list[Requirement]] = {}
         for o in policy.overrides:
             self.overrides.setdefault(canonicalize_name(o.name), []).append(o)
@@ -300,6 +200,8 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         that far: usually the first candidate is taken, so a project with thousands of
         files costs a handful of file checks, not thousands.
         """
+        if identifier.startswith(UNREADABLE):
+            return []  # the requirement a version with unreadable metadata depends on
         if identifier.startswith(VIRTUAL_PREFIX):
             # A scope has one candidate; once backtracking has ruled it out there is none
             # left.  Offering it again made resolvelib pin and reject the same scope until
@@ -310,6 +212,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         reqs = list(requirements[identifier])
         bad = {c.version for c in incompatibilities[identifier]}
         name = reqs[0].name if reqs else canonicalize_name(identifier.split("[")[0])
+        bad |= self.learned.get(name, set())
         extras = reqs[0].extras if reqs else frozenset()
         urls = {r.url for r in reqs if r.url}
         if len(urls) > 1:
@@ -346,7 +249,10 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         prereleases_first_class = (
             url is not None
             or policy == "allow"
-            or (policy == "if-necessary" and _names_prerelease(specifier, constraint))
+            or (
+                policy == "if-necessary"
+                and (name in self.prerelease_named or _names_prerelease(specifier, constraint))
+            )
         )
 
         def usable(version: Version) -> Candidate | None:
@@ -362,12 +268,19 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                 url=found.url,
             )
 
+        # a final release the proof ruled out still counts as "a final release fits"
+        proven_final = any(
+            not v.is_prerelease and specifier.contains(v, prereleases=True)
+            for v in self.learned.get(name, ())
+        )
+
         def matches() -> Iterator[Candidate]:
             held_back: list[Version] = []
-            any_final = False
+            any_final = proven_final
             for version in admitted():
                 if version.is_prerelease and not prereleases_first_class:
                     held_back.append(version)
+                    self.held_back.add(name)
                     continue
                 found = usable(version)
                 if found is not None:
@@ -384,6 +297,105 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                         yield found
 
         return matches
+
+    def _metadata(self, candidate: Candidate) -> Dependencies | str:
+        """The candidate's metadata, or why it cannot be used (a sentence).
+
+        Reading an old sdist's metadata may mean building it; before doing that for a
+        version that is not the newest (something capped it) the prover gets a chance to
+        show that the versions already seen make any search hopeless.  A version whose
+        metadata cannot be read, or whose Requires-Python excludes the target, is
+        skipped, and a failed resolution names it.
+        """
+        if self.proof is None and candidate.url is None:
+            finals = [v for v in self._newest_first(candidate.name, None) if not v.is_prerelease]
+            capped = bool(finals) and candidate.version != finals[0]
+            if capped and not self.finder.metadata_is_cheap(candidate):
+                self.prove()
+        try:
+            meta = self.finder.dependencies(candidate)
+        except MetadataError as exc:
+            if candidate.url is not None:
+                raise  # a direct reference has nothing to fall back to
+            return _first_line(str(exc))
+        rp = meta.requires_python
+        if rp is not None and not rp.contains(self.policy.python_version, prereleases=True):
+            return f"it requires Python {rp}, and the target has {self.policy.python_version}"
+        return meta
+
+    # -- the prover's view (proof.Oracle) ---------------------------------
+    def usable(self, name: NormalizedName) -> list[tuple[Version, bool]]:
+        constraint = self.constraints.get(name)
+        out = []
+        for version in self._newest_first(name, None):
+            if constraint is not None and not constraint.contains(version, prereleases=True):
+                continue
+            if self.policy.prereleases == "disallow" and version.is_prerelease:
+                continue
+            found = self.finder.candidate(name, version, None)
+            if found is not None:
+                out.append((version, found.yanked))
+        return out
+
+    def cheap(self, name: NormalizedName, version: Version) -> bool:
+        found = self.finder.candidate(name, version, None)
+        return found is not None and self.finder.metadata_is_cheap(found)
+
+    def needs(self, name: NormalizedName, version: Version, extras: frozenset[str]) -> list[Need]:
+        found = self.finder.candidate(name, version, None)
+        assert found is not None, f"{name} {version} was usable a moment ago"
+        candidate = Candidate(name, version, extras, found.source, found.yanked)
+        deps = self.get_dependencies(candidate)
+        reason = self.unreadable.get((name, version))
+        if reason is not None:
+            raise MetadataUnreadable(reason)
+        return [
+            Need(d.name, d.specifier, d.extras, d.url, str(d))
+            for d in deps
+            if d.name != name and not d.name.startswith(VIRTUAL_PREFIX)
+        ]
+
+    def prefetch(self, name: NormalizedName, versions: Sequence[Version]) -> None:
+        found = [c for v in versions if (c := self.finder.candidate(name, v, None)) is not None]
+        self.finder.prefetch_dependencies(found)
+
+    def root_terms(self) -> list[Term]:
+        terms = []
+        for scope in self.scopes.values():
+            if scope.description is not None:
+                requirer = Requirer("build", scope.description, origin=scope.origin)
+            elif scope.kind == "project":
+                requirer = Requirer("project")
+            else:
+                requirer = Requirer(scope.kind, scope.name)
+            for req in self.convert(scope.requirements, scope.label, ()):
+                terms.append(
+                    Term(
+                        req.name, requirer, str(req), req.specifier, url=req.url, extras=req.extras
+                    )
+                )
+        return terms
+
+    def prove(self) -> None:
+        """Look for a proof that no resolution exists (once); raise :class:`Proven` if found.
+
+        What the proof rules out is remembered, and skipped by the search from then on.
+        """
+        if self.proof is not None:
+            return
+        prover = self.proof = Prover(self, prereleases=self.policy.prereleases)
+        try:
+            prover.run(self.root_terms())
+        except Contradiction as found:
+            if not prover.exclusions and all(
+                t.requirer.kind != "package" for t in prover.terms.get(found.package, [])
+            ):
+                # the project's own requirements clash on one package: the search finds
+                # that at once, and its message says more (yanked, wheels only, ...)
+                return
+            raise Proven(
+                from_proof(prover, found.package, self.finder, self.policy, target=self.target)
+            ) from None
 
     def _newest_first(self, name: NormalizedName, url: str | None) -> list[Version]:
         """The finder's versions of *name*, newest first, sorted once per resolution."""
@@ -420,9 +432,15 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
             scope = self.scopes[candidate.name]
             deps = self.convert(scope.requirements, scope.label, ())
         else:
-            meta = self.finder.dependencies(candidate)
-            self.requires_python[candidate] = meta.requires_python
             origin = f"{candidate.name} {candidate.version}"
+            meta = self._metadata(candidate)
+            if isinstance(meta, str):
+                # a version whose metadata cannot be used depends on the impossible
+                self.unreadable[(candidate.name, candidate.version)] = meta
+                deps = [Req(NormalizedName(f"{UNREADABLE}{candidate}"), origin=origin)]
+                self._deps_cache[candidate] = deps
+                return deps
+            self.requires_python[candidate] = meta.requires_python
             deps = self.convert(meta.requires, origin, candidate.extras)
             if candidate.extras:
                 # an extras candidate stands for the same version of the base package
@@ -462,14 +480,21 @@ def resolve(
     *,
     reporter: BaseReporter[Req, Candidate, str] | None = None,
     max_rounds: int = 20000,
+    target: str = "",
 ) -> Resolution:
     """Resolve every scope of a project together for one target environment.
 
     All scopes resolve together (like uv's lock), so installing any combination
-    of extras and groups uses the same versions.
+    of extras and groups uses the same versions.  When no resolution exists, the
+    :class:`ResolutionError` explains why (its ``explanation`` is the same as data);
+    *target* names the target in it.
+
+    Under ``prereleases = "if-necessary"`` a requirement that names a prerelease makes
+    prereleases of that package fair game.  Whether it had arrived when the package was
+    pinned depends on the order of the search, so when the answer holds such a
+    requirement for a package whose prereleases were held back, it is resolved again
+    with that known from the start: the answer no longer depends on project names.
     """
-    provider = _Provider(finder, policy, scopes)
-    resolver: Resolver[Req, Candidate, str] = Resolver(provider, reporter or BaseReporter())
     finder.prefetch(
         {
             (
@@ -481,16 +506,75 @@ def resolve(
             for r in s.requirements
         }
     )
+    named: frozenset[NormalizedName] = frozenset()
+    proof: Prover | None = None
+    for _ in range(4):
+        provider = _Provider(
+            finder, policy, scopes, prerelease_named=named, target=target, proof=proof
+        )
+        try:
+            mapping, graph = _search(provider, reporter, max_rounds)
+        except _Retry:
+            # the proof found no contradiction but versions no solution can have: search
+            # again without them from the start
+            proof = provider.proof
+            continue
+        if policy.prereleases != "if-necessary":
+            break
+        now = named | {
+            d.name
+            for cand in mapping.values()
+            for d in provider.get_dependencies(cand)
+            if _names_prerelease(d.specifier, None)
+        }
+        if not (now - named) & provider.held_back:
+            break
+        named = now
+    return _summarise(mapping, graph, provider)
+
+
+def _search(
+    provider: _Provider, reporter: BaseReporter[Req, Candidate, str] | None, max_rounds: int
+) -> tuple[Mapping[str, Candidate], object]:
+    """resolvelib's search, with the prover called in at the first sign of trouble."""
+    watch = _Watch(provider, reporter or BaseReporter())
+    resolver: Resolver[Req, Candidate, str] = Resolver(provider, watch)
     try:
-        result = resolver.resolve(provider.root_requirements(), max_rounds=max_rounds)
+        try:
+            result = resolver.resolve(provider.root_requirements(), max_rounds=max_rounds)
+        except (ResolutionImpossible, ResolutionTooDeep):
+            fresh = provider.proof is None
+            provider.prove()  # explain with a proof if there is one
+            if (
+                provider.proof is not None
+                and provider.proof.excluded
+                and (fresh or provider.learned != provider.proof.excluded)
+            ):
+                raise _Retry() from None
+            raise
+    except Proven as proven:
+        raise ResolutionError(proven.explanation.text(), proven.explanation.to_dict()) from None
     except ResolutionImpossible as exc:
-        raise ResolutionError(explain_conflict(exc.causes, finder, policy)) from None
+        text = explain_conflict(exc.causes, provider.finder, provider.policy)
+        raise ResolutionError(_with_skipped(text, provider)) from None
     except ResolutionTooDeep:
         raise ResolutionError(
-            "Resolution took too long: the requirements force too much backtracking. "
-            "Add a constraint in [tool.monorepo] constraints to narrow the versions tried."
+            _with_skipped(
+                "Resolution took too long: the requirements force too much backtracking. "
+                "Add a constraint in [tool.monorepo] constraints to narrow the versions tried.",
+                provider,
+            )
         ) from None
-    return _summarise(result.mapping, result.graph, provider)
+    return result.mapping, result.graph
+
+
+def _with_skipped(text: str, provider: _Provider) -> str:
+    """*text* and the versions whose metadata could not be used, one line each."""
+    skipped = [
+        f"Skipped version {name} {version}: its metadata cannot be used ({reason})."
+        for (name, version), reason in sorted(provider.unreadable.items())
+    ]
+    return " ".join([text, *skipped])
 
 
 def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provider) -> Resolution:
@@ -543,93 +627,47 @@ def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provi
     )
 
 
-def explain_conflict(
-    causes: Iterable[RequirementInformation[Req, Candidate]],
-    finder: Finder,
-    policy: Policy,
-) -> str:
-    """Say in words which requirements, from which packages, cannot hold together."""
-    by_name: dict[str, list[tuple[Req, Candidate | None]]] = {}
-    for info in causes:
-        by_name.setdefault(info.requirement.name, []).append((info.requirement, info.parent))
-    lines: list[str] = []
-    for name, items in sorted(by_name.items()):
-        asks = []
-        for req, parent in items:
-            who = (
-                req.origin
-                if parent is None or parent.name.startswith(VIRTUAL_PREFIX)
-                else str(parent)  # with its extras: core[old] and core[new] may disagree
-            )
-            if parent is not None and parent.name.startswith(VIRTUAL_PREFIX):
-                who = req.origin
-            asks.append(f"{who} requires {req}")
-        asks = sorted(set(asks))
-        found = (
-            [
-                c
-                for v in finder.versions(NormalizedName(name), None)
-                if (c := finder.candidate(NormalizedName(name), v, None)) is not None
-            ]
-            if not any(r.url for r, _ in items)
-            else []
-        )
-        available = sorted(c.version for c in found)
-        sourceless = sorted(finder.sourceless(NormalizedName(name)))
-        if not available and sourceless:
-            tail = (
-                f"{name} {', '.join(str(v) for v in sourceless[-8:])}"
-                f" {'is' if len(sourceless) == 1 else 'are'} on the index only as wheels, and"
-                " monorepo vendors and builds from source: add an overlay rule with a `source`"
-                " (git commit or url + sha256) for it"
-            )
-        elif not available and not any(r.url for r, _ in items):
-            tail = (
-                f"no usable release of {name} was found on the index for Python "
-                f"{policy.python_version} (check the name, requires-python and exclude-newer)"
-            )
-        elif len(asks) == 1 and (url := items[0][0].url):
-            req = items[0][0]
-            held = finder.versions(NormalizedName(name), url)
-            tail = f"{url} holds {name} {', '.join(str(v) for v in held)}"
-            if not any(req.specifier.contains(v, prereleases=True) for v in held):
-                tail += ", which does not satisfy it"
-        elif len(asks) == 1:
-            # releases the resolver may not take are not "available": say why instead
-            spec = items[0][0].specifier
-            yanked = {c.version for c in found if c.yanked}
-            disallowed = (
-                {v for v in available if v.is_prerelease}
-                if policy.prereleases == "disallow"
-                else set()
-            )
-            shown = ", ".join(
-                str(v) for v in [v for v in available if v not in yanked | disallowed][-8:]
-            )
-            tail = f"no release of {name} satisfies it (available: {shown or 'none'})"
-            for why, versions in (
-                ("yanked, so taken only when pinned with ==", yanked),
-                ('prereleases, which prereleases = "disallow" rules out', disallowed - yanked),
-            ):
-                admitted = [str(v) for v in sorted(versions) if spec.contains(v, prereleases=True)]
-                if admitted:
-                    tail += f"; {why}: {', '.join(admitted[-8:])}"
-            if sourceless:
-                tail += (
-                    f"; passed over as wheels only, without an sdist to vendor:"
-                    f" {', '.join(str(v) for v in sourceless[-8:])}"
-                )
-            constraint = [c for c in policy.constraints if canonicalize_name(c.name) == name]
-            if constraint:
-                tail += f"; note the constraint {', '.join(str(c) for c in constraint)}"
-        else:
-            tail = f"no single version of {name} satisfies all of these"
-        lines.append("; ".join(asks) + f": {tail}.")
-    return (
-        "Cannot resolve the requirements: "
-        + " ".join(lines)
-        + (
-            " Loosen one of these requirements, or add an override in [tool.monorepo] overrides "
-            "to replace a dependency's requirement."
-        )
-    )
+def _first_line(text: str) -> str:
+    """A metadata error's first line, short enough for one line of an explanation."""
+    line = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class _Watch(BaseReporter[Req, Candidate, str]):
+    """Relays to the caller's reporter; at the search's first backtrack, asks for a proof.
+
+    A conflict the project's own requirements force shows up as a rejected candidate;
+    proving it then costs a few metadata reads, where resolvelib's search would try every
+    combination of the versions in between first.
+    """
+
+    def __init__(self, provider: _Provider, inner: BaseReporter[Req, Candidate, str]) -> None:
+        self.provider = provider
+        self.inner = inner
+
+    def starting(self) -> None:
+        self.inner.starting()
+
+    def starting_round(self, index: int) -> None:
+        self.inner.starting_round(index)
+
+    def ending_round(self, index: int, state: Any) -> None:
+        self.inner.ending_round(index, state)
+
+    def ending(self, state: Any) -> None:
+        self.inner.ending(state)
+
+    def adding_requirement(self, requirement: Req, parent: Candidate | None) -> None:
+        self.inner.adding_requirement(requirement, parent)
+
+    def resolving_conflicts(
+        self, causes: Collection[RequirementInformation[Req, Candidate]]
+    ) -> None:
+        self.inner.resolving_conflicts(causes)
+
+    def rejecting_candidate(self, criterion: Any, candidate: Candidate) -> None:
+        self.inner.rejecting_candidate(criterion, candidate)
+        self.provider.prove()
+
+    def pinning(self, candidate: Candidate) -> None:
+        self.inner.pinning(candidate)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monorepo.errors import MonorepoError
+from monorepo.sysroot.libs import arch_for_machine, lock_target, locked_system_libraries
 from monorepo.sysroot.make import DEFAULT_KEYRING, make_sysroot
 
 # --------------------------------------------------------------------------- CLI
@@ -22,21 +23,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Make a Debian sysroot for cross-building CPython extensions.",
     )
     parser.add_argument("dest", type=Path, metavar="DEST", help="the sysroot directory")
-    parser.add_argument("--arch", default="arm64", help="Debian architecture (default: arm64)")
-    parser.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="Debian architecture: arm64, armhf, ... (default: DEST's, else the --target's"
+        " machine, else arm64)",
+    )
+    parser.add_argument(
+        "--suite", default=None, help="Debian suite (default: DEST's, else bookworm)"
+    )
     parser.add_argument(
         "--mirror",
         default=None,
         metavar="URL",
         help="Debian mirror (default: $MONOREPO_DEBIAN_MIRROR, else apt's sources)",
     )
-    parser.add_argument("--python", default="3.11", help="CPython major.minor (default: 3.11)")
+    parser.add_argument(
+        "--python",
+        default=None,
+        help="CPython major.minor (default: DEST's, else the --target's, else 3.11)",
+    )
     parser.add_argument(
         "--package",
         action="append",
         default=[],
         metavar="NAME",
-        help="another Debian package to add, with its dependencies (repeatable)",
+        help="another Debian package to add, with its dependencies (repeatable); the"
+        " packages added before are kept",
+    )
+    parser.add_argument(
+        "--lock",
+        type=Path,
+        default=None,
+        metavar="PYLOCK",
+        help="add the Debian system-libraries the lock records for its packages",
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        metavar="NAME",
+        help="with --lock: only the packages of this target (its machine and python, from"
+        " the pyproject.toml beside the lock, choose --arch and --python)",
     )
     parser.add_argument(
         "--refresh", action="store_true", help="re-read the mirror even if DEST is up to date"
@@ -51,15 +78,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.target is not None and args.lock is None:
+        parser.error("--target needs --lock")
     reporter = TerminalReporter(verbose=args.verbose, quiet=args.quiet)
     try:
+        packages = list(args.package)
+        arch, python = args.arch, args.python
+        if args.lock is not None:
+            wanted = locked_system_libraries(args.lock, args.target)
+            for name, labels in wanted.items():
+                reporter.message("info", f"{name} (for {', '.join(labels)})")
+            packages += wanted
+            machine, version = lock_target(args.lock, args.target)
+            arch = arch or (arch_for_machine(machine) if machine else None)
+            python = python or version
         info = make_sysroot(
             args.dest,
-            arch=args.arch,
+            arch=arch,
             suite=args.suite,
             mirror=args.mirror,
-            python=args.python,
-            extra_packages=args.package,
+            python=python,
+            extra_packages=packages,
             reporter=reporter,
             refresh=args.refresh,
             keyring=args.keyring,

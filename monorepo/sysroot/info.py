@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ast
-import shutil
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from monorepo.errors import MonorepoError
 
@@ -85,6 +82,19 @@ class SysrootInfo:
     skipped: tuple[str, ...] = ()
     mirror_id: str = ""
     extra_packages: tuple[str, ...] = ()
+    origin: str = "made"
+    """Where the facts come from: ``made`` (``python -m monorepo.sysroot`` made the tree and
+    its marker), ``dpkg`` (discovered; packages from ``var/lib/dpkg/status``) or ``files``
+    (discovered; no package database, so system libraries are looked for as files)."""
+
+    notes: tuple[str, ...] = ()
+    """What a build should warn about (absolute library links that the linker would follow
+    out of the tree); found by discovery, never written to the marker."""
+
+    @property
+    def made(self) -> bool:
+        """Whether ``python -m monorepo.sysroot`` made this tree (and may add packages to it)."""
+        return self.origin == "made"
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -130,16 +140,18 @@ class SysrootInfo:
         }
 
 
-def read_sysroot(dest: Path) -> SysrootInfo:
-    """Read ``DEST/monorepo-sysroot.toml``; :class:`SysrootError` if absent or malformed."""
+def read_marker(dest: Path) -> SysrootInfo | None:
+    """Read ``DEST/monorepo-sysroot.toml`` (the cache of a sysroot's facts), ``None`` if absent.
+
+    :func:`monorepo.sysroot.discover.read_sysroot` is what callers want: it falls back
+    to discovering the facts from the tree itself.  A marker that is unreadable or of
+    another format raises :class:`SysrootError`.
+    """
     toml_path = dest / TOML_NAME
     try:
         data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise SysrootError(
-            f"{dest} is not a sysroot (no {TOML_NAME}); make one with 'python -m"
-            f" monorepo.sysroot {dest}'"
-        ) from e
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise SysrootError(f"{toml_path} cannot be read ({e}); make the sysroot again") from e
     try:
@@ -212,73 +224,3 @@ def render(info: SysrootInfo) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _build_time_vars(path: Path) -> dict[str, Any]:
-    """``build_time_vars`` of a sysconfigdata module, read without executing it."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError) as e:
-        raise SysrootError(f"{path} cannot be read ({e})") from e
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "build_time_vars" for t in node.targets
-        ):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError as e:
-                raise SysrootError(f"{path}: build_time_vars is not a literal ({e})") from e
-            if isinstance(value, dict):
-                return value
-    raise SysrootError(f"{path} has no build_time_vars")
-
-
-def describe(
-    root: Path,
-    *,
-    arch: Arch,
-    suite: str,
-    python: str,
-    packages: dict[str, str],
-    skipped: Sequence[str],
-    mirror_id: str,
-    extra: Sequence[str],
-) -> SysrootInfo:
-    """Find the paths in a freshly unpacked tree (and copy the sysconfigdata module)."""
-    stdlib = f"usr/lib/python{python}"
-    name = f"_sysconfigdata__linux_{arch.triplet}"
-    module = root / stdlib / f"{name}.py"
-    if not module.exists():
-        found = sorted(p.stem for p in (root / stdlib).glob("_sysconfigdata_*.py"))
-        raise SysrootError(
-            f"the sysroot has no {stdlib}/{name}.py (found: {', '.join(found) or 'none'});"
-            f" is libpython{python}-stdlib for {arch.debian} complete?"
-        )
-    variables = _build_time_vars(module)
-    interpreter = f"usr/bin/python{python}"
-    if not (root / interpreter).exists():
-        raise SysrootError(f"the sysroot has no {interpreter}; python{python}-minimal is damaged")
-    pythonpath = root / PYTHONPATH_DIR
-    pythonpath.mkdir(exist_ok=True)
-    shutil.copyfile(module, pythonpath / f"{name}.py")
-    return SysrootInfo(
-        root=root,
-        arch=arch.debian,
-        suite=suite,
-        python=python,
-        triplet=arch.triplet,
-        machine=arch.machine,
-        host_platform=f"linux-{arch.machine}",
-        interpreter=interpreter,
-        include_dirs=(f"usr/include/python{python}", f"usr/include/{arch.triplet}", "usr/include"),
-        lib_dirs=(f"usr/lib/{arch.triplet}",),
-        sysconfigdata_name=name,
-        sysconfigdata_dir=stdlib,
-        pythonpath_dir=PYTHONPATH_DIR,
-        ext_suffix=str(variables.get("EXT_SUFFIX", "")),
-        soabi=str(variables.get("SOABI", "")),
-        packages=dict(packages),
-        skipped=tuple(skipped),
-        mirror_id=mirror_id,
-        extra_packages=tuple(extra),
-    )

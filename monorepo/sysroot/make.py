@@ -34,18 +34,18 @@ from monorepo.sysroot.apt import (
     root_packages,
 )
 from monorepo.sysroot.deb import DebWriter, decompress_member, fix_ld_scripts, unpack_deb
+from monorepo.sysroot.discover import describe, read_sysroot
 from monorepo.sysroot.info import (
     ARCHES,
     TOML_NAME,
     Arch,
     SysrootError,
     SysrootInfo,
-    describe,
-    read_sysroot,
+    read_marker,
     render,
 )
 
-__all__ = ["DEFAULT_KEYRING", "make_sysroot"]
+__all__ = ["DEFAULT_KEYRING", "download_debs", "make_sysroot"]
 
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 _CHUNK = 1 << 16
@@ -220,18 +220,42 @@ def _matches(info: SysrootInfo, arch: str, suite: str, python: str, extra: Seque
         info.arch == arch
         and info.suite == suite
         and info.python == python
-        and sorted(info.extra_packages) == sorted(extra)
+        and set(extra) <= set(info.extra_packages)
         and info.interpreter_path.exists()
+    )
+
+
+def _existing(dest: Path) -> SysrootInfo | None:
+    """The sysroot this command made at *dest* before, if any; refuse anything else there."""
+    marker = read_marker(dest)
+    if marker is not None:
+        return marker
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+        return None
+    try:
+        found = read_sysroot(dest)
+    except SysrootError:
+        found = None
+    if found is not None:
+        raise SysrootError(
+            f"{dest} holds a sysroot this command did not make (CPython {found.python} for"
+            f" {found.triplet}): monorepo build uses it as it is, but will not replace it."
+            " Add system libraries to it with the tools that made it, or choose a new"
+            " directory"
+        )
+    raise SysrootError(
+        f"{dest} exists and is not a sysroot (no {TOML_NAME}, no CPython); choose an empty"
+        " or new directory, or remove it"
     )
 
 
 def make_sysroot(
     dest: Path,
     *,
-    arch: str = "arm64",
-    suite: str = "bookworm",
+    arch: str | None = None,
+    suite: str | None = None,
     mirror: str | None = None,
-    python: str = "3.11",
+    python: str | None = None,
     extra_packages: Sequence[str] = (),
     reporter: Reporter | None = None,
     refresh: bool = False,
@@ -239,42 +263,43 @@ def make_sysroot(
     jobs: int = 8,
     cache_dir: Path | str | None = None,
 ) -> SysrootInfo:
-    """Make (or keep) a Debian sysroot for CPython *python* on *arch* at *dest*.
+    """Make (or keep, or add to) a Debian sysroot for CPython *python* on *arch* at *dest*.
 
-    A sysroot already at *dest* for the same arch, suite, python and extra packages is
-    returned as is without network access, unless *refresh*: then the mirror is read
-    again and the tree rebuilt only if a package version changed.  *dest* may be
-    absent, empty, or an earlier sysroot; anything else is refused.  Raises
-    :class:`SysrootError` (and :class:`~monorepo.errors.HashMismatchError` for a
-    download that does not match the signed index).  Indexes and ``.deb`` files are kept
-    in *cache_dir*'s ``debian`` (default: ``MONOREPO_CACHE_DIR``, else the user cache).
+    *arch*, *suite* and *python* default to those of the sysroot already at *dest*, else
+    ``arm64``, ``bookworm`` and ``3.11``.  The *extra_packages* are added to those an
+    earlier run installed (the marker records them), so re-running with other
+    ``--package`` choices, or with ``--lock``, never drops what was there.  A sysroot
+    already holding everything asked for is returned as is without network access,
+    unless *refresh*: then the mirror is read again and the tree rebuilt only if a
+    package version changed.  *dest* may be absent, empty, or an earlier sysroot of
+    this command; anything else is refused.  Raises :class:`SysrootError` (and
+    :class:`~monorepo.errors.HashMismatchError` for a download that does not match the
+    signed index).  Indexes and ``.deb`` files are kept in *cache_dir*'s ``debian``
+    (default: ``MONOREPO_CACHE_DIR``, else the user cache).
     """
     from filelock import FileLock
 
     reporter = reporter or NullReporter()
-    if arch not in ARCHES:
+    if arch is not None and arch not in ARCHES:
         raise SysrootError(
             f"architecture '{arch}' is not supported; choose one of {', '.join(ARCHES)}"
         )
-    if not re.fullmatch(r"3\.[0-9]+", python):
+    if python is not None and not re.fullmatch(r"3\.[0-9]+", python):
         raise SysrootError(f"python '{python}' must be a major.minor version such as 3.11")
     dest = dest.absolute()
-    extra = sorted(set(extra_packages))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest.parent / f".{dest.name}.lock")):
-        existing: SysrootInfo | None = None
-        if (dest / TOML_NAME).exists():
-            existing = read_sysroot(dest)
-            if not refresh and _matches(existing, arch, suite, python, extra):
-                reporter.message(
-                    "info", f"{dest} is up to date ({len(existing.packages)} packages)"
-                )
-                return existing
-        elif dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise SysrootError(
-                f"{dest} exists and is not a sysroot (no {TOML_NAME}); choose an empty or new"
-                " directory, or remove it"
-            )
+        existing = _existing(dest)
+        arch = arch or (existing.arch if existing else "arm64")
+        suite = suite or (existing.suite if existing else "bookworm")
+        python = python or (existing.python if existing else "3.11")
+        kept = existing.extra_packages if existing else ()
+        extra = sorted({*kept, *extra_packages})
+        if existing is not None and not refresh and _matches(existing, arch, suite, python, extra):
+            reporter.message("info", f"{dest} is up to date ({len(existing.packages)} packages)")
+            return existing
+        if kept:
+            reporter.message("info", f"keeping the packages added before: {', '.join(kept)}")
         url = (mirror or debian_mirror(suite)).rstrip("/")
         cache = CacheDir.at(cache_dir).debian
         fetch = _Fetcher(url, reporter)
@@ -317,6 +342,33 @@ def make_sysroot(
             extra=extra,
             reporter=reporter,
         )
+
+
+def download_debs(
+    names: Sequence[str],
+    *,
+    arch: str = "arm64",
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    keyring: Path | None = DEFAULT_KEYRING,
+    reporter: Reporter | None = None,
+    jobs: int = 8,
+    cache_dir: Path | str | None = None,
+) -> dict[str, Path]:
+    """Download the named Debian packages (not their dependencies), checked against the
+    signed index, into the cache; their paths by name.  For unpacking by other means."""
+    reporter = reporter or NullReporter()
+    url = (mirror or debian_mirror(suite)).rstrip("/")
+    cache = CacheDir.at(cache_dir).debian
+    fetch = _Fetcher(url, reporter)
+    try:
+        index = _load_index(fetch, suite, arch, cache, keyring, reporter)
+        unknown = sorted(n for n in names if n not in index)
+        if unknown:
+            raise SysrootError(f"{suite}/{arch} has no package {', '.join(unknown)}")
+        return _download_debs(fetch, [index[n] for n in names], cache, reporter, jobs)
+    finally:
+        fetch.close()
 
 
 def _assemble(

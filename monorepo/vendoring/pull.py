@@ -105,6 +105,7 @@ from monorepo.sources.treehash import (
     hash_entries,
     scan_tree,
 )
+from monorepo.vendoring.crates import sync_crates
 from monorepo.vendoring.speed.downloads import (
     DOWNLOADS,
     download_ahead,
@@ -144,6 +145,9 @@ class PullResult:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: crate directories under ``duni/.crates`` (see :mod:`monorepo.vendoring.crates`)
+    crates_updated: list[str] = field(default_factory=list)
+    crates_removed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``--json``)."""
@@ -603,6 +607,18 @@ def pull(
                 + "\nKeep a change as an overlay patch (then `monorepo lock`), move it out of"
                 " duni/, or run `monorepo pull --force` to overwrite it."
             )
+        synced = sync_crates(
+            duni,
+            selected,
+            store=store,
+            fetch=fetch,
+            offline=offline,
+            force=force,
+            remove_unlocked=not packages,
+            reporter=reporter,
+            jobs=max(DOWNLOADS, workers),
+        )
+        result.crates_updated, result.crates_removed = synced.updated, synced.removed
         trees = {p.dir: duni / p.dir for p in lock.packages if (duni / p.dir).is_dir()}
         workspace = render(
             workspace_data(

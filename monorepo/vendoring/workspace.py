@@ -81,7 +81,13 @@ it has its own `.gitignore`); leave it alone.
 """duni/README.md, exactly as pull writes it (verify checks it is unchanged)."""
 
 _C_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".pyx", ".rs")
-_OVERLAY_BUILD_KEYS = ("cross-compile", "system-libraries", "build-env")
+_OVERLAY_BUILD_KEYS = (
+    "cross-compile",
+    "system-libraries",
+    "build-env",
+    "config-settings",
+    "target-config-settings",
+)
 _SKIP_DIRS = frozenset({".git", ".hg", "__pycache__"})
 
 

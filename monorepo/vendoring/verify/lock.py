@@ -132,14 +132,12 @@ def _check_fresh(
 ) -> None:
     from monorepo.locking.freshness import canonical_inputs, stale_reasons
     from monorepo.overlays.loading import project_overlays
-    from monorepo.project.indexurl import resolve_index_url
+    from monorepo.project.indexurl import resolve_index_urls
 
     try:
         overlays = project_overlays(ctx.config, doc, upgrade=False, cache=ctx.cache)
-        primary, _ = resolve_index_url(ctx.config, flag=index_url)
-        inputs = canonical_inputs(
-            ctx.config, [primary, *ctx.config.extra_index_urls], overlays.canonical()
-        )
+        urls = resolve_index_urls(ctx.config, flag=index_url).urls
+        inputs = canonical_inputs(ctx.config, urls, overlays.canonical())
         reasons = stale_reasons(ctx.config, doc, inputs)
     except MonorepoError as error:
         result.fail(Item("pyproject.toml", "stale", f"cannot check freshness: {error}"))

@@ -14,6 +14,7 @@ from monorepo.overlays.loading import locked_patches
 from monorepo.project.lockfile import (
     LockedPackage,
 )
+from monorepo.sources.crates import CRATES_DIR
 from monorepo.sources.manifest import (
     describe_source_change,
     input_key,
@@ -30,6 +31,7 @@ from monorepo.sources.treehash import (
 )
 from monorepo.vendoring.state import STATE_DIR, state_problems
 from monorepo.vendoring.verify.context import Context
+from monorepo.vendoring.verify.crates import check_crates
 from monorepo.vendoring.verify.report import CheckResult, Item
 from monorepo.vendoring.workspace import GENERATED, README, render, workspace_data
 
@@ -93,12 +95,15 @@ def check_tree(
             result.fail(item)
         result.warnings += outcome.warnings
     result.summary = f"{len(selected)} package tree{'' if len(selected) == 1 else 's'}"
+    crates = check_crates(ctx, result, selected, everything=everything)
+    if crates:
+        result.summary += f", {crates} crate{'' if crates == 1 else 's'}"
     if not everything:
         return
     locked = {p.dir for p in lock.packages}
     for entry in sorted(duni.iterdir(), key=lambda p: p.name):
         name = entry.name
-        if name in locked or name in GENERATED or name == STATE_DIR:
+        if name in locked or name in GENERATED or name in (STATE_DIR, CRATES_DIR):
             continue
         kind = "directory" if entry.is_dir() and not entry.is_symlink() else "file"
         result.fail(
