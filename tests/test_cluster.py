@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import monorepo
 from fixtures.builder import BACKEND_SOURCE, Release
 from monorepo._core.reporter import NullReporter
 from monorepo.building.buildenv import file_sha256
@@ -33,14 +34,17 @@ from monorepo.building.results import BuildResult
 from monorepo.errors import BuildError, ConfigError
 from monorepo.project.config import parse_config
 from monorepo.sources.treehash import tree_hash
-from tests import test_build
+from tests import test_build, test_crates
 from tests.test_build import APP, HELPER, LIB, TINYBACKEND, cext, names, needs_cross, with_backend
 
 distributed = pytest.importorskip("distributed")
 
-# test_build's project fixtures (locked and pulled from a fixture index), shared
+# test_build's project fixtures (locked and pulled from a fixture index), and test_crates'
+# Rust extension with its registry of crates, shared
 project = test_build.project
 cross_project = test_build.cross_project
+registry = test_crates.registry
+rust_project = test_crates.rust_project
 
 ARM_RESOURCE = "target-linux-aarch64"
 
@@ -317,6 +321,40 @@ def test_only_workers_advertising_the_target_build_for_it(
     assert not (cluster.scratch("plain") / "builds" / "arm").exists()
     wheel = next(p.wheel for p in result.built if p.dir == "fastthing")
     assert wheel is not None and wheel.name.endswith("linux_aarch64.whl")
+
+
+@test_crates.needs_rust
+def test_a_rust_extension_builds_on_the_cluster_from_crates_sent_along(
+    rust_project: Callable[..., tuple[Path, Any]], cluster: Cluster, tmp_path: Path
+) -> None:
+    import zipfile
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    monorepo.pull(proj)
+    server.stop()
+    result = build(proj, executor=cluster.url)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    (built,) = [p for p in result.built if p.dir == "rustthing"]
+    assert built.wheel is not None and built.log is not None
+    assert "pebble-two" in built.log.read_text()
+    where = built_on(result)["rustthing"]
+    name = {a: n for n, a in cluster.workers().items()}[where]
+    assert list((cluster.scratch(name) / "trees").glob("*/.crates/pebble-two-0.1.0/src/lib.rs"))
+    zipfile.ZipFile(built.wheel).extractall(tmp_path / "unpacked")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path / 'unpacked')!r});"
+            " import rustthing._rust as r; print(r.ANSWER)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
 
 
 def test_unknown_executor_and_unreachable_scheduler_are_errors() -> None:

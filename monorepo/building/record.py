@@ -253,7 +253,7 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
     maker = makers if makers is not None else KeyMaker()
     by_variant: dict[int, list[RecordEntry]] = {}
     for node, status in sorted(scheduler.status.items()):
-        if status not in ("built", "skipped"):
+        if status not in ("built", "skipped", "cached"):
             continue
         index, d = node
         pkg = scheduler.pkgs[d]
