@@ -28,7 +28,7 @@ from monorepo.building.executors import (
     check_executor_spec,
 )
 from monorepo.building.plan import Package, load_plan
-from monorepo.building.record import write_records
+from monorepo.building.record import KeyMaker, write_records
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
@@ -58,6 +58,15 @@ BUILD_DIR = "duni-build"
 
 
 # --------------------------------------------------------------------- entry point
+
+
+def _toolchain(keys: KeyMaker, pkg: Package, variant: Variant) -> object:
+    """What compiles *pkg* for *variant*, as the build record keys it: the compiler and
+    its ``--version`` for a C extension (rustc and cargo too for Rust), the sysroot's digest for a cross build."""
+    identity = keys.toolchain_of(pkg, variant)
+    compiler = identity.as_dict() if identity is not None else None
+    sysroot = keys.sysroot(variant.sysroot) if variant.sysroot is not None else None
+    return [compiler, sysroot]
 
 
 def _build_cache(
@@ -223,6 +232,8 @@ def build(
         for v in variants[::-1]:  # the target's lock first, then the build machine's
             stack.enter_context(filelock.FileLock(v.root / "lock"))
         stack.enter_context(RELAY.installed())  # backend warnings go to the logs
+        stack.callback(engine.close)  # (once more: also when something fails before the run)
+        keys = KeyMaker()
         builder = Scheduler(
             config,
             pkgs,
@@ -234,6 +245,7 @@ def build(
             isolate=isolate,
             executor=engine,
             cache=_build_cache(build_cache, cache_dir),
+            toolchain=lambda pkg, variant: _toolchain(keys, pkg, variant),
         )
         index = len(variants) - 1
         requested = [(index, d) for d in selected]
@@ -259,7 +271,7 @@ def build(
             tools={pkgs[d].label: pkgs[d].host_tools for d in sorted(builds)},
         )
         builder.run(requested)
-        write_records(builder)
+        write_records(builder, keys)
         if cross and chosen.runner:
             smoke_test(builder, index)
     for node in sorted(builder.results, key=builder.order):

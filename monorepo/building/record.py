@@ -118,7 +118,7 @@ class KeyMaker:
             self._sysroots[info.root] = sysroot_identity(facts_text(info))
         return self._sysroots[info.root]
 
-    def _toolchain_of(self, pkg: Package, variant: Variant) -> ToolchainIdentity | None:
+    def toolchain_of(self, pkg: Package, variant: Variant) -> ToolchainIdentity | None:
         """The compilers a build of *pkg* runs: none for a pure package; the C compiler;
         for a Rust extension (its lock records crates) rustc and cargo too, the C
         compiler being its linker."""
@@ -159,7 +159,7 @@ class KeyMaker:
                 machine=target.machine,
                 implementation=target.implementation,
             ),
-            toolchain=self._toolchain_of(pkg, variant),
+            toolchain=self.toolchain_of(pkg, variant),
             sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot),
             build_wheels={w.name: self.wheel_sha256(w) for w in wheels},
             config_settings=config_settings,
