@@ -38,14 +38,18 @@ def choose_target(config: ProjectConfig, name: str | None) -> Target:
                 return t
         raise BuildError(
             f"{config.pyproject}: no target named {name!r} in [tool.monorepo] targets"
-            f" (targets: {names})"
+            f" (targets: {names})",
+            exit_code=2,
         )
     if len(targets) == 1:
         return targets[0]
     native = [t for t in targets if is_native(t)]
     if native:
         return native[0]
-    raise BuildError(f"{config.pyproject} has several targets ({names}); choose one with --target")
+    raise BuildError(
+        f"{config.pyproject} has several targets ({names}); choose one with --target",
+        exit_code=2,
+    )
 
 
 def host_variant_target(config: ProjectConfig) -> Target:
