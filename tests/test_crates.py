@@ -390,6 +390,11 @@ def test_rust_extension_builds_offline_from_vendored_crates(
     # the build record keys the wheel by the Rust toolchain too (another rustc, other bytes)
     record = tomllib.loads((proj / "duni-build" / "native" / "build.toml").read_text())
     assert "rustc" in json.dumps(record)
+    # built again elsewhere (another scratch path, new CARGO_HOME): the same wheel
+    from monorepo.building.rebuild import verify_rebuild
+
+    rebuilt = verify_rebuild(proj, packages=["rustthing"])
+    assert rebuilt.passed, rebuilt.to_dict()
 
 
 @needs_linux
@@ -411,7 +416,7 @@ def test_rust_wheels_do_not_depend_on_where_the_project_is(
         )
         monorepo.lock(proj)
         monorepo.pull(proj)
-        result = build(proj)
+        result = build(proj, build_cache=False)  # the cache would hand the first one back
         assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
         (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
         assert wheel is not None
