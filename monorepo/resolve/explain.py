@@ -171,7 +171,7 @@ class _Walk:
         roots = [
             t.text
             for t in self.prover.terms.get(dep, [])
-            if t.requirer.kind in ("project", "extra", "group")
+            if t.requirer.kind in ("project", "extra", "group") and t.specifier
         ]
         example = f' (e.g. "{roots[0]}")' if roots else ""
         if self.once(("override", f"{name} {dep}")):
