@@ -23,7 +23,7 @@ the index only through the :class:`Oracle` the resolver gives it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -181,9 +181,15 @@ class Prover:
     """The derivation state: terms, exclusions, what each package is still allowed."""
 
     def __init__(
-        self, oracle: Oracle, *, budget: int = BUDGET, prereleases: str = "if-necessary"
+        self,
+        oracle: Oracle,
+        *,
+        budget: int = BUDGET,
+        prereleases: str = "if-necessary",
+        constraints: Mapping[NormalizedName, Sequence[Term]] | None = None,
     ) -> None:
         self.oracle = oracle
+        self.constraints = constraints or {}
         self.prereleases = prereleases
         self.budget = budget
         self.terms: dict[NormalizedName, list[Term]] = {}
@@ -250,7 +256,11 @@ class Prover:
             raise Contradiction(name)
 
     def add(self, term: Term) -> None:
+        first = term.package not in self.terms
         self.terms.setdefault(term.package, []).append(term)
+        if first:
+            # a constraint adds no package, but limits one that is required: say so
+            self.terms[term.package].extend(self.constraints.get(term.package, ()))
         self._refresh(term.package)
 
     def _exclude(self, exclusion: Exclusion) -> None:

@@ -391,7 +391,15 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         if self.proof is not None and not again:
             return
         fresh = self.proof is None
-        prover = self.proof = self.proof or Prover(self, prereleases=self.policy.prereleases)
+        constraints: dict[NormalizedName, list[Term]] = {}
+        for c in self.policy.constraints:
+            if evaluate_marker(c.marker, self.policy.environment, ()):
+                name = canonicalize_name(c.name)
+                term = Term(name, Requirer("constraint"), str(c), c.specifier)
+                constraints.setdefault(name, []).append(term)
+        prover = self.proof = self.proof or Prover(
+            self, prereleases=self.policy.prereleases, constraints=constraints
+        )
         try:
             if fresh:
                 prover.run(self.root_terms())
