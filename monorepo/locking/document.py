@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 class NoSdistError(MonorepoError):
     """A locked version has no source distribution to vendor."""
 
+    code = "no-sdist"
+
 
 def scopes_of(config: ProjectConfig) -> list[Scope]:
     scopes = [Scope("project", "", config.dependencies)]
@@ -134,6 +136,8 @@ def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
         tool["system-libraries"] = {k: list(v) for k, v in sorted(rule.system_libraries.items())}
     if rule.build_env:
         tool["build-env"] = dict(sorted(rule.build_env.items()))
+    if rule.host_tools:
+        tool["host-tools"] = dict(sorted(rule.host_tools.items()))
     if rule.config_settings:
         tool["config-settings"] = _settings_table(rule.config_settings)
     if rule.target_config_settings:
@@ -349,10 +353,18 @@ def _with_build_dependencies(
     def merge_build(resolution: Resolution) -> list[LockedPackage]:
         return merge({host.name: resolution}, [host], overlays=overlays, role="build")
 
+    backend = client.backend
     return close_over_build_dependencies(
         packages,
         resolve_build=resolve_build,
         merge_build=merge_build,
+        ask_backend=(
+            None
+            if backend is None
+            else lambda tree, build, what, identity: backend.build_requirements(
+                tree, build, what=what, identity=identity
+            )
+        ),
         overlays=overlays,
         offline=offline,
         reporter=reporter,

@@ -108,10 +108,12 @@ class _Walk:
         elif requirer.kind == "group":
             self.fix(f"loosen {term.text} in the dependency group '{requirer.name}'")
         elif requirer.kind == "build":
+            # the requirer's name says package, version and origin
+            # (monorepo.project.pyproject.build_requirer)
             where = f" (from {requirer.origin})" if requirer.origin else ""
             self.fix(
-                f"replace {requirer.name.removeprefix('the build of ')}'s build requirement "
-                f"{term.text}{where} with an overlay rule's `build-requires`"
+                f"replace the build requirement {term.text}{where} of {requirer.name}"
+                " with an overlay rule's `build-requires`"
             )
         elif requirer.kind == "package" and (term.specifier or term.allow is None):
             self.fix(
