@@ -110,11 +110,7 @@ class _Walk:
         elif requirer.kind == "build":
             # the requirer's name says package, version and origin
             # (monorepo.project.pyproject.build_requirer)
-            where = f" (from {requirer.origin})" if requirer.origin else ""
-            self.fix(
-                f"replace the build requirement {term.text}{where} of {requirer.name}"
-                " with an overlay rule's `build-requires`"
-            )
+            self.fix(_fix(requirer, term.text, term.package))
         elif requirer.kind == "package" and (term.specifier or term.allow is None):
             self.fix(
                 f"add an override for {term.package} in [tool.monorepo] overrides to replace"
@@ -290,8 +286,8 @@ def _fix(requirer: Requirer, text: str, name: str) -> str:
         return f"loosen {text} in the dependency group '{requirer.name}'"
     if requirer.kind == "build":
         return (
-            f"replace the build requirement {text} of {requirer.name.removeprefix('the build of ')}"
-            " with an overlay rule's `build-requires`"
+            f"replace {text}, asked for by {requirer.name}, with an overlay rule's"
+            " `build-requires` for that package"
         )
     return (
         f"add an override for {name} in [tool.monorepo] overrides to replace what"
