@@ -331,6 +331,15 @@ def availability(
             f"no usable release of {name} was found on the index for Python "
             f"{policy.python_version} (check the name, requires-python and exclude-newer)"
         )
+        listed = sorted(finder.versions(NormalizedName(name), None))
+        if listed:
+            # the project exists: say so, or the user goes looking for a typo
+            shown = ", ".join(str(v) for v in listed[-8:])
+            tail += (
+                f"; the index lists {name} {shown}, none usable for this target"
+                " (their requires-python, their upload time against exclude-newer, or their"
+                " wheels' platforms)"
+            )
     elif single and (url := items[0].url):
         req = items[0]
         held = finder.versions(NormalizedName(name), url)
