@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from monorepo.sources.git import GitError
     from monorepo.sources.treehash import TreeHashError
     from monorepo.sysroot.info import SysrootError
+    from monorepo.vendoring.dryrun import plan_pull
     from monorepo.vendoring.pull import PullResult, pull
     from monorepo.vendoring.verify.report import VerifyReport
     from monorepo.vendoring.verify.verifier import verify
@@ -95,6 +96,7 @@ _EXPORTS = {
     "TreeNode": "locking.graph",
     "TargetTree": "locking.graph",
     "export_requirements": "locking.export",
+    "plan_pull": "vendoring.dryrun",
     "verify": "vendoring.verify.verifier",
     "VerifyReport": "vendoring.verify.report",
     "list_packages": "locking.graph",
@@ -143,6 +145,7 @@ __all__ = [
     "list_packages",
     "load_config",
     "lock",
+    "plan_pull",
     "pull",
     "read_lock",
     "tree",
