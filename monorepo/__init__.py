@@ -18,6 +18,8 @@ from monorepo._core.version import VERSION as __version__
 if TYPE_CHECKING:
     from monorepo._core.reporter import NullReporter, Reporter
     from monorepo.building.builder import build
+    from monorepo.building.published import verify_published
+    from monorepo.building.rebuild import verify_rebuild
     from monorepo.building.results import BuildResult
     from monorepo.errors import (
         BuildError,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from monorepo.sysroot.info import SysrootError
     from monorepo.vendoring.dryrun import plan_pull
     from monorepo.vendoring.pull import PullResult, pull
+    from monorepo.vendoring.sbom import export_cyclonedx
     from monorepo.vendoring.verify.report import VerifyReport
     from monorepo.vendoring.verify.verifier import verify
 
@@ -98,6 +101,9 @@ _EXPORTS = {
     "export_requirements": "locking.export",
     "plan_pull": "vendoring.dryrun",
     "verify": "vendoring.verify.verifier",
+    "verify_rebuild": "building.rebuild",
+    "verify_published": "building.published",
+    "export_cyclonedx": "vendoring.sbom",
     "VerifyReport": "vendoring.verify.report",
     "list_packages": "locking.graph",
     "why": "locking.graph",
@@ -140,6 +146,7 @@ __all__ = [
     "__version__",
     "build",
     "check",
+    "export_cyclonedx",
     "export_requirements",
     "find_project",
     "list_packages",
@@ -150,6 +157,8 @@ __all__ = [
     "read_lock",
     "tree",
     "verify",
+    "verify_published",
+    "verify_rebuild",
     "why",
 ]
 

@@ -141,11 +141,20 @@ class ResolutionError(MonorepoError):
     (:meth:`monorepo.resolve.explain.Explanation.to_dict`).
     """
 
+    exit_code = 1
+
     def __init__(self, message: str, explanation: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.explanation = explanation
 
     code = "resolution"
+
+    def fields(self) -> dict[str, Any]:
+        """The base fields plus the structured ``explanation``, when there is one."""
+        out = super().fields()
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
 
 
 class LockFileError(MonorepoError):

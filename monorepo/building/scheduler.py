@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,12 @@ class Scheduler:
         isolate: bool | None = None,
         executor: Executor | None = None,
         cache: BuildCache | None = None,
+        toolchain: Callable[[Package, Variant], object] | None = None,
     ) -> None:
         self.config = config
         self.pkgs = pkgs
         self.rank = {d: i for i, d in enumerate(order)}
-        self.graph = Graph(pkgs)
+        self.graph = Graph(pkgs, build_dependencies=config.build_dependencies)
         self.variants = variants
         self.jobs = jobs
         self.reporter = reporter
@@ -59,6 +60,10 @@ class Scheduler:
         self.isolate = isolate
         self.executor: Executor = executor if executor is not None else LocalExecutor(jobs)
         self.cache = cache
+        self.toolchain = toolchain
+        """The identity of what compiles a package for a variant (its compiler's version,
+        the sysroot's digest): part of the key, so that a build cache shared between
+        machines never hands out a wheel another compiler made."""
         self.states = [self._read_state(v) for v in variants]
         self.tree_hashes: dict[str, str] = {}
         self.static: dict[str, tuple[set[str], list[str]]] = {}
@@ -95,7 +100,10 @@ class Scheduler:
     def static_needs(self, d: str) -> tuple[set[str], list[str]]:
         if d not in self.static:
             pkg = self.pkgs[d]
-            self.static[d] = self.graph.needs(pkg, pkg.requires, strict=False)
+            locked = self.graph.locked_closure(pkg)
+            self.static[d] = (
+                locked if locked is not None else self.graph.needs(pkg, pkg.requires, strict=False)
+            )
         return self.static[d]
 
     def needs(self, node: Node) -> set[str]:
@@ -146,6 +154,8 @@ class Scheduler:
             "c-extension": [pkg.c_extension, pkg.c_extension_overlay],
             "needs": {n: self.keys[(0, n)] for n in sorted(needs)},
         }
+        if self.toolchain is not None:
+            data["toolchain"] = self.toolchain(pkg, self.variants[index])
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def warn(self, text: str) -> None:

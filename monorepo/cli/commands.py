@@ -195,6 +195,12 @@ def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
         f"{result.duni}: {len(added)} new, {changed} changed, {len(result.unchanged)}"
         f" unchanged, {len(result.removed)} removed{would}",
     )
+    if result.crates_updated or result.crates_removed:
+        reporter.message(
+            "info",
+            f"{result.duni}/.crates: {len(result.crates_updated)} crates vendored,"
+            f" {len(result.crates_removed)} removed",
+        )
     return EXIT_OK
 
 
@@ -229,6 +235,17 @@ def _cmd_verify(args: argparse.Namespace, reporter: TerminalReporter) -> int:
             reporter=reporter,
         )
         report.checks.append(rebuilt.check())
+    if args.published:
+        from monorepo.building.published import verify_published
+
+        published = verify_published(
+            project,
+            target=args.target,
+            packages=args.packages,
+            index_url=args.index_url,
+            reporter=reporter,
+        )
+        report.checks.append(published.check())
     if args.json:
         _json(report.to_dict())
     else:
@@ -299,8 +316,15 @@ def _export_requirements(project: Path, target: str | None) -> str:
     return export_requirements(project, target=target)
 
 
+def _export_cyclonedx(project: Path, target: str | None) -> str:
+    from monorepo.vendoring.sbom import export_cyclonedx
+
+    return export_cyclonedx(project, target=target)
+
+
 EXPORTERS: dict[str, Callable[[Path, str | None], str]] = {
     "requirements-txt": _export_requirements,
+    "cyclonedx": _export_cyclonedx,
 }
 """``export --format`` name -> function(project, target) giving the file's text.
 

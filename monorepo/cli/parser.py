@@ -24,7 +24,7 @@ _FROZEN_HELP = (
 )
 _JOBS_PULL = "packages extracted and hashed at once (default: min(8, 2 x CPUs))"
 _PRERELEASES = ("if-necessary", "allow", "disallow")
-EXPORT_FORMATS: tuple[str, ...] = ("requirements-txt",)
+EXPORT_FORMATS: tuple[str, ...] = ("requirements-txt", "cyclonedx")
 """The ``export --format`` values; each names a handler in ``cli.commands.EXPORTERS``."""
 SHELLS = ("bash", "zsh", "fish")
 
@@ -224,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
     p.add_argument(
-        "--index-url", metavar="URL", help="the package index for --resolve (default: configured)"
+        "--index-url", metavar="URL", help="the package index for --resolve and --published (default: configured)"
     )
     p.add_argument(
         "--jobs",
@@ -245,9 +245,14 @@ def parser() -> argparse.ArgumentParser:
         help="with --rebuild: compare with this build record (another machine's build.toml)",
     )
     p.add_argument(
+        "--published",
+        action="store_true",
+        help="compare the built wheels with the index's wheels of the same versions",
+    )
+    p.add_argument(
         "--target",
         metavar="NAME",
-        help="the target to rebuild (with --rebuild; default: the first)",
+        help="the target to rebuild or compare (--rebuild, --published; default: the first)",
     )
 
     p = _command(
@@ -333,7 +338,8 @@ def parser() -> argparse.ArgumentParser:
         "  monorepo export --format requirements-txt --target linux -o requirements.txt\n"
         "  pip install --require-hashes --no-binary :all: -r requirements.txt",
         "requirements-txt: one pinned line per runtime package of a target, with its"
-        " sdist's --hash, so plain pip can install the set.",
+        " sdist's --hash, so plain pip can install the set. cyclonedx: a CycloneDX 1.6"
+        " JSON SBOM of the target's runtime and build-only packages.",
     )
     p.add_argument(
         "--format",

@@ -223,6 +223,7 @@ def _memo_key(
     """Everything besides the index pages that decides this lock (see ``locking.speed.reuse``)."""
     from monorepo.locking.freshness import canonical_inputs
     from monorepo.project.lockfile import RENDERER
+    from monorepo.sources.crates import configured_crate_index
 
     return reuse.memo_key(
         {
@@ -233,6 +234,8 @@ def _memo_key(
             "exclude-newer": config.exclude_newer.isoformat() if config.exclude_newer else None,
             "preferred": sorted((str(n), str(v)) for n, v in preferred.items()),
             "build-host": _build_host() if config.build_dependencies else None,
+            # the crates' download URLs come from it (and it may come from the environment)
+            "crate-index": configured_crate_index(config.crate_index),
         }
     )
 
