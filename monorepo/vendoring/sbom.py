@@ -103,7 +103,7 @@ def package_license(tree: Path) -> str | None:
 
 
 def _component(p: LockedPackage, duni: Path) -> Any:
-    from cyclonedx.factory.license import LicenseFactory
+    from cyclonedx.contrib.license.factories import LicenseFactory
     from cyclonedx.model import (
         ExternalReference,
         ExternalReferenceType,
