@@ -22,23 +22,29 @@ from typing import Any
 
 import pytest
 
-from fixtures.builder import BACKEND_SOURCE
+import monorepo
+from fixtures.builder import BACKEND_SOURCE, Release
 from monorepo._core.reporter import NullReporter
 from monorepo.building.buildenv import file_sha256
 from monorepo.building.builder import build
 from monorepo.building.cluster import DaskExecutor
+from monorepo.building.executors import check_executor_spec
 from monorepo.building.remote import WORKER_DIR_ENV, pack_tree
 from monorepo.building.results import BuildResult
-from monorepo.errors import BuildError
+from monorepo.errors import BuildError, ConfigError
+from monorepo.project.config import parse_config
 from monorepo.sources.treehash import tree_hash
-from tests import test_build
+from tests import test_build, test_crates
 from tests.test_build import APP, HELPER, LIB, TINYBACKEND, cext, names, needs_cross, with_backend
 
 distributed = pytest.importorskip("distributed")
 
-# test_build's project fixtures (locked and pulled from a fixture index), shared
+# test_build's project fixtures (locked and pulled from a fixture index), and test_crates'
+# Rust extension with its registry of crates, shared
 project = test_build.project
 cross_project = test_build.cross_project
+registry = test_crates.registry
+rust_project = test_crates.rust_project
 
 ARM_RESOURCE = "target-linux-aarch64"
 
@@ -132,7 +138,7 @@ class Cluster:
             proc.terminate()
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -201,26 +207,74 @@ def test_cluster_build_gives_the_local_wheels(
     assert hashes(local) == hashes(remote)
 
 
+def slow_backend(marker: Path, seconds: float) -> str:
+    """The fixture backend, announcing each build_wheel in *marker* and taking *seconds*."""
+    return (
+        BACKEND_SOURCE + "\n\n_plain_build_wheel = build_wheel\n\n\n"
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    import time\n"
+        f"    open({str(marker)!r} + '/%d' % os.getpid(), 'w').close()\n"
+        f"    time.sleep({seconds})\n"
+        "    return _plain_build_wheel(wheel_directory, config_settings, metadata_directory)\n"
+    )
+
+
+def test_ctrl_c_cancels_the_clusters_tasks(
+    project: Callable[..., Path], cluster: Cluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    marker.mkdir()
+    slow = slow_backend(marker, 6)
+    proj = project([with_backend("sloth", slow), with_backend("snail", slow)], ["sloth", "snail"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monorepo",
+            "--project",
+            str(proj),
+            "build",
+            "--executor",
+            cluster.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not list(marker.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err
+    assert time.monotonic() - started < 5  # not waiting for the 6-second builds
+
+    def builds(dask_scheduler: Any) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("monorepo-build")]
+
+    deadline = time.monotonic() + 10
+    while cluster.client.run_on_scheduler(builds):
+        assert time.monotonic() < deadline, cluster.client.run_on_scheduler(builds)
+        time.sleep(0.1)
+    assert not list((proj / "duni-build" / "native" / "wheels").glob("*.whl"))
+
+
 def test_a_worker_killed_during_a_build_is_survived(
     project: Callable[..., Path], cluster: Cluster, tmp_path: Path
 ) -> None:
     marker = tmp_path / "started"
     marker.mkdir()
-    slow = (
-        BACKEND_SOURCE + "\n\n_plain_build_wheel = build_wheel\n\n\n"
-        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
-        "    import time\n"
-        f"    open({str(marker)!r} + '/%d' % os.getpid(), 'w').close()\n"
-        "    time.sleep(3)\n"
-        "    return _plain_build_wheel(wheel_directory, config_settings, metadata_directory)\n"
-    )
-    proj = project([with_backend("slowpoke", slow), LIB], ["slowpoke", "lib"])
+    proj = project([with_backend("slowpoke", slow_backend(marker, 3)), LIB], ["slowpoke", "lib"])
+    with (proj / "pyproject.toml").open("a") as fh:  # the cluster named in [tool.monorepo]
+        fh.write(f'executor = "{cluster.url}"\n')
     cluster.start_worker("doomed")
     outcome: list[BuildResult | BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(build(proj, executor=cluster.url))
+            outcome.append(build(proj))
         except BaseException as error:
             outcome.append(error)
 
@@ -254,11 +308,13 @@ def test_a_worker_killed_during_a_build_is_survived(
 def test_only_workers_advertising_the_target_build_for_it(
     cross_project: Callable[..., Path], cluster: Cluster
 ) -> None:
-    proj = cross_project([cext("fastthing"), TINYBACKEND, HELPER, APP, LIB], ["fastthing", "app"])
+    proj = cross_project(
+        [cext("fastthing"), LIB, Release("other", "1.0")], ["fastthing", "lib", "other"]
+    )
     result = build(proj, target="arm", executor=cluster.url)
     assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
     target_built = sorted(p.dir for p in result.built if not p.host)
-    assert target_built == ["app", "fastthing", "lib"]
+    assert target_built == ["fastthing", "lib", "other"]
     where = built_on(result)
     cross = cluster.workers()["cross"]
     assert {where[d] for d in target_built} == {cross}
@@ -267,13 +323,74 @@ def test_only_workers_advertising_the_target_build_for_it(
     assert wheel is not None and wheel.name.endswith("linux_aarch64.whl")
 
 
-def test_unknown_executor_and_unreachable_scheduler_are_errors(
-    project: Callable[..., Path],
+@test_crates.needs_rust
+def test_a_rust_extension_builds_on_the_cluster_from_crates_sent_along(
+    rust_project: Callable[..., tuple[Path, Any]], cluster: Cluster, tmp_path: Path
 ) -> None:
-    proj = project([LIB], ["lib"])
-    with pytest.raises(BuildError, match="dask://HOST:PORT"):
-        build(proj, executor="ray://x:1")
+    import zipfile
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    monorepo.pull(proj)
+    server.stop()
+    result = build(proj, executor=cluster.url)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    (built,) = [p for p in result.built if p.dir == "rustthing"]
+    assert built.wheel is not None and built.log is not None
+    assert "pebble-two" in built.log.read_text()
+    where = built_on(result)["rustthing"]
+    name = {a: n for n, a in cluster.workers().items()}[where]
+    assert list((cluster.scratch(name) / "trees").glob("*/.crates/pebble-two-0.1.0/src/lib.rs"))
+    zipfile.ZipFile(built.wheel).extractall(tmp_path / "unpacked")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path / 'unpacked')!r});"
+            " import rustthing._rust as r; print(r.ANSWER)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
+
+
+def test_unknown_executor_and_unreachable_scheduler_are_errors() -> None:
+    for spec in ("ray://x:1", "dask://nohost", "dask://h:1/x", "dask://:1"):
+        with pytest.raises(BuildError, match="dask://HOST:PORT"):
+            check_executor_spec(spec, where="--executor")
+    assert check_executor_spec("dask://h:8786", where="x") == "dask://h:8786"
+    config = parse_config(
+        {"tool": {"monorepo": {"executor": "dask://h:1"}}}, pyproject=Path("p/pyproject.toml")
+    )
+    assert config.executor == "dask://h:1"
+    with pytest.raises(ConfigError, match="executor"):
+        parse_config({"tool": {"monorepo": {"executor": 1}}}, pyproject=Path("p/pyproject.toml"))
     with pytest.raises(
         BuildError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     ):
         DaskExecutor("tcp://127.0.0.1:9", reporter=NullReporter(), timeout=2)
+
+
+registry = test_crates.registry
+rust_project = test_crates.rust_project
+
+
+@test_crates.needs_rust
+def test_rust_extension_builds_on_a_worker_from_the_crates_sent(
+    rust_project: Callable[..., tuple[Path, Any]], cluster: Cluster, tmp_path: Path
+) -> None:
+    """The worker gets the package's vendored crates as content-addressed trees, checked."""
+    import monorepo
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    monorepo.pull(proj)
+    server.stop()
+    remote = build(proj, executor=cluster.url, out=tmp_path / "remote")
+    assert remote.ok, [(p.label, p.reason, p.tail) for p in remote.failed]
+    assert "rustthing" in built_on(remote)
+    local = build(proj, out=tmp_path / "local", build_cache=False)
+    assert hashes(local)["rustthing"] == hashes(remote)["rustthing"]

@@ -15,8 +15,10 @@ from pathlib import Path
 import filelock
 from packaging.utils import canonicalize_name
 
+from monorepo._core.isolation import network_isolation
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.cache import BuildCache
 from monorepo.building.executors import (
     DASK_SCHEME,
@@ -25,10 +27,8 @@ from monorepo.building.executors import (
     LocalExecutor,
     check_executor_spec,
 )
-from monorepo.building.hooks import RELAY
-from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
-from monorepo.building.record import write_records
+from monorepo.building.record import KeyMaker, write_records
 from monorepo.building.results import BuildResult
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.smoke import smoke_test
@@ -58,6 +58,15 @@ BUILD_DIR = "duni-build"
 
 
 # --------------------------------------------------------------------- entry point
+
+
+def _toolchain(keys: KeyMaker, pkg: Package, variant: Variant) -> object:
+    """What compiles *pkg* for *variant*, as the build record keys it: the compiler and
+    its ``--version`` for a C extension (rustc and cargo too for Rust), the sysroot's digest for a cross build."""
+    identity = keys.toolchain_of(pkg, variant)
+    compiler = identity.as_dict() if identity is not None else None
+    sysroot = keys.sysroot(variant.sysroot) if variant.sysroot is not None else None
+    return [compiler, sysroot]
 
 
 def _build_cache(
@@ -96,7 +105,8 @@ def _select(
             chosen += found
         if unknown:
             raise BuildError(
-                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages"
+                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages",
+                exit_code=2,
             )
         return chosen
     return [
@@ -150,7 +160,7 @@ def build(
     chosen = choose_target(config, target)
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     if workers < 1:
-        raise BuildError(f"--jobs must be at least 1, not {workers}")
+        raise BuildError(f"--jobs must be at least 1, not {workers}", exit_code=2)
     host_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if chosen.python_version != host_version:
         raise BuildError(
@@ -222,6 +232,8 @@ def build(
         for v in variants[::-1]:  # the target's lock first, then the build machine's
             stack.enter_context(filelock.FileLock(v.root / "lock"))
         stack.enter_context(RELAY.installed())  # backend warnings go to the logs
+        stack.callback(engine.close)  # (once more: also when something fails before the run)
+        keys = KeyMaker()
         builder = Scheduler(
             config,
             pkgs,
@@ -233,6 +245,7 @@ def build(
             isolate=isolate,
             executor=engine,
             cache=_build_cache(build_cache, cache_dir),
+            toolchain=lambda pkg, variant: _toolchain(keys, pkg, variant),
         )
         index = len(variants) - 1
         requested = [(index, d) for d in selected]
@@ -240,6 +253,14 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
+        # every build this run may start (build requirements of build requirements too)
+        # runs its host tools on this machine, cross or not
+        builds = set(selected)
+        todo = list(selected)
+        while todo:
+            for d in builder.static_needs(todo.pop())[0] - builds:
+                builds.add(d)
+                todo.append(d)
         check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
             target_variant.sysroot,
@@ -247,9 +268,10 @@ def build(
             target=chosen.name,
             lock=lock_path,
             reporter=reporter,
+            tools={pkgs[d].label: pkgs[d].host_tools for d in sorted(builds)},
         )
         builder.run(requested)
-        write_records(builder)
+        write_records(builder, keys)
         if cross and chosen.runner:
             smoke_test(builder, index)
     for node in sorted(builder.results, key=builder.order):

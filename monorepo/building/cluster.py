@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from monorepo.building.hooks import Built, Failed, NeedMore, Outcome
 from monorepo.building.remote import (
     RemoteJob,
     RemoteOutcome,
+    build_compiler,
     compiler_identity,
     machine_identity,
     pack_tree,
@@ -47,6 +49,8 @@ from monorepo.building.remote import (
     target_resource,
 )
 from monorepo.errors import BuildError
+from monorepo.sources.crates import CRATES_DIR
+from monorepo.sources.treehash import tree_hash
 
 # distributed is only partly typed (untyped methods on Client and Future): its objects
 # are Any here, behind these two names.
@@ -92,6 +96,7 @@ class DaskExecutor:
         self._tasks: dict[str, tuple[DaskFuture, Future[Outcome]]] = {}
         self._cancelled = False
         self._compilers: dict[str, str] = {}
+        self._crates: dict[Path, str] = {}
         self._resources: tuple[float, set[str]] = (0.0, set())
         workers = self._workers()
         reporter.message(
@@ -182,7 +187,8 @@ class DaskExecutor:
                 )
             resources = {resource: 1}
             digest = sysroot_digest(variant.sysroot.root)
-            cc = target.cc or f"{variant.sysroot.triplet}-gcc"
+        cc = build_compiler(job.pkg, variant, os.environ)
+        if cc is not None:
             if cc not in self._compilers:
                 self._compilers[cc] = compiler_identity(cc)
             compiler = self._compilers[cc]
@@ -190,6 +196,8 @@ class DaskExecutor:
         for d in sorted(job.needs):
             path = job.available[d]
             wheels[d] = (path.name, self._wheel_sha(path))
+        duni = job.config.duni
+        crates = {c.dir: self._crate_hash(duni / CRATES_DIR / c.dir) for c in job.pkg.crates}
         spec = RemoteJob(
             config=job.config,
             pkg=job.pkg,
@@ -202,24 +210,40 @@ class DaskExecutor:
             machine=machine_identity(),
             sysroot_digest=digest,
             compiler=compiler,
+            crates=crates,
         )
-        tree = self._blob(
-            f"monorepo-tree-{job.tree.removeprefix('sha256:')}",
-            lambda: pack_tree(job.config.duni / job.pkg.dir),
-        )
+        tree = self._blob(_tree_key(job), lambda: pack_tree(job.config.duni / job.pkg.dir))
         inputs = {
             d: self._blob(f"monorepo-wheel-{sha}", _reader(job.available[d]))
             for d, (_, sha) in wheels.items()
+        }
+        vendored = {
+            name: self._blob(
+                f"monorepo-crate-{digest.removeprefix('sha256:')}",
+                lambda name=name: pack_tree(duni / CRATES_DIR / name),
+            )
+            for name, digest in crates.items()
         }
         return self.client.submit(
             run_build,
             spec,
             tree,
             inputs,
+            vendored,
             key=f"monorepo-build-{job.pkg.dir}-{uuid.uuid4().hex[:12]}",
             pure=False,
             resources=resources,
         )
+
+    def _crate_hash(self, path: Path) -> str:
+        """A vendored crate's tree hash (once per run: crates are shared by packages)."""
+        with self._lock:
+            known = self._crates.get(path)
+        if known is None:
+            known = tree_hash(path)
+            with self._lock:
+                self._crates[path] = known
+        return known
 
     def _wheel_sha(self, path: Path) -> str:
         st = path.stat()
@@ -252,14 +276,17 @@ class DaskExecutor:
         try:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
-            outcome = Failed(
-                f"internal error collecting the build from the cluster: {error!r}", None
-            )
-        if outcome is not None:
-            result.set_result(outcome)
-        else:
-            self._start(job, result, attempt + 1)
+            outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
         task.release()
+        if outcome is None:
+            self._start(job, result, attempt + 1)
+            return
+        if not isinstance(outcome, NeedMore):  # the source is not needed again (this run)
+            with self._lock:
+                tree = self._blobs.pop(_tree_key(job), None)
+            if tree is not None:
+                tree.release()
+        result.set_result(outcome)
 
     def _outcome(self, job: BuildJob, task: DaskFuture, attempt: int) -> Outcome | None:
         """The build's outcome, or None to submit it again (its inputs were lost)."""
@@ -320,8 +347,16 @@ class DaskExecutor:
         return Built(final, set(remote.dynamic), remote.seconds)
 
 
+def _tree_key(job: BuildJob) -> str:
+    return f"monorepo-tree-{job.tree.removeprefix('sha256:')}"
+
+
 def _reader(path: Path) -> Any:
     return path.read_bytes
+
+
+def _packer(path: Path) -> Any:
+    return lambda: pack_tree(path)
 
 
 def _connect(address: str, timeout: float) -> DaskClient:

@@ -13,6 +13,7 @@ build-closure wheels' hashes.  A cache of wheels keyed by inputs uses it too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -35,7 +36,8 @@ from monorepo.building.plan import Package
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.targets import Variant
 from monorepo.errors import BuildError
-from monorepo.sysroot.info import TOML_NAME
+from monorepo.sysroot.discover import facts_text
+from monorepo.sysroot.info import SysrootInfo
 
 __all__ = [
     "RECORD_NAME",
@@ -63,7 +65,7 @@ class KeyMaker:
         self._lock = threading.Lock()
         self._compilers: dict[str, ToolchainIdentity] = {}
         self._hashes: dict[Path, str] = {}
-        self._sysroots: dict[Path, str] = {}
+        self._sysroots: dict[Path, str] = {}  # by root
 
     def compiler(self, pkg: Package, variant: Variant) -> str:
         """The C compiler a build of *pkg* for *variant* runs: the package's ``CC``
@@ -110,10 +112,28 @@ class KeyMaker:
                 self._hashes[wheel] = known
         return known
 
-    def sysroot(self, root: Path) -> str:
-        if root not in self._sysroots:
-            self._sysroots[root] = sysroot_identity((root / TOML_NAME).read_bytes())
-        return self._sysroots[root]
+    def sysroot(self, info: SysrootInfo) -> str:
+        """The identity of the sysroot's facts: its marker, or what discovery read."""
+        if info.root not in self._sysroots:
+            self._sysroots[info.root] = sysroot_identity(facts_text(info))
+        return self._sysroots[info.root]
+
+    def toolchain_of(self, pkg: Package, variant: Variant) -> ToolchainIdentity | None:
+        """The compilers a build of *pkg* runs: none for a pure package; the C compiler;
+        for a Rust extension (its lock records crates) rustc and cargo too, the C
+        compiler being its linker."""
+        if not (pkg.c_extension or pkg.crates):
+            return None
+        cc = self.toolchain(self.compiler(pkg, variant))
+        if not pkg.crates:
+            return cc
+        parts = [cc, self.toolchain("rustc"), self.toolchain("cargo")]
+        return ToolchainIdentity(
+            compiler=" ".join(t.compiler for t in parts),
+            version_digest=hashlib.sha256(
+                "\n".join(t.version_digest for t in parts).encode()
+            ).hexdigest(),
+        )
 
     def key(
         self,
@@ -139,8 +159,8 @@ class KeyMaker:
                 machine=target.machine,
                 implementation=target.implementation,
             ),
-            toolchain=self.toolchain(self.compiler(pkg, variant)) if pkg.c_extension else None,
-            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot.root),
+            toolchain=self.toolchain_of(pkg, variant),
+            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot),
             build_wheels={w.name: self.wheel_sha256(w) for w in wheels},
             config_settings=config_settings,
             build_env=pkg.build_env,
@@ -272,7 +292,7 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
     maker = makers if makers is not None else KeyMaker()
     by_variant: dict[int, list[RecordEntry]] = {}
     for node, status in sorted(scheduler.status.items()):
-        if status not in ("built", "skipped"):
+        if status not in ("built", "skipped", "cached"):
             continue
         index, d = node
         pkg = scheduler.pkgs[d]
@@ -283,9 +303,7 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
             scheduler.variants[index],
             scheduler.tree_key(d),
             [scheduler.wheels[(0, n)] for n in needs if (0, n) in scheduler.wheels],
-            # The PEP 517 config settings the hooks get, once a package carries them
-            # (overlay ``config-settings``); none are passed today.
-            config_settings=getattr(pkg, "config_settings", None),
+            config_settings=pkg.config_settings_for(scheduler.variants[index].target),
         )
         by_variant.setdefault(index, []).append(
             RecordEntry(

@@ -23,6 +23,7 @@ import os
 import shlex
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import time
@@ -34,24 +35,27 @@ import filelock
 
 from monorepo._core.atomic import write_bytes
 from monorepo._core.fstree import remove_tree
+from monorepo._core.isolation import network_isolation
 from monorepo._core.version import VERSION
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.buildenv import file_sha256
-from monorepo.building.hooks import RELAY, Built, Failed, build_one
-from monorepo.building.isolation import network_isolation
+from monorepo.building.hooks import Built, Failed, build_one
 from monorepo.building.plan import Graph, Package
 from monorepo.building.targets import Variant
 from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
+from monorepo.sources.crates import CRATES_DIR
 from monorepo.sources.treehash import tree_hash
-from monorepo.sysroot.discover import read_sysroot
-from monorepo.sysroot.info import TOML_NAME, SysrootError, SysrootInfo
+from monorepo.sysroot.discover import facts_text, read_sysroot
+from monorepo.sysroot.info import SysrootError, SysrootInfo
 
 __all__ = [
     "SYSROOTS_ENV",
     "WORKER_DIR_ENV",
     "RemoteJob",
     "RemoteOutcome",
+    "build_compiler",
     "compiler_identity",
     "machine_identity",
     "pack_tree",
@@ -92,9 +96,34 @@ def machine_identity() -> tuple[str, str, str, str]:
 
 
 def sysroot_digest(root: Path) -> str:
-    """A sysroot's identity: the sha256 of its ``monorepo-sysroot.toml``, which lists every
-    Debian package in it with its version and the mirror snapshot it came from."""
-    return hashlib.sha256((root / TOML_NAME).read_bytes()).hexdigest()
+    """A sysroot's identity: the sha256 of its facts -- its ``monorepo-sysroot.toml``
+    (every Debian package in it with its version, and the mirror it came from) when
+    ``python -m monorepo.sysroot`` made it, else what discovery reads from the tree
+    (:func:`monorepo.sysroot.discover.facts_text`)."""
+    return hashlib.sha256(facts_text(read_sysroot(root)).encode("utf-8")).hexdigest()
+
+
+def _is_sysroot(path: Path) -> bool:
+    try:
+        read_sysroot(path)
+    except (OSError, SysrootError):
+        return False
+    return True
+
+
+def build_compiler(pkg: Package, variant: Variant, environ: Mapping[str, str]) -> str | None:
+    """The C compiler a build of *pkg* runs, when one does (a C extension, a cross build):
+    the overlay's ``CC``, the target's cross compiler, ``$CC``, else Python's own."""
+    if "CC" in pkg.build_env:
+        cc = pkg.build_env["CC"]
+    elif variant.sysroot is not None:
+        cc = variant.target.cc or f"{variant.sysroot.triplet}-gcc"
+    elif pkg.c_extension:
+        cc = environ.get("CC") or str(sysconfig.get_config_var("CC") or "cc")
+    else:
+        return None
+    words = shlex.split(cc)
+    return words[0] if words else None
 
 
 def compiler_identity(cc: str) -> str:
@@ -180,7 +209,9 @@ class RemoteJob:
     """The client's :func:`machine_identity`."""
     sysroot_digest: str = ""
     compiler: str = ""
-    """The client's :func:`compiler_identity` of the target's compiler (cross builds)."""
+    """The client's :func:`compiler_identity` of :func:`build_compiler`."""
+    crates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Rust crates the build vendors, by directory under ``duni/.crates``: tree hash."""
 
 
 @dataclass(frozen=True)
@@ -199,11 +230,17 @@ class RemoteOutcome:
     reason: str = ""
 
 
-def run_build(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes]) -> RemoteOutcome:
-    """The Dask task: build *job* from *tree* and *wheels* (content-addressed bytes)."""
+def run_build(
+    job: RemoteJob,
+    tree: bytes,
+    wheels: Mapping[str, bytes],
+    crates: Mapping[str, bytes] | None = None,
+) -> RemoteOutcome:
+    """The Dask task: build *job* from *tree*, *wheels* and *crates* (content-addressed
+    bytes: tars of trees, wheels)."""
     worker = _worker_address()
     try:
-        return _run(job, tree, wheels, worker)
+        return _run(job, tree, wheels, crates or {}, worker)
     except (MonorepoError, OSError) as error:
         return RemoteOutcome("failed", worker, reason=f"on worker {worker}: {error}")
 
@@ -233,7 +270,13 @@ def _failed(worker: str, reason: str) -> RemoteOutcome:
     return RemoteOutcome("failed", worker, reason=f"on worker {worker}: {reason}")
 
 
-def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) -> RemoteOutcome:
+def _run(
+    job: RemoteJob,
+    tree: bytes,
+    wheels: Mapping[str, bytes],
+    crates: Mapping[str, bytes],
+    worker: str,
+) -> RemoteOutcome:
     mine = machine_identity()
     if mine != job.machine:
         return _failed(
@@ -250,18 +293,22 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
         if isinstance(found, str):
             return _failed(worker, found)
         sysroot = found
-        cc = variant.target.cc or f"{sysroot.triplet}-gcc"
-        if compiler_identity(cc) != job.compiler:
-            have = compiler_identity(cc) or "not installed"
-            return _failed(
-                worker,
-                f"the compiler of target {variant.target.name} ({cc}) is {have!r} here but"
-                f" {job.compiler!r} on the client; install the same cross compiler on the"
-                " workers that advertise this target",
-            )
+    cc = build_compiler(job.pkg, variant, os.environ)
+    if cc is not None and compiler_identity(cc) != job.compiler:
+        have = compiler_identity(cc) or "not installed"
+        return _failed(
+            worker,
+            f"the C compiler of {job.pkg.label} for {variant.target.name} ({cc}) is {have!r}"
+            f" here but {job.compiler!r} on the client, so the wheel would not be the one its"
+            " key promises; install the same compiler on the workers",
+        )
     base = _scratch()
     source = base / "trees" / job.tree.removeprefix("sha256:")
-    problem = _unpack(job, tree, source)
+    problem = _unpack(tree, source / job.pkg.dir, job.tree, what=f"the source of {job.pkg.label}")
+    for name, digest in sorted(job.crates.items()):
+        problem = problem or _unpack(
+            crates[name], source / CRATES_DIR / name, digest, what=f"crate {name}"
+        )
     if problem:
         return _failed(worker, problem)
     available: dict[str, Path] = {}
@@ -303,28 +350,22 @@ def _run(job: RemoteJob, tree: bytes, wheels: Mapping[str, bytes], worker: str) 
     return RemoteOutcome("need-more", worker, dynamic=tuple(sorted(outcome.dynamic)))
 
 
-def _unpack(job: RemoteJob, tree: bytes, dest: Path) -> str | None:
-    """Unpack the source once per tree hash (checked), or say why it cannot be used."""
+def _unpack(tree: bytes, target: Path, digest: str, *, what: str) -> str | None:
+    """Unpack the tar *tree* as *target* unless there (checked against the tree hash
+    *digest* first), or say why it cannot be used."""
     from monorepo.extract.archive import extract_archive
 
-    target = dest / job.pkg.dir
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(dest) + ".lock"):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(target) + ".lock"):
         if target.is_dir():
             return None
-        staging = dest.parent / f".staging-{dest.name}-{os.getpid()}-{time.monotonic_ns()}"
+        staging = target.parent / f".staging-{target.name}-{os.getpid()}-{time.monotonic_ns()}"
         try:
-            extract_archive(
-                tree, staging / job.pkg.dir, package=job.pkg.label, name="tree.tar", layout="tree"
-            )
-            actual = tree_hash(staging / job.pkg.dir)
-            if actual != job.tree:
-                return (
-                    f"the source of {job.pkg.label} arrived as tree {actual}, not {job.tree};"
-                    " it was damaged on the way"
-                )
-            dest.mkdir(parents=True, exist_ok=True)
-            os.rename(staging / job.pkg.dir, target)
+            extract_archive(tree, staging / "t", package=what, name="tree.tar", layout="tree")
+            actual = tree_hash(staging / "t")
+            if actual != digest:
+                return f"{what} arrived as tree {actual}, not {digest}; it was damaged on the way"
+            os.rename(staging / "t", target)
         finally:
             remove_tree(staging, ignore_errors=True)
     return None
@@ -336,11 +377,11 @@ def _find_sysroot(where: Path, digest: str) -> SysrootInfo | str:
     for entry in filter(None, os.environ.get(SYSROOTS_ENV, "").split(os.pathsep)):
         path = Path(entry)
         candidates.append(path)
-        if path.is_dir() and not (path / TOML_NAME).is_file():
+        if path.is_dir() and not _is_sysroot(path):
             candidates += sorted(p for p in path.iterdir() if p.is_dir())
     seen: list[str] = []
     for path in candidates:
-        if not (path / TOML_NAME).is_file():
+        if not path.is_dir():
             continue
         try:
             if sysroot_digest(path) != digest:

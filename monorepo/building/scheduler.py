@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,12 @@ class Scheduler:
         isolate: bool | None = None,
         executor: Executor | None = None,
         cache: BuildCache | None = None,
+        toolchain: Callable[[Package, Variant], object] | None = None,
     ) -> None:
         self.config = config
         self.pkgs = pkgs
         self.rank = {d: i for i, d in enumerate(order)}
-        self.graph = Graph(pkgs)
+        self.graph = Graph(pkgs, build_dependencies=config.build_dependencies)
         self.variants = variants
         self.jobs = jobs
         self.reporter = reporter
@@ -59,6 +60,10 @@ class Scheduler:
         self.isolate = isolate
         self.executor: Executor = executor if executor is not None else LocalExecutor(jobs)
         self.cache = cache
+        self.toolchain = toolchain
+        """The identity of what compiles a package for a variant (its compiler's version,
+        the sysroot's digest): part of the key, so that a build cache shared between
+        machines never hands out a wheel another compiler made."""
         self.states = [self._read_state(v) for v in variants]
         self.tree_hashes: dict[str, str] = {}
         self.static: dict[str, tuple[set[str], list[str]]] = {}
@@ -69,6 +74,8 @@ class Scheduler:
         self.pending: set[Node] = set()
         self.results: dict[Node, PackageResult] = {}
         self.warnings: list[str] = []
+        self.opened: set[str] = set()
+        """Keys of the per-package tasks open on the reporter (see :meth:`started`)."""
 
     # ---------------------------------------------------------------- state
 
@@ -93,7 +100,10 @@ class Scheduler:
     def static_needs(self, d: str) -> tuple[set[str], list[str]]:
         if d not in self.static:
             pkg = self.pkgs[d]
-            self.static[d] = self.graph.needs(pkg, pkg.requires, strict=False)
+            locked = self.graph.locked_closure(pkg)
+            self.static[d] = (
+                locked if locked is not None else self.graph.needs(pkg, pkg.requires, strict=False)
+            )
         return self.static[d]
 
     def needs(self, node: Node) -> set[str]:
@@ -144,6 +154,8 @@ class Scheduler:
             "c-extension": [pkg.c_extension, pkg.c_extension_overlay],
             "needs": {n: self.keys[(0, n)] for n in sorted(needs)},
         }
+        if self.toolchain is not None:
+            data["toolchain"] = self.toolchain(pkg, self.variants[index])
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def warn(self, text: str) -> None:
@@ -163,6 +175,9 @@ class Scheduler:
         )
 
     def fail(self, node: Node, reason: str, log: Path | None) -> None:
+        if self.task_key(node) in self.opened:  # requeued, then its needs failed
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = "failed"
         self.results[node] = self.result(node, reason=reason, log=log, tail=log_tail(log))
         label = self.results[node].label
@@ -173,6 +188,9 @@ class Scheduler:
         self, node: Node, status: str, wheel: Path, seconds: float, log: Path | None = None
     ) -> None:
         index, d = node
+        if self.task_key(node) in self.opened:  # requeued, then served from the cache
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = status
         self.wheels[node] = wheel
         if status == "built":
@@ -285,6 +303,7 @@ class Scheduler:
                         self.reporter.advance("build")
                     continue
                 self.status[node] = "running"
+                self.started(node)
                 job = BuildJob(
                     config=self.config,
                     pkg=self.pkgs[node[1]],
@@ -342,6 +361,24 @@ class Scheduler:
         }
         self.write_state(index)
 
+    def task_key(self, node: Node) -> str:
+        """The reporter's key for one package's build: ``build:<dir>``, and the target
+        (``build:<dir>@<target>``) when a cross build also builds it for the host."""
+        index, d = node
+        if len(self.variants) > 1:
+            return f"build:{d}@{self.variants[index].target.name}"
+        return f"build:{d}"
+
+    def started(self, node: Node) -> None:
+        """Open the package's task (once, even when it is requeued for dynamic needs)."""
+        key = self.task_key(node)
+        if key in self.opened:
+            return
+        self.opened.add(key)
+        pkg = self.pkgs[node[1]]
+        where = f" for {self.variants[node[0]].target.name}" if len(self.variants) > 1 else ""
+        self.reporter.task(key, f"{pkg.label}: building{where}")
+
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node
         try:
@@ -353,6 +390,8 @@ class Scheduler:
             self.dynamic[node] = outcome.dynamic
             self.enqueue(node)
             return
+        self.opened.discard(self.task_key(node))
+        self.reporter.done(self.task_key(node))
         self.reporter.advance("build")
         if isinstance(outcome, Failed):
             self.fail(node, outcome.reason, outcome.log)
