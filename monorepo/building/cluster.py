@@ -276,7 +276,9 @@ class DaskExecutor:
         try:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
-            outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
+            outcome = Failed(
+                f"internal error collecting the build from the cluster: {error!r}", None
+            )
         task.release()
         if outcome is None:
             self._start(job, result, attempt + 1)
