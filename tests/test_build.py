@@ -30,6 +30,7 @@ import pytest
 import monorepo
 from fixtures.builder import BACKEND_SOURCE, FixtureIndex, Release
 from fixtures.server import IndexServer
+from monorepo._core.isolation import network_isolation
 from monorepo._core.reporter import RecordingReporter
 from monorepo.building import builder as builder_mod
 from monorepo.building.builder import build
@@ -40,7 +41,6 @@ from monorepo.building.elfcheck import (
     platform_tag_matches,
     read_elf_header,
 )
-from monorepo.building.isolation import network_isolation
 from monorepo.building.results import BuildResult
 from monorepo.building.syslibs import check_system_libraries
 from monorepo.cli.commands import main
@@ -509,6 +509,8 @@ def test_dynamic_requirement_missing_from_the_lock_names_it(project: Callable[..
     (failed,) = result.failed
     assert "dyn 1.0 needs notlocked>=2" in failed.reason
     assert "build-requires" in failed.reason and "overlay" in failed.reason
+    # the project already locks build dependencies: no advice to switch them on
+    assert "set build-dependencies = true" not in failed.reason
 
 
 def test_failure_keeps_other_results_and_a_readable_log(project: Callable[..., Path]) -> None:

@@ -426,3 +426,25 @@ def test_unknown_executor_and_unreachable_scheduler_are_errors() -> None:
         BuildError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     ):
         DaskExecutor("tcp://127.0.0.1:9", reporter=NullReporter(), timeout=2)
+
+
+registry = test_crates.registry
+rust_project = test_crates.rust_project
+
+
+@test_crates.needs_rust
+def test_rust_extension_builds_on_a_worker_from_the_crates_sent(
+    rust_project: Callable[..., tuple[Path, Any]], cluster: Cluster, tmp_path: Path
+) -> None:
+    """The worker gets the package's vendored crates as content-addressed trees, checked."""
+    import monorepo
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    monorepo.pull(proj)
+    server.stop()
+    remote = build(proj, executor=cluster.url, out=tmp_path / "remote")
+    assert remote.ok, [(p.label, p.reason, p.tail) for p in remote.failed]
+    assert "rustthing" in built_on(remote)
+    local = build(proj, out=tmp_path / "local", build_cache=False)
+    assert hashes(local)["rustthing"] == hashes(remote)["rustthing"]

@@ -8,6 +8,7 @@ Debian's cargo and rustc) and skip without it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,12 @@ from fixtures.crates import (
     CRATES,
     PEBBLE_ANSWER,
     PEBBLE_TWO,
+    FixtureCrate,
     cargo_lock,
     crate_bytes,
     crate_checksum,
+    default_registry_source,
+    on_registry,
     publish_crates,
     rust_extension,
     write_registry_config,
@@ -39,6 +43,7 @@ from monorepo.building.builder import build
 from monorepo.building.cargo import (
     cargo_config,
     explain_cargo_failure,
+    is_default_registry,
     missing_standard_library,
 )
 from monorepo.building.elfcheck import EM_AARCH64, EM_X86_64, read_elf_header
@@ -172,9 +177,11 @@ def registry(
 ) -> Callable[..., tuple[IndexServer, str]]:
     """``registry(releases)``: one loopback server for the package index and the crates."""
 
-    def factory(releases: list[object]) -> tuple[IndexServer, str]:
+    def factory(
+        releases: list[object], crates: Sequence[FixtureCrate] = CRATES
+    ) -> tuple[IndexServer, str]:
         index = make_index(releases)
-        publish_crates(index.root, CRATES)
+        publish_crates(index.root, crates)
         server = serve(index)
         return server, write_registry_config(index.root, server.base_url)
 
@@ -257,6 +264,24 @@ def test_lock_records_each_crate_and_pull_vendors_it(
     assert monorepo.pull(proj).crates_removed == ["stray-1.0.0"]
 
 
+def test_verify_remote_downloads_every_crate_again(
+    rust_project: Callable[..., tuple[Path, IndexServer]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monorepo.cli.commands import main
+
+    proj, server = rust_project()
+    monorepo.lock(proj)
+    assert main(["--project", str(proj), "pull"]) == 0
+    assert ".crates: 2 crates vendored, 0 removed" in capsys.readouterr().err
+    report = monorepo.verify(proj, remote=True)
+    assert report.passed, [str(i) for c in report.checks for i in c.items]
+    assert "2 crates" in report.check("remote").summary
+    download = server.root / "files" / "crates" / "pebble-two" / "0.1.0" / "download"
+    download.write_bytes(crate_bytes(PEBBLE_ANSWER))
+    items = [str(i) for i in monorepo.verify(proj, remote=True).check("remote").items]
+    assert any(i.startswith("crate pebble-two: 0.1.0") and "do not trust" in i for i in items)
+
+
 def test_lock_without_a_crate_registry_says_how_to_configure_one(
     rust_project: Callable[..., tuple[Path, IndexServer]],
 ) -> None:
@@ -272,6 +297,10 @@ def test_lock_takes_the_registry_from_the_environment(
     monkeypatch.setenv("MONOREPO_CRATE_INDEX", f"{server.base_url}/files/crates")
     monorepo.lock(proj)
     assert _locked_crates(proj)[0]["url"].startswith(f"{server.base_url}/files/crates/")
+    # another registry: a relock (even one that would reuse its resolution) takes it
+    monkeypatch.setenv("MONOREPO_CRATE_INDEX", f"{server.base_url}/mirror/{{crate}}-{{version}}")
+    monorepo.lock(proj)
+    assert _locked_crates(proj)[0]["url"] == f"{server.base_url}/mirror/pebble-answer-0.1.0"
 
 
 def test_a_crate_that_does_not_match_its_checksum_fails_the_lock(
@@ -358,6 +387,90 @@ def test_rust_extension_builds_offline_from_vendored_crates(
     assert not list((proj / "duni").rglob("config.toml"))  # nothing written into duni/
     log = built.log
     assert log is not None and "pebble-two" in log.read_text()
+    # the build record keys the wheel by the Rust toolchain too (another rustc, other bytes)
+    record = tomllib.loads((proj / "duni-build" / "native" / "build.toml").read_text())
+    assert "rustc" in json.dumps(record)
+
+
+@needs_linux
+@needs_rust
+def test_rust_wheels_do_not_depend_on_where_the_project_is(
+    registry: Callable[..., tuple[IndexServer, str]],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
+    server, index = registry([rust_extension()])
+    digests = []
+    for name in ("one", "elsewhere-two"):
+        proj = make_project(
+            '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
+            f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+            f'crate-index = "{index}"\n',
+            name=name,
+        )
+        monorepo.lock(proj)
+        monorepo.pull(proj)
+        result = build(proj)
+        assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+        (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
+        assert wheel is not None
+        with zipfile.ZipFile(wheel) as zf:
+            (so,) = [n for n in zf.namelist() if n.endswith(".so")]
+            assert str(proj).encode() not in zf.read(so)
+        digests.append(hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+@needs_linux
+@needs_rust
+def test_crates_of_cargos_default_registry_build(
+    registry: Callable[..., tuple[IndexServer, str]],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The usual case: the Cargo.lock names cargo's default registry (replaced as crates-io)."""
+    monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
+    cargo = shutil.which("cargo")
+    assert cargo is not None
+    source = default_registry_source(cargo, tmp_path / "probe")
+    assert is_default_registry(cargo, source)
+    assert not is_default_registry(cargo, CRATE_SOURCE)
+    crates = on_registry(CRATES, source)
+    server, index = registry([rust_extension(crates=crates)], crates)
+    proj = make_project(
+        '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+        f'crate-index = "{index}"\n'
+    )
+    monorepo.lock(proj)
+    assert {c["source"] for c in _locked_crates(proj)} == {source}
+    monorepo.pull(proj)
+    server.stop()
+    result = build(proj)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
+    config = tomllib.loads(
+        (proj / "duni-build" / "native" / "cargo" / "rustthing" / "config.toml").read_text()
+    )
+    assert sorted(config["source"]) == ["crates-io", "vendored-sources"]
+    (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
+    assert wheel is not None
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path / 'unpacked')!r});"
+            " import rustthing._rust as r; print(r.ANSWER)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
 
 
 @needs_linux

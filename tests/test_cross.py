@@ -89,7 +89,9 @@ def _skip_reason(name: str) -> str | None:
         return f"needs {env} (a sysroot from python -m monorepo.sysroot; see .ci/run)"
     pc = Path(sysroot, "usr/lib", triplet, "pkgconfig")
     if not ((pc / "yaml-0.1.pc").is_file() and (pc / "zlib.pc").is_file()):
-        return f"needs libyaml-dev and zlib1g-dev in {sysroot} (python -m monorepo.sysroot --package)"
+        return (
+            f"needs libyaml-dev and zlib1g-dev in {sysroot} (python -m monorepo.sysroot --package)"
+        )
     if realdists.missing(REAL):
         return f"needs the real sdists in {REAL} (python -m fixtures.realdists)"
     return None

@@ -209,8 +209,16 @@ def test_other_host_config_scripts_are_refused(tmp_path: Path) -> None:
     for name in ("frob-config", "pkg-config", "aarch64-linux-gnu-thing-config"):
         (host_bin / name).write_text("#!/bin/sh\necho -I/usr/include/frob\n")
         (host_bin / name).chmod(0o755)
-    env = make_env(tmp_path, base_path=f"{host_bin}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv_bin / "numpy-config").write_text("#!/bin/sh\necho -I/venv/numpy\n")
+    (venv_bin / "numpy-config").chmod(0o755)
+    env = make_env(
+        tmp_path, base_path=os.pathsep.join([str(venv_bin), str(host_bin), "/usr/bin", "/bin"])
+    )
     shadow = env.directory / "bin"
+    assert not (shadow / "numpy-config").exists()  # the build closure's own tools stay
     assert (shadow / "frob-config").is_file()
     assert not (shadow / "pkg-config").exists()
     assert not (shadow / "aarch64-linux-gnu-thing-config").exists()
@@ -416,6 +424,9 @@ def test_overlay_config_settings_reach_the_backend_per_target(
     with zipfile.ZipFile(pkg.wheel) as zf:
         got = json.loads(zf.read("settled/settings.json"))
     assert got == {"setup-args": ["-Done=1", "-Dtwo=2"], "mode": "fast"}
+    # the build record's input key names them
+    record = (proj / "duni-build" / "native" / "build.toml").read_text()
+    assert "-Dtwo=2" in record and "config-settings" in record
     # a change of the settings is a change of the build's inputs: it rebuilds
     (proj / "fixes" / "packages" / "settled" / "overlay.toml").write_text(
         rule.replace('mode = "fast"', 'mode = "slow"')

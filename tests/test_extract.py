@@ -792,8 +792,18 @@ def test_every_archive_is_opened_through_the_one_extractor() -> None:
             if calls & opening:
                 openers[name] = calls & opening
     # lazywheel hands the open zip to archive.read_zip; sysroot plans a .deb's data.tar
-    # with the rules' Planner; elfcheck reads the ELF headers of wheels the build just made.
-    assert set(openers) == {"index/lazywheel.py", "sysroot/deb.py", "building/elfcheck.py"}, openers
+    # with the rules' Planner; elfcheck reads the ELF headers of wheels the build just made;
+    # remote packs a tree for a worker (which unpacks it with extract_archive) and
+    # reproducible writes wheels in one normal form (reading them with read_archive).
+    assert set(openers) == {
+        "index/lazywheel.py",
+        "sysroot/deb.py",
+        "building/elfcheck.py",
+        "building/remote.py",
+        "building/reproducible.py",
+    }, openers
+    assert "extract_archive(" in (package / "building/remote.py").read_text(encoding="utf-8")
+    assert "read_archive(" in (package / "building/reproducible.py").read_text(encoding="utf-8")
     assert "read_zip(" in (package / "index/lazywheel.py").read_text(encoding="utf-8")
     sysroot = (package / "sysroot/deb.py").read_text(encoding="utf-8")
     assert "Planner(" in sysroot and "compression.decompress(" in sysroot

@@ -330,3 +330,31 @@ def test_check_finds_a_build_closure_lock_would_change(setup: Any) -> None:
     )
     monorepo.lock(proj)
     assert path.read_text() == good
+
+
+def test_sources_ahead_fetches_each_sdist_once_into_the_store(
+    make_index: Callable[..., FixtureIndex],
+    serve: Callable[..., IndexServer],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Pinned sdists are fetched while the lock resolves (sources-ahead); the sources pass
+    finds them in the store: every sdist is downloaded exactly once, and the lock is the
+    same bytes with the speed-up off."""
+    server = serve(make_index(RELEASES))
+    text = (
+        '[project]\nname = "p"\nversion = "0"\ndependencies = ["app"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+    )
+    proj = make_project(text)
+    monkeypatch.setenv("MONOREPO_CACHE_DIR", str(tmp_path / "cache-on"))
+    monorepo.lock(proj)
+    sdists = [r for r in server.requests if r.method == "GET" and r.path.endswith(".tar.gz")]
+    assert len(sdists) == len({r.path for r in sdists}) == 5, [r.path for r in sdists]
+    with_ahead = (proj / "pylock.toml").read_bytes()
+    (proj / "pylock.toml").unlink()
+    monkeypatch.setenv("MONOREPO_CACHE_DIR", str(tmp_path / "cache-off"))
+    monkeypatch.setenv("MONOREPO_NO_SPEEDUPS", "sources-ahead")
+    monorepo.lock(proj)
+    assert (proj / "pylock.toml").read_bytes() == with_ahead

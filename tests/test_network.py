@@ -145,3 +145,48 @@ def test_build_closure_is_the_same_from_any_state(
     checks = {c.name: c for c in report.checks}
     assert checks["lock"].passed, checks["lock"].items
     assert checks["resolve"].passed, checks["resolve"].items
+
+
+def test_real_rust_package_locks_and_vendors_its_crates(tmp_path: Path) -> None:
+    """A real Rust extension (rpds-py: maturin and pyo3) against the real crate registry.
+
+    The registry is named by MONOREPO_TEST_CRATE_INDEX (``sparse+URL`` of its index, or
+    its download URL), never by this code; the test skips when it is not set or not
+    reachable from here.  Every crate of the sdist's Cargo.lock must be locked with its
+    checksum and download URL, download with that checksum, and vendor into duni/.crates.
+    """
+    from monorepo.errors import MonorepoError
+    from monorepo.index.http import HttpClient
+    from monorepo.sources.crates import download_template, parse_cargo_lock
+
+    index = os.environ["MONOREPO_TEST_INDEX_URL"]
+    crate_index = os.environ.get("MONOREPO_TEST_CRATE_INDEX")
+    if not crate_index:
+        pytest.skip("set MONOREPO_TEST_CRATE_INDEX to the crate registry (sparse+URL or its dl)")
+    try:
+        with HttpClient(retries=0, timeout=15) as http:
+            download_template(crate_index, lambda url: http.get(url).body)
+    except MonorepoError as error:
+        pytest.skip(f"the crate registry {crate_index} is not reachable from here: {error}")
+    proj = tmp_path / "rusty"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(
+        '[project]\nname = "rusty"\nversion = "0"\ndependencies = ["rpds-py"]\n'
+        f'[tool.monorepo]\ntargets = [{TARGET}]\ncrate-index = "{crate_index}"\n'
+    )
+    result = monorepo.lock(proj, index_url=index)
+    (rpds,) = [p for p in result.document.packages if p.name == "rpds-py"]
+    crates = rpds.tool["crates"]
+    names = {c["name"] for c in crates}
+    assert "pyo3" in names
+    pulled = monorepo.pull(proj)
+    lock_text = (pulled.duni / rpds.dir / "Cargo.lock").read_text()
+    expected = parse_cargo_lock(lock_text, where="rpds-py Cargo.lock")
+    assert [(c["name"], c["version"], c["checksum"]) for c in crates] == [
+        (c.name, c.version, c.checksum) for c in expected
+    ]
+    for crate in crates:
+        assert (
+            pulled.duni / ".crates" / f"{crate['name']}-{crate['version']}" / "Cargo.toml"
+        ).is_file()
+    assert monorepo.verify(proj).passed

@@ -168,8 +168,7 @@ BAD_RULES: list[tuple[str, str, str]] = [
         "target name or machine",
     ),
     (
-        '[[rule]]\nversions = ""\nreason = "x"\n'
-        "target-config-settings = { arm = { a = 1 } }\n",
+        '[[rule]]\nversions = ""\nreason = "x"\ntarget-config-settings = { arm = { a = 1 } }\n',
         "target-config-settings.arm",
         "strings",
     ),

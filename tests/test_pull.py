@@ -1153,7 +1153,7 @@ def test_a_stale_lock_is_refused_with_lock_checks_reasons_and_frozen_pulls_it_as
     # --frozen: the lock as it is (uv's --frozen)
     run = cli(proj, "pull", "--frozen")
     assert run.returncode == 0, run.stderr
-    assert "0 updated, 2 unchanged" in run.stderr
+    assert "0 new, 0 changed, 2 unchanged" in run.stderr
     assert sorted(pull(proj, frozen=True).unchanged) == ["app", "lib"]
     # a loosened requirement the locked version still satisfies is not stale
     set_deps(proj, ["app>=0.5"])
@@ -1336,6 +1336,7 @@ def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixt
     assert data == {
         "duni": str(proj / "duni"),
         "updated": ["app", "lib"],
+        "added": ["app", "lib"],
         "unchanged": [],
         "removed": [],
         "warnings": [],
@@ -1343,9 +1344,9 @@ def test_cli_pull_text_json_and_refusal(project: Any, capsys: pytest.CaptureFixt
         "crates_removed": [],
     }
     assert main(["--project", str(proj), "pull"]) == 0
-    assert "0 updated, 2 unchanged, 0 removed" in capsys.readouterr().err
+    assert "0 new, 0 changed, 2 unchanged, 0 removed" in capsys.readouterr().err
     (proj / "duni" / "app" / "app" / "__init__.py").write_text("x = 1\n")
-    assert main(["--project", str(proj), "pull"]) == 2
+    assert main(["--project", str(proj), "pull"]) == 1
     err = capsys.readouterr().err
     assert "error: duni/ has changes" in err and "modified app/__init__.py" in err
     assert main(["--project", str(proj), "pull", "--force", "app"]) == 0
@@ -1602,7 +1603,7 @@ def test_a_planted_link_among_pulls_records_is_refused_and_nothing_outside_is_to
         pull(proj)
     message = str(info.value)
     assert ".monorepo" in message and "symbolic link" in message and "rm " in message
-    assert main(["--project", str(proj), "pull"]) == 2
+    assert main(["--project", str(proj), "pull"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert tree_state(outside) == before  # nothing written or deleted there

@@ -26,9 +26,9 @@ from monorepo.building.record import BuildRecord, read_build_record, write_build
 from monorepo.building.wheeldiff import dynamic_symbols, elf_sections
 from monorepo.cli.commands import main
 from monorepo.errors import BuildError
-from tests.test_build import C_SOURCE, LIB, cext, project, with_backend
+from tests.test_build import C_SOURCE, LIB, cext, cross_project, needs_cross, project, with_backend
 
-__all__ = ["project"]  # the fixture, imported for the tests below
+__all__ = ["cross_project", "project"]  # the fixtures, imported for the tests below
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="builds are tested on Linux"
@@ -107,7 +107,7 @@ def test_build_writes_a_sorted_record_and_rebuilds_the_same_bytes(
     assert path.read_text() == text
 
     # Another directory, another time: the same wheels.
-    again = build(proj, build_root=tmp_path / "elsewhere")
+    again = build(proj, build_root=tmp_path / "elsewhere", build_cache=False)
     assert again.ok
     other = read_build_record(tmp_path / "elsewhere" / "native" / "build.toml")
     assert {d: e.sha256 for d, e in other.packages.items()} == {
@@ -202,3 +202,44 @@ def test_record_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "build.toml").write_text('format = 1\n[packages.x]\nname = "x"\n')
     with pytest.raises(BuildError, match="the entry of x lacks"):
         read_build_record(tmp_path / "build.toml")
+
+
+def test_record_names_from_elsewhere_are_checked(tmp_path: Path) -> None:
+    entry = (
+        'format = 1\ntarget = "native"\n[packages.x]\nname = "x"\nversion = "1"\n'
+        'wheel = "WHEEL"\nsha256 = "SHA"\n'
+        "[packages.x.inputs]\n"
+        'package = "x"\nversion = "1"\nsource-tree = "sha256:00"\n'
+        'target = {name = "n", python = "3.12", platform = "linux", machine = "x86_64"}\n'
+    )
+    path = tmp_path / "build.toml"
+    path.write_text(entry.replace("WHEEL", "../../x-1-py3-none-any.whl").replace("SHA", "a" * 64))
+    with pytest.raises(BuildError, match="not a wheel's file name"):
+        read_build_record(path)
+    path.write_text(entry.replace("WHEEL", "x-1-py3-none-any.whl").replace("SHA", "nope"))
+    with pytest.raises(BuildError, match="has no sha256"):
+        read_build_record(path)
+    path.write_text(entry.replace("WHEEL", "x-1-py3-none-any.whl").replace("SHA", "a" * 64))
+    assert read_build_record(path).packages["x"].wheel == "x-1-py3-none-any.whl"
+
+
+@needs_cross
+def test_a_cross_build_rebuilds_the_same_bytes_and_records_the_sysroot(
+    cross_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The cross compiler is given ``--sysroot`` and ``-I`` paths into the sysroot and
+    compiles with debug info: mapped, so another scratch directory gives the same wheel."""
+    proj = cross_project(
+        [cext_with_file("fastthing"), LIB],
+        ["fastthing", "lib"],
+        overlay={"fastthing": CEXT_OVERLAY},
+    )
+    assert build(proj, target="arm").ok
+    record = read_build_record(proj / "duni-build" / "arm" / "build.toml")
+    key = record.packages["fastthing"].inputs
+    assert key.sysroot is not None and key.toolchain is not None
+    assert "aarch64-linux-gnu-gcc" in key.toolchain.compiler
+    assert key.target.machine == "aarch64"
+    report = verify_rebuild(proj, target="arm", scratch_parent=tmp_path)
+    assert report.passed, report.to_dict()
+    assert report.status("fastthing").status == "reproducible"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
+import os
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +20,7 @@ from monorepo.building.reproducible import (
     read_wheel,
     reproducible_environ,
     source_date_epoch,
+    wheel_bytes,
     wheel_record_text,
 )
 from monorepo.errors import BuildError, MonorepoError
@@ -112,7 +116,7 @@ def test_two_sloppy_wheels_normalise_to_the_same_bytes(tmp_path: Path) -> None:
 def test_executable_bit_is_kept_and_extra_files_get_recorded(tmp_path: Path) -> None:
     wheel = write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", FILES, mode=0o775)
     result = normalise_wheel(
-        wheel, DEFAULT_EPOCH, package="demo", extra={f"{DIST}/sboms/demo.cdx.json": b"{}"}
+        wheel, DEFAULT_EPOCH, package="demo", extra={"sboms/demo.cdx.json": b"{}"}
     )
     assert any(n.startswith("added ") for n in result.notes)
     contents = read_wheel(wheel, package="demo")
@@ -151,3 +155,24 @@ def test_broken_record_and_links_are_refused(tmp_path: Path) -> None:
         zf.writestr(f"{DIST}/RECORD", "")
     with pytest.raises(MonorepoError, match="link"):
         normalise_wheel(link, DEFAULT_EPOCH, package="demo")
+
+
+def test_streamed_normal_form_is_the_in_memory_one(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path / "demo-1.0-py3-none-any.whl", FILES, mode=0o755)
+    expected = wheel_bytes(read_wheel(wheel, package="demo"), 1234567890, {"sboms/x.json": b"{}"})
+    normalise_wheel(wheel, 1234567890, package="demo", extra={"sboms/x.json": b"{}"})
+    assert wheel.read_bytes() == expected
+
+
+def test_a_member_larger_than_memory_reads_is_streamed(tmp_path: Path) -> None:
+    """A native library of more than 64 MiB (what the extractor reads into memory)."""
+    big = os.urandom(65 * 1024 * 1024)
+    wheel = write_wheel(
+        tmp_path / "demo-1.0-py3-none-any.whl", {**FILES, "demo/libbig.so": big}, mode=0o755
+    )
+    assert normalise_wheel(wheel, DEFAULT_EPOCH, package="demo").changed
+    with zipfile.ZipFile(wheel) as zf:
+        record = zf.read(f"{DIST}/RECORD").decode()
+        assert zf.getinfo("demo/libbig.so").file_size == len(big)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(big).digest()).rstrip(b"=").decode()
+    assert f"demo/libbig.so,sha256={digest},{len(big)}" in record

@@ -447,3 +447,26 @@ def test_a_case_file_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(AssertionError, match="unknown keys"):
         load_case(path)
+
+
+def test_a_proven_conflict_reads_no_sdist_metadata() -> None:
+    """The case's old pygments sdists are never asked for metadata (no build to learn it),
+    in any answer order, and the error carries the same explanation as data."""
+    case = load_case(CASES / "conflict-proven-without-building.json")
+    for seed in SEEDS:
+        outcome = resolve_targets(case.index, case.roots, case.targets, case.options, seed=seed)[
+            "linux"
+        ]
+        assert outcome.error is not None
+        assert not [c for c in outcome.finder.dependency_calls if c.name == "pygments"], seed
+    target = TARGETS["linux"]
+    with pytest.raises(ResolutionError) as info:
+        resolve(case.roots, MemFinder(case.index, target), _policy(target), target="linux")
+    data = info.value.explanation
+    assert data is not None and data["package"] == "rich" and data["target"] == "linux"
+    causes = cast(list[dict[str, Any]], data["causes"])
+    assert {
+        k: causes[1][k] for k in ("package", "requirement")
+    } == {"package": "pygments", "requirement": "pygments<2"}
+    assert any(c["requirer"].get("name") == "rich" and c.get("excluded") for c in causes)
+    assert data["fixes"] and "for target linux" in str(info.value)

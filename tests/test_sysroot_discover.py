@@ -1,17 +1,15 @@
 """Sysroots monorepo did not make: facts discovered from the CPython a tree holds.
 
-The offline tests unpack the .debs of the file:// mirror of ``tests/test_sysroot.py``
-by hand (``dpkg-deb -x``, as a user would; the .deb's own data tar otherwise), so the
-tree keeps Debian's layout: no ``/usr`` merge, absolute symlinks, no marker.  The
-real-toolchain tests do the same with the real bookworm packages of the sysroot named
-by ``MONOREPO_TEST_SYSROOT`` (arm64) or ``MONOREPO_TEST_SYSROOT_ARMHF`` (armhf), then
-cross-compile an extension against the hand-made tree and import it under qemu.
+These tests unpack the .debs of the file:// mirror of ``tests/test_sysroot.py`` by hand
+(``dpkg-deb -x``, as a user would; the .deb's own data tar otherwise), so the tree keeps
+Debian's layout: no ``/usr`` merge, absolute symlinks, no marker; and lay out CPython as
+Yocto and Buildroot do.  ``tests/test_sysroot_build.py`` does the same with the real
+bookworm packages and builds against them under qemu.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import tarfile
@@ -21,10 +19,10 @@ import pytest
 
 from monorepo._core.paths import CacheDir
 from monorepo.sysroot.deb import deb_data_member, decompress_member
-from monorepo.sysroot.discover import discover, dpkg_status, read_sysroot
+from monorepo.sysroot.discover import discover, dpkg_status, facts_text, read_sysroot
 from monorepo.sysroot.info import TOML_NAME, SysrootError, read_marker
 from monorepo.sysroot.libs import missing_libraries
-from monorepo.sysroot.make import download_debs, make_sysroot
+from monorepo.sysroot.make import make_sysroot
 from tests.test_sysroot import FAKE_DEBS, SYSCONFIG, make_mirror
 
 
@@ -89,6 +87,11 @@ def test_debian_packages_unpacked_by_hand_are_a_sysroot(tmp_path: Path, mirror: 
     assert copy.is_relative_to(CacheDir.at(None).root)
     assert not (root / "monorepo-pythonpath").exists()
     assert info.cross_env()["PYTHONPATH"] == info.pythonpath_dir
+    # An absolute link to the module is the tree's path, never the build machine's.
+    link = root / "usr/lib/python3.11/_sysconfigdata__linux_aarch64-linux-gnu.py"
+    link.unlink()
+    link.symlink_to("/usr/lib/python3.11/_sysconfigdata__aarch64-linux-gnu.py")
+    assert read_sysroot(root) == info
     # Without dpkg's database, libraries are looked for as files.
     wanted = {"pyyaml 6.0": ["libyaml-dev"], "cffi 1.17": ["libffi-dev"]}
     assert missing_libraries(info, wanted) == {"libffi-dev": ["cffi 1.17"]}
@@ -152,6 +155,13 @@ def test_a_directory_without_cpython_is_refused_naming_what_is_missing(
     with pytest.raises(SysrootError, match="no build_time_vars"):
         read_sysroot(partial)
     assert not Path("pwned").exists()
+    # Hostile modules: nested past the parser's limits, or huge.
+    module.write_text("build_time_vars = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(SysrootError, match="cannot be read"):
+        read_sysroot(partial)
+    module.write_text("build_time_vars = {}\n#" + "x" * (5 * 1024 * 1024) + "\n")
+    with pytest.raises(SysrootError, match="it is not one"):
+        read_sysroot(partial)
 
 
 def test_make_sysroot_will_not_replace_a_sysroot_it_did_not_make(
@@ -183,86 +193,87 @@ def test_a_stale_marker_is_only_a_cache(tmp_path: Path, mirror: Path) -> None:
     assert info.origin == "files"
 
 
-# --------------------------------------------------------------------------- real packages
-
-EXTENSION = r"""
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-static PyObject *width(PyObject *self, PyObject *args) {
-    return PyLong_FromLong((long)(8 * sizeof(void *)));
-}
-static PyMethodDef methods[] = {{"width", width, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bits", NULL, -1, methods};
-PyMODINIT_FUNC PyInit_bits(void) { return PyModule_Create(&module); }
-"""
-
-#: (environment variable, Debian arch, compiler, qemu, ELF e_machine, pointer width)
-REAL = [
-    ("MONOREPO_TEST_SYSROOT", "arm64", "aarch64-linux-gnu-gcc", "qemu-aarch64", 183, 64),
-    ("MONOREPO_TEST_SYSROOT_ARMHF", "armhf", "arm-linux-gnueabihf-gcc", "qemu-arm", 40, 32),
-]
-
-
-@pytest.mark.parametrize(
-    ("variable", "arch", "cc", "qemu", "e_machine", "width"),
-    [pytest.param(*r, id=r[1]) for r in REAL],
-)
-def test_real_debian_packages_unpacked_by_hand_build_an_extension_that_imports(
-    tmp_path: Path, variable: str, arch: str, cc: str, qemu: str, e_machine: int, width: int
-) -> None:
-    if not (os.environ.get(variable) and shutil.which(cc) and shutil.which(qemu)):
-        pytest.skip(f"needs {cc}, {qemu} and {variable} (see .ci/run)")
-    made = read_sysroot(Path(os.environ[variable]))
-    assert made.arch == arch
-    # The same packages, fetched again (from the user's cache where .ci/run put them).
-    debs = download_debs(
-        sorted(made.packages),
-        arch=arch,
-        suite=made.suite,
-        cache_dir=CacheDir.from_env({}).root,
-    )
+def test_a_sysroots_identity_follows_its_facts(tmp_path: Path, mirror: Path) -> None:
+    made = make_sysroot(tmp_path / "made", mirror=mirror.as_uri(), keyring=None)
+    assert facts_text(made) == (made.root / TOML_NAME).read_text()
     root = tmp_path / "by-hand"
+    debs = fake_debs(mirror)
     for deb in debs.values():
         unpack_by_hand(deb, root)
-    info = read_sysroot(root, python=made.python)
-    assert info.origin == "files"
-    # Debian's libz.so, libm.so, ... point at /lib/...: the linker would leave the tree.
-    assert "absolute library links" in info.notes[0]
-    for key in ("arch", "triplet", "machine", "python", "ext_suffix", "soabi", "host_platform"):
-        assert getattr(info, key) == getattr(made, key), key
-    (tmp_path / "bits.c").write_text(EXTENSION)
-    out = tmp_path / f"bits{info.ext_suffix}"
-    env = info.cross_env()
-    compile_ = subprocess.run(
-        [
-            *env["CC"].split(),
-            "-shared",
-            *env["CFLAGS"].split(),
-            "-o",
-            str(out),
-            str(tmp_path / "bits.c"),
-            *env["LDFLAGS"].split(),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    first = facts_text(read_sysroot(root))
+    assert str(CacheDir.at(None).root) not in first  # no machine-specific path
+    assert facts_text(read_sysroot(root)) == first
+    # A library added by hand is a new sysroot for the build's input key.
+    unpack_by_hand(next(mirror.glob("pool/main/*/libffi-dev/*.deb")), root)
+    assert facts_text(read_sysroot(root)) != first
+
+
+# ------------------------------------------------------- other layouts: Yocto, Buildroot
+
+
+def cpython_tree(root: Path, python: str, variables: dict[str, str], libdir: str) -> None:
+    """The files of a CPython as an SDK installs them: sysconfigdata, headers, libpython."""
+    stdlib = root / "usr/lib" / f"python{python}"
+    stdlib.mkdir(parents=True, exist_ok=True)
+    name = f"_sysconfigdata__linux_{variables['MULTIARCH']}.py"
+    (stdlib / name).write_text(f"build_time_vars = {variables!r}\n")
+    (root / f"usr/include/python{python}").mkdir(parents=True, exist_ok=True)
+    (root / f"usr/include/python{python}/Python.h").write_text("/* */\n")
+    (root / libdir).mkdir(parents=True, exist_ok=True)
+    (root / libdir / f"libpython{python}.so.1.0").write_bytes(b"\x7fELF")
+    (root / libdir / f"libpython{python}.so").symlink_to(f"libpython{python}.so.1.0")
+
+
+def _vars(python: str, multiarch: str, host: str, libdir: str) -> dict[str, str]:
+    tag = python.replace(".", "")
+    return {
+        "VERSION": python,
+        "MULTIARCH": multiarch,
+        "HOST_GNU_TYPE": host,
+        "MACHDEP": "linux",
+        "ABIFLAGS": "",
+        "EXT_SUFFIX": f".cpython-{tag}-{multiarch}.so",
+        "SOABI": f"cpython-{tag}-{multiarch}",
+        "INCLUDEPY": f"/usr/include/python{python}",
+        "LIBDIR": f"/{libdir}",
+        "LDLIBRARY": f"libpython{python}.so",
+        "BINDIR": "/usr/bin",
+    }
+
+
+def test_a_yocto_like_sysroot(tmp_path: Path) -> None:
+    root = tmp_path / "cortexa72-poky-linux"
+    cpython_tree(
+        root, "3.12", _vars("3.12", "aarch64-linux-gnu", "aarch64-poky-linux", "usr/lib"), "usr/lib"
     )
-    assert compile_.returncode == 0, compile_.stderr
-    assert int.from_bytes(out.read_bytes()[18:20], "little") == e_machine
-    run = subprocess.run(
-        [
-            qemu,
-            "-L",
-            str(root),
-            str(info.interpreter_path),
-            "-c",
-            f"import sys, sysconfig; sys.path.insert(0, {str(tmp_path)!r}); import bits;"
-            " print(bits.width(), sysconfig.get_platform())",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == [str(width), info.host_platform]
+    (root / "usr/lib/pkgconfig").mkdir()
+    (root / "usr/lib/pkgconfig/libffi.pc").write_text("Name: libffi\n")
+    info = read_sysroot(root, python="3.12")
+    assert (info.arch, info.machine, info.triplet) == ("arm64", "aarch64", "aarch64-linux-gnu")
+    assert info.lib_dirs == ("usr/lib",)
+    assert info.include_dirs == ("usr/include/python3.12", "usr/include")
+    assert info.ext_suffix == ".cpython-312-aarch64-linux-gnu.so"
+    assert info.notes == ()
+    wanted = {"cffi 1.17": ["libffi-dev"], "pyyaml 6.0": ["libyaml-dev"]}
+    assert missing_libraries(info, wanted) == {"libyaml-dev": ["pyyaml 6.0"]}
+
+
+def test_a_buildroot_like_armhf_sysroot_and_one_with_two_pythons(tmp_path: Path) -> None:
+    root = tmp_path / "staging"
+    host = "arm-buildroot-linux-gnueabihf"
+    cpython_tree(root, "3.11", _vars("3.11", "arm-linux-gnueabihf", host, "usr/lib"), "usr/lib")
+    info = read_sysroot(root)
+    assert (info.arch, info.machine, info.host_platform) == ("armhf", "armv7l", "linux-armv7l")
+    assert info.qemu == "qemu-arm"
+    cpython_tree(root, "3.12", _vars("3.12", "arm-linux-gnueabihf", host, "usr/lib"), "usr/lib")
+    with pytest.raises(SysrootError, match=r"holds CPython 3\.11, 3\.12: say which"):
+        read_sysroot(root)
+    assert read_sysroot(root, python="3.12").soabi == "cpython-312-arm-linux-gnueabihf"
+    # Without MULTIARCH, the GNU type names the machine.
+    other = tmp_path / "riscv"
+    variables = _vars("3.11", "riscv64-linux-gnu", "riscv64-buildroot-linux-gnu", "usr/lib")
+    cpython_tree(other, "3.11", variables, "usr/lib")
+    module = other / "usr/lib/python3.11/_sysconfigdata__linux_riscv64-linux-gnu.py"
+    module.write_text(f"build_time_vars = {dict(variables, MULTIARCH='')!r}\n")
+    assert read_sysroot(other).triplet == "riscv64-buildroot-linux-gnu"
+    assert read_sysroot(other).arch == "riscv64"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tomllib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ import monorepo
 from fixtures.builder import FixtureIndex, Release
 from fixtures.server import IndexServer
 from monorepo.building.syslibs import check_libraries
+from monorepo.building.targets import target_sysroot
 from monorepo.errors import BuildError
-from monorepo.project.targets import host_target
+from monorepo.project.targets import Target, host_target
 from monorepo.sysroot.__main__ import main
 from monorepo.sysroot.discover import read_sysroot
 from monorepo.sysroot.info import TOML_NAME
@@ -202,3 +204,19 @@ def test_build_refuses_to_start_without_the_sysroots_libraries(
     assert "monorepo did not make this sysroot" in message and "dpkg-deb -x" in message
     assert "libffi-dev: libffi.so or libffi.pc" in message
     assert not (proj / "duni-build" / "board" / "wheels").exists()
+
+
+def test_a_cross_target_without_sysroot_gets_the_command_for_its_architecture(
+    tmp_path: Path,
+) -> None:
+    pi = Target(name="pi", python="3.11", platform="linux", machine="armv7l")
+    with pytest.raises(BuildError) as error:
+        target_sysroot(pi)
+    assert "python -m monorepo.sysroot sysroots/armv7l --arch armhf --lock pylock.toml" in str(
+        error.value
+    )
+    assert "--target pi" in str(error.value) and "your own" in str(error.value)
+    # A sysroot that is not one: the error names what is missing.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BuildError, match=r"target pi: .* is not a sysroot: .*Python\.h"):
+        target_sysroot(replace(pi, sysroot=str(tmp_path / "empty")))

@@ -28,9 +28,11 @@ Cross builds
 ------------
 For a target that is not this machine, what the builds need is built natively
 first (in the project's native target's ``duni-build`` directory, shared with
-native builds), then the target's runtime packages with the sysroot's cross
-environment (:meth:`monorepo.sysroot.info.SysrootInfo.cross_env`), checked for the
-target, and imported on the target under its ``runner``.
+native builds), then the target's runtime packages with the sysroot's sysconfig
+variables (:meth:`monorepo.sysroot.info.SysrootInfo.cross_env`) and a cross
+environment per build system (:mod:`monorepo.building.crossenv`: compilers, a meson
+cross file, a CMake toolchain, pkg-config and ``*-config`` answering for the sysroot),
+checked for the target, and imported on the target under its ``runner``.
 
 PEP 517 hooks run through ``pyproject-hooks`` in a subprocess of the venv's
 Python, in the scratch copy.  ``get_requires_for_build_wheel`` may ask for more

@@ -15,8 +15,10 @@ from pathlib import Path
 import filelock
 from packaging.utils import canonicalize_name
 
+from monorepo._core.isolation import network_isolation
 from monorepo._core.paths import CacheDir
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.cache import BuildCache
 from monorepo.building.executors import (
     DASK_SCHEME,
@@ -25,8 +27,6 @@ from monorepo.building.executors import (
     LocalExecutor,
     check_executor_spec,
 )
-from monorepo.building.hooks import RELAY
-from monorepo.building.isolation import network_isolation
 from monorepo.building.plan import Package, load_plan
 from monorepo.building.record import KeyMaker, write_records
 from monorepo.building.results import BuildResult
@@ -62,9 +62,10 @@ BUILD_DIR = "duni-build"
 
 def _toolchain(keys: KeyMaker, pkg: Package, variant: Variant) -> object:
     """What compiles *pkg* for *variant*, as the build record keys it: the compiler and
-    its ``--version`` for a C extension, the sysroot's digest for a cross build."""
-    compiler = keys.toolchain(keys.compiler(pkg, variant)).as_dict() if pkg.c_extension else None
-    sysroot = keys.sysroot(variant.sysroot.root) if variant.sysroot is not None else None
+    its ``--version`` for a C extension (rustc and cargo too for Rust), the sysroot's digest for a cross build."""
+    identity = keys.toolchain_of(pkg, variant)
+    compiler = identity.as_dict() if identity is not None else None
+    sysroot = keys.sysroot(variant.sysroot) if variant.sysroot is not None else None
     return [compiler, sysroot]
 
 
@@ -104,7 +105,8 @@ def _select(
             chosen += found
         if unknown:
             raise BuildError(
-                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages"
+                f"not in duni/workspace.toml: {', '.join(unknown)}; build names locked packages",
+                exit_code=2,
             )
         return chosen
     return [
@@ -158,7 +160,7 @@ def build(
     chosen = choose_target(config, target)
     workers = jobs if jobs is not None else (os.cpu_count() or 1)
     if workers < 1:
-        raise BuildError(f"--jobs must be at least 1, not {workers}")
+        raise BuildError(f"--jobs must be at least 1, not {workers}", exit_code=2)
     host_version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if chosen.python_version != host_version:
         raise BuildError(
@@ -251,6 +253,14 @@ def build(
         for d in selected:
             closure |= builder.static_needs(d)[0]
         native = closure if cross else closure | set(selected)
+        # every build this run may start (build requirements of build requirements too)
+        # runs its host tools on this machine, cross or not
+        builds = set(selected)
+        todo = list(selected)
+        while todo:
+            for d in builder.static_needs(todo.pop())[0] - builds:
+                builds.add(d)
+                todo.append(d)
         check_libraries(
             {pkgs[d].label: pkgs[d].system_libraries for d in sorted(native)},
             target_variant.sysroot,
@@ -258,6 +268,7 @@ def build(
             target=chosen.name,
             lock=lock_path,
             reporter=reporter,
+            tools={pkgs[d].label: pkgs[d].host_tools for d in sorted(builds)},
         )
         builder.run(requested)
         write_records(builder, keys)

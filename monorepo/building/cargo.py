@@ -39,6 +39,7 @@ __all__ = [
     "RUST_TRIPLES",
     "cargo_environ",
     "explain_cargo_failure",
+    "is_default_registry",
     "missing_standard_library",
     "rust_triple",
 ]
@@ -67,7 +68,7 @@ def _toml_str(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _is_default_registry(cargo: str, source: str) -> bool:
+def is_default_registry(cargo: str, source: str) -> bool:
     """Whether cargo takes the ``Cargo.lock`` *source* for its default registry.
 
     The default registry must be replaced under its own name (``crates-io``) and cargo
@@ -92,7 +93,7 @@ def _is_default_registry(cargo: str, source: str) -> bool:
         (root / "empty").mkdir()
         try:
             done = subprocess.run(
-                [cargo, "metadata", "--offline", "--format-version", "1", "--no-deps"],
+                [cargo, "metadata", "--offline", "--format-version", "1"],
                 cwd=root / "probe",
                 env={**_base_env(), "CARGO_HOME": str(root / "home")},
                 stdin=subprocess.DEVNULL,
@@ -119,7 +120,7 @@ def cargo_config(crates: Sequence[Crate], directory: Path, cargo: str) -> str:
         "",
     ]
     sources = sorted({c.source for c in crates})
-    others = [source for source in sources if not _is_default_registry(cargo, source)]
+    others = [source for source in sources if not is_default_registry(cargo, source)]
     for i, source in enumerate(others, 1):
         lines += [
             f"[source.monorepo-registry-{i}]",
@@ -172,11 +173,18 @@ def cargo_environ(
     home: Path,
     path: str,
     cross: tuple[str, str, Path, Path, str | None] | None,
+    remap: Mapping[str, str] | None = None,
+    rustflags: str = "",
 ) -> dict[str, str] | str:
     """The environment for cargo (writing *home*/config.toml), or why it cannot build.
 
     *cross*, for a cross build: (machine, C compiler, sysroot root, sysroot directory
-    holding only the sysconfigdata module, Debian architecture).
+    holding only the sysconfigdata module, Debian architecture).  *remap* maps the
+    scratch paths to fixed ones in what rustc writes (``--remap-path-prefix``: panic
+    messages and debug information name the source files), so a build elsewhere gives
+    the same bytes.  ``RUSTFLAGS`` is the one place for flags (cargo reads only the first
+    of ``RUSTFLAGS`` and ``CARGO_TARGET_<TRIPLE>_RUSTFLAGS`` it finds), so ours go first
+    and *rustflags* (the environment's or an overlay's ``build-env``) after them.
     """
     cargo = shutil.which("cargo", path=path)
     rustc = shutil.which("rustc", path=path)
@@ -190,7 +198,9 @@ def cargo_environ(
     home.mkdir(parents=True, exist_ok=True)
     write_text_if_changed(home / "config.toml", cargo_config(crates, duni / CRATES_DIR, cargo))
     env = {"CARGO_HOME": str(home), "CARGO_NET_OFFLINE": "true"}
+    flags = [f"--remap-path-prefix={old}={new}" for old, new in sorted((remap or {}).items())]
     if cross is None:
+        env["RUSTFLAGS"] = " ".join([*flags, rustflags]).strip()
         return env
     machine, cc, sysroot, pythonpath, arch = cross
     triple = rust_triple(machine)
@@ -208,7 +218,8 @@ def cargo_environ(
         {
             "CARGO_BUILD_TARGET": triple,
             f"CARGO_TARGET_{key}_LINKER": compiler,
-            f"CARGO_TARGET_{key}_RUSTFLAGS": f"-C link-arg=--sysroot={sysroot}",
+            # with --target, RUSTFLAGS reach only the target's artifacts, not build scripts
+            "RUSTFLAGS": " ".join([*flags, f"-Clink-arg=--sysroot={sysroot}", rustflags]).strip(),
             "PYO3_CROSS": "1",
             "PYO3_CROSS_LIB_DIR": str(pythonpath),
         }

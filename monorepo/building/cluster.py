@@ -157,7 +157,9 @@ class DaskExecutor:
             result.set_result(Failed(str(error), None))
             return
         except Exception as error:  # the cluster went away: this build fails, others try
-            result.set_result(Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None))
+            result.set_result(
+                Failed(f"cannot submit to the Dask cluster at {self.name}: {error}", None)
+            )
             return
         with self._lock:
             if self._cancelled:
@@ -353,13 +355,16 @@ def _reader(path: Path) -> Any:
     return path.read_bytes
 
 
+def _packer(path: Path) -> Any:
+    return lambda: pack_tree(path)
+
+
 def _connect(address: str, timeout: float) -> DaskClient:
     try:
         import distributed
     except ImportError:
         raise BuildError(
-            f"--executor dask:// needs the distributed package, which is not installed:"
-            f" {_INSTALL}"
+            f"--executor dask:// needs the distributed package, which is not installed: {_INSTALL}"
         ) from None
     try:
         make: Any = distributed.Client

@@ -353,9 +353,15 @@ def _fill(template: str, **values: str) -> str:
 
 
 def _host_config_scripts(path: str, triplet: str) -> list[str]:
-    """``*-config`` and ``*_config`` programs on this machine's PATH (not pkg-config)."""
+    """``*-config`` and ``*_config`` programs on this machine's PATH (not pkg-config).
+
+    A virtual environment's ``bin`` (the build venv) is left alone: what is there came
+    from wheels of the build closure (``numpy-config``, ``pybind11-config``), tools the
+    build asked for, not this machine's libraries."""
     found: set[str] = set()
     for directory in path.split(os.pathsep):
+        if os.path.isfile(os.path.join(os.path.dirname(directory or "."), "pyvenv.cfg")):
+            continue
         try:
             names = os.listdir(directory or ".")
         except OSError:

@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from pyproject_hooks import (
     BackendUnavailable,
     BuildBackendHookCaller,
-    BuildBackendWarning,
     HookMissing,
     UnsupportedOperation,
 )
 
 from monorepo._core import fstree
 from monorepo._core.fstree import remove_tree
+from monorepo._core.isolation import offline_environ
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.buildenv import OFFLINE_ENV, BuildEnv
 from monorepo.building.cargo import cargo_environ, explain_cargo_failure
 from monorepo.building.crossenv import ConfigSettings, cross_environment, merge_config_settings
 from monorepo.building.elfcheck import check_wheel
-from monorepo.building.isolation import offline_environ
 from monorepo.building.plan import Graph, Package
 from monorepo.building.reproducible import (
     UMASK,
@@ -40,9 +36,10 @@ from monorepo.building.reproducible import (
 from monorepo.building.targets import (
     Variant,
 )
-from monorepo.errors import BuildError, MonorepoError
+from monorepo.errors import MonorepoError
 from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
+from monorepo.vendoring.sbom import package_sbom
 
 FIXED_ROOT = "/monorepo-build"
 """What the compilers write instead of the scratch paths of a build (``-ffile-prefix-map``)."""
@@ -71,68 +68,6 @@ class Failed:
 
 
 Outcome = Built | NeedMore | Failed
-
-
-class WarningRelay:
-    """Backend warnings into the build's log, not onto the terminal.
-
-    pyproject-hooks hands each warning a backend emitted back to the caller: it issues it
-    again with :func:`warnings.warn_explicit` as a :class:`~pyproject_hooks.BuildBackendWarning`,
-    in the thread that called the hook.  While :meth:`installed`, :func:`warnings.showwarning`
-    (documented as replaceable) sends those to the log the calling thread named with
-    :meth:`to`; every other warning, and one from a thread without a log, goes where it
-    went before.  Builds run in parallel threads, hence one log per thread.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._users = 0
-        self._previous: Callable[..., None] = warnings.showwarning
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        with self._lock:
-            if self._users == 0:
-                self._previous = warnings.showwarning
-                warnings.showwarning = self._show
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0 and warnings.showwarning == self._show:
-                    warnings.showwarning = self._previous
-
-    @contextlib.contextmanager
-    def to(self, log: Path) -> Iterator[None]:
-        """Backend warnings issued in this thread go to the end of *log* during the block."""
-        self._local.log = log
-        try:
-            yield
-        finally:
-            self._local.log = None
-
-    def _show(
-        self,
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: TextIO | None = None,
-        line: str | None = None,
-    ) -> None:
-        log: Path | None = getattr(self._local, "log", None)
-        if log is None or not issubclass(category, BuildBackendWarning):
-            self._previous(message, category, filename, lineno, file, line)
-            return
-        with log.open("a", encoding="utf-8") as fh:
-            fh.write(f"{filename}:{lineno}: {category.__name__}: {message}\n")
-
-
-RELAY = WarningRelay()
-"""The process's one relay: :func:`monorepo.building.builder.build` installs it."""
 
 
 def _copy_tree(source: Path, dest: Path) -> None:
@@ -193,13 +128,20 @@ def _cargo(
         cc = variant.target.cc or f"{sysroot.triplet}-gcc"
         pythonpath = sysroot.root / sysroot.pythonpath_dir
         cross = (variant.target.machine, cc, sysroot.root, pythonpath, sysroot.arch)
+    home = variant.root / "cargo" / pkg.dir
     return cargo_environ(
         pkg.crates,
         label=pkg.label,
         duni=config.duni,
-        home=variant.root / "cargo" / pkg.dir,
+        home=home,
         path=environ.get("PATH", os.defpath),
         cross=cross,
+        remap={
+            str(variant.src / pkg.dir): f"{FIXED_ROOT}/src/{pkg.dir}",
+            str(config.duni / ".crates"): f"{FIXED_ROOT}/crates",
+            str(home): f"{FIXED_ROOT}/cargo",
+        },
+        rustflags=environ.get("RUSTFLAGS", ""),
     )
 
 
@@ -320,10 +262,15 @@ def build_one(
             return Failed(f"the build tried to reach the network: {attempt}", log)
         wheel = out / name
         try:
-            normal = normalise_wheel(
-                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name)
+            sboms = (
+                {f"sboms/{pkg.name}.cdx.json": package_sbom(pkg.locked, config.duni).encode()}
+                if pkg.locked is not None
+                else {}
             )
-        except (BuildError, MonorepoError) as error:
+            normal = normalise_wheel(
+                wheel, source_date_epoch(pkg.upload_time), package=str(pkg.name), extra=sboms
+            )
+        except MonorepoError as error:
             return Failed(str(error), log)
         if normal.changed:
             with log.open("a", encoding="utf-8") as fh:

@@ -40,6 +40,10 @@ class Package:
     target_config_settings: Mapping[str, Mapping[str, str | tuple[str, ...]]]
     """An overlay's config settings for one target, keyed by target name or machine."""
     system_libraries: Mapping[str, tuple[str, ...]]
+    #: overlay ``host-tools``: program -> the Debian package providing it (never built)
+    host_tools: Mapping[str, str]
+    #: the lock's ``build-closure`` (``name==version``), None when the lock has none
+    closure: tuple[str, ...] | None
     cross_compile: bool | None
     dependencies: tuple[tuple[NormalizedName, Version | None], ...]
     lock_tree_hash: str | None
@@ -47,6 +51,8 @@ class Package:
     #: the Rust crates its Cargo.lock files name (vendored in duni/.crates)
     crates: tuple[Crate, ...] = ()
     upload_time: datetime | None = None
+    locked: lockfile.LockedPackage | None = None
+    """The lock entry: what the wheel's SBOM (PEP 770) describes."""
     """The locked sdist's upload time: the build's ``SOURCE_DATE_EPOCH``."""
 
     @property
@@ -124,30 +130,65 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
                 str(k): _settings(v) for k, v in entry.get("target-config-settings", {}).items()
             },
             system_libraries={str(k): tuple(map(str, v)) for k, v in libs.items()},
+            host_tools={str(k): str(v) for k, v in entry.get("host-tools", {}).items()},
+            closure=_closure(lp.tool.get("build-closure")),
             cross_compile=entry.get("cross-compile"),
             dependencies=lp.dependencies,
             lock_tree_hash=lp.tree_hash,
             targets=lp.targets,
             crates=crates_from_tool(lp.tool, what=f"{lp.name} {lp.version}"),
             upload_time=getattr(lp.source, "upload_time", None),
+            locked=lp,
         )
     return order, pkgs
 
 
+def _closure(value: object) -> tuple[str, ...] | None:
+    if not isinstance(value, list | tuple):
+        return None
+    return tuple(str(v) for v in value)
+
+
 def _settings(table: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
-    return {
-        str(k): v if isinstance(v, str) else tuple(str(x) for x in v) for k, v in table.items()
-    }
+    return {str(k): v if isinstance(v, str) else tuple(str(x) for x in v) for k, v in table.items()}
 
 
 class Graph:
     """Build requirements matched to locked packages, and runtime closures."""
 
-    def __init__(self, pkgs: Mapping[str, Package]) -> None:
+    def __init__(self, pkgs: Mapping[str, Package], *, build_dependencies: bool = True) -> None:
         self.pkgs = pkgs
+        #: whether the lock holds build closures (``build-dependencies``): what errors advise
+        self.build_dependencies = build_dependencies
         self.by_name: dict[NormalizedName, list[Package]] = {}
+        self.by_pin: dict[str, Package] = {}
         for p in pkgs.values():
             self.by_name.setdefault(p.name, []).append(p)
+            self.by_pin[f"{p.name}=={p.version}"] = p
+
+    def locked_closure(self, pkg: Package) -> tuple[set[str], list[str]] | None:
+        """The dirs of *pkg*'s recorded ``build-closure`` (None when the lock has none).
+
+        The lock resolved it (hook-revealed requirements included): the build installs
+        exactly that, rather than matching requirements to locked packages again.
+        """
+        if pkg.closure is None:
+            return None
+        dirs: set[str] = set()
+        problems: list[str] = []
+        for pin in pkg.closure:
+            name, _, version = pin.partition("==")
+            found = self.by_pin.get(f"{canonicalize_name(name)}=={version}")
+            if found is None:
+                problems.append(
+                    f"{pkg.label}'s locked build closure names {pin}, which pylock.toml does not"
+                    " lock; run `monorepo lock` and `monorepo pull`"
+                )
+            else:
+                dirs.add(found.dir)
+        if pkg.self_building:
+            dirs.discard(pkg.dir)
+        return dirs, problems
 
     def match(self, pkg: Package, text: str, *, strict: bool) -> tuple[list[Package], str | None]:
         """(locked packages matching *text*, or a problem); markers use the build machine."""
@@ -157,7 +198,12 @@ class Graph:
             return [], f"build requirement {text!r} is not valid PEP 508 ({error})"
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             return [], None
+        if canonicalize_name(req.name) in {canonicalize_name(t) for t in pkg.host_tools}:
+            return [], None  # a declared host tool: checked on PATH before the build
         candidates = self.by_name.get(canonicalize_name(req.name), [])
+        if pkg.closure is not None:  # the version the lock chose for this build, if any
+            pinned = [p for p in candidates if f"{p.name}=={p.version}" in pkg.closure]
+            candidates = pinned or candidates
         chosen = [p for p in candidates if req.specifier.contains(p.version, prereleases=True)]
         if chosen:
             return [max(chosen, key=lambda p: p.version)], None
@@ -169,6 +215,15 @@ class Graph:
                 f"{pkg.label} needs {text} to build, but the lock has {req.name} {versions};"
                 f" fix the requirement with an overlay rule for {pkg.name} (build-requires)"
                 " and run `monorepo lock`"
+            )
+        if self.build_dependencies:
+            return [], (
+                f"{pkg.label} needs {text} to build, which is not in the lock (the lock must"
+                " hold everything a build needs, and this was not asked for when it was made:"
+                " `monorepo lock` asks the backend too, so the lock may be older than that, or"
+                " the backend answers differently on this machine); run `monorepo lock` and"
+                f" `monorepo pull` again, or declare it in an overlay rule for {pkg.name}:"
+                " build-requires, or host-tools when it is a program such as ninja"
             )
         return [], (
             f"{pkg.label} needs {text} to build, which is not in the lock (the lock must hold"

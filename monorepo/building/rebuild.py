@@ -206,7 +206,7 @@ def verify_rebuild(
             isolate=isolate,
             frozen=True,
             build_root=scratch,
-            build_cache=False,  # a rebuild that found the recorded wheel would prove nothing
+            build_cache=False,  # a rebuild proves something only if it really builds
         )
         failed = {p.dir: p.reason for p in result.failed if not p.host}
         fresh_path = scratch / chosen.name / RECORD_NAME

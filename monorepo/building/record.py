@@ -13,6 +13,7 @@ build-closure wheels' hashes.  A cache of wheels keyed by inputs uses it too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -20,12 +21,13 @@ import subprocess
 import sysconfig
 import threading
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import tomlkit
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from monorepo._core.atomic import write_text_if_changed
 from monorepo.building.buildenv import file_sha256
@@ -34,7 +36,8 @@ from monorepo.building.plan import Package
 from monorepo.building.scheduler import Scheduler
 from monorepo.building.targets import Variant
 from monorepo.errors import BuildError
-from monorepo.sysroot.info import TOML_NAME
+from monorepo.sysroot.discover import facts_text
+from monorepo.sysroot.info import SysrootInfo
 
 __all__ = [
     "RECORD_NAME",
@@ -62,7 +65,7 @@ class KeyMaker:
         self._lock = threading.Lock()
         self._compilers: dict[str, ToolchainIdentity] = {}
         self._hashes: dict[Path, str] = {}
-        self._sysroots: dict[Path, str] = {}
+        self._sysroots: dict[Path, str] = {}  # by root
 
     def compiler(self, pkg: Package, variant: Variant) -> str:
         """The C compiler a build of *pkg* for *variant* runs: the package's ``CC``
@@ -109,10 +112,28 @@ class KeyMaker:
                 self._hashes[wheel] = known
         return known
 
-    def sysroot(self, root: Path) -> str:
-        if root not in self._sysroots:
-            self._sysroots[root] = sysroot_identity((root / TOML_NAME).read_bytes())
-        return self._sysroots[root]
+    def sysroot(self, info: SysrootInfo) -> str:
+        """The identity of the sysroot's facts: its marker, or what discovery read."""
+        if info.root not in self._sysroots:
+            self._sysroots[info.root] = sysroot_identity(facts_text(info))
+        return self._sysroots[info.root]
+
+    def toolchain_of(self, pkg: Package, variant: Variant) -> ToolchainIdentity | None:
+        """The compilers a build of *pkg* runs: none for a pure package; the C compiler;
+        for a Rust extension (its lock records crates) rustc and cargo too, the C
+        compiler being its linker."""
+        if not (pkg.c_extension or pkg.crates):
+            return None
+        cc = self.toolchain(self.compiler(pkg, variant))
+        if not pkg.crates:
+            return cc
+        parts = [cc, self.toolchain("rustc"), self.toolchain("cargo")]
+        return ToolchainIdentity(
+            compiler=" ".join(t.compiler for t in parts),
+            version_digest=hashlib.sha256(
+                "\n".join(t.version_digest for t in parts).encode()
+            ).hexdigest(),
+        )
 
     def key(
         self,
@@ -121,7 +142,7 @@ class KeyMaker:
         tree_hash: str,
         wheels: Iterable[Path],
         *,
-        config_settings: Mapping[str, str | list[str]] | None = None,
+        config_settings: Mapping[str, str | Sequence[str]] | None = None,
     ) -> InputKey:
         """The key of *pkg* built for *variant* from the tree *tree_hash* (``duni/<dir>``
         after patches) in a venv of *wheels*.  A package without a C extension is keyed
@@ -138,8 +159,8 @@ class KeyMaker:
                 machine=target.machine,
                 implementation=target.implementation,
             ),
-            toolchain=self.toolchain(self.compiler(pkg, variant)) if pkg.c_extension else None,
-            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot.root),
+            toolchain=self.toolchain_of(pkg, variant),
+            sysroot=None if variant.sysroot is None else self.sysroot(variant.sysroot),
             build_wheels={w.name: self.wheel_sha256(w) for w in wheels},
             config_settings=config_settings,
             build_env=pkg.build_env,
@@ -223,7 +244,25 @@ def read_build_record(path: Path) -> BuildRecord:
             raise BuildError(
                 f"{path}: the entry of {d} lacks {error}; rebuild to write it again"
             ) from None
+        _check_names(path, entries[d])
     return BuildRecord(target=str(data.get("target", "")), packages=entries)
+
+
+def _check_names(path: Path, e: RecordEntry) -> None:
+    """A record may come from another machine (``--against``): its names are used to find
+    files, so a wheel name must be a wheel's file name and a sha256 a sha256."""
+    try:
+        parse_wheel_filename(e.wheel)
+        plain = PurePosixPath(e.wheel).name == e.wheel and "\\" not in e.wheel
+    except InvalidWheelFilename:
+        plain = False
+    if not plain or e.dir in ("", ".", "..") or "/" in e.dir:
+        raise BuildError(
+            f"{path}: the entry {e.dir!r} names the wheel {e.wheel!r}, which is not a wheel's"
+            " file name; the record is damaged or was not written by monorepo"
+        )
+    if len(e.sha256) != 64 or any(c not in "0123456789abcdef" for c in e.sha256):
+        raise BuildError(f"{path}: the entry of {e.dir} has no sha256 ({e.sha256!r})")
 
 
 def write_build_record(path: Path, record: BuildRecord) -> bool:
@@ -264,6 +303,7 @@ def write_records(scheduler: Scheduler, makers: KeyMaker | None = None) -> None:
             scheduler.variants[index],
             scheduler.tree_key(d),
             [scheduler.wheels[(0, n)] for n in needs if (0, n) in scheduler.wheels],
+            config_settings=pkg.config_settings_for(scheduler.variants[index].target),
         )
         by_variant.setdefault(index, []).append(
             RecordEntry(

@@ -35,10 +35,11 @@ import filelock
 
 from monorepo._core.atomic import write_bytes
 from monorepo._core.fstree import remove_tree
+from monorepo._core.isolation import network_isolation
 from monorepo._core.version import VERSION
+from monorepo._core.warnrelay import RELAY
 from monorepo.building.buildenv import file_sha256
-from monorepo.building.hooks import RELAY, Built, Failed, build_one
-from monorepo.building.isolation import network_isolation
+from monorepo.building.hooks import Built, Failed, build_one
 from monorepo.building.plan import Graph, Package
 from monorepo.building.targets import Variant
 from monorepo.errors import MonorepoError
@@ -46,8 +47,8 @@ from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import host_target
 from monorepo.sources.crates import CRATES_DIR
 from monorepo.sources.treehash import tree_hash
-from monorepo.sysroot.discover import read_sysroot
-from monorepo.sysroot.info import TOML_NAME, SysrootError, SysrootInfo
+from monorepo.sysroot.discover import facts_text, read_sysroot
+from monorepo.sysroot.info import SysrootError, SysrootInfo
 
 __all__ = [
     "SYSROOTS_ENV",
@@ -86,13 +87,28 @@ def machine_identity() -> tuple[str, str, str, str]:
     a venv came from the client's set, so a worker of another kind would build other wheels.
     """
     host = host_target()
-    return (VERSION, f"{sys.version_info.major}.{sys.version_info.minor}", host.platform, host.machine)
+    return (
+        VERSION,
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        host.platform,
+        host.machine,
+    )
 
 
 def sysroot_digest(root: Path) -> str:
-    """A sysroot's identity: the sha256 of its ``monorepo-sysroot.toml``, which lists every
-    Debian package in it with its version and the mirror snapshot it came from."""
-    return hashlib.sha256((root / TOML_NAME).read_bytes()).hexdigest()
+    """A sysroot's identity: the sha256 of its facts -- its ``monorepo-sysroot.toml``
+    (every Debian package in it with its version, and the mirror it came from) when
+    ``python -m monorepo.sysroot`` made it, else what discovery reads from the tree
+    (:func:`monorepo.sysroot.discover.facts_text`)."""
+    return hashlib.sha256(facts_text(read_sysroot(root)).encode("utf-8")).hexdigest()
+
+
+def _is_sysroot(path: Path) -> bool:
+    try:
+        read_sysroot(path)
+    except (OSError, SysrootError):
+        return False
+    return True
 
 
 def build_compiler(pkg: Package, variant: Variant, environ: Mapping[str, str]) -> str | None:
@@ -305,16 +321,12 @@ def _run(
             write_bytes(path, data)
         available[d] = path
     root = base / "builds" / variant.target.name
-    local = dataclasses.replace(
-        variant, root=root, wheels=root / "wheels", sysroot=sysroot
-    )
+    local = dataclasses.replace(variant, root=root, wheels=root / "wheels", sysroot=sysroot)
     config = dataclasses.replace(job.config, duni=source)
     isolation = [] if job.isolate is False else network_isolation()
     (root / "locks").mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(root / "locks" / f"{job.pkg.dir}.lock"), RELAY.installed():
-        outcome = build_one(
-            config, job.pkg, local, job.graph, set(job.needs), available, isolation
-        )
+        outcome = build_one(config, job.pkg, local, job.graph, set(job.needs), available, isolation)
     log_path = local.logs / f"{job.pkg.dir}.log"
     log = log_path.read_bytes() if log_path.is_file() else b""
     if isinstance(outcome, Built):
@@ -365,11 +377,11 @@ def _find_sysroot(where: Path, digest: str) -> SysrootInfo | str:
     for entry in filter(None, os.environ.get(SYSROOTS_ENV, "").split(os.pathsep)):
         path = Path(entry)
         candidates.append(path)
-        if path.is_dir() and not (path / TOML_NAME).is_file():
+        if path.is_dir() and not _is_sysroot(path):
             candidates += sorted(p for p in path.iterdir() if p.is_dir())
     seen: list[str] = []
     for path in candidates:
-        if not (path / TOML_NAME).is_file():
+        if not path.is_dir():
             continue
         try:
             if sysroot_digest(path) != digest:

@@ -25,6 +25,7 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import shlex
 import time
 import zipfile
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from monorepo._core.atomic import write_bytes
 from monorepo.errors import BuildError
 from monorepo.extract.archive import read_archive
 from monorepo.extract.rules import PlannedMember
@@ -197,24 +197,30 @@ def _zip_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
+def _zip_info(
+    path: str, stamp: tuple[int, int, int, int, int, int], executable: bool
+) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(path, date_time=stamp)
+    info.compress_type = zipfile.ZIP_DEFLATED  # at zlib's default level, on every path
+    info.create_system = 3  # Unix, so that the mode below is read
+    info.external_attr = (0o100000 | (0o755 if executable else 0o644)) << 16
+    return info
+
+
 def wheel_bytes(contents: WheelContents, epoch: int, extra: Mapping[str, bytes] = {}) -> bytes:
-    """The wheel of *contents* (plus *extra* files) in normal form: entries sorted
-    (``.dist-info`` last, RECORD last of all), every time *epoch*, modes 0644 or 0755,
-    deflated at level 9, RECORD rewritten to match."""
+    """The wheel of *contents* (plus *extra* files, paths relative to its ``.dist-info``
+    directory) in normal form: entries sorted (``.dist-info`` last, RECORD last of all),
+    every time *epoch*, modes 0644 or 0755, deflated, RECORD rewritten.
+    :func:`normalise_wheel` writes the same bytes from a file, member by member."""
     dist_info = contents.dist_info
-    files = {**contents.files, **extra}
+    files = {**contents.files, **{f"{dist_info}/{k}": v for k, v in extra.items()}}
     record = f"{dist_info}/RECORD"
     files[record] = wheel_record_text(files, dist_info).encode("utf-8")
     stamp = _zip_time(epoch)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
         for path in _ordered(list(files), dist_info):
-            info = zipfile.ZipInfo(path, date_time=stamp)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # Unix, so that the mode below is read
-            mode = 0o755 if path in contents.executable else 0o644
-            info.external_attr = (0o100000 | mode) << 16
-            zf.writestr(info, files[path], compresslevel=9)
+            zf.writestr(_zip_info(path, stamp, path in contents.executable), files[path])
     return out.getvalue()
 
 
@@ -226,49 +232,139 @@ class Normalised:
     notes: tuple[str, ...] = field(default=())
 
 
+_CHUNK = 1 << 20
+_LINK_ADVICE = "a wheel must hold plain files only; rebuild it from its sdist"
+
+
 def normalise_wheel(
     wheel: Path, epoch: int, *, package: str, extra: Mapping[str, bytes] = {}
 ) -> Normalised:
-    """Rewrite *wheel* in place in normal form (:func:`wheel_bytes`), atomically, and
+    """Rewrite *wheel* in place in normal form (:func:`wheel_bytes`), with the *extra*
+    files (relative to its ``.dist-info``: PEP 770's ``sboms/``) added, atomically, and
     say what differed from what the backend wrote.  A RECORD whose hashes do not match
-    the files is an error: the backend's wheel is broken and is not papered over."""
-    original = wheel.read_bytes()
-    contents = read_wheel(original, package=package, name=wheel.name)
-    record = f"{contents.dist_info}/RECORD"
-    _check_record(contents, record, wheel.name)
-    new = wheel_bytes(contents, epoch, extra)
-    if new == original:
-        return Normalised(False)
-    notes: list[str] = []
-    ordered = _ordered(list(contents.files), contents.dist_info)
-    if list(contents.order) != ordered:
-        notes.append("entries reordered")
-    with zipfile.ZipFile(io.BytesIO(original)) as zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-    if any(i.date_time != _zip_time(epoch) for i in infos):
-        notes.append("timestamps set to SOURCE_DATE_EPOCH")
-    if any((i.external_attr >> 16) & 0o7777 not in (0o644, 0o755) for i in infos):
-        notes.append("permissions normalised")
-    if contents.files[record].decode("utf-8", "replace") != wheel_record_text(
-        {**contents.files, **extra}, contents.dist_info
-    ):
-        notes.append("RECORD rewritten")
-    if extra:
-        notes.append("added " + ", ".join(sorted(extra)))
-    write_bytes(wheel, new)
+    the files is an error: the backend's wheel is broken and is not papered over.
+
+    The wheel is checked by the extractor's rules first, then streamed member by member
+    (hashed, then copied), so a wheel holding a library of hundreds of megabytes is never
+    held in memory."""
+    found: list[PlannedMember] = []
+
+    def want(plan: Sequence[PlannedMember]) -> list[str]:
+        found.extend(plan)
+        return [m.rel for m in plan if m.kind == "file" and PurePosixPath(m.rel).name == "RECORD"]
+
+    listing = read_archive(
+        wheel, package=package, name=wheel.name, want=want, layout="tree", advice=_LINK_ADVICE
+    )
+    links = [m.rel for m in found if m.kind in ("symlink", "hardlink")]
+    if links:
+        raise BuildError(
+            f"{wheel.name} holds a link {links[0]!r}; wheels hold plain files (installers do"
+            " not make links), so it cannot be normalised"
+        )
+    members = {m.rel: m for m in found if m.kind == "file"}
+    executable = frozenset(r for r, m in members.items() if m.executable)
+    dist_info = WheelContents(dict.fromkeys(members, b""), executable, ()).dist_info
+    record = f"{dist_info}/RECORD"
+    old_record = listing.contents.get(record, b"")
+    stamp = _zip_time(epoch)
+    tmp = wheel.with_name(f".{wheel.name}.normal")
+    try:
+        with zipfile.ZipFile(wheel) as source:
+            hashes = {rel: _member_hash(source, m.original) for rel, m in members.items()}
+            _check_listed(old_record, hashes, wheel.name)
+            new_files = {f"{dist_info}/{k}": v for k, v in extra.items()}
+            paths = _ordered(sorted({*members, *new_files, record}), dist_info)
+            new_files[record] = _record_rows(paths, record, hashes, new_files).encode("utf-8")
+            with zipfile.ZipFile(tmp, "w") as out:
+                for path in paths:
+                    info = _zip_info(path, stamp, path in executable)
+                    if path in new_files:
+                        out.writestr(info, new_files[path])
+                        continue
+                    info.file_size = hashes[path][1]  # zip64 when it needs it
+                    with source.open(members[path].original) as src, out.open(info, "w") as dst:
+                        while chunk := src.read(_CHUNK):
+                            dst.write(chunk)
+            notes = _notes(source, list(members), paths, stamp, extra)
+        if old_record != new_files[record] and not extra:
+            notes.append("RECORD rewritten")
+        if _same_file(tmp, wheel):
+            tmp.unlink()
+            return Normalised(False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, wheel)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return Normalised(True, tuple(notes) or ("recompressed",))
 
 
-def _check_record(contents: WheelContents, record: str, label: str) -> None:
-    listed: dict[str, str] = {}
-    for row in csv.reader(io.StringIO(contents.files[record].decode("utf-8", "replace"))):
-        if row and len(row) >= 2 and row[1]:
-            listed[row[0]] = row[1]
-    for path, digest in sorted(listed.items()):
-        data = contents.files.get(path)
-        if data is None:
+def _member_hash(source: zipfile.ZipFile, name: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with source.open(name) as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    encoded = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode("ascii")
+    return f"sha256={encoded}", size
+
+
+def _record_rows(
+    paths: Sequence[str],
+    record: str,
+    hashes: Mapping[str, tuple[str, int]],
+    new_files: Mapping[str, bytes],
+) -> str:
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    for path in paths:
+        if path in (record, f"{record}.jws", f"{record}.p7s"):
+            writer.writerow([path, "", ""])
+        elif path in new_files:
+            writer.writerow([path, _record_hash(new_files[path]), len(new_files[path])])
+        else:
+            writer.writerow([path, *hashes[path]])
+    return rows.getvalue()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        return (
+            hashlib.file_digest(fa, "sha256").digest() == hashlib.file_digest(fb, "sha256").digest()
+        )
+
+
+def _notes(
+    source: zipfile.ZipFile,
+    order: Sequence[str],
+    paths: Sequence[str],
+    stamp: tuple[int, int, int, int, int, int],
+    extra: Mapping[str, bytes],
+) -> list[str]:
+    notes: list[str] = []
+    if [p for p in paths if p in set(order)] != list(order):
+        notes.append("entries reordered")
+    infos = [i for i in source.infolist() if not i.is_dir()]
+    if any(i.date_time != stamp for i in infos):
+        notes.append("timestamps set to SOURCE_DATE_EPOCH")
+    if any((i.external_attr >> 16) & 0o7777 not in (0o644, 0o755) for i in infos):
+        notes.append("permissions normalised")
+    if extra:
+        notes.append("added " + ", ".join(sorted(extra)))
+    return notes
+
+
+def _check_listed(record: bytes, hashes: Mapping[str, tuple[str, int]], label: str) -> None:
+    for row in csv.reader(io.StringIO(record.decode("utf-8", "replace"))):
+        if not row or len(row) < 2 or not row[1]:
+            continue
+        path, digest = row[0], row[1]
+        if path not in hashes:
             raise BuildError(f"{label}: RECORD lists {path}, which the wheel does not hold")
-        if digest.startswith("sha256=") and digest != _record_hash(data):
+        if digest.startswith("sha256=") and digest != hashes[path][0]:
             raise BuildError(
                 f"{label}: RECORD gives {path} another sha256 than the file has; the backend"
                 " wrote a broken wheel"

@@ -52,7 +52,7 @@ class Scheduler:
         self.config = config
         self.pkgs = pkgs
         self.rank = {d: i for i, d in enumerate(order)}
-        self.graph = Graph(pkgs)
+        self.graph = Graph(pkgs, build_dependencies=config.build_dependencies)
         self.variants = variants
         self.jobs = jobs
         self.reporter = reporter
@@ -74,6 +74,8 @@ class Scheduler:
         self.pending: set[Node] = set()
         self.results: dict[Node, PackageResult] = {}
         self.warnings: list[str] = []
+        self.opened: set[str] = set()
+        """Keys of the per-package tasks open on the reporter (see :meth:`started`)."""
 
     # ---------------------------------------------------------------- state
 
@@ -98,7 +100,10 @@ class Scheduler:
     def static_needs(self, d: str) -> tuple[set[str], list[str]]:
         if d not in self.static:
             pkg = self.pkgs[d]
-            self.static[d] = self.graph.needs(pkg, pkg.requires, strict=False)
+            locked = self.graph.locked_closure(pkg)
+            self.static[d] = (
+                locked if locked is not None else self.graph.needs(pkg, pkg.requires, strict=False)
+            )
         return self.static[d]
 
     def needs(self, node: Node) -> set[str]:
@@ -170,6 +175,9 @@ class Scheduler:
         )
 
     def fail(self, node: Node, reason: str, log: Path | None) -> None:
+        if self.task_key(node) in self.opened:  # requeued, then its needs failed
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = "failed"
         self.results[node] = self.result(node, reason=reason, log=log, tail=log_tail(log))
         label = self.results[node].label
@@ -180,6 +188,9 @@ class Scheduler:
         self, node: Node, status: str, wheel: Path, seconds: float, log: Path | None = None
     ) -> None:
         index, d = node
+        if self.task_key(node) in self.opened:  # requeued, then served from the cache
+            self.opened.discard(self.task_key(node))
+            self.reporter.done(self.task_key(node))
         self.status[node] = status
         self.wheels[node] = wheel
         if status == "built":
@@ -292,6 +303,7 @@ class Scheduler:
                         self.reporter.advance("build")
                     continue
                 self.status[node] = "running"
+                self.started(node)
                 job = BuildJob(
                     config=self.config,
                     pkg=self.pkgs[node[1]],
@@ -349,6 +361,24 @@ class Scheduler:
         }
         self.write_state(index)
 
+    def task_key(self, node: Node) -> str:
+        """The reporter's key for one package's build: ``build:<dir>``, and the target
+        (``build:<dir>@<target>``) when a cross build also builds it for the host."""
+        index, d = node
+        if len(self.variants) > 1:
+            return f"build:{d}@{self.variants[index].target.name}"
+        return f"build:{d}"
+
+    def started(self, node: Node) -> None:
+        """Open the package's task (once, even when it is requeued for dynamic needs)."""
+        key = self.task_key(node)
+        if key in self.opened:
+            return
+        self.opened.add(key)
+        pkg = self.pkgs[node[1]]
+        where = f" for {self.variants[node[0]].target.name}" if len(self.variants) > 1 else ""
+        self.reporter.task(key, f"{pkg.label}: building{where}")
+
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node
         try:
@@ -360,6 +390,8 @@ class Scheduler:
             self.dynamic[node] = outcome.dynamic
             self.enqueue(node)
             return
+        self.opened.discard(self.task_key(node))
+        self.reporter.done(self.task_key(node))
         self.reporter.advance("build")
         if isinstance(outcome, Failed):
             self.fail(node, outcome.reason, outcome.log)

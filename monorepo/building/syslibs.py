@@ -174,16 +174,68 @@ def check_libraries(
     reporter: Reporter | None = None,
     os_release: Path = Path("/etc/os-release"),
     installed: Callable[[str], bool] | None = None,
+    tools: Mapping[str, Mapping[str, str]] | None = None,
+    which: Callable[[str], str | None] | None = None,
 ) -> None:
-    """Both checks, before any build starts: one :class:`BuildError` naming every missing
-    library of the build machine (*host*) and of the *sysroot* (*cross*), each with the
+    """All checks, before any build starts: one :class:`BuildError` naming every missing
+    library of the build machine (*host*) and of the *sysroot* (*cross*), and every
+    missing program of the build machine (*tools*, overlay ``host-tools``), each with the
     packages needing it and the command that installs it."""
     problems = [
         host_problem(host, os_release=os_release, installed=installed, reporter=reporter),
         None
         if sysroot is None or not cross
         else sysroot_problem(sysroot, cross, target=target, lock=lock),
+        tools_problem(tools or {}, which=which),
     ]
     found = [p for p in problems if p is not None]
     if found:
         raise BuildError("\n".join([*found, "then run `monorepo build` again"]))
+
+
+# -------------------------------------------------------------------- host tools
+
+
+def tools_problem(
+    wanted: Mapping[str, Mapping[str, str]],
+    *,
+    which: Callable[[str], str | None] | None = None,
+) -> str | None:
+    """Every build-machine program of *wanted* not on ``PATH``, with the ``apt-get`` command.
+
+    *wanted* maps a package label to its overlay ``host-tools`` (program -> the Debian
+    package that provides it).  Programs are looked up on ``PATH`` (*which*, default
+    :func:`shutil.which`): a build runs them from there, whatever the distribution.
+    ``None`` when nothing is missing.
+    """
+    find = which if which is not None else shutil.which
+    missing: dict[str, list[str]] = {}
+    provider: dict[str, str] = {}
+    for label, tools in sorted(wanted.items()):
+        for program, debian in sorted(tools.items()):
+            if program in missing or find(program) is None:
+                missing.setdefault(program, []).append(label)
+                provider.setdefault(program, debian)
+    if not missing:
+        return None
+    listed = ", ".join(
+        f"{p} (Debian package {provider[p]}; for {', '.join(missing[p])})" for p in sorted(missing)
+    )
+    sudo = "" if hasattr(os, "geteuid") and os.geteuid() == 0 else "sudo "
+    names = " ".join(sorted(set(provider.values())))
+    return (
+        f"programs the build runs are not on PATH: {listed} (overlay rules declare them as"
+        f" host-tools: they are not built from source). Install them with:\n"
+        f"  {sudo}apt-get install -y {names}"
+    )
+
+
+def check_host_tools(
+    wanted: Mapping[str, Mapping[str, str]],
+    *,
+    which: Callable[[str], str | None] | None = None,
+) -> None:
+    """Raise :class:`BuildError` naming every missing build-machine program (:func:`tools_problem`)."""
+    problem = tools_problem(wanted, which=which)
+    if problem is not None:
+        raise BuildError(f"{problem}\nthen run `monorepo build` again")

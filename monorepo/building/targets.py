@@ -13,6 +13,7 @@ from monorepo.project.config import ProjectConfig
 from monorepo.project.targets import Target, host_target
 from monorepo.sysroot.discover import read_sysroot
 from monorepo.sysroot.info import SysrootError, SysrootInfo
+from monorepo.sysroot.libs import arch_for_machine
 
 # ----------------------------------------------------------------------- targets
 
@@ -37,14 +38,18 @@ def choose_target(config: ProjectConfig, name: str | None) -> Target:
                 return t
         raise BuildError(
             f"{config.pyproject}: no target named {name!r} in [tool.monorepo] targets"
-            f" (targets: {names})"
+            f" (targets: {names})",
+            exit_code=2,
         )
     if len(targets) == 1:
         return targets[0]
     native = [t for t in targets if is_native(t)]
     if native:
         return native[0]
-    raise BuildError(f"{config.pyproject} has several targets ({names}); choose one with --target")
+    raise BuildError(
+        f"{config.pyproject} has several targets ({names}); choose one with --target",
+        exit_code=2,
+    )
 
 
 def host_variant_target(config: ProjectConfig) -> Target:
@@ -60,12 +65,18 @@ def host_variant_target(config: ProjectConfig) -> Target:
 def target_sysroot(target: Target) -> SysrootInfo:
     """The target's sysroot, as ``python -m monorepo.sysroot`` describes it."""
     if target.sysroot is None:
+        try:
+            arch = f" --arch {arch_for_machine(target.machine)}"
+        except SysrootError:
+            arch = " --arch <Debian architecture>"
         raise BuildError(
             f"target {target.name} ({target.platform} {target.machine}) is not this machine"
             f" ({host_target().platform} {host_target().machine}), so it is cross-compiled, and"
-            " that needs a sysroot: make one with `python -m monorepo.sysroot sysroots/"
-            f'{target.machine}` and add sysroot = "sysroots/{target.machine}", cc and runner to'
-            " the target (docs/cross.md)"
+            " that needs a sysroot (any directory holding the target's CPython): make a Debian"
+            f" one with `python -m monorepo.sysroot sysroots/{target.machine}{arch}"
+            f" --lock pylock.toml --target {target.name}` and add sysroot ="
+            f' "sysroots/{target.machine}", cc and runner to the target, or point sysroot at'
+            " your own (docs/cross.md)"
         )
     try:
         info = read_sysroot(Path(target.sysroot), python=target.python_version)

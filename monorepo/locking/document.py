@@ -22,6 +22,7 @@ from monorepo._core.reporter import Reporter
 from monorepo.errors import MonorepoError
 from monorepo.locking.buildclosure import build_host, close_over_build_dependencies
 from monorepo.locking.freshness import canonical_inputs
+from monorepo.locking.speed.sourcesahead import SourcesAhead
 from monorepo.overlays.rules import GitReplacement, MatchedRule, OverlaySet, UrlReplacement
 from monorepo.project.config import ProjectConfig
 from monorepo.project.lockfile import (
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 class NoSdistError(MonorepoError):
     """A locked version has no source distribution to vendor."""
+
+    code = "no-sdist"
 
 
 def scopes_of(config: ProjectConfig) -> list[Scope]:
@@ -133,6 +136,8 @@ def overlay_tool(matched: MatchedRule | None) -> dict[str, Any]:
         tool["system-libraries"] = {k: list(v) for k, v in sorted(rule.system_libraries.items())}
     if rule.build_env:
         tool["build-env"] = dict(sorted(rule.build_env.items()))
+    if rule.host_tools:
+        tool["host-tools"] = dict(sorted(rule.host_tools.items()))
     if rule.config_settings:
         tool["config-settings"] = _settings_table(rule.config_settings)
     if rule.target_config_settings:
@@ -265,6 +270,23 @@ def resolve_document(
     only: the build closure is a function of the runtime set and the index
     (:mod:`monorepo.locking.buildclosure`), so a relock, ``-U`` and ``verify --resolve`` agree.
     """
+    with SourcesAhead(cache, overlays, offline=offline or not config.build_dependencies) as ahead:
+        return _resolve_document(
+            config, client, index_urls, overlays, preferred, offline, reporter, cache, ahead
+        )
+
+
+def _resolve_document(
+    config: ProjectConfig,
+    client: IndexClient,
+    index_urls: Sequence[str],
+    overlays: OverlaySet,
+    preferred: Mapping[NormalizedName, Version],
+    offline: bool,
+    reporter: Reporter,
+    cache: CacheDir,
+    ahead: SourcesAhead,
+) -> LockDocument:
     resolutions: dict[str, Resolution] = {}
     sources = source_urls(config)
     for target in config.targets:
@@ -278,12 +300,14 @@ def resolve_document(
             overlays=overlays,
         )
         policy = _policy(config, target, prefer_previous(preferred, resolutions), sources)
-        resolutions[target.name] = resolve(scopes_of(config), finder, policy)
+        resolutions[target.name] = resolve(
+            scopes_of(config), finder, policy, target=target.name, reporter=ahead
+        )
         reporter.done(f"resolve:{target.name}")
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
         packages = _with_build_dependencies(
-            packages, config, client, overlays, sources, offline, reporter, cache
+            packages, config, client, overlays, sources, offline, reporter, cache, ahead
         )
     return LockDocument(
         packages=sorted_packages(packages),
@@ -308,6 +332,7 @@ def _with_build_dependencies(
     offline: bool,
     reporter: Reporter,
     cache: CacheDir,
+    ahead: SourcesAhead,
 ) -> list[LockedPackage]:
     """The sources pass: annotate every package and lock the build closure for the build host."""
     host = build_host()
@@ -323,15 +348,23 @@ def _with_build_dependencies(
     def resolve_build(
         scopes: Sequence[Scope], preferred: Mapping[NormalizedName, Version]
     ) -> Resolution:
-        return resolve(scopes, finder, _policy(config, host, preferred, sources))
+        return resolve(scopes, finder, _policy(config, host, preferred, sources), reporter=ahead)
 
     def merge_build(resolution: Resolution) -> list[LockedPackage]:
         return merge({host.name: resolution}, [host], overlays=overlays, role="build")
 
+    backend = client.backend
     return close_over_build_dependencies(
         packages,
         resolve_build=resolve_build,
         merge_build=merge_build,
+        ask_backend=(
+            None
+            if backend is None
+            else lambda tree, build, what, identity: backend.build_requirements(
+                tree, build, what=what, identity=identity
+            )
+        ),
         overlays=overlays,
         offline=offline,
         reporter=reporter,

@@ -23,7 +23,18 @@ from monorepo.project import lockfile
 from monorepo.project.config import load_config
 from monorepo.project.lockfile import LockDocument, LockedPackage, VcsSource
 
-__all__ = ["DependencyPath", "PackageInfo", "Step", "dependency_paths", "list_packages", "why"]
+__all__ = [
+    "DependencyPath",
+    "PackageInfo",
+    "Step",
+    "TargetTree",
+    "TreeNode",
+    "dependency_paths",
+    "dependency_tree",
+    "list_packages",
+    "tree",
+    "why",
+]
 
 Via = Literal["runtime", "build"]
 
@@ -234,3 +245,127 @@ def why(project: Path | str, name: str, *, limit: int = 50) -> list[DependencyPa
     An empty list means the package is locked but no scope reaches it (a stale lock).
     """
     return dependency_paths(_read(project), name, limit=limit)
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A package in ``monorepo tree``: reached from its parent by a runtime or build edge.
+
+    A package shown already (higher up, or in another branch) is not expanded again:
+    its node has ``repeated`` set and no children, as ``cargo tree`` marks ``(*)``.
+    """
+
+    name: str
+    version: str
+    role: str
+    """``runtime`` or ``build`` (a build-only package: in no target's runtime set)."""
+    via: Via
+    children: tuple[TreeNode, ...] = ()
+    repeated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "role": self.role,
+            "via": self.via,
+            "repeated": self.repeated,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+
+@dataclass(frozen=True)
+class TargetTree:
+    """One target's tree: each project scope (``project``, ``project[extra]``, ...) and
+    the packages it requires on that target."""
+
+    target: str
+    scopes: tuple[tuple[str, tuple[TreeNode, ...]], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "scopes": [
+                {"scope": scope, "packages": [n.to_dict() for n in nodes]}
+                for scope, nodes in self.scopes
+            ],
+        }
+
+
+def dependency_tree(
+    doc: LockDocument,
+    targets: Iterable[str],
+    *,
+    build: bool = True,
+    depth: int | None = None,
+) -> list[TargetTree]:
+    """The locked graph of *doc* as one tree per target (see :func:`tree`)."""
+    roots, edges = _graph(doc)
+    return [_target_tree(t, roots, edges, build=build, depth=depth) for t in targets]
+
+
+def _target_tree(
+    target: str,
+    roots: Mapping[str, list[LockedPackage]],
+    edges: Mapping[str, list[tuple[LockedPackage, Via]]],
+    *,
+    build: bool,
+    depth: int | None,
+) -> TargetTree:
+    seen: set[str] = set()
+
+    def applies(pkg: LockedPackage, via: Via) -> bool:
+        if via == "build":
+            return build
+        return pkg.role == "build" or not pkg.targets or target in pkg.targets
+
+    def node(pkg: LockedPackage, via: Via, level: int) -> TreeNode:
+        label = (str(pkg.name), str(pkg.version), pkg.role, via)
+        if pkg.dir in seen:
+            return TreeNode(*label, repeated=True)
+        seen.add(pkg.dir)
+        if depth is not None and level >= depth:
+            return TreeNode(*label)
+        children = tuple(
+            node(dep, kind, level + 1)
+            for dep, kind in sorted(
+                edges.get(pkg.dir, ()), key=lambda e: (e[1] != "runtime", e[0].dir)
+            )
+            if applies(dep, kind)
+        )
+        return TreeNode(*label, children=children)
+
+    scopes = tuple(
+        (scope, tuple(node(p, "runtime", 1) for p in packages if applies(p, "runtime")))
+        for scope, packages in roots.items()
+    )
+    return TargetTree(target, tuple((s, n) for s, n in scopes if n))
+
+
+def tree(
+    project: Path | str = ".",
+    *,
+    target: str | None = None,
+    build: bool = True,
+    depth: int | None = None,
+) -> list[TargetTree]:
+    """The locked dependency tree of each target of *project* (or only *target*).
+
+    Runtime edges are followed only to packages locked for that target; build edges
+    (a package's ``build-requires``, resolved to the locked build closure) lead to
+    build-only packages, marked by their ``role``, unless *build* is False.  *depth*
+    limits the levels shown.  Raises :class:`~monorepo.errors.LockFileError` for a
+    *target* the lock does not have.
+    """
+    config = load_config(Path(project))
+    doc = lockfile.read(config.root / lockfile.LOCK_NAME)
+    names = [t.name for t in config.targets]
+    if target is not None:
+        if target not in names:
+            raise LockFileError(
+                f"no target {target!r} in {config.pyproject}: its targets are {', '.join(names)}",
+                path=config.pyproject,
+                exit_code=2,
+            )
+        names = [target]
+    return dependency_tree(doc, names, build=build, depth=depth)

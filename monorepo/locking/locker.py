@@ -78,6 +78,8 @@ def lock(
     write: bool = True,
     exclude_newer: datetime | None = None,
     cache_dir: Path | str | None = None,
+    prereleases: str | None = None,
+    extra_index_urls: Sequence[str] = (),
 ) -> LockResult:
     """Resolve the project at *project* for all its targets and write pylock.toml.
 
@@ -86,15 +88,21 @@ def lock(
     chosen afresh from the runtime set (:mod:`monorepo.locking.buildclosure`).  With
     ``write=False`` nothing is written (``verify --resolve`` uses that).
     *exclude_newer* replaces the configured cut-off for this run (``verify
-    --resolve`` pins a lock without one to its newest upload time).  *cache_dir* is the
+    --resolve`` pins a lock without one to its newest upload time), *prereleases*
+    (``if-necessary``, ``allow``, ``disallow``) the configured policy, and
+    *extra_index_urls* are read after the configured indexes: a lock made with them
+    records them, so ``check`` finds it stale unless given the same.  *cache_dir* is the
     cache directory (default: ``MONOREPO_CACHE_DIR``, else the user cache directory).
     On any failure the existing lock is left untouched.
     """
     reporter = reporter or NullReporter()
     cache = CacheDir.at(cache_dir)
-    config = load_config(Path(project))
-    if exclude_newer is not None:
-        config = dataclasses.replace(config, exclude_newer=exclude_newer)
+    config = overridden(
+        load_config(Path(project)),
+        exclude_newer=exclude_newer,
+        prereleases=prereleases,
+        extra_index_urls=extra_index_urls,
+    )
     choice = resolve_index_urls(config, flag=index_url)
     for note in choice.skipped:
         reporter.message("warning", note)
@@ -145,6 +153,40 @@ def lock(
     )
 
 
+def overridden(
+    config: ProjectConfig,
+    *,
+    exclude_newer: datetime | None = None,
+    prereleases: str | None = None,
+    extra_index_urls: Sequence[str] = (),
+) -> ProjectConfig:
+    """*config* with the settings a caller gave for one run (the command line's flags)."""
+    from monorepo.errors import UsageError
+    from monorepo.project.indexurl import normalize_index_url
+
+    if exclude_newer is not None:
+        if exclude_newer.tzinfo is None:
+            raise UsageError(
+                f"exclude_newer={exclude_newer.isoformat()} has no time zone; give an aware"
+                " datetime (UTC is what pyproject.toml's dates mean)"
+            )
+        config = dataclasses.replace(config, exclude_newer=exclude_newer)
+    if prereleases is not None:
+        if prereleases not in ("if-necessary", "allow", "disallow"):
+            raise UsageError(
+                f"prereleases={prereleases!r}: use 'if-necessary', 'allow' or 'disallow'"
+            )
+        config = dataclasses.replace(config, prereleases=prereleases)  # type: ignore[arg-type]
+    if extra_index_urls:
+        extra = tuple(
+            normalize_index_url(url, base=config.root, where="--extra-index-url")
+            for url in extra_index_urls
+        )
+        urls = tuple(dict.fromkeys((*config.extra_index_urls, *extra)))
+        config = dataclasses.replace(config, extra_index_urls=urls)
+    return config
+
+
 def open_index(
     index_urls: Sequence[str], *, cache: CacheDir, offline: bool, reporter: Reporter
 ) -> IndexClient:
@@ -181,6 +223,7 @@ def _memo_key(
     """Everything besides the index pages that decides this lock (see ``locking.speed.reuse``)."""
     from monorepo.locking.freshness import canonical_inputs
     from monorepo.project.lockfile import RENDERER
+    from monorepo.sources.crates import configured_crate_index
 
     return reuse.memo_key(
         {
@@ -191,6 +234,8 @@ def _memo_key(
             "exclude-newer": config.exclude_newer.isoformat() if config.exclude_newer else None,
             "preferred": sorted((str(n), str(v)) for n, v in preferred.items()),
             "build-host": _build_host() if config.build_dependencies else None,
+            # the crates' download URLs come from it (and it may come from the environment)
+            "crate-index": configured_crate_index(config.crate_index),
         }
     )
 
@@ -285,17 +330,26 @@ def check(
     *,
     index_url: str | None = None,
     cache_dir: Path | str | None = None,
+    exclude_newer: datetime | None = None,
+    prereleases: str | None = None,
+    extra_index_urls: Sequence[str] = (),
 ) -> CheckResult:
     """Whether pylock.toml is fresh for the project, without touching the network.
 
     The same semantic rule as uv's ``lock --check`` (see :mod:`monorepo.locking.freshness`).
     A missing or unreadable lock is stale, not an error.  *cache_dir*: see :func:`lock`
-    (git overlays are read from their cached mirrors).
+    (git overlays are read from their cached mirrors).  *exclude_newer*, *prereleases*
+    and *extra_index_urls*: the settings a lock was made with, as :func:`lock` takes them.
     """
     from monorepo.locking.freshness import current_reasons
     from monorepo.project.lockfile import LOCK_NAME, parse
 
-    config = load_config(Path(project))
+    config = overridden(
+        load_config(Path(project)),
+        exclude_newer=exclude_newer,
+        prereleases=prereleases,
+        extra_index_urls=extra_index_urls,
+    )
     resolve_index_urls(config, flag=index_url)  # no usable index: an error, lock or not
     path = config.root / LOCK_NAME
     try:

@@ -52,6 +52,7 @@ _RULE_KEYS = frozenset(
         "c-extension",
         "system-libraries",
         "build-env",
+        "host-tools",
         "config-settings",
         "target-config-settings",
     }
@@ -95,6 +96,8 @@ class Rule:
     c_extension: bool | None = None
     system_libraries: dict[str, tuple[str, ...]] = field(default_factory=dict)
     build_env: dict[str, str] = field(default_factory=dict)
+    #: build-machine programs the build runs (``ninja``) -> the Debian package providing it
+    host_tools: dict[str, str] = field(default_factory=dict)
     config_settings: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     """PEP 517 config settings for every build of the package."""
     target_config_settings: dict[str, dict[str, str | tuple[str, ...]]] = field(
@@ -255,6 +258,7 @@ def _parse_rule(
         c_extension=_opt_bool(raw, "c-extension", at),
         system_libraries=_system_libraries(raw.get("system-libraries", {}), at),
         build_env=_build_env(raw.get("build-env", {}), at),
+        host_tools=_host_tools(raw.get("host-tools", {}), at),
         config_settings=_config_settings(raw.get("config-settings", {}), at, "config-settings"),
         target_config_settings=_target_config_settings(raw.get("target-config-settings", {}), at),
         index=index,
@@ -384,6 +388,20 @@ def _build_env(value: object, at: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
+def _host_tools(value: object, at: str) -> dict[str, str]:
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str) and k and "/" not in k and isinstance(v, str) and v.strip()
+        for k, v in value.items()
+    )
+    if not ok:
+        raise OverlayError(
+            f"{at}: key host-tools must map a program the build runs to the Debian package"
+            ' that provides it, e.g. { ninja = "ninja-build", patchelf = "patchelf" }.'
+        )
+    assert isinstance(value, dict)
+    return {str(k): str(v).strip() for k, v in sorted(value.items())}
+
+
 def _config_settings(value: object, at: str, key: str) -> dict[str, str | tuple[str, ...]]:
     """A PEP 517 config-settings table: each value a string or a list of strings."""
     ok = isinstance(value, dict) and all(
@@ -399,9 +417,7 @@ def _config_settings(value: object, at: str, key: str) -> dict[str, str | tuple[
     return {str(k): v if isinstance(v, str) else tuple(v) for k, v in value.items()}
 
 
-def _target_config_settings(
-    value: object, at: str
-) -> dict[str, dict[str, str | tuple[str, ...]]]:
+def _target_config_settings(value: object, at: str) -> dict[str, dict[str, str | tuple[str, ...]]]:
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise OverlayError(
             f"{at}: key target-config-settings must map a target name or machine to config"

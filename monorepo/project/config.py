@@ -125,7 +125,7 @@ class _Ctx:
         self.root = pyproject.parent
 
     def error(self, where: str, text: str) -> ConfigError:
-        return ConfigError(f"{self.pyproject}: {where} {text}")
+        return ConfigError(f"{self.pyproject}: {where} {text}", path=self.pyproject)
 
     def wrong_type(self, where: str, expected: str, value: object) -> ConfigError:
         return self.error(where, f"must be {expected}, got {describe_value(value)}.")
@@ -619,18 +619,21 @@ def load_config(project: Path) -> ProjectConfig:
         raise ConfigError(
             f"{path}: no pyproject.toml there (looked for {path}). Run monorepo in "
             "the project directory, pass the project directory, or create a "
-            "pyproject.toml with a [project] table."
+            "pyproject.toml with a [project] table.",
+            path=path,
         ) from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}.") from exc
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}.", path=path) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{path}: is not UTF-8 (byte {exc.start}); TOML files must be UTF-8 encoded."
+            f"{path}: is not UTF-8 (byte {exc.start}); TOML files must be UTF-8 encoded.",
+            path=path,
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"{path}: invalid TOML: {exc}. Fix the syntax at that line and column."
+            f"{path}: invalid TOML: {exc}. Fix the syntax at that line and column.",
+            path=path,
         ) from exc
     return parse_config(data, pyproject=path)

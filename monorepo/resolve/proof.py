@@ -169,8 +169,8 @@ class Contradiction(Exception):
 
 
 #: Metadata reads one proof may spend, and versions of one package it reads at most.
-BUDGET = 400
-PER_PACKAGE = 120
+BUDGET = 200
+PER_PACKAGE = 60
 
 
 class Prover:
@@ -246,6 +246,18 @@ class Prover:
         """Add the roots and propagate; raises :class:`Contradiction` when one is proven."""
         for term in sorted(roots, key=lambda t: (t.package, t.requirer.label, t.text)):
             self.add(term)
+        self.propagate()
+
+    def skip(self, name: NormalizedName, version: Version, reason: str) -> None:
+        """The search found *version*'s metadata unusable: a fact for the proof too."""
+        if (name, version) in self._needs:
+            return
+        self._needs[(name, version)] = reason
+        if version in self.allowed.get(name, ()):
+            self._exclude(Exclusion(name, (version,), reason=reason))
+
+    def propagate(self) -> None:
+        """Derive until nothing changes or the budget is spent."""
         while self._dirty and self.budget > 0:
             # the most constrained package first: fewest versions to read
             name = min(self._dirty, key=lambda n: (len(self.allowed.get(n, ())), n))

@@ -15,8 +15,8 @@ package's ``extras``/``dependency_groups`` marker in the lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -48,6 +48,7 @@ from monorepo.resolve.proof import (
     Requirer,
     Term,
 )
+from monorepo.resolve.watch import Watch
 
 __all__ = [
     "VIRTUAL_PREFIX",
@@ -90,6 +91,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         prerelease_named: frozenset[NormalizedName] = frozenset(),
         target: str = "",
         proof: Prover | None = None,
+        unreadable: Mapping[tuple[NormalizedName, Version], str] | None = None,
     ) -> None:
         self.finder = finder
         self.policy = policy
@@ -99,7 +101,7 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         self.prerelease_named = prerelease_named
         self.held_back: set[NormalizedName] = set()
         #: (name, version) -> why its metadata cannot be used
-        self.unreadable: dict[tuple[NormalizedName, Version], str] = {}
+        self.unreadable: dict[tuple[NormalizedName, Version], str] = dict(unreadable or {})
         #: the proof of an earlier search, if any, and the versions it showed can be in no
         #: solution: skipped from the start (resolvelib's backjumping assumes that what a
         #: search may choose does not change under it)
@@ -307,6 +309,9 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         metadata cannot be read, or whose Requires-Python excludes the target, is
         skipped, and a failed resolution names it.
         """
+        known = self.unreadable.get((candidate.name, candidate.version))
+        if known is not None and candidate.url is None:
+            return known  # an earlier pass of this resolution failed to read it
         if self.proof is None and candidate.url is None:
             finals = [v for v in self._newest_first(candidate.name, None) if not v.is_prerelease]
             capped = bool(finals) and candidate.version != finals[0]
@@ -376,16 +381,23 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
                 )
         return terms
 
-    def prove(self) -> None:
-        """Look for a proof that no resolution exists (once); raise :class:`Proven` if found.
+    def prove(self, *, again: bool = False) -> None:
+        """Look for a proof that no resolution exists; raise :class:`Proven` if found.
 
-        What the proof rules out is remembered, and skipped by the search from then on.
+        Run once during a search (what it rules out is skipped by the next search);
+        *again* after a failed search, with what the search learned: the versions whose
+        metadata it could not use.
         """
-        if self.proof is not None:
+        if self.proof is not None and not again:
             return
-        prover = self.proof = Prover(self, prereleases=self.policy.prereleases)
+        fresh = self.proof is None
+        prover = self.proof = self.proof or Prover(self, prereleases=self.policy.prereleases)
         try:
-            prover.run(self.root_terms())
+            if fresh:
+                prover.run(self.root_terms())
+            for (name, version), reason in sorted(self.unreadable.items()):
+                prover.skip(name, version, reason)
+            prover.propagate()
         except Contradiction as found:
             if not prover.exclusions and all(
                 t.requirer.kind != "package" for t in prover.terms.get(found.package, [])
@@ -508,9 +520,16 @@ def resolve(
     )
     named: frozenset[NormalizedName] = frozenset()
     proof: Prover | None = None
+    unreadable: dict[tuple[NormalizedName, Version], str] = {}
     for _ in range(4):
         provider = _Provider(
-            finder, policy, scopes, prerelease_named=named, target=target, proof=proof
+            finder,
+            policy,
+            scopes,
+            prerelease_named=named,
+            target=target,
+            proof=proof,
+            unreadable=unreadable,
         )
         try:
             mapping, graph = _search(provider, reporter, max_rounds)
@@ -518,6 +537,7 @@ def resolve(
             # the proof found no contradiction but versions no solution can have: search
             # again without them from the start
             proof = provider.proof
+            unreadable = provider.unreadable
             continue
         if policy.prereleases != "if-necessary":
             break
@@ -537,14 +557,14 @@ def _search(
     provider: _Provider, reporter: BaseReporter[Req, Candidate, str] | None, max_rounds: int
 ) -> tuple[Mapping[str, Candidate], object]:
     """resolvelib's search, with the prover called in at the first sign of trouble."""
-    watch = _Watch(provider, reporter or BaseReporter())
+    watch = Watch(provider.prove, reporter or BaseReporter())
     resolver: Resolver[Req, Candidate, str] = Resolver(provider, watch)
     try:
         try:
             result = resolver.resolve(provider.root_requirements(), max_rounds=max_rounds)
         except (ResolutionImpossible, ResolutionTooDeep):
             fresh = provider.proof is None
-            provider.prove()  # explain with a proof if there is one
+            provider.prove(again=True)  # explain with a proof if there is one
             if (
                 provider.proof is not None
                 and provider.proof.excluded
@@ -555,8 +575,22 @@ def _search(
     except Proven as proven:
         raise ResolutionError(proven.explanation.text(), proven.explanation.to_dict()) from None
     except ResolutionImpossible as exc:
-        text = explain_conflict(exc.causes, provider.finder, provider.policy)
-        raise ResolutionError(_with_skipped(text, provider)) from None
+        explained = explain_conflict(
+            exc.causes, provider.finder, provider.policy, provider.scopes, target=provider.target
+        )
+        skipped = [
+            f"skipped version {name} {version}: its metadata cannot be read ({reason})"
+            for (name, version), reason in sorted(provider.unreadable.items())
+        ]
+        explained = dataclasses.replace(
+            explained,
+            lines=explained.lines + tuple(skipped),
+            skipped=tuple(
+                {"package": name, "version": str(version), "reason": reason}
+                for (name, version), reason in sorted(provider.unreadable.items())
+            ),
+        )
+        raise ResolutionError(explained.text(), explained.to_dict()) from None
     except ResolutionTooDeep:
         raise ResolutionError(
             _with_skipped(
@@ -628,46 +662,8 @@ def _summarise(mapping: Mapping[str, Candidate], graph: object, provider: _Provi
 
 
 def _first_line(text: str) -> str:
-    """A metadata error's first line, short enough for one line of an explanation."""
-    line = text.strip().splitlines()[0] if text.strip() else "no reason given"
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-class _Watch(BaseReporter[Req, Candidate, str]):
-    """Relays to the caller's reporter; at the search's first backtrack, asks for a proof.
-
-    A conflict the project's own requirements force shows up as a rejected candidate;
-    proving it then costs a few metadata reads, where resolvelib's search would try every
-    combination of the versions in between first.
-    """
-
-    def __init__(self, provider: _Provider, inner: BaseReporter[Req, Candidate, str]) -> None:
-        self.provider = provider
-        self.inner = inner
-
-    def starting(self) -> None:
-        self.inner.starting()
-
-    def starting_round(self, index: int) -> None:
-        self.inner.starting_round(index)
-
-    def ending_round(self, index: int, state: Any) -> None:
-        self.inner.ending_round(index, state)
-
-    def ending(self, state: Any) -> None:
-        self.inner.ending(state)
-
-    def adding_requirement(self, requirement: Req, parent: Candidate | None) -> None:
-        self.inner.adding_requirement(requirement, parent)
-
-    def resolving_conflicts(
-        self, causes: Collection[RequirementInformation[Req, Candidate]]
-    ) -> None:
-        self.inner.resolving_conflicts(causes)
-
-    def rejecting_candidate(self, criterion: Any, candidate: Candidate) -> None:
-        self.inner.rejecting_candidate(criterion, candidate)
-        self.provider.prove()
-
-    def pinning(self, candidate: Candidate) -> None:
-        self.inner.pinning(candidate)
+    """A metadata error on one line, short enough for a line of an explanation."""
+    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    line = line if len(line) <= 240 else line[:237] + "..."
+    # a first line cut inside a parenthesis (a build log follows) is closed again
+    return (line + ")" * (line.count("(") - line.count(")"))) or "no reason given"

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from monorepo._core import fstree
 from monorepo._core.fstree import Stamp, remove_tree
 from monorepo._core.paths import CacheDir, url_path
-from monorepo.errors import IndexClientError, PullError, disk_full
+from monorepo.errors import IndexClientError, MonorepoError, PullError, disk_full
 from monorepo.extract.archive import extract_sdist
 from monorepo.extract.sinks import FileStamps
 from monorepo.extract.speed.pool import ExtractorPool
@@ -136,7 +136,14 @@ def fetch_source(
                 same_origin=same_origin,
             )
         except IndexClientError as error:
-            raise PullError(f"{_label(pkg)}: cannot download its source: {error}") from error
+            raise PullError(
+                f"{_label(pkg)}: cannot download its source: {error}",
+                package=str(pkg.name),
+                url=url,
+            ) from error
+        except MonorepoError as error:  # a hash mismatch: say which package and URL
+            error.annotate(package=str(pkg.name), url=url)
+            raise
 
 
 def _export_git(pkg: LockedPackage, source: VcsSource, *, cache: CacheDir, offline: bool) -> Path:

@@ -25,6 +25,8 @@ from monorepo.index.deadline import DEFAULT_TIMEOUT, Deadline
 class GitError(MonorepoError):
     """A git repository could not be fetched or a revision not found."""
 
+    code = "git"
+
 
 def _mirror_dir(url: str, cache: CacheDir) -> Path:
     return cache.git / "db" / hashlib.sha256(url.encode()).hexdigest()[:32]

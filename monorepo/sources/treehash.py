@@ -75,6 +75,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 class TreeHashError(MonorepoError):
     """A tree cannot be hashed (special file, unreadable file) or a manifest is malformed."""
 
+    code = "tree-hash"
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -23,7 +23,7 @@ import hashlib
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,20 @@ from monorepo.sysroot.info import (
     SysrootError,
     SysrootInfo,
     read_marker,
+    render,
 )
 
-__all__ = ["arch_for_triplet", "build_time_vars", "describe", "discover", "read_sysroot"]
+__all__ = [
+    "arch_for_triplet",
+    "build_time_vars",
+    "describe",
+    "discover",
+    "facts_text",
+    "read_sysroot",
+]
+
+MAX_SYSCONFIGDATA = 4 * 1024 * 1024
+"""The largest sysconfigdata module read (bytes)."""
 
 _CPU_ARCH = {
     "aarch64": "arm64",
@@ -50,11 +61,21 @@ _CPU_ARCH = {
 
 
 def build_time_vars(path: Path) -> dict[str, Any]:
-    """``build_time_vars`` of a sysconfigdata module, read without executing it."""
+    """``build_time_vars`` of a sysconfigdata module, read without executing it.
+
+    A real one is 30-50 KB; anything over :data:`MAX_SYSCONFIGDATA` bytes, or too deeply
+    nested to parse, is refused rather than read.
+    """
     try:
+        size = path.stat().st_size
+        if size > MAX_SYSCONFIGDATA:
+            raise SysrootError(
+                f"{path} is {size} bytes, over the {MAX_SYSCONFIGDATA} a sysconfigdata module"
+                " can be; it is not one"
+            )
         tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as e:
-        raise SysrootError(f"{path} cannot be read ({e})") from e
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as e:
+        raise SysrootError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "build_time_vars" for t in node.targets
@@ -94,9 +115,10 @@ def _rel(value: object, fallback: str) -> str:
     return "/".join(parts)
 
 
-def exists_in(root: Path, rel: str) -> bool:
-    """Whether *rel* exists in the tree at *root*, absolute symlinks taken as the target
-    sees them (``libpython3.11.so -> /usr/lib/...`` in Debian packages unpacked by hand)."""
+def resolve_in(root: Path, rel: str) -> Path | None:
+    """*rel* inside the tree at *root* with its symlinks followed as the target sees them
+    (``libpython3.11.so -> /usr/lib/...`` in Debian packages unpacked by hand is a path
+    of the tree, not of the build machine); ``None`` when it does not exist there."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     current = root
     hops = 0
@@ -109,16 +131,21 @@ def exists_in(root: Path, rel: str) -> bool:
         if candidate.is_symlink():
             hops += 1
             if hops > 40:
-                return False
+                return None
             link = str(candidate.readlink())
             if link.startswith("/"):
                 current = root
             parts = [p for p in link.split("/") if p not in ("", ".")] + parts
             continue
         if not candidate.exists():
-            return False
+            return None
         current = candidate
-    return True
+    return current
+
+
+def exists_in(root: Path, rel: str) -> bool:
+    """Whether *rel* exists in the tree at *root* (:func:`resolve_in`)."""
+    return resolve_in(root, rel) is not None
 
 
 def _modules(root: Path) -> list[Path]:
@@ -221,7 +248,12 @@ def _choose_module(root: Path, python: str | None) -> Path:
 
 def _facts(root: Path, python: str | None) -> _Facts:
     module = _choose_module(root, python)
-    variables = build_time_vars(module)
+    inside = resolve_in(root, module.relative_to(root).as_posix())
+    if inside is None:
+        raise SysrootError(
+            f"{module} is a link that does not resolve inside {root}; the sysroot is incomplete"
+        )
+    variables = build_time_vars(inside)
     version = str(variables.get("VERSION") or module.parent.name.removeprefix("python"))
     if module.parent.name != f"python{version}":
         raise SysrootError(
@@ -271,7 +303,7 @@ def _facts(root: Path, python: str | None) -> _Facts:
     return _Facts(
         arch=arch_for_triplet(triplet),
         python=version,
-        module=module,
+        module=inside,
         name=name,
         stdlib=module.parent.relative_to(root).as_posix(),
         include_dirs=tuple(include_dirs),
@@ -453,3 +485,35 @@ def read_sysroot(
     if marker is not None and marker.sysconfigdata_path.is_file():
         return marker
     return discover(dest, python=python, cache_dir=cache_dir)
+
+
+def facts_text(info: SysrootInfo) -> str:
+    """What identifies a sysroot in a build's input key, as text.
+
+    For a sysroot ``python -m monorepo.sysroot`` made, its marker (every package and
+    version).  For a discovered one, the same facts (the cache path of the
+    sysconfigdata copy left out), the sysconfigdata module's digest and the names of
+    the libraries and ``.pc`` files in its library directories, so that adding a library
+    by hand changes the identity.
+    """
+    if info.made:
+        return render(info)
+    text = render(replace(info, pythonpath_dir=PYTHONPATH_DIR))
+    try:
+        module = hashlib.sha256(info.sysconfigdata_path.read_bytes()).hexdigest()
+    except OSError:
+        module = ""
+    names: set[str] = set()
+    for rel in info.lib_dirs:
+        for directory in (info.root / rel, info.root / rel / "pkgconfig"):
+            try:
+                entries = list(directory.iterdir())
+            except OSError:
+                continue
+            names.update(
+                f"{directory.relative_to(info.root).as_posix()}/{e.name}"
+                for e in entries
+                if e.name.endswith((".so", ".a", ".pc"))
+            )
+    listing = hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    return f"{text}# origin = {info.origin}\n# sysconfigdata = {module}\n# libraries = {listing}\n"

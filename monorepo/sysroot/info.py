@@ -17,6 +17,8 @@ PYTHONPATH_DIR = "monorepo-pythonpath"
 class SysrootError(MonorepoError):
     """A sysroot could not be made or read; the message names the package or file."""
 
+    code = "sysroot"
+
 
 @dataclass(frozen=True)
 class Arch:

@@ -142,12 +142,15 @@ class PullResult:
 
     duni: Path
     updated: list[str] = field(default_factory=list)
+    """Directories written: new ones and changed ones."""
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: crate directories under ``duni/.crates`` (see :mod:`monorepo.vendoring.crates`)
     crates_updated: list[str] = field(default_factory=list)
     crates_removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    """The directories of :attr:`updated` that did not exist before (a first pull's all)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``--json``)."""
@@ -164,6 +167,8 @@ class _Outcome:
     """The tree hash of duni/<dir> as this run found or made it (not for refusals)."""
     entries: Mapping[str, Entry] | None = None
     """The entries of that tree."""
+    new: bool = False
+    """An ``updated`` directory that did not exist before."""
 
 
 # ------------------------------------------------------------------ small file helpers
@@ -403,7 +408,7 @@ class _Puller:
             write_stamps(self._stamp_path(d), stamps)  # a rename keeps every stamp
             if exists:
                 remove_tree(aside)
-            return _Outcome("updated", tree_hash=new_hash, entries=entries)
+            return _Outcome("updated", tree_hash=new_hash, entries=entries, new=not exists)
         except OSError as error:
             what = f"{pkg.name} {pkg.version}: cannot replace duni/{d}"
             raise write_failed(error, self.duni, what) from error
@@ -558,6 +563,8 @@ def pull(
         errors: list[tuple[LockedPackage, Exception]] = []
 
         def run(pkg: LockedPackage) -> None:
+            key = f"pull:{pkg.dir}"  # one per package, from the pull thread doing it
+            reporter.task(key, f"{pkg.name} {pkg.version}: pulling into {duni.name}/{pkg.dir}")
             try:
                 outcome = outcomes[pkg.dir] = puller.sync(pkg)
                 if outcome.tree_hash is not None:
@@ -570,6 +577,7 @@ def pull(
             except Exception as exc:  # collected, re-raised below in lock order
                 errors.append((pkg, exc))
             finally:
+                reporter.done(key)
                 reporter.advance("pull")
 
         ready = ready_in_order(largest_first(selected), downloads)
@@ -584,6 +592,8 @@ def pull(
                 continue
             if outcome.status == "updated":
                 result.updated.append(pkg.dir)
+                if outcome.new:
+                    result.added.append(pkg.dir)
                 reporter.message("debug", f"updated duni/{pkg.dir} ({pkg.name} {pkg.version})")
             elif outcome.status == "unchanged":
                 result.unchanged.append(pkg.dir)

@@ -87,6 +87,7 @@ _OVERLAY_BUILD_KEYS = (
     "build-env",
     "config-settings",
     "target-config-settings",
+    "host-tools",
 )
 _SKIP_DIRS = frozenset({".git", ".hg", "__pycache__"})
 

@@ -35,6 +35,7 @@ NAMES: dict[str, str] = {
     "extract-workers": "sdists extracted by worker processes (pull)",
     "tarscan": "tar headers read by a fast reader before tarfile",
     "download-ahead": "sources downloaded ahead of extraction (pull)",
+    "sources-ahead": "each pinned sdist fetched into the store at once (lock with build dependencies)",
     "stat-cache": "file stamps that spare reading unchanged files (pull)",
     "facts-cache": "workspace.toml's facts of each tree kept under its tree hash (pull)",
     "placement": "package trees spread over ext4 block groups (pull)",

@@ -29,8 +29,8 @@ from typing import Any
 
 from monorepo._core.atomic import write_bytes
 
-#: Bump when an entry's layout or what the key covers changes.
-FORMAT = 2
+#: Bump when an entry's layout or what the key covers changes (3: Rust crates in the lock).
+FORMAT = 3
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from monorepo.project.lockfile import (
     SdistSource,
     VcsSource,
 )
+from monorepo.sources.crates import Crate
+from monorepo.vendoring.crates import locked_crates
 from monorepo.vendoring.verify.context import Context, parallel
 from monorepo.vendoring.verify.report import CheckResult, Item
 
@@ -33,6 +35,11 @@ def check_remote(ctx: Context, result: CheckResult, selected: Sequence[LockedPac
 
     archives = [p for p in selected if not isinstance(p.source, VcsSource)]
     gits = [p for p in selected if isinstance(p.source, VcsSource)]
+    try:
+        crates = list(locked_crates(selected).values())
+    except MonorepoError as error:
+        result.fail(Item("pylock.toml", "crates", str(error), ("pylock.toml",)))
+        crates = []
     ctx.reporter.task("verify:remote", f"Downloading {len(selected)} sources", len(selected))
     with tempfile.TemporaryDirectory(prefix="monorepo-verify-") as tmp:
         indexes = sorted(
@@ -64,6 +71,9 @@ def check_remote(ctx: Context, result: CheckResult, selected: Sequence[LockedPac
 
                 outcomes = parallel(ctx.jobs, archive, archives)
                 outcomes += [git(p) for p in gits]
+                outcomes += parallel(
+                    ctx.jobs, lambda item: _remote_crate(item[0], item[1], http), crates
+                )
         finally:
             for client in clients.values():
                 client.close()
@@ -75,7 +85,32 @@ def check_remote(ctx: Context, result: CheckResult, selected: Sequence[LockedPac
     result.summary = (
         f"{len(archives)} download{'' if len(archives) == 1 else 's'},"
         f" {len(gits)} git commit{'' if len(gits) == 1 else 's'}"
+        + (f", {len(crates)} crate{'' if len(crates) == 1 else 's'}" if crates else "")
     )
+
+
+def _remote_crate(
+    crate: Crate, users: Sequence[str], http: HttpClient
+) -> tuple[list[Item], list[Item]]:
+    """A locked crate downloaded again from its URL: its sha256 must be its checksum."""
+    subject = f"crate {crate.name}"
+    used = f"{crate.version} (used by {', '.join(users)})"
+    digest = hashlib.sha256()
+    try:
+        for chunk in http.stream(crate.url):
+            digest.update(chunk)
+    except MonorepoError as error:
+        return [Item(subject, "download", f"{used}: {error}")], []
+    if digest.hexdigest() != crate.checksum:
+        return [
+            Item(
+                subject,
+                "hash-mismatch",
+                f"{used}: {crate.url} now has sha256 {digest.hexdigest()}, the Cargo.lock"
+                f" and the lock record {crate.checksum}: do not trust it",
+            )
+        ], []
+    return [], []
 
 
 def _remote_archive(
