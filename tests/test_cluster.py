@@ -245,10 +245,16 @@ def test_a_worker_refuses_inputs_that_are_not_what_their_address_says(
 def test_cluster_build_gives_the_local_wheels(
     project: Callable[..., Path], cluster: Cluster, tmp_path: Path
 ) -> None:
-    proj = project([TINYBACKEND, HELPER, APP, LIB, cext("fastthing")], ["app", "fastthing"])
+    # dyn's backend asks for helper only when asked (get_requires_for_build_wheel)
+    dyn = with_backend(
+        "dyn", test_build.DYNAMIC_BACKEND, files={"dynamic-requires.txt": "helper>=1\n"}
+    )
+    proj = project(
+        [TINYBACKEND, HELPER, APP, LIB, cext("fastthing"), dyn], ["app", "fastthing", "dyn"]
+    )
     remote = build(proj, executor=cluster.url, out=tmp_path / "remote")
     assert remote.ok, [(p.label, p.reason, p.tail) for p in remote.failed]
-    assert names(remote.built) == ["app", "fastthing", "helper", "lib", "tinybackend"]
+    assert names(remote.built) == ["app", "dyn", "fastthing", "helper", "lib", "tinybackend"]
     where = built_on(remote)
     assert set(where.values()) <= set(cluster.workers().values())
     for p in remote.built:
