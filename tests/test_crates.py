@@ -18,6 +18,7 @@ import tomllib
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ from monorepo.building.cargo import (
     missing_standard_library,
 )
 from monorepo.building.elfcheck import EM_AARCH64, EM_X86_64, read_elf_header
-from monorepo.errors import ConfigError, HashMismatchError, MonorepoError, PullError
+from monorepo.errors import ConfigError, HashMismatchError, PullError
 from monorepo.project.config import parse_config
 from monorepo.project.targets import host_target
 from monorepo.sources.crates import (
@@ -291,9 +292,23 @@ def test_verify_remote_downloads_every_crate_again(
 def test_lock_without_a_crate_registry_says_how_to_configure_one(
     rust_project: Callable[..., tuple[Path, IndexServer]],
 ) -> None:
+    """A Rust package in a set is no reason to refuse the whole lock: it locks, with a
+    warning that names the package and the setting, and records no crates for it."""
     proj, _ = rust_project(crate_index=False)
-    with pytest.raises(MonorepoError, match=r"rustthing 1\.0 has a Cargo\.lock.*crate-index"):
-        monorepo.lock(proj)
+    notes: list[str] = []
+
+    class Notes(monorepo.NullReporter):
+        def message(self, level: Any, text: str) -> None:
+            notes.append(f"{level}: {text}")
+
+    monorepo.lock(proj, reporter=Notes())
+    warned = [n for n in notes if n.startswith("warning: rustthing 1.0 has a Cargo.lock")]
+    assert len(warned) == 1 and "crate-index" in warned[0], notes
+    assert "cannot build rustthing 1.0 offline" in warned[0]
+    (entry,) = [
+        p for p in monorepo.read_lock(proj / "pylock.toml").packages if p.name == "rustthing"
+    ]
+    assert "crates" not in entry.tool
 
 
 def test_lock_takes_the_registry_from_the_environment(

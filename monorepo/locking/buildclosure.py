@@ -104,6 +104,7 @@ def annotate(
         get=lambda url: http.get(url).body,
         fetch=http.stream,
         offline=offline,
+        warn=lambda message: reporter.message("warning", message),
     )
 
     def one(pkg: LockedPackage) -> LockedPackage:

@@ -47,8 +47,10 @@ class CrateLocker:
         get: Callable[[str], bytes],
         fetch: Callable[[str], Iterator[bytes] | bytes],
         offline: bool,
+        warn: Callable[[str], None] = lambda _message: None,
     ) -> None:
         self.setting = setting
+        self.warn = warn
         self.store = store
         self.get = get
         self.fetch = fetch
@@ -107,6 +109,15 @@ class CrateLocker:
                     f"{what}: {crate.label} comes from two registries ({other.source} and"
                     f" {crate.source}) with different contents; only one can be vendored"
                 )
+        if configured_crate_index(self.setting) is None:
+            # Not an error: a set whose build closure has one Rust package (through a
+            # build tool, say) still locks, pulls and builds everything else.  The lock
+            # records no crates for it, and its offline build fails in cargo.
+            self.warn(
+                f"{no_crate_index(what, len(crates))} Until then its crates are not locked"
+                f" or vendored, and `monorepo build` cannot build {what} offline."
+            )
+            return []
         template = self._download_template(what, len(crates))
         out = []
         for crate in crates:
