@@ -434,7 +434,7 @@ def test_rust_wheels_do_not_depend_on_where_the_project_is(
         )
         monorepo.lock(proj)
         monorepo.pull(proj)
-        result = build(proj, build_cache=False)  # the cache would hand the first one back
+        result = build(proj, build_cache=False)  # really built twice, not found the 2nd time
         assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
         (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
         assert wheel is not None
