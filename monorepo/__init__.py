@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from monorepo.sources.git import GitError
     from monorepo.sources.treehash import TreeHashError
     from monorepo.sysroot.info import SysrootError
+    from monorepo.vendoring.dryrun import plan_pull
     from monorepo.vendoring.pull import PullResult, pull
     from monorepo.vendoring.sbom import export_cyclonedx
     from monorepo.vendoring.verify.report import VerifyReport
@@ -98,6 +99,7 @@ _EXPORTS = {
     "TreeNode": "locking.graph",
     "TargetTree": "locking.graph",
     "export_requirements": "locking.export",
+    "plan_pull": "vendoring.dryrun",
     "verify": "vendoring.verify.verifier",
     "verify_rebuild": "building.rebuild",
     "verify_published": "building.published",
@@ -150,6 +152,7 @@ __all__ = [
     "list_packages",
     "load_config",
     "lock",
+    "plan_pull",
     "pull",
     "read_lock",
     "tree",

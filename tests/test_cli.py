@@ -412,3 +412,34 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# ------------------------------------------------------------------ dry runs
+
+
+def test_lock_and_pull_dry_runs_change_nothing(proj: Callable[..., Proj]) -> None:
+    p = proj([LIB, APP, Release("lib", "2.0")], ["app", "lib<2"])
+    run = cli("--project", p.root, "lock", "--dry-run")
+    assert run.code == 0 and "would change" in run.err and " + lib 1.0" in run.err
+    assert not (p.root / "pylock.toml").exists()
+    assert cli("--project", p.root, "lock").code == 0
+
+    run = cli("--project", p.root, "pull", "--dry-run")
+    assert run.code == 0, run.err
+    assert " + app" in run.err and "2 new, 0 changed, 0 unchanged, 0 removed (dry run" in run.err
+    assert not (p.root / "duni").exists()
+    assert cli("--project", p.root, "pull").code == 0
+    data = cli("--project", p.root, "pull", "--dry-run", "--json").json()
+    assert data["unchanged"] == ["app", "lib"] and data["updated"] == []
+
+    (p.root / "duni" / "lib" / "edited.txt").write_text("x")
+    text = (p.root / "pyproject.toml").read_text()
+    (p.root / "pyproject.toml").write_text(text.replace('"app", "lib<2"', '"lib>=2"'))
+    assert cli("--project", p.root, "lock").code == 0
+    before = sorted(str(x) for x in (p.root / "duni").rglob("*"))
+    run = cli("--project", p.root, "pull", "--dry-run")
+    assert run.code == 0, run.err
+    assert " ~ lib" in run.err and " - app" in run.err
+    assert "0 new, 1 changed, 0 unchanged, 1 removed (dry run" in run.err
+    assert "duni/lib (lib 2.0) was edited or not made by pull" in run.err
+    assert sorted(str(x) for x in (p.root / "duni").rglob("*")) == before

@@ -177,6 +177,8 @@ def test_a_build_requirement_no_version_meets(project: Any) -> None:
     has_all(
         str(info.value),
         "fastlib 6.2.0's build settings (sdist pyproject.toml) requires cython>=3.3.2",
+        "replace cython>=3.3.2, asked for by fastlib 6.2.0's build settings (sdist"
+        " pyproject.toml), with an overlay rule's `build-requires`",
         "no release of cython satisfies it (available: 3.0.0, 3.1.0)",
         "An overlay rule's `build-requires` can replace them",
     )

@@ -561,7 +561,8 @@ def run_cli(proj: Path, *args: str, cache: Path | None = None) -> subprocess.Com
 
 
 def assert_one_paragraph_error(run: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Exit 1 (a network failure), no traceback, and the last line of stderr the one error, naming *fragments*."""
+    """Exit 1 (a network failure), no traceback, and the last line of stderr the one
+    error, naming *fragments*."""
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]

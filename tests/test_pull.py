@@ -1693,7 +1693,7 @@ def cli_pull(proj: Path) -> subprocess.CompletedProcess[str]:
 
 
 def assert_one_paragraph(run: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 1, run.stderr  # a full disk: the operation failed
     assert "Traceback" not in run.stderr, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr

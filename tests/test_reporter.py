@@ -140,6 +140,12 @@ def test_events_per_package_from_several_threads(project: Callable[..., Path]) -
     assert sorted(k for k in keys if k.startswith("build:")) == [f"build:{d}" for d in dirs]
     # A package starts building only after everything it needs has finished.
     position = {(e.kind, e.key): i for i, e in enumerate(recorder.events)}
+    open_now, most = 0, 0  # an open package task is a running build: at most --jobs
+    for event in recorder.events:
+        if event.key.startswith("build:"):
+            open_now += {"task": 1, "done": -1}.get(event.kind, 0)
+            most = max(most, open_now)
+    assert most <= 2
     assert position[("done", "build:tool")] < position[("task", "build:lib")]
     assert position[("done", "build:tool")] < position[("task", "build:app")]
 

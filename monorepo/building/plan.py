@@ -88,8 +88,10 @@ def load_plan(config: ProjectConfig) -> tuple[list[str], dict[str, Package]]:
     try:
         order, raw = read_workspace(config.duni)
     except FileNotFoundError:
-        raise BuildError(
-            f"{path} does not exist: run `monorepo lock` and `monorepo pull` first"
+        raise BuildError(  # a step left out, like a missing pylock.toml: exit 2
+            f"{path} does not exist: run `monorepo lock` and `monorepo pull` first",
+            path=path,
+            exit_code=2,
         ) from None
     except ValueError as error:
         raise BuildError(f"{path} {error}; run `monorepo pull` to regenerate it") from error

@@ -75,6 +75,8 @@ class Scheduler:
         self.results: dict[Node, PackageResult] = {}
         self.warnings: list[str] = []
         self.opened: set[str] = set()
+        self.waiting: list[Node] = []
+        """Submitted beyond *jobs*: queued in the executor, their tasks not open yet."""
         """Keys of the per-package tasks open on the reporter (see :meth:`started`)."""
 
     # ---------------------------------------------------------------- state
@@ -175,9 +177,7 @@ class Scheduler:
         )
 
     def fail(self, node: Node, reason: str, log: Path | None) -> None:
-        if self.task_key(node) in self.opened:  # requeued, then its needs failed
-            self.opened.discard(self.task_key(node))
-            self.reporter.done(self.task_key(node))
+        self.closed(node)  # requeued, then its needs failed
         self.status[node] = "failed"
         self.results[node] = self.result(node, reason=reason, log=log, tail=log_tail(log))
         label = self.results[node].label
@@ -188,9 +188,7 @@ class Scheduler:
         self, node: Node, status: str, wheel: Path, seconds: float, log: Path | None = None
     ) -> None:
         index, d = node
-        if self.task_key(node) in self.opened:  # requeued, then served from the cache
-            self.opened.discard(self.task_key(node))
-            self.reporter.done(self.task_key(node))
+        self.closed(node)  # requeued, then served from the cache
         self.status[node] = status
         self.wheels[node] = wheel
         if status == "built":
@@ -370,14 +368,30 @@ class Scheduler:
         return f"build:{d}"
 
     def started(self, node: Node) -> None:
-        """Open the package's task (once, even when it is requeued for dynamic needs)."""
+        """Open the package's task when it is submitted (once, even when it is requeued
+        for dynamic needs); beyond *jobs* tasks at once the executor queues the build,
+        so its task opens when an earlier one closes: an open task is a running build."""
         key = self.task_key(node)
-        if key in self.opened:
+        if key in self.opened or node in self.waiting:
+            return
+        if len(self.opened) >= self.jobs:
+            self.waiting.append(node)
             return
         self.opened.add(key)
         pkg = self.pkgs[node[1]]
         where = f" for {self.variants[node[0]].target.name}" if len(self.variants) > 1 else ""
         self.reporter.task(key, f"{pkg.label}: building{where}")
+
+    def closed(self, node: Node) -> None:
+        """Close *node*'s task if open (and open the next waiting one's)."""
+        if node in self.waiting:
+            self.waiting.remove(node)
+        key = self.task_key(node)
+        if key in self.opened:
+            self.opened.discard(key)
+            self.reporter.done(key)
+        while self.waiting and len(self.opened) < self.jobs:
+            self.started(self.waiting.pop(0))
 
     def finish(self, node: Node, key: str, future: Future[Outcome]) -> None:
         index, d = node
@@ -390,8 +404,7 @@ class Scheduler:
             self.dynamic[node] = outcome.dynamic
             self.enqueue(node)
             return
-        self.opened.discard(self.task_key(node))
-        self.reporter.done(self.task_key(node))
+        self.closed(node)
         self.reporter.advance("build")
         if isinstance(outcome, Failed):
             self.fail(node, outcome.reason, outcome.log)

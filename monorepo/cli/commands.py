@@ -153,18 +153,29 @@ def _cmd_lock(args: argparse.Namespace, reporter: TerminalReporter) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
-    from monorepo.vendoring.pull import pull
+    if args.dry_run:
+        from monorepo.vendoring.dryrun import plan_pull
 
-    result = pull(
-        _project(args),
-        packages=args.packages,
-        offline=args.offline,
-        force=args.force,
-        jobs=args.jobs,
-        frozen=args.frozen,
-        reporter=reporter,
-        cache_dir=args.cache_dir,
-    )
+        result = plan_pull(
+            _project(args),
+            packages=args.packages,
+            force=args.force,
+            frozen=args.frozen,
+            cache_dir=args.cache_dir,
+        )
+    else:
+        from monorepo.vendoring.pull import pull
+
+        result = pull(
+            _project(args),
+            packages=args.packages,
+            offline=args.offline,
+            force=args.force,
+            jobs=args.jobs,
+            frozen=args.frozen,
+            reporter=reporter,
+            cache_dir=args.cache_dir,
+        )
     if args.json:
         _json(result.to_dict())
         return EXIT_OK
@@ -175,10 +186,14 @@ def _cmd_pull(args: argparse.Namespace, reporter: TerminalReporter) -> int:
     for name in result.removed:
         reporter.message("info", f" - {name}")
     changed = len(result.updated) - len(added)
+    if args.dry_run:
+        for warning in result.warnings:
+            reporter.message("warning", warning)
+    would = " (dry run: nothing changed)" if args.dry_run else ""
     reporter.message(
         "info",
         f"{result.duni}: {len(added)} new, {changed} changed, {len(result.unchanged)}"
-        f" unchanged, {len(result.removed)} removed",
+        f" unchanged, {len(result.removed)} removed{would}",
     )
     if result.crates_updated or result.crates_removed:
         reporter.message(

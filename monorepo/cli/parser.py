@@ -193,7 +193,8 @@ def parser() -> argparse.ArgumentParser:
         "vendor every locked source into duni/",
         "  monorepo pull              # vendor the whole lock\n"
         "  monorepo pull requests -j 4\n"
-        "  monorepo pull --frozen     # vendor the lock as it is, even if stale",
+        "  monorepo pull --frozen     # vendor the lock as it is, even if stale\n"
+        "  monorepo pull --dry-run    # what a pull would change",
     )
     p.add_argument("packages", nargs="*", metavar="PACKAGE", help="pull only these locked packages")
     p.add_argument(
@@ -204,6 +205,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", "-j", type=_positive, metavar="N", help=_JOBS_PULL)
     p.add_argument("--frozen", action="store_true", help=_FROZEN_HELP)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be added, changed and removed in duni/, change nothing",
+    )
 
     p = _command(
         sub,
@@ -218,7 +224,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
     p.add_argument(
-        "--index-url", metavar="URL", help="the package index for --resolve and --published (default: configured)"
+        "--index-url",
+        metavar="URL",
+        help="the package index for --resolve and --published (default: configured)",
     )
     p.add_argument(
         "--jobs",

@@ -300,10 +300,12 @@ def _resolve_document(
             overlays=overlays,
         )
         policy = _policy(config, target, prefer_previous(preferred, resolutions), sources)
-        resolutions[target.name] = resolve(
-            scopes_of(config), finder, policy, target=target.name, reporter=ahead
-        )
-        reporter.done(f"resolve:{target.name}")
+        try:
+            resolutions[target.name] = resolve(
+                scopes_of(config), finder, policy, target=target.name, reporter=ahead
+            )
+        finally:  # also when the requirements conflict: the reporter's contract
+            reporter.done(f"resolve:{target.name}")
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
         packages = _with_build_dependencies(

@@ -332,7 +332,7 @@ def dependency_tree(
     depth: int | None = None,
 ) -> list[TargetTree]:
     """The locked graph of *doc* as one tree per target (see :func:`tree`)."""
-    roots, edges = _graph(doc)
+    roots, edges, _origins = _graph(doc)
     return [_target_tree(t, roots, edges, build=build, depth=depth) for t in targets]
 
 
