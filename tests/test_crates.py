@@ -205,8 +205,20 @@ def rust_project(
     monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
     monkeypatch.setenv("CARGO_HOME", str(tmp_path / "user-cargo-home"))
 
-    def factory(targets: str = TARGET, *, crate_index: bool = True) -> tuple[Path, IndexServer]:
-        server, index = registry([rust_extension()])
+    def factory(
+        targets: str = TARGET, *, crate_index: bool = True, real: bool = False
+    ) -> tuple[Path, IndexServer]:
+        """*real*: built by the real setuptools-rust (its closure from real sdists)."""
+        if real:
+            pins = (*realdists.PINS, *realdists.RUST_PINS)
+            if realdists.missing(realdists.default_dir(), pins):
+                pytest.skip(
+                    f"needs the real sdists in {realdists.default_dir()}"
+                    " (python -m fixtures.realdists)"
+                )
+            server, index = registry([setuptools_rust_extension()], CRATES, real=pins)
+        else:
+            server, index = registry([rust_extension()])
         setting = f'crate-index = "{index}"\n' if crate_index else ""
         proj = make_project(
             '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
@@ -437,7 +449,7 @@ def test_rust_wheels_do_not_depend_on_where_the_project_is(
         )
         monorepo.lock(proj)
         monorepo.pull(proj)
-        result = build(proj, build_cache=False)  # the cache would hand the first one back
+        result = build(proj, build_cache=False)  # really built twice, not found the 2nd time
         assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
         (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
         assert wheel is not None
@@ -599,10 +611,11 @@ AARCH64 = (
 
 
 @needs_cross
+@pytest.mark.parametrize("backend", ["fixture", "setuptools-rust"])
 def test_rust_extension_cross_compiles_for_aarch64_or_says_what_is_missing(
-    rust_project: Callable[..., tuple[Path, IndexServer]], tmp_path: Path
+    rust_project: Callable[..., tuple[Path, IndexServer]], tmp_path: Path, backend: str
 ) -> None:
-    proj, server = rust_project(f"{TARGET}, {AARCH64}")
+    proj, server = rust_project(f"{TARGET}, {AARCH64}", real=backend == "setuptools-rust")
     monorepo.lock(proj)
     monorepo.pull(proj)
     server.stop()
