@@ -273,3 +273,20 @@ def test_build_requirer_words_each_origin() -> None:
     assert build_requirer("old 1.0", {"build-requires-origin": "default"}, where="sdist") == (
         "old 1.0's build settings (PEP 517's default: sdist has no [build-system] table)"
     )
+
+
+def test_why_says_a_build_requirement_came_from_the_backend(setup: Any) -> None:
+    proj, _ = setup([MESONPY, HELPER, app()], ["app"], {"app": HOST_TOOLS})
+    monorepo.lock(proj)
+    (path,) = monorepo.why(proj, "helper")
+    assert str(path) == "project -> app 1.0 (build, asked by its build backend) -> helper 1.0"
+    assert path.to_dict()["steps"][1] == {
+        "name": "helper",
+        "version": "1.0",
+        "via": "build",
+        "origin": "backend",
+    }
+    # a requirement from the sdist's own pyproject.toml reads as before
+    assert [str(p) for p in monorepo.why(proj, "mesonpy")] == [
+        "project -> app 1.0 (build) -> mesonpy 0.18.0"
+    ]

@@ -9,6 +9,8 @@ resource, the other does not.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -29,10 +31,18 @@ from monorepo.building.buildenv import file_sha256
 from monorepo.building.builder import build
 from monorepo.building.cluster import DaskExecutor
 from monorepo.building.executors import check_executor_spec
-from monorepo.building.remote import WORKER_DIR_ENV, pack_tree
+from monorepo.building.plan import Graph, load_plan
+from monorepo.building.remote import (
+    WORKER_DIR_ENV,
+    RemoteJob,
+    machine_identity,
+    pack_tree,
+    run_build,
+)
 from monorepo.building.results import BuildResult
+from monorepo.building.targets import Variant
 from monorepo.errors import BuildError, ConfigError
-from monorepo.project.config import parse_config
+from monorepo.project.config import load_config, parse_config
 from monorepo.sources.treehash import tree_hash
 from tests import test_build, test_crates
 from tests.test_build import APP, HELPER, LIB, TINYBACKEND, cext, names, needs_cross, with_backend
@@ -188,13 +198,63 @@ def test_pack_tree_round_trips_to_the_same_tree_hash(tmp_path: Path) -> None:
     assert tree_hash(tmp_path / "out") == tree_hash(src)
 
 
+def test_a_worker_refuses_inputs_that_are_not_what_their_address_says(
+    project: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_build in this process (the task a worker runs): hostile or mismatched inputs
+    are refused before anything is built, with a message naming the worker and the fix."""
+    monkeypatch.setenv(WORKER_DIR_ENV, str(tmp_path / "worker"))
+    proj = project([LIB, HELPER], ["lib", "helper"])
+    config = load_config(proj)
+    _, pkgs = load_plan(config)
+    variant = Variant(config.targets[0], tmp_path / "v", tmp_path / "v" / "wheels", cross=False)
+    tree = tree_hash(config.duni / "lib")
+    job = RemoteJob(
+        config=config,
+        pkg=pkgs["lib"],
+        variant=variant,
+        graph=Graph(pkgs),
+        needs=frozenset(),
+        wheels={},
+        tree=tree,
+        isolate=False,
+        machine=machine_identity(),
+    )
+    good = pack_tree(config.duni / "lib")
+    other = pack_tree(config.duni / "helper")
+    refused = run_build(job, other, {})
+    assert refused.kind == "failed" and "damaged on the way" in refused.reason
+    assert not (tmp_path / "worker" / "trees" / tree.removeprefix("sha256:") / "lib").exists()
+    old = dataclasses.replace(job, machine=("0.0.1", *job.machine[1:]))
+    refused = run_build(old, good, {})
+    assert "client runs monorepo 0.0.1" in refused.reason and "same installation" in refused.reason
+    bad_wheel = dataclasses.replace(
+        job,
+        needs=frozenset({"helper"}),
+        wheels={"helper": ("helper-1.0-py3-none-any.whl", "0" * 64)},
+    )
+    refused = run_build(bad_wheel, good, {"helper": b"PK not a wheel"})
+    assert "arrived damaged" in refused.reason
+    built = run_build(job, good, {})
+    assert built.kind == "built", built.reason
+    assert built.wheel_name == "lib-1.0-py3-none-any.whl"
+    assert hashlib.sha256(built.wheel).hexdigest() == built.sha256
+    assert b"build_wheel" in built.log
+
+
 def test_cluster_build_gives_the_local_wheels(
     project: Callable[..., Path], cluster: Cluster, tmp_path: Path
 ) -> None:
-    proj = project([TINYBACKEND, HELPER, APP, LIB, cext("fastthing")], ["app", "fastthing"])
+    # dyn's backend asks for helper only when asked (get_requires_for_build_wheel)
+    dyn = with_backend(
+        "dyn", test_build.DYNAMIC_BACKEND, files={"dynamic-requires.txt": "helper>=1\n"}
+    )
+    proj = project(
+        [TINYBACKEND, HELPER, APP, LIB, cext("fastthing"), dyn], ["app", "fastthing", "dyn"]
+    )
     remote = build(proj, executor=cluster.url, out=tmp_path / "remote")
     assert remote.ok, [(p.label, p.reason, p.tail) for p in remote.failed]
-    assert names(remote.built) == ["app", "fastthing", "helper", "lib", "tinybackend"]
+    assert names(remote.built) == ["app", "dyn", "fastthing", "helper", "lib", "tinybackend"]
     where = built_on(remote)
     assert set(where.values()) <= set(cluster.workers().values())
     for p in remote.built:

@@ -176,7 +176,9 @@ def test_a_build_requirement_no_version_meets(project: Any) -> None:
         monorepo.lock(proj)
     has_all(
         str(info.value),
-        "the build of fastlib 6.2.0 (its [build-system] requires) requires cython>=3.3.2",
+        "fastlib 6.2.0's build settings (sdist pyproject.toml) requires cython>=3.3.2",
+        "replace cython>=3.3.2, asked for by fastlib 6.2.0's build settings (sdist"
+        " pyproject.toml), with an overlay rule's `build-requires`",
         "no release of cython satisfies it (available: 3.0.0, 3.1.0)",
         "An overlay rule's `build-requires` can replace them",
     )
@@ -224,7 +226,7 @@ def test_cli_json_carries_the_explanation(project: Any, capsys: pytest.CaptureFi
     assert main(["--project", str(proj), "lock", "--json"]) == 1
     out, err = capsys.readouterr()
     error = json.loads(out)["error"]
-    assert error["type"] == "ResolutionError" and error["exit-code"] == 1
+    assert error["type"] == "ResolutionError" and error["exit_code"] == 1
     explanation = error["explanation"]
     assert explanation["derivation"] and explanation["fixes"]
     assert "app 1.0 requires lib<2" in " ".join(explanation["derivation"])

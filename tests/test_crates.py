@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import monorepo
+from fixtures import realdists
 from fixtures.builder import FixtureIndex
 from fixtures.crates import (
     CRATE_SOURCE,
@@ -36,6 +37,7 @@ from fixtures.crates import (
     on_registry,
     publish_crates,
     rust_extension,
+    setuptools_rust_extension,
     write_registry_config,
 )
 from fixtures.server import IndexServer
@@ -178,9 +180,13 @@ def registry(
     """``registry(releases)``: one loopback server for the package index and the crates."""
 
     def factory(
-        releases: list[object], crates: Sequence[FixtureCrate] = CRATES
+        releases: list[object],
+        crates: Sequence[FixtureCrate] = CRATES,
+        real: Sequence[realdists.Pin] = (),
     ) -> tuple[IndexServer, str]:
         index = make_index(releases)
+        if real:
+            realdists.publish(index, realdists.default_dir(), real)
         publish_crates(index.root, crates)
         server = serve(index)
         return server, write_registry_config(index.root, server.base_url)
@@ -390,6 +396,11 @@ def test_rust_extension_builds_offline_from_vendored_crates(
     # the build record keys the wheel by the Rust toolchain too (another rustc, other bytes)
     record = tomllib.loads((proj / "duni-build" / "native" / "build.toml").read_text())
     assert "rustc" in json.dumps(record)
+    # built again elsewhere (another scratch path, new CARGO_HOME): the same wheel
+    from monorepo.building.rebuild import verify_rebuild
+
+    rebuilt = verify_rebuild(proj, packages=["rustthing"])
+    assert rebuilt.passed, rebuilt.to_dict()
 
 
 @needs_linux
@@ -411,7 +422,7 @@ def test_rust_wheels_do_not_depend_on_where_the_project_is(
         )
         monorepo.lock(proj)
         monorepo.pull(proj)
-        result = build(proj)
+        result = build(proj, build_cache=False)  # the cache would hand the first one back
         assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
         (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
         assert wheel is not None
@@ -454,6 +465,54 @@ def test_crates_of_cargos_default_registry_build(
         (proj / "duni-build" / "native" / "cargo" / "rustthing" / "config.toml").read_text()
     )
     assert sorted(config["source"]) == ["crates-io", "vendored-sources"]
+    (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
+    assert wheel is not None
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(tmp_path / 'unpacked')!r});"
+            " import rustthing._rust as r; print(r.ANSWER)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "42"
+
+
+@needs_linux
+@needs_rust
+def test_the_real_setuptools_rust_builds_from_vendored_crates(
+    registry: Callable[..., tuple[IndexServer, str]],
+    make_project: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """setuptools-rust itself (and its whole build closure, real sdists) runs cargo offline."""
+    pins = (*realdists.PINS, *realdists.RUST_PINS)
+    if realdists.missing(realdists.default_dir(), pins):
+        pytest.skip(
+            f"needs the real sdists in {realdists.default_dir()} (python -m fixtures.realdists)"
+        )
+    monkeypatch.delenv("MONOREPO_CRATE_INDEX", raising=False)
+    server, index = registry([setuptools_rust_extension()], CRATES, real=pins)
+    proj = make_project(
+        '[project]\nname = "p"\nversion = "0"\ndependencies = ["rustthing"]\n'
+        f'[tool.monorepo]\nindex-url = "{server.url}"\ntargets = [{TARGET}]\n'
+        f'crate-index = "{index}"\n'
+    )
+    lock = monorepo.lock(proj)
+    assert {"setuptools", "setuptools-rust", "semantic-version"} <= {
+        str(p.name) for p in lock.document.packages
+    }
+    monorepo.pull(proj)
+    server.stop()
+    result = build(proj)
+    assert result.ok, [(p.label, p.reason, p.tail) for p in result.failed]
     (wheel,) = [p.wheel for p in result.built if p.dir == "rustthing"]
     assert wheel is not None
     with zipfile.ZipFile(wheel) as zf:

@@ -137,15 +137,12 @@ def test_package_license_from_core_metadata(tmp_path: Path) -> None:
     assert package_license(tmp_path) is None
 
 
-def test_several_targets_need_one_named(
-    make_project: Callable[..., Path],
-) -> None:
-    other = TARGET.replace('"native"', '"other"')
-    proj = make_project(
-        f'[project]\nname = "p"\nversion = "0"\n[tool.monorepo]\ntargets = [{TARGET}, {other}]\n'
-    )
-    with pytest.raises(ConfigError, match="choose it with --target"):
-        export_cyclonedx(proj)
+def test_the_first_target_by_default_and_an_unknown_one_refused(sbom_project: Path) -> None:
+    first = json.loads(export_cyclonedx(sbom_project))
+    assert first["metadata"]["component"]["description"].endswith("for target native")
+    assert export_cyclonedx(sbom_project, target="native") == export_cyclonedx(sbom_project)
+    with pytest.raises(ConfigError, match="no target named 'nope'"):
+        export_cyclonedx(sbom_project, target="nope")
 
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux builds")

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from pyproject_hooks import BuildBackendWarning
-
 __all__ = ["RELAY", "WarningRelay"]
 
 
@@ -79,6 +77,10 @@ class WarningRelay:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
+        # pyproject_hooks is imported here, not at the top: a lock that never calls a
+        # backend should not pay for loading it (tests/test_indexworker.py checks).
+        from pyproject_hooks import BuildBackendWarning
+
         sink: list[str] | None = getattr(self._local, "sink", None)
         if sink is not None and issubclass(category, BuildBackendWarning):
             sink.append(f"{filename}:{lineno}: {message}")

@@ -23,6 +23,7 @@ machine builds go to any worker, which must be the client's kind of machine (che
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import threading
@@ -276,10 +277,22 @@ class DaskExecutor:
         try:
             outcome = self._outcome(job, task, attempt)
         except Exception as error:  # keep the build going; this package fails, visibly
-            outcome = Failed(f"internal error collecting the build from the cluster: {error!r}", None)
+            outcome = Failed(
+                f"internal error collecting the build from the cluster: {error!r}", None
+            )
         task.release()
         if outcome is None:
             self._start(job, result, attempt + 1)
+            return
+        if (
+            isinstance(outcome, NeedMore)
+            and outcome.dynamic <= job.available.keys()
+            and not outcome.dynamic <= job.needs
+        ):
+            # What the backend asked for is built: send it along and go on, as a local
+            # build does with every built wheel at hand (a worker gets only what it needs).
+            more = dataclasses.replace(job, needs=job.needs | outcome.dynamic)
+            self._start(more, result, attempt)
             return
         if not isinstance(outcome, NeedMore):  # the source is not needed again (this run)
             with self._lock:

@@ -224,7 +224,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolve", action="store_true", help="resolve again and compare with the lock")
     p.add_argument(
-        "--index-url", metavar="URL", help="the package index for --resolve and --published (default: configured)"
+        "--index-url",
+        metavar="URL",
+        help="the package index for --resolve and --published (default: configured)",
     )
     p.add_argument(
         "--jobs",

@@ -22,6 +22,7 @@ from monorepo.errors import LockFileError
 from monorepo.project import lockfile
 from monorepo.project.config import load_config
 from monorepo.project.lockfile import LockDocument, LockedPackage, VcsSource
+from monorepo.project.pyproject import requirement_origin
 
 __all__ = [
     "DependencyPath",
@@ -65,6 +66,13 @@ class PackageInfo:
         }
 
 
+_ORIGIN_WORDS = {
+    "overlay": "its overlay rule's build-requires",
+    "default": "PEP 517's default",
+    "backend": "asked by its build backend",
+}
+
+
 @dataclass(frozen=True)
 class Step:
     """A package on a path, reached from the previous step by a runtime or a build edge."""
@@ -72,6 +80,9 @@ class Step:
     name: str
     version: str
     via: Via
+    #: for a build edge, where the requirement came from when not the source's
+    #: pyproject.toml: ``overlay``, ``default`` or ``backend`` (``requirement_origin``)
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,14 +100,18 @@ class DependencyPath:
             nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
             label = f"{step.name} {step.version}"
             if nxt is not None and nxt.via == "build":
-                label += " (build)"
+                label += f" (build, {_ORIGIN_WORDS[nxt.origin]})" if nxt.origin else " (build)"
             parts.append(label)
         return " -> ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "scope": self.scope,
-            "steps": [{"name": s.name, "version": s.version, "via": s.via} for s in self.steps],
+            "steps": [
+                {"name": s.name, "version": s.version, "via": s.via}
+                | ({"origin": s.origin} if s.origin else {})
+                for s in self.steps
+            ],
             "text": str(self),
         }
 
@@ -159,8 +174,13 @@ def _matching(
 
 def _graph(
     doc: LockDocument,
-) -> tuple[dict[str, list[LockedPackage]], dict[str, list[tuple[LockedPackage, Via]]]]:
-    """(scope -> root packages, dir -> [(next package, edge kind)])."""
+) -> tuple[
+    dict[str, list[LockedPackage]],
+    dict[str, list[tuple[LockedPackage, Via]]],
+    dict[tuple[str, str], str],
+]:
+    """(scope -> root packages, dir -> [(next package, edge kind)], (dir, dir) -> the
+    origin of a build edge's requirement when not the source's pyproject.toml)."""
     by_name = doc.by_name()
     roots: dict[str, list[LockedPackage]] = {}
     inputs = doc.inputs
@@ -175,6 +195,7 @@ def _graph(
             found += [p for p in _matching(by_name, name, req) if p not in found]
         roots[scope] = found
     edges: dict[str, list[tuple[LockedPackage, Via]]] = {}
+    origins: dict[tuple[str, str], str] = {}
     for pkg in doc.packages:
         out: list[tuple[LockedPackage, Via]] = []
         for name, version in pkg.dependencies:
@@ -185,8 +206,11 @@ def _graph(
             for dep in _matching(by_name, name, req):
                 if (dep, "build") not in out:
                     out.append((dep, "build"))
+                    origin = requirement_origin(pkg.tool, str(req)) if req is not None else ""
+                    if origin not in ("", "pyproject"):
+                        origins[(pkg.dir, dep.dir)] = origin
         edges[pkg.dir] = out
-    return roots, edges
+    return roots, edges, origins
 
 
 def dependency_paths(doc: LockDocument, name: str, *, limit: int = 50) -> list[DependencyPath]:
@@ -202,7 +226,7 @@ def dependency_paths(doc: LockDocument, name: str, *, limit: int = 50) -> list[D
         raise LockFileError(
             f"{name} is not in pylock.toml; `monorepo list` shows the locked packages"
         )
-    roots, edges = _graph(doc)
+    roots, edges, origins = _graph(doc)
     # Which packages can reach a target at all: walk the reversed edges from the targets.
     reverse: dict[str, set[str]] = {}
     for src, outs in edges.items():
@@ -222,7 +246,15 @@ def dependency_paths(doc: LockDocument, name: str, *, limit: int = 50) -> list[D
             return
         last = path[-1][0]
         if last.dir in targets:
-            steps = tuple(Step(str(p.name), str(p.version), via) for p, via in path)
+            steps = tuple(
+                Step(
+                    str(p.name),
+                    str(p.version),
+                    via,
+                    origins.get((path[i - 1][0].dir, p.dir), "") if i and via == "build" else "",
+                )
+                for i, (p, via) in enumerate(path)
+            )
             found.append(DependencyPath(scope, steps))
             return
         on_path = {p.dir for p, _ in path}
@@ -300,7 +332,7 @@ def dependency_tree(
     depth: int | None = None,
 ) -> list[TargetTree]:
     """The locked graph of *doc* as one tree per target (see :func:`tree`)."""
-    roots, edges = _graph(doc)
+    roots, edges, _origins = _graph(doc)
     return [_target_tree(t, roots, edges, build=build, depth=depth) for t in targets]
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "project_table",
     "read_build_system",
+    "requirement_origin",
 ]
 
 DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
@@ -113,6 +114,16 @@ class BuildSystem:
         return self.backend in DYNAMIC_BACKENDS
 
 
+def requirement_origin(tool: Mapping[str, Any], requirement: str) -> str:
+    """Where one of a package's build requirements came from, from its lock fields:
+    ``pyproject``, ``default`` (PEP 517's), ``overlay`` or ``backend`` (its
+    ``get_requires_for_build_wheel``)."""
+    hooked = {str(Requirement(r)) for r in tool.get("build-requires-backend", ())}
+    if str(Requirement(requirement)) in hooked:
+        return "backend"
+    return str(tool.get("build-requires-origin", "pyproject"))
+
+
 def build_requirer(
     label: str,
     tool: Mapping[str, Any],
@@ -131,13 +142,12 @@ def build_requirer(
     origin = str(tool.get("build-requires-origin", "pyproject"))
     static = ORIGINS.get(origin, origin).format(where=where)
     backend = str(tool.get("build-backend", DEFAULT_BACKEND))
-    hooked = {str(Requirement(r)) for r in tool.get("build-requires-backend", ())}
     asked = f"{backend}'s get_requires_for_build_wheel"
     if requirement is not None:
-        if str(Requirement(requirement)) in hooked:
+        if requirement_origin(tool, requirement) == "backend":
             return f"{label}'s build backend ({asked})"
         return f"{label}'s build settings ({static})"
-    if hooked:
+    if tool.get("build-requires-backend"):
         return f"{label}'s build settings ({static}) and build backend ({asked})"
     return f"{label}'s build settings ({static})"
 

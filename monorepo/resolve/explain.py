@@ -110,11 +110,7 @@ class _Walk:
         elif requirer.kind == "build":
             # the requirer's name says package, version and origin
             # (monorepo.project.pyproject.build_requirer)
-            where = f" (from {requirer.origin})" if requirer.origin else ""
-            self.fix(
-                f"replace the build requirement {term.text}{where} of {requirer.name}"
-                " with an overlay rule's `build-requires`"
-            )
+            self.fix(_fix(requirer, term.text, term.package))
         elif requirer.kind == "package" and (term.specifier or term.allow is None):
             self.fix(
                 f"add an override for {term.package} in [tool.monorepo] overrides to replace"
@@ -173,7 +169,7 @@ class _Walk:
         roots = [
             t.text
             for t in self.prover.terms.get(dep, [])
-            if t.requirer.kind in ("project", "extra", "group")
+            if t.requirer.kind in ("project", "extra", "group") and t.specifier
         ]
         example = f' (e.g. "{roots[0]}")' if roots else ""
         if self.once(("override", f"{name} {dep}")):
@@ -290,8 +286,8 @@ def _fix(requirer: Requirer, text: str, name: str) -> str:
         return f"loosen {text} in the dependency group '{requirer.name}'"
     if requirer.kind == "build":
         return (
-            f"replace the build requirement {text} of {requirer.name.removeprefix('the build of ')}"
-            " with an overlay rule's `build-requires`"
+            f"replace {text}, asked for by {requirer.name}, with an overlay rule's"
+            " `build-requires` for that package"
         )
     return (
         f"add an override for {name} in [tool.monorepo] overrides to replace what"
@@ -335,6 +331,15 @@ def availability(
             f"no usable release of {name} was found on the index for Python "
             f"{policy.python_version} (check the name, requires-python and exclude-newer)"
         )
+        listed = sorted(finder.versions(NormalizedName(name), None))
+        if listed:
+            # the project exists: say so, or the user goes looking for a typo
+            shown = ", ".join(str(v) for v in listed[-8:])
+            tail += (
+                f"; the index lists {name} {shown}, none usable for this target"
+                " (their requires-python, their upload time against exclude-newer, or their"
+                " wheels' platforms)"
+            )
     elif single and (url := items[0].url):
         req = items[0]
         held = finder.versions(NormalizedName(name), url)

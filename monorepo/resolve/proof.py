@@ -23,7 +23,7 @@ the index only through the :class:`Oracle` the resolver gives it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -143,8 +143,12 @@ class MetadataUnreadable(Exception):
 class Oracle(Protocol):
     """What the prover asks of the resolver, for one target."""
 
-    def usable(self, name: NormalizedName) -> Sequence[tuple[Version, bool]]:
-        """Every version that may be chosen (with the constraints), and whether it is yanked."""
+    def versions(self, name: NormalizedName) -> Sequence[Version]:
+        """Every version the constraints allow, usable or not (cheap: no file is looked at)."""
+        ...
+
+    def usable(self, name: NormalizedName, version: Version) -> bool | None:
+        """None when *version* cannot be chosen for the target, else whether it is yanked."""
         ...
 
     def cheap(self, name: NormalizedName, version: Version) -> bool:
@@ -177,36 +181,55 @@ class Prover:
     """The derivation state: terms, exclusions, what each package is still allowed."""
 
     def __init__(
-        self, oracle: Oracle, *, budget: int = BUDGET, prereleases: str = "if-necessary"
+        self,
+        oracle: Oracle,
+        *,
+        budget: int = BUDGET,
+        prereleases: str = "if-necessary",
+        constraints: Mapping[NormalizedName, Sequence[Term]] | None = None,
     ) -> None:
         self.oracle = oracle
+        self.constraints = constraints or {}
         self.prereleases = prereleases
         self.budget = budget
         self.terms: dict[NormalizedName, list[Term]] = {}
         self.exclusions: dict[NormalizedName, list[Exclusion]] = {}
         self.excluded: dict[NormalizedName, set[Version]] = {}
         self.allowed: dict[NormalizedName, list[Version]] = {}
-        self._usable: dict[NormalizedName, list[tuple[Version, bool]]] = {}
+        self._versions: dict[NormalizedName, list[Version]] = {}
+        self._usable: dict[tuple[NormalizedName, Version], bool | None] = {}
         self._needs: dict[tuple[NormalizedName, Version], list[Need] | str] = {}
         self._derived: dict[tuple[NormalizedName, NormalizedName], Term] = {}
         self._dirty: set[NormalizedName] = set()
 
     # -- the state ----------------------------------------------------------
-    def usable(self, name: NormalizedName) -> list[tuple[Version, bool]]:
-        found = self._usable.get(name)
+    def versions(self, name: NormalizedName) -> list[Version]:
+        found = self._versions.get(name)
         if found is None:
-            found = self._usable[name] = sorted(self.oracle.usable(name), reverse=True)
+            found = self._versions[name] = sorted(self.oracle.versions(name), reverse=True)
         return found
 
+    def _yanked(self, name: NormalizedName, version: Version) -> bool | None:
+        key = (name, version)
+        if key not in self._usable:
+            self._usable[key] = self.oracle.usable(name, version)
+        return self._usable[key]
+
     def admitted_by_terms(self, name: NormalizedName) -> list[Version]:
-        """The usable versions every term admits (a yanked one only when a term pins it)."""
+        """The usable versions every term admits (a yanked one only when a term pins it).
+
+        Files are looked at only for the versions the terms admit: ``urllib3<1.21``
+        need not check the hundred releases after it.
+        """
         terms = self.terms.get(name, [])
         out = []
-        for version, yanked in self.usable(name):
-            if all(t.admits(version) for t in terms) and (
-                not yanked or any(_pins(t, version) for t in terms)
-            ):
-                out.append(version)
+        for version in self.versions(name):
+            if not all(t.admits(version) for t in terms):
+                continue
+            yanked = self._yanked(name, version)
+            if yanked is None or (yanked and not any(_pins(t, version) for t in terms)):
+                continue
+            out.append(version)
         # if-necessary: a prerelease only when no final release fits, or one is named
         if (
             self.prereleases == "if-necessary"
@@ -233,7 +256,11 @@ class Prover:
             raise Contradiction(name)
 
     def add(self, term: Term) -> None:
+        first = term.package not in self.terms
         self.terms.setdefault(term.package, []).append(term)
+        if first:
+            # a constraint adds no package, but limits one that is required: say so
+            self.terms[term.package].extend(self.constraints.get(term.package, ()))
         self._refresh(term.package)
 
     def _exclude(self, exclusion: Exclusion) -> None:
@@ -326,7 +353,7 @@ class Prover:
             # whichever version is chosen, its requirement on dep holds: the union
             accepted = frozenset(
                 v
-                for v, _ in self.usable(dep)
+                for v in self.versions(dep)
                 if any(
                     n.specifier.contains(v, prereleases=True)
                     for needs in lists

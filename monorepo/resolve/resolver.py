@@ -329,18 +329,18 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         return meta
 
     # -- the prover's view (proof.Oracle) ---------------------------------
-    def usable(self, name: NormalizedName) -> list[tuple[Version, bool]]:
+    def versions(self, name: NormalizedName) -> list[Version]:
         constraint = self.constraints.get(name)
-        out = []
-        for version in self._newest_first(name, None):
-            if constraint is not None and not constraint.contains(version, prereleases=True):
-                continue
-            if self.policy.prereleases == "disallow" and version.is_prerelease:
-                continue
-            found = self.finder.candidate(name, version, None)
-            if found is not None:
-                out.append((version, found.yanked))
-        return out
+        return [
+            v
+            for v in self._newest_first(name, None)
+            if (constraint is None or constraint.contains(v, prereleases=True))
+            and not (self.policy.prereleases == "disallow" and v.is_prerelease)
+        ]
+
+    def usable(self, name: NormalizedName, version: Version) -> bool | None:
+        found = self.finder.candidate(name, version, None)
+        return None if found is None else found.yanked
 
     def cheap(self, name: NormalizedName, version: Version) -> bool:
         found = self.finder.candidate(name, version, None)
@@ -391,7 +391,15 @@ class _Provider(AbstractProvider[Req, Candidate, str]):
         if self.proof is not None and not again:
             return
         fresh = self.proof is None
-        prover = self.proof = self.proof or Prover(self, prereleases=self.policy.prereleases)
+        constraints: dict[NormalizedName, list[Term]] = {}
+        for c in self.policy.constraints:
+            if evaluate_marker(c.marker, self.policy.environment, ()):
+                name = canonicalize_name(c.name)
+                term = Term(name, Requirer("constraint"), str(c), c.specifier)
+                constraints.setdefault(name, []).append(term)
+        prover = self.proof = self.proof or Prover(
+            self, prereleases=self.policy.prereleases, constraints=constraints
+        )
         try:
             if fresh:
                 prover.run(self.root_terms())
@@ -521,7 +529,7 @@ def resolve(
     named: frozenset[NormalizedName] = frozenset()
     proof: Prover | None = None
     unreadable: dict[tuple[NormalizedName, Version], str] = {}
-    for _ in range(4):
+    for attempt in range(4):
         provider = _Provider(
             finder,
             policy,
@@ -532,7 +540,7 @@ def resolve(
             unreadable=unreadable,
         )
         try:
-            mapping, graph = _search(provider, reporter, max_rounds)
+            mapping, graph = _search(provider, reporter, max_rounds, retry=attempt < 3)
         except _Retry:
             # the proof found no contradiction but versions no solution can have: search
             # again without them from the start
@@ -554,7 +562,11 @@ def resolve(
 
 
 def _search(
-    provider: _Provider, reporter: BaseReporter[Req, Candidate, str] | None, max_rounds: int
+    provider: _Provider,
+    reporter: BaseReporter[Req, Candidate, str] | None,
+    max_rounds: int,
+    *,
+    retry: bool,
 ) -> tuple[Mapping[str, Candidate], object]:
     """resolvelib's search, with the prover called in at the first sign of trouble."""
     watch = Watch(provider.prove, reporter or BaseReporter())

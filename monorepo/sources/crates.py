@@ -29,14 +29,16 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from monorepo._core.paths import url_path
 from monorepo.errors import IndexClientError, PullError
 from monorepo.extract.archive import extract_sdist
-from monorepo.sources.store import ContentStore
 from monorepo.sources.treehash import Entry, TreeHashError, hash_entries, scan_tree
+
+if TYPE_CHECKING:  # the store (and filelock) only load when crates are pulled
+    from monorepo.sources.store import ContentStore
 
 __all__ = [
     "CHECKSUM_FILE",

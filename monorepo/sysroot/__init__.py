@@ -21,11 +21,18 @@ cache:
    the sysroot, and ``/bin``, ``/sbin``, ``/lib`` are merged into ``/usr`` (with
    compatibility links) so there is one library directory.
 4. ``monorepo-sysroot.toml`` records the request, the packages and versions and the
-   paths a builder needs; :func:`read_sysroot` reads it back as :class:`SysrootInfo`.
-   The staging directory then replaces *DEST* in one rename.
+   paths a builder needs.  The staging directory then replaces *DEST* in one rename.
 
-A second run with the same request finds the toml and does nothing (not even network
-access); ``refresh=True`` re-reads the mirror and rebuilds if a version changed.
+A second run finds the toml and does nothing (not even network access) when the sysroot
+already holds what is asked; packages added by earlier runs are kept.  ``refresh=True``
+re-reads the mirror and rebuilds if a version changed.
+
+Any other directory holding a CPython is a sysroot too (:mod:`monorepo.sysroot.discover`):
+:func:`~monorepo.sysroot.discover.read_sysroot` returns the toml's facts as
+:class:`~monorepo.sysroot.info.SysrootInfo` when there is one, and otherwise reads them
+from the tree's sysconfigdata module, headers and libpython.
+:mod:`monorepo.sysroot.libs` reads the lock's ``system-libraries`` and checks which a
+sysroot lacks.
 
 The mirror comes from the *mirror* argument, else ``MONOREPO_DEBIAN_MIRROR``, else the
 machine's apt configuration (``/etc/apt/sources.list``, ``sources.list.d/*.list`` and

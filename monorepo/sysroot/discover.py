@@ -44,8 +44,11 @@ __all__ = [
     "build_time_vars",
     "describe",
     "discover",
+    "dpkg_status",
+    "exists_in",
     "facts_text",
     "read_sysroot",
+    "resolve_in",
 ]
 
 MAX_SYSCONFIGDATA = 4 * 1024 * 1024

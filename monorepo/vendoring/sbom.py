@@ -103,7 +103,7 @@ def package_license(tree: Path) -> str | None:
 
 
 def _component(p: LockedPackage, duni: Path) -> Any:
-    from cyclonedx.factory.license import LicenseFactory
+    from cyclonedx.contrib.license.factories import LicenseFactory
     from cyclonedx.model import (
         ExternalReference,
         ExternalReferenceType,
@@ -319,7 +319,7 @@ def _source_id(p: LockedPackage) -> str:
 
 def export_cyclonedx(project: Path | str = ".", *, target: str | None = None) -> str:
     """``monorepo export --format cyclonedx``: the SBOM of *project*'s lock for
-    *target* (default: the only target; a project with several must name one)."""
+    *target* (default: the first target, as ``export --format requirements-txt``)."""
     from monorepo.errors import LockFileError
     from monorepo.project.config import load_config
     from monorepo.project.lockfile import LOCK_NAME, read
@@ -327,11 +327,6 @@ def export_cyclonedx(project: Path | str = ".", *, target: str | None = None) ->
     config = load_config(Path(project))
     names = [t.name for t in config.targets]
     if target is None:
-        if len(names) > 1:
-            raise ConfigError(
-                f"{config.pyproject} has several targets ({', '.join(names)}); an SBOM is"
-                " of one target: choose it with --target"
-            )
         target = names[0] if names else None
     path = config.root / LOCK_NAME
     if not path.exists():
