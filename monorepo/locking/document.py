@@ -304,8 +304,10 @@ def _resolve_document(
             resolutions[target.name] = resolve(
                 scopes_of(config), finder, policy, target=target.name, reporter=ahead
             )
-        finally:  # also when the requirements conflict: the reporter's contract
+        except Exception:  # a conflict ends the task; Ctrl-C leaves it open (unfinished)
             reporter.done(f"resolve:{target.name}")
+            raise
+        reporter.done(f"resolve:{target.name}")
     packages = merge(resolutions, config.targets, overlays=overlays)
     if config.build_dependencies:
         packages = _with_build_dependencies(
