@@ -371,8 +371,11 @@ def test_ctrl_c_stops_a_pull_within_a_second(proj: Callable[..., Proj]) -> None:
     p = proj([LIB, APP], ["app"])
     assert cli("--project", p.root, "lock").code == 0
     p.server.add_fault(r"^/files/lib-1\.0\.tar\.gz", "slow", times=20, delay=8.0)
+    # An empty download cache: the lock's sources pass already stored the sdists in the
+    # usual one, and this pull must be stuck downloading when it is interrupted.
+    fresh = p.root / "fresh-cache"
     run, took = interrupt_when(
-        ["--project", p.root, "pull", "-v", "--no-progress"],
+        ["--project", p.root, "pull", "-v", "--no-progress", "--cache-dir", fresh],
         lambda err: "Pulling 2 packages into duni/..." in err,
     )
     assert run.code == 130, run.err
