@@ -636,7 +636,7 @@ def test_build_without_pull_says_what_to_do(make_project: Callable[..., Path]) -
     with pytest.raises(BuildError, match="monorepo pull"):
         build(proj)
     code, _out, err = run_cli(proj, [])
-    assert code == 1 and "monorepo pull" in err
+    assert code == 2 and "monorepo pull" in err
 
 
 def test_build_refuses_a_stale_lock_and_frozen_builds_it_as_it_is(

@@ -58,6 +58,11 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     if _state["hit"]:
         _end_now()
     _state["hit"] = True
+    reporter = _state["reporter"]
+    if reporter is not None:
+        # What was open when the key was pressed: the library's ``finally`` blocks close
+        # their tasks while the KeyboardInterrupt unwinds, before the CLI reports.
+        _state["unfinished"] = reporter.unfinished(timeout=0)
     timer = threading.Timer(GRACE, _end_now)
     timer.daemon = True
     timer.start()
@@ -67,6 +72,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 def message(reporter: TerminalReporter | None, timeout: float = -1) -> str:
     """``interrupted: left unfinished: ...`` for the tasks *reporter* still has open."""
     tasks = reporter.unfinished(timeout) if reporter is not None else []
+    tasks = tasks or list(_state.get("unfinished") or ())
     left = "; ".join(t.summary() for t in tasks)
     what = f" left unfinished: {left}." if left else ""
     return (
