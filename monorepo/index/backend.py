@@ -48,17 +48,12 @@ def _tail(text: str) -> str:
     return "\n".join(lines)
 
 
-def _quiet_runner(
-    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
-) -> None:
-    """Run a hook with its output captured: the library never writes to the terminal."""
-    env = dict(os.environ)
-    if extra_environ:
-        env.update(extra_environ)
+def _run_captured(cmd: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> None:
+    """Run *cmd* with its output captured; a failure raises with that output."""
     result = subprocess.run(
         list(cmd),
         cwd=cwd,
-        env=env,
+        env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -66,6 +61,13 @@ def _quiet_runner(
     )
     if result.returncode != 0:
         raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
+
+
+def _quiet_runner(
+    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+) -> None:
+    """Run a hook with its output captured: the library never writes to the terminal."""
+    _run_captured(cmd, cwd, {**os.environ, **(extra_environ or {})})
 
 
 def _offline_runner(
@@ -73,19 +75,7 @@ def _offline_runner(
 ) -> None:
     """Run a hook as ``monorepo build`` does: captured, offline, in a network namespace."""
     env = offline_environ(os.environ)
-    if extra_environ:
-        env.update(extra_environ)
-    result = subprocess.run(
-        [*network_isolation(), *cmd],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise _HookFailed(result.returncode, result.stdout.decode("utf-8", "replace"))
+    _run_captured([*network_isolation(), *cmd], cwd, {**env, **(extra_environ or {})})
 
 
 def _has_pip() -> bool:

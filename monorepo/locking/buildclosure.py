@@ -402,16 +402,19 @@ def _closure(
     crate_index: str | None,
     ask_backend: AskBackend | None,
 ) -> list[LockedPackage]:
-    runtime = annotate(
-        runtime,
-        overlays=overlays,
-        offline=offline,
-        reporter=reporter,
-        cache=cache,
-        ask_backend=ask_backend,
-        crate_index=crate_index,
-        own_task=False,
-    )
+    def annotated_copies(packages: Sequence[LockedPackage]) -> list[LockedPackage]:
+        return annotate(
+            packages,
+            overlays=overlays,
+            offline=offline,
+            reporter=reporter,
+            cache=cache,
+            ask_backend=ask_backend,
+            crate_index=crate_index,
+            own_task=False,  # the caller's one "sources" task counts every round
+        )
+
+    runtime = annotated_copies(runtime)
     runtime_keys = {(p.name, p.version) for p in runtime}
     base: dict[NormalizedName, Version] = {}
     for p in runtime:  # the newest where targets disagree
@@ -436,16 +439,7 @@ def _closure(
         if chosen == build_only:
             return finish(_assemble(members, groups, picked))
         new = [entries[k] for k in chosen if k not in annotated]
-        for p in annotate(
-            new,
-            overlays=overlays,
-            offline=offline,
-            reporter=reporter,
-            cache=cache,
-            ask_backend=ask_backend,
-            crate_index=crate_index,
-            own_task=False,
-        ):
+        for p in annotated_copies(new):
             annotated[(p.name, p.version)] = p
         build_only = chosen
     raise ResolutionError("The build-dependency closure did not converge; report this as a bug.")
