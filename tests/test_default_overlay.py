@@ -105,7 +105,7 @@ def test_project_overlay_can_switch_a_default_rule_off(tmp_path: Path) -> None:
             "12.0.0",
             {"system-libraries": {"debian": ["libjpeg-dev", "zlib1g-dev", "libfreetype-dev"]}},
         ),
-        ("pillow", "12.0.0", {"config-settings": {"freetype": "enable"}}),
+        ("pillow", "12.0.0", {"config-settings": {"freetype": "enable", "xcb": "disable"}}),
         ("psycopg2", "2.9.10", {"system-libraries": {"debian": ["libpq-dev"]}}),
         ("psycopg2", "2.9.10", {"host-tools": {"pg_config": "libpq-dev"}}),
     ],
